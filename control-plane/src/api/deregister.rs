@@ -1,0 +1,44 @@
+//! `POST /deregister`.
+
+use axum::extract::State;
+use waypost_model::{DeregisterResponse, InstanceRef};
+
+use super::{
+    AppState,
+    error::ApiError,
+    extract::Json,
+    responses::{NotFound, WriteErrors},
+};
+
+/// Remove an instance.
+///
+/// Name it by `{"service", "address"}` (seed form) or `{"service", "id"}`. The answer comes once
+/// the removal is durable; watchers see a `remove` event with reason `deregistered`.
+#[utoipa::path(
+    post,
+    path = "/deregister",
+    tag = "registry",
+    request_body(content = InstanceRef, examples(
+        ("seed form" = (value = json!({"service": "user-service", "address": "http://localhost:8001"}))),
+        ("by id" = (value = json!({"service": "user-service", "id": "user-1"}))),
+    )),
+    responses(
+        (status = 200, description = "Deregistered", body = DeregisterResponse),
+        NotFound,
+        WriteErrors,
+    )
+)]
+pub(crate) async fn deregister(
+    State(app): State<AppState>,
+    Json(req): Json<InstanceRef>,
+) -> Result<axum::Json<DeregisterResponse>, ApiError> {
+    let (service, id, revision) = app.registry.deregister(&req)?;
+    app.registry.wait_committed(revision).await?;
+    Ok(axum::Json(DeregisterResponse {
+        status: "deregistered".to_owned(),
+        message: format!("Instance {id} of service {service} deregistered"),
+        service,
+        id,
+        revision,
+    }))
+}

@@ -1,0 +1,41 @@
+//! `POST /drain`.
+
+use axum::extract::State;
+use waypost_model::{DrainRequest, DrainResponse};
+
+use super::{
+    AppState,
+    error::ApiError,
+    extract::Json,
+    responses::{NotFound, WriteErrors},
+};
+
+/// Drain an instance, or undrain it.
+///
+/// A draining instance stays registered and keeps heartbeating, but leaves default discovery
+/// results (and so DNS and proxies) so it gets no new work, as during a rolling deploy. It is
+/// still listed with `?healthy=false`. Send `"draining": false` to take work again. Name the
+/// instance by `id` or `address`, as for heartbeats. Re-registering sets the status it gives.
+#[utoipa::path(
+    post,
+    path = "/drain",
+    tag = "registry",
+    request_body = DrainRequest,
+    responses(
+        (status = 200, description = "The status now in force", body = DrainResponse),
+        NotFound,
+        WriteErrors,
+    )
+)]
+pub(crate) async fn drain(
+    State(app): State<AppState>,
+    Json(req): Json<DrainRequest>,
+) -> Result<axum::Json<DrainResponse>, ApiError> {
+    let (instance, revision) = app.registry.drain(&req.instance, req.draining)?;
+    app.registry.wait_committed(revision).await?;
+    Ok(axum::Json(DrainResponse {
+        status: instance.status,
+        revision,
+        instance: waypost_model::Instance::clone(&instance),
+    }))
+}

@@ -1,0 +1,154 @@
+//! The HTTP API: one module per endpoint, assembled here with the OpenAPI document, the body
+//! limit, request metrics and the problem+json fallbacks.
+
+mod blocking;
+mod deregister;
+mod discover;
+mod docs;
+mod drain;
+pub mod error;
+mod extract;
+mod heartbeat;
+mod ops;
+mod register;
+mod responses;
+mod services;
+mod watch;
+
+use std::{sync::Arc, time::{Duration, Instant}};
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, MatchedPath, Request, State},
+    http::StatusCode,
+    middleware::{self, Next},
+    response::Response,
+};
+use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use waypost_model::{ErrorCode, limits::MAX_BODY_BYTES};
+
+use crate::{
+    metrics::{HttpLabels, Metrics},
+    registry::Registry,
+};
+use self::error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The single writer.
+    pub registry: Arc<Registry>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled at shutdown: ends watch streams and blocking queries.
+    pub shutdown: CancellationToken,
+    /// Keep-alive interval on `/watch`.
+    pub watch_keepalive: Duration,
+    /// Whether a durable store backs the registry.
+    pub durable: bool,
+    /// The OpenAPI document, rendered once.
+    pub openapi_json: Arc<str>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Waypost control plane",
+        description = "Service registration and discovery. Services register, heartbeat and \
+deregister; anyone discovers, lists and watches. Errors are RFC 9457 problem+json with a stable \
+`code`. Request bodies are limited to 65536 bytes.",
+        license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0"),
+    ),
+    paths(docs::docs_page),
+    tags(
+        (name = "registry", description = "Register, heartbeat, drain and deregister instances"),
+        (name = "discovery", description = "Find instances, list services, watch changes"),
+        (name = "operations", description = "Health, readiness, metrics and this document"),
+    )
+)]
+struct ApiDoc;
+
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(register::register))
+        .routes(routes!(heartbeat::heartbeat))
+        .routes(routes!(deregister::deregister))
+        .routes(routes!(drain::drain))
+        .routes(routes!(discover::discover))
+        .routes(routes!(services::services))
+        .routes(routes!(watch::watch))
+        .routes(routes!(ops::health))
+        .routes(routes!(ops::ready))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(docs::openapi_json))
+}
+
+/// The OpenAPI document, as served at `/openapi.json` and committed in `openapi/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().split_for_parts().1
+}
+
+/// The OpenAPI document as pretty JSON with a final newline: the committed file's exact bytes.
+pub fn openapi_pretty() -> String {
+    let mut s = openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| unreachable!("the document always serialises: {e}"));
+    s.push('\n');
+    s
+}
+
+/// Builds the router. `openapi_json` in `state` should be [`openapi_pretty`].
+pub fn router(state: AppState) -> Router {
+    let (api, _) = api_router().split_for_parts();
+    api.merge(docs::swagger_ui())
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn route_not_found(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::RouteNotFound,
+        format!("no route {} {}; see /docs", req.method(), req.uri().path()),
+    )
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::MethodNotAllowed,
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+}
+
+/// Records request latency by route and status, and stamps `X-Waypost-Index` on answers that
+/// do not carry one yet.
+async fn observe(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().to_string();
+    let mut res = next.run(req).await;
+    if !res.headers().contains_key(&blocking::INDEX_HEADER) {
+        let head = app.registry.head();
+        res.headers_mut()
+            .insert(blocking::INDEX_HEADER.clone(), blocking::index_value(head));
+    }
+    app.metrics.observe_http(
+        &HttpLabels {
+            route,
+            method,
+            status: res.status().as_u16(),
+        },
+        started.elapsed().as_secs_f64(),
+    );
+    res
+}

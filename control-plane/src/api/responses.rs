@@ -1,0 +1,44 @@
+//! The error responses each operation declares in the OpenAPI document, grouped so that every
+//! route lists its problems the same way.
+
+use utoipa::IntoResponses;
+use waypost_model::Problem;
+
+/// Errors of the JSON write endpoints.
+#[derive(IntoResponses)]
+#[allow(dead_code, unreachable_pub)]
+pub enum WriteErrors {
+    /// `invalid_json`, `invalid_field` or `invalid_service_name`.
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(Problem),
+    /// `body_too_large`: over 65536 bytes.
+    #[response(status = 413, content_type = "application/problem+json")]
+    TooLarge(Problem),
+    /// `unsupported_media_type`: send `Content-Type: application/json`.
+    #[response(status = 415, content_type = "application/problem+json")]
+    MediaType(Problem),
+    /// `invalid_body`: missing field or wrong type.
+    #[response(status = 422, content_type = "application/problem+json")]
+    Unprocessable(Problem),
+    /// `store_unavailable` (a durable commit failed) or `registry_full`.
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
+}
+
+/// `instance_not_found`: re-register.
+#[derive(IntoResponses)]
+#[allow(dead_code, unreachable_pub)]
+pub enum NotFound {
+    /// No such instance: never registered, deregistered or expired.
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(Problem),
+}
+
+/// Errors of the read endpoints.
+#[derive(IntoResponses)]
+#[allow(dead_code, unreachable_pub)]
+pub enum ReadErrors {
+    /// `invalid_query` or `invalid_service_name`.
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(Problem),
+}

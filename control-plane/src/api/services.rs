@@ -1,0 +1,65 @@
+//! `GET /services`.
+
+use axum::{
+    extract::State,
+    response::{IntoResponse, Response},
+};
+use utoipa::IntoParams;
+use waypost_model::ServicesResponse;
+
+use super::{
+    AppState,
+    blocking::{Blocking, INDEX_HEADER, index_value},
+    error::ApiError,
+    extract::QueryPairs,
+    responses::ReadErrors,
+};
+
+/// Query parameters of `GET /services`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct ServicesParams {
+    /// Blocking query: hold the answer until anything changes past revision `index`.
+    index: Option<u64>,
+    /// Blocking query: the longest to hold, as `30s`, `5m` or seconds (default 5m, at most 10m).
+    wait: Option<String>,
+}
+
+/// List every service with instance counts.
+///
+/// The seed's shape: `{"services": {"name": {"total_instances", "active_instances"}},
+/// "total_services"}`; `active_instances` counts those with status `up`. Supports blocking
+/// queries with `?index=R&wait=D` like `/discover`.
+#[utoipa::path(
+    get,
+    path = "/services",
+    tag = "discovery",
+    params(ServicesParams),
+    responses(
+        (status = 200, description = "Every service with at least one instance", body = ServicesResponse,
+            headers(("X-Waypost-Index" = u64, description = "Revision the answer was read at"))),
+        ReadErrors,
+    )
+)]
+pub(crate) async fn services(
+    State(app): State<AppState>,
+    QueryPairs(pairs): QueryPairs,
+) -> Result<Response, ApiError> {
+    let mut blocking = Blocking::default();
+    for (k, v) in pairs {
+        if !blocking.accept(&k, &v)? {
+            return Err(ApiError::query(format!(
+                "unknown parameter {k:?}; known: index, wait"
+            )));
+        }
+    }
+    blocking.block(&app, |index| app.registry.head() > index).await;
+    let (services, revision) = app.registry.services();
+    let body = ServicesResponse {
+        total_services: services.len(),
+        services,
+        revision,
+    };
+    Ok(([(INDEX_HEADER.clone(), index_value(revision))], axum::Json(body)).into_response())
+}

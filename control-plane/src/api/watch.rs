@@ -1,0 +1,197 @@
+//! `GET /watch`: Server-Sent Events.
+//!
+//! No per-subscriber queue lives in the registry: each stream remembers the last revision it
+//! sent, waits on the committed head, and reads the shared change log from there. A stream that
+//! falls behind the log (or resumes from another epoch) gets a fresh snapshot instead of a guess.
+
+use std::convert::Infallible;
+
+use axum::{
+    extract::State,
+    http::HeaderMap,
+    response::sse::{Event, KeepAlive, Sse},
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use utoipa::IntoParams;
+use waypost_model::{
+    Revision, ServiceName, WatchEvent,
+    watch::{event_id, parse_event_id},
+};
+
+use super::{AppState, error::ApiError, extract::QueryPairs, responses::ReadErrors};
+use crate::registry::Stale;
+
+/// Query parameters of `GET /watch`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct WatchParams {
+    /// Only events of this service.
+    service: Option<String>,
+    /// Resume after this revision (the `Last-Event-ID` header, when sent, wins).
+    since: Option<u64>,
+    /// The epoch `since` belongs to (16 hex digits); another epoch gets a snapshot.
+    epoch: Option<String>,
+}
+
+/// Events in flight per stream; a slower client makes the stream wait, then catch up from the
+/// log (or get a snapshot if it fell out of it).
+const STREAM_BUFFER: usize = 64;
+
+/// Stream registry changes (Server-Sent Events).
+///
+/// First a `snapshot` event with every instance at revision R (draining ones included), then
+/// one `upsert` or `remove` event per change. Each event's id is `<epoch>-<revision>`; reconnect
+/// with it as `Last-Event-ID` (or `?since=R&epoch=E`) to get exactly the changes after it, or a
+/// fresh snapshot when R is older than the kept history. Idle streams get a keep-alive comment.
+#[utoipa::path(
+    get,
+    path = "/watch",
+    tag = "discovery",
+    params(
+        WatchParams,
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id"),
+    ),
+    responses(
+        (status = 200, description = "An SSE stream; each event's `data` is one WatchEvent as JSON and its `event` name is the event's `type`",
+            content_type = "text/event-stream", body = WatchEvent),
+        ReadErrors,
+    )
+)]
+pub(crate) async fn watch(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    QueryPairs(pairs): QueryPairs,
+) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let mut service = None;
+    let mut since = None;
+    let mut epoch = None;
+    for (k, v) in pairs {
+        match k.as_str() {
+            "service" => {
+                service = Some(ServiceName::new(&v).map_err(|e| {
+                    ApiError::query(format!("service={v:?} is not a valid service name: it {e}"))
+                })?);
+            }
+            "since" => {
+                since = Some(v.parse::<Revision>().map_err(|_| {
+                    ApiError::query(format!("since={v:?} is not a revision"))
+                })?);
+            }
+            "epoch" => {
+                epoch = Some(u64::from_str_radix(&v, 16).map_err(|_| {
+                    ApiError::query(format!("epoch={v:?} is not 16 hex digits"))
+                })?);
+            }
+            other => {
+                return Err(ApiError::query(format!(
+                    "unknown parameter {other:?}; known: service, since, epoch"
+                )));
+            }
+        }
+    }
+    if let Some(last) = headers.get("last-event-id") {
+        let parsed = last.to_str().ok().and_then(parse_event_id).ok_or_else(|| {
+            ApiError::query("Last-Event-ID is not an event id like 00000000000000ab-42")
+        })?;
+        epoch = parsed.0;
+        since = Some(parsed.1);
+    }
+    // A resume point from another history (or beyond ours) is meaningless here.
+    let committed = app.registry.subscribe().borrow().revision;
+    let resume = since.filter(|r| {
+        epoch.is_none_or(|e| e == app.registry.epoch()) && *r <= committed
+    });
+    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    let keepalive = app.watch_keepalive;
+    tokio::spawn(pump(app, service, resume, tx));
+    Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::new().interval(keepalive)))
+}
+
+type Tx = mpsc::Sender<Result<Event, Infallible>>;
+
+/// Sends one event; `false` when the client is gone.
+async fn send(app: &AppState, tx: &Tx, ev: &WatchEvent) -> bool {
+    let data = match serde_json::to_string(ev) {
+        Ok(d) => d,
+        Err(err) => {
+            tracing::error!(%err, "cannot encode watch event");
+            return false;
+        }
+    };
+    let event = Event::default()
+        .event(ev.kind())
+        .id(event_id(app.registry.epoch(), ev.revision()))
+        .data(data);
+    tx.send(Ok(event)).await.is_ok()
+}
+
+/// Sends a snapshot consistent with one revision; returns that revision.
+async fn snapshot(app: &AppState, tx: &Tx, service: Option<&ServiceName>) -> Option<Revision> {
+    let (instances, revision) = app.registry.snapshot(service.map(ServiceName::as_str));
+    // The snapshot was read at the in-memory head; show it only once that head is durable.
+    app.registry.wait_committed(revision).await.ok()?;
+    let ev = WatchEvent::Snapshot {
+        epoch: format!("{:016x}", app.registry.epoch()),
+        revision,
+        instances,
+    };
+    send(app, tx, &ev).await.then_some(revision)
+}
+
+async fn pump(app: AppState, service: Option<ServiceName>, resume: Option<Revision>, tx: Tx) {
+    app.metrics.watch_streams.inc();
+    let _open = scopeguard(&app);
+    let mut rx = app.registry.subscribe();
+    let mut last = match resume {
+        Some(r) => r,
+        None => match snapshot(&app, &tx, service.as_ref()).await {
+            Some(r) => r,
+            None => return,
+        },
+    };
+    loop {
+        let head = rx.borrow_and_update().revision;
+        // `head == last` still reads the log once: a resume point older than the log is
+        // found stale here and answered with a snapshot right away.
+        if head >= last {
+            match app.registry.changes_since(last, head) {
+                Ok(changes) => {
+                    for change in changes {
+                        if service.as_ref().is_none_or(|s| s == change.service())
+                            && !send(&app, &tx, &change.to_event()).await
+                        {
+                            return;
+                        }
+                        last = change.revision;
+                    }
+                }
+                Err(Stale) => match snapshot(&app, &tx, service.as_ref()).await {
+                    Some(r) => last = r,
+                    None => return,
+                },
+            }
+        }
+        tokio::select! {
+            biased;
+            () = app.shutdown.cancelled() => return,
+            () = tx.closed() => return,
+            changed = rx.changed() => if changed.is_err() { return },
+        }
+        if rx.borrow().failed {
+            return;
+        }
+    }
+}
+
+/// Decrements the open-streams gauge when the stream ends, however it ends.
+fn scopeguard(app: &AppState) -> impl Drop + '_ {
+    struct Guard<'a>(&'a AppState);
+    impl Drop for Guard<'_> {
+        fn drop(&mut self) {
+            self.0.metrics.watch_streams.dec();
+        }
+    }
+    Guard(app)
+}

@@ -1,0 +1,277 @@
+//! The control plane's one configuration struct, loaded before anything binds.
+//!
+//! Layers, lowest first: built-in defaults < TOML file (`--config`) < `WAYPOST_*` environment
+//! < command-line flags. [`Settings`] is both the clap argument set (flags and env) and the TOML
+//! file's shape, so each setting is declared once; [`Config::from_layers`] merges two of them
+//! and applies defaults and checks.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+use waypost_runtime::{config::ConfigError, logging::LogFormat};
+
+use crate::registry::expiry::SelfPreservation;
+
+/// Every setting, optional, as given by one layer.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on [default: 127.0.0.1:9000].
+    #[arg(long, env = "WAYPOST_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory of the durable store [default: ./waypost-data].
+    #[arg(long, env = "WAYPOST_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Keep state in memory only (lost on exit) [default: false].
+    #[arg(long, env = "WAYPOST_IN_MEMORY", num_args = 0..=1, default_missing_value = "true")]
+    pub in_memory: Option<bool>,
+    /// TTL of registrations that give none [default: 30s].
+    #[arg(long, env = "WAYPOST_DEFAULT_TTL", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub default_ttl: Option<Duration>,
+    /// Heartbeat interval suggested to clients [default: 10s].
+    #[arg(long, env = "WAYPOST_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub heartbeat_interval: Option<Duration>,
+    /// Hold expiry when too many instances would expire at once [default: true].
+    #[arg(long, env = "WAYPOST_SELF_PRESERVATION", num_args = 0..=1, default_missing_value = "true")]
+    pub self_preservation: Option<bool>,
+    /// Share of instances that may expire within one window before expiry is held [default: 0.5].
+    #[arg(long, env = "WAYPOST_SELF_PRESERVATION_THRESHOLD")]
+    pub self_preservation_threshold: Option<f64>,
+    /// The window over which expiries are counted [default: 30s].
+    #[arg(long, env = "WAYPOST_SELF_PRESERVATION_WINDOW", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub self_preservation_window: Option<Duration>,
+    /// Fewer expiries than this in a window are never held [default: 10].
+    #[arg(long, env = "WAYPOST_SELF_PRESERVATION_MIN")]
+    pub self_preservation_min: Option<usize>,
+    /// Changes kept for `/watch` clients to resume from [default: 100000].
+    #[arg(long, env = "WAYPOST_HISTORY")]
+    pub history: Option<usize>,
+    /// Most instances held at once [default: 1000000].
+    #[arg(long, env = "WAYPOST_MAX_INSTANCES")]
+    pub max_instances: Option<usize>,
+    /// Interval of keep-alive comments on idle `/watch` streams [default: 15s].
+    #[arg(long, env = "WAYPOST_WATCH_KEEPALIVE", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub watch_keepalive: Option<Duration>,
+    /// How long shutdown waits for in-flight requests [default: 10s].
+    #[arg(long, env = "WAYPOST_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub shutdown_grace: Option<Duration>,
+    /// Page cache of the store in MiB [default: 16].
+    #[arg(long, env = "WAYPOST_STORE_CACHE_MB")]
+    pub store_cache_mb: Option<usize>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "WAYPOST_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s = Option::<String>::deserialize(d)?;
+        s.map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+/// The command line of `waypost-control`.
+#[derive(Debug, Parser)]
+#[command(name = "waypost-control", version, about = "Waypost control plane: service registry server")]
+pub struct Cli {
+    /// A TOML file with settings (lowest priority after the defaults).
+    #[arg(long, env = "WAYPOST_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Settings; each flag also reads the `WAYPOST_*` variable shown.
+    #[command(flatten)]
+    pub settings: Settings,
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Print the OpenAPI document, or write it to a file.
+    Openapi {
+        /// Write here instead of standard output (e.g. openapi/openapi.json).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Store directory; `None` in memory mode.
+    pub data_dir: Option<PathBuf>,
+    /// TTL of registrations that give none.
+    pub default_ttl: Duration,
+    /// Suggested heartbeat interval.
+    pub heartbeat_interval: Duration,
+    /// The self-preservation rule.
+    pub self_preservation: SelfPreservation,
+    /// Changes kept for resuming watchers.
+    pub history: usize,
+    /// Most instances.
+    pub max_instances: usize,
+    /// Keep-alive interval on `/watch`.
+    pub watch_keepalive: Duration,
+    /// Shutdown grace period.
+    pub shutdown_grace: Duration,
+    /// Store page cache in bytes.
+    pub store_cache_bytes: usize,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Parses flags and env (`args` as from `std::env::args_os`), reads the TOML file if one is
+    /// named, and merges. Pure except for reading that file.
+    pub fn load<I, T>(args: I) -> Result<(Config, Option<Command>), ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let cli = Cli::try_parse_from(args).map_err(|e| match e.kind() {
+            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                e.exit()
+            }
+            _ => ConfigError::Invalid(e.to_string().trim().to_owned()),
+        })?;
+        let file: Settings = waypost_runtime::config::read_toml(cli.config.as_deref())?;
+        Ok((Self::from_layers(cli.settings, file)?, cli.command))
+    }
+
+    /// Merges `over` (flags and env) onto `under` (file), then applies defaults and checks.
+    pub fn from_layers(over: Settings, under: Settings) -> Result<Config, ConfigError> {
+        macro_rules! pick {
+            ($field:ident, $default:expr) => {
+                over.$field.or(under.$field).unwrap_or($default)
+            };
+        }
+        let in_memory = pick!(in_memory, false);
+        let config = Config {
+            listen: pick!(listen, SocketAddr::from(([127, 0, 0, 1], 9000))),
+            data_dir: (!in_memory).then(|| pick!(data_dir, PathBuf::from("waypost-data"))),
+            default_ttl: pick!(default_ttl, Duration::from_secs(30)),
+            heartbeat_interval: pick!(heartbeat_interval, Duration::from_secs(10)),
+            self_preservation: SelfPreservation {
+                enabled: pick!(self_preservation, true),
+                threshold: pick!(self_preservation_threshold, 0.5),
+                window: pick!(self_preservation_window, Duration::from_secs(30)),
+                min_instances: pick!(self_preservation_min, 10),
+            },
+            history: pick!(history, 100_000),
+            max_instances: pick!(max_instances, 1_000_000),
+            watch_keepalive: pick!(watch_keepalive, Duration::from_secs(15)),
+            shutdown_grace: pick!(shutdown_grace, Duration::from_secs(10)),
+            store_cache_bytes: pick!(store_cache_mb, 16) * 1024 * 1024,
+            log_format: pick!(log_format, LogFormat::Text),
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let ttl = self.default_ttl.as_secs();
+        if !(1..=86_400).contains(&ttl) || self.default_ttl.subsec_nanos() != 0 {
+            return bad(format!(
+                "default_ttl must be whole seconds from 1s to 24h, not {:?}",
+                self.default_ttl
+            ));
+        }
+        if self.heartbeat_interval.is_zero() || self.heartbeat_interval >= self.default_ttl {
+            return bad("heartbeat_interval must be above zero and below default_ttl".into());
+        }
+        let t = self.self_preservation.threshold;
+        if !(t > 0.0 && t <= 1.0) {
+            return bad(format!("self_preservation_threshold must be in (0, 1], not {t}"));
+        }
+        if self.history == 0 || self.max_instances == 0 {
+            return bad("history and max_instances must be at least 1".into());
+        }
+        if self.watch_keepalive.is_zero() {
+            return bad("watch_keepalive must be above zero".into());
+        }
+        Ok(())
+    }
+
+    /// For tests: `127.0.0.1:0`, the given data directory (or memory), short timers.
+    pub fn for_test(data_dir: Option<PathBuf>) -> Config {
+        let mut c = Self::from_layers(Settings::default(), Settings::default())
+            .unwrap_or_else(|e| unreachable!("defaults are valid: {e}"));
+        c.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        c.data_dir = data_dir;
+        c.shutdown_grace = Duration::from_secs(3);
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(args: &[&str], file: &str) -> Result<Config, ConfigError> {
+        let cli = Cli::try_parse_from(std::iter::once("waypost-control").chain(args.iter().copied()))
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let file: Settings = waypost_runtime::config::parse_toml(file)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        Config::from_layers(cli.settings, file)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = load(&[], "").unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(c.data_dir, Some(PathBuf::from("waypost-data")));
+        assert_eq!(c.default_ttl, Duration::from_secs(30));
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(10));
+        assert!(c.self_preservation.enabled);
+        assert_eq!(c.self_preservation.threshold, 0.5);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = "listen = \"127.0.0.1:7000\"\ndefault_ttl = \"60s\"\nhistory = 5\n";
+        let c = load(&["--listen", "127.0.0.1:7100"], file).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7100");
+        assert_eq!(c.default_ttl, Duration::from_secs(60));
+        assert_eq!(c.history, 5);
+    }
+
+    #[test]
+    fn in_memory_drops_the_data_dir() {
+        let c = load(&["--in-memory"], "data_dir = \"/x\"").unwrap();
+        assert_eq!(c.data_dir, None);
+        let c = load(&["--in-memory", "false"], "data_dir = \"/x\"").unwrap();
+        assert_eq!(c.data_dir, Some(PathBuf::from("/x")));
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for (args, file) in [
+            (&["--default-ttl", "0s"][..], ""),
+            (&["--default-ttl", "1500ms"][..], ""),
+            (&["--heartbeat-interval", "40s"][..], ""),
+            (&["--self-preservation-threshold", "1.5"][..], ""),
+            (&["--listen", "nope"][..], ""),
+            (&[][..], "unknown_key = 1"),
+            (&[][..], "default_ttl = \"soon\""),
+        ] {
+            assert!(load(args, file).is_err(), "{args:?} {file:?} should fail");
+        }
+    }
+}

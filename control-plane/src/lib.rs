@@ -1,0 +1,167 @@
+//! The Waypost control plane: a service registry with a REST API, a durable store and a change
+//! stream.
+//!
+//! # Layout
+//! - [`config`]: the one [`Config`], from flags, `WAYPOST_*` env and TOML.
+//! - [`registry`]: the single writer (state, revisions, change log, expiry).
+//! - `store`: the embedded redb store and its group-committing writer thread.
+//! - [`api`]: one module per endpoint, the OpenAPI document, errors as problem+json.
+//! - [`metrics`]: every metric in one place.
+//!
+//! # Flow
+//! `POST` handler → [`registry::Registry`] (lock, mutate, next revision, change log) → store
+//! writer (batch commit) → committed revision on a `watch` → reply, `/watch` streams, blocking
+//! queries. The expiry task feeds the same writer.
+
+pub mod api;
+pub mod config;
+pub mod metrics;
+pub mod registry;
+mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use waypost_model::Revision;
+
+pub use crate::config::Config;
+use crate::{
+    api::AppState,
+    metrics::Metrics,
+    registry::{Committed, Registry, RegistryConfig},
+    store::{Loaded, StoreError},
+};
+
+/// Why the control plane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A started control plane.
+#[derive(Debug)]
+pub struct Running {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    /// The registry, for in-process callers.
+    pub registry: Arc<Registry>,
+    /// Finishes after shutdown: connections drained (within the grace period), store flushed.
+    pub join: JoinHandle<()>,
+}
+
+/// How often the expiry task looks for overdue instances: expiry lands within TTL + this.
+const EXPIRY_TICK: Duration = Duration::from_millis(250);
+
+/// Opens the store, binds `config.listen` and serves until `shutdown` is cancelled.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
+    let metrics = Arc::new(Metrics::new());
+    let (tx, _) = watch::channel(Committed {
+        revision: 0,
+        failed: false,
+    });
+    let committed = Arc::new(tx);
+    let (writer, loaded) = match &config.data_dir {
+        Some(dir) => {
+            let (w, l) = store::open(dir, config.store_cache_bytes, committed.clone(), metrics.clone())?;
+            (Some(w), l)
+        }
+        None => (None, Loaded::empty(rand::random())),
+    };
+    let restored = loaded.instances.len();
+    let durable = writer.is_some();
+    let registry = Arc::new(Registry::new(
+        RegistryConfig {
+            default_ttl_seconds: config.default_ttl.as_secs() as u32,
+            heartbeat_interval: config.heartbeat_interval,
+            history: config.history,
+            max_instances: config.max_instances,
+            self_preservation: config.self_preservation,
+        },
+        loaded,
+        writer,
+        committed,
+        metrics.clone(),
+    ));
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    tracing::info!(
+        http = %addr,
+        store = config.data_dir.as_ref().map_or_else(|| "memory".to_owned(), |d| d.display().to_string()),
+        restored,
+        epoch = %format!("{:016x}", registry.epoch()),
+        revision = registry.head(),
+        "listening"
+    );
+    let state = AppState {
+        registry: registry.clone(),
+        metrics,
+        shutdown: shutdown.clone(),
+        watch_keepalive: config.watch_keepalive,
+        durable,
+        openapi_json: api::openapi_pretty().into(),
+    };
+    let app = api::router(state);
+    let expiry = tokio::spawn(expire(registry.clone(), shutdown.clone()));
+    let reg = registry.clone();
+    let grace = config.shutdown_grace;
+    let join = tokio::spawn(async move {
+        let token = shutdown.clone();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            token.cancelled().await;
+        });
+        let server = tokio::spawn(async move { server.await });
+        shutdown.cancelled().await;
+        // Stop accepting; streams and blocking queries end on the token; in-flight writes
+        // finish (they are bounded by the store's commit time) within the grace period.
+        match tokio::time::timeout(grace, server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(err))) => tracing::error!(%err, "server error"),
+            Ok(Err(err)) => tracing::error!(%err, "server task failed"),
+            Err(_) => tracing::warn!(grace_ms = grace.as_millis() as u64, "drain exceeded the grace period"),
+        }
+        let _ = expiry.await;
+        reg.close_store().await;
+        tracing::info!(revision = reg.head(), "stopped");
+    });
+    Ok(Running {
+        addr,
+        registry,
+        join,
+    })
+}
+
+/// The expiry task: every tick, expire what is overdue.
+async fn expire(registry: Arc<Registry>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(EXPIRY_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => registry.expire_due(std::time::Instant::now()),
+        }
+    }
+}
+
+/// The revision type, re-exported for tests and tools.
+pub type Rev = Revision;

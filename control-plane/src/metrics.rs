@@ -1,0 +1,152 @@
+//! Every metric of the control plane, named and registered in one place, rendered as
+//! Prometheus text at `GET /metrics`.
+
+use std::sync::Mutex;
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+use waypost_model::ServiceName;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabel {
+    service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+/// Labels of the request latency histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// The matched route template, e.g. `/discover/{service}`; `unmatched` for 404s.
+    pub route: String,
+    /// The HTTP method.
+    pub method: String,
+    /// The response status code.
+    pub status: u16,
+}
+
+/// The control plane's metrics.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    instances: Family<ServiceLabel, Gauge>,
+    pub(crate) registrations: Counter,
+    heartbeats: Family<ResultLabel, Counter>,
+    pub(crate) deregistrations: Counter,
+    pub(crate) expirations: Counter,
+    pub(crate) held: Counter,
+    self_preservation: Gauge,
+    pub(crate) revision: Gauge,
+    pub(crate) watch_streams: Gauge,
+    store_commits: Counter,
+    store_batch: Histogram,
+    http: Family<HttpLabels, Histogram>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let m = Self {
+            registry: Mutex::new(Registry::with_prefix("waypost")),
+            instances: Family::default(),
+            registrations: Counter::default(),
+            heartbeats: Family::default(),
+            deregistrations: Counter::default(),
+            expirations: Counter::default(),
+            held: Counter::default(),
+            self_preservation: Gauge::default(),
+            revision: Gauge::default(),
+            watch_streams: Gauge::default(),
+            store_commits: Counter::default(),
+            store_batch: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0]),
+            http: Family::new_with_constructor(|| {
+                Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                    0.000_05, 2.0, 18,
+                ))
+            }),
+        };
+        {
+            let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
+            r.register("instances", "Registered instances per service", m.instances.clone());
+            r.register("registrations", "Register requests accepted", m.registrations.clone());
+            r.register("heartbeats", "Heartbeats by result (ok, not_found)", m.heartbeats.clone());
+            r.register("deregistrations", "Instances deregistered", m.deregistrations.clone());
+            r.register("expirations", "Instances expired for missing heartbeats", m.expirations.clone());
+            r.register(
+                "self_preservation_held",
+                "Expiries held back by self-preservation (counted per pass)",
+                m.held.clone(),
+            );
+            r.register(
+                "self_preservation_active",
+                "1 while self-preservation holds expiry",
+                m.self_preservation.clone(),
+            );
+            r.register("revision", "Current head revision", m.revision.clone());
+            r.register("watch_streams", "Open /watch streams", m.watch_streams.clone());
+            r.register("store_commits", "Durable store transactions committed", m.store_commits.clone());
+            r.register("store_commit_batch_size", "Writes per store transaction", m.store_batch.clone());
+            r.register(
+                "http_request_duration_seconds",
+                "HTTP request latency by route, method and status",
+                m.http.clone(),
+            );
+        }
+        m
+    }
+
+    pub(crate) fn set_instances(&self, service: &ServiceName, count: usize) {
+        let label = ServiceLabel {
+            service: service.to_string(),
+        };
+        if count == 0 {
+            self.instances.remove(&label);
+        } else {
+            self.instances.get_or_create(&label).set(count as i64);
+        }
+    }
+
+    pub(crate) fn heartbeat(&self, ok: bool) {
+        let result = if ok { "ok" } else { "not_found" };
+        self.heartbeats.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    pub(crate) fn set_self_preservation(&self, active: bool) {
+        self.self_preservation.set(i64::from(active));
+    }
+
+    pub(crate) fn store_commit(&self, writes: usize) {
+        self.store_commits.inc();
+        self.store_batch.observe(writes as f64);
+    }
+
+    pub(crate) fn observe_http(&self, labels: &HttpLabels, seconds: f64) {
+        self.http.get_or_create(labels).observe(seconds);
+    }
+
+    /// Renders every metric as Prometheus text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let r = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &r);
+        out
+    }
+}

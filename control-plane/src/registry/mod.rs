@@ -1,0 +1,619 @@
+//! The registry: the single writer of the control plane's state.
+//!
+//! Every write (register, deregister, drain, expiry) takes the one lock, changes the indexes in
+//! [`state`], appends to the [`changes`] log with the next revision and hands the change to the
+//! store's writer. Heartbeats take the same lock but only move a deadline: no revision, no store
+//! write. The lock is a `std::sync::Mutex` held for microseconds and never across an `.await`.
+//!
+//! Readers (watch streams, blocking queries, replies to writes) follow the *committed* revision,
+//! published on a `tokio::sync::watch` once the store has made a change durable, so nobody sees
+//! an acknowledgement for something a crash could still lose.
+
+pub(crate) mod changes;
+mod error;
+pub mod expiry;
+pub(crate) mod state;
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant, SystemTime},
+};
+
+use tokio::sync::watch;
+use waypost_model::{
+    ChangeReason, DiscoveredInstance, Epoch, Instance, InstanceId, InstanceRef, RegisterRequest,
+    Revision, ServiceName, ServiceSummary, Status,
+};
+
+pub(crate) use self::changes::{Change, ChangeKind, Stale};
+pub use self::error::RegistryError;
+use self::{
+    changes::ChangeLog,
+    expiry::{ExpiryQueue, Preservation, SelfPreservation, Verdict},
+    state::{Entry, State},
+};
+use crate::{
+    metrics::Metrics,
+    store::{Loaded, StoreOp, StoreWriter},
+};
+
+/// What the registry needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// TTL for registrations that give none, in seconds.
+    pub default_ttl_seconds: u32,
+    /// The heartbeat interval suggested to clients (capped at a third of each instance's TTL).
+    pub heartbeat_interval: Duration,
+    /// Changes kept for watchers to resume from.
+    pub history: usize,
+    /// Most instances held at once.
+    pub max_instances: usize,
+    /// The self-preservation rule.
+    pub self_preservation: SelfPreservation,
+}
+
+/// The durable head, as published to readers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// The newest revision the store has made durable (in memory mode: applied).
+    pub revision: Revision,
+    /// The store failed a commit: no later revision will be committed.
+    pub failed: bool,
+}
+
+/// A successful registration.
+#[derive(Debug)]
+pub struct Registered {
+    /// The stored instance.
+    pub instance: Arc<Instance>,
+    /// New (201) or updated (200).
+    pub created: bool,
+    /// Wait for this revision to be committed before answering.
+    pub revision: Revision,
+}
+
+/// A renewed instance.
+#[derive(Debug)]
+pub struct Renewed {
+    /// Its service.
+    pub service: ServiceName,
+    /// Its id.
+    pub id: InstanceId,
+    /// Its TTL in seconds.
+    pub ttl_seconds: u32,
+    /// Wall-clock deadline.
+    pub expires_at: SystemTime,
+}
+
+/// Discovery filters.
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    /// Every one of these tags.
+    pub tags: Vec<String>,
+    /// Every one of these metadata pairs.
+    pub meta: Vec<(String, String)>,
+    /// `true` (default): only `up` instances; `false`: draining ones too.
+    pub healthy_only: bool,
+}
+
+impl Filter {
+    fn matches(&self, i: &Instance) -> bool {
+        (!self.healthy_only || i.status == Status::Up)
+            && self.tags.iter().all(|t| i.tags.iter().any(|it| it == t))
+            && self
+                .meta
+                .iter()
+                .all(|(k, v)| i.metadata.get(k).is_some_and(|iv| iv == v))
+    }
+}
+
+/// Liveness details for `/health`.
+#[derive(Debug, Clone, Copy)]
+pub struct RegistryStatus {
+    /// Registered instances.
+    pub instances: usize,
+    /// Expiry is held by self-preservation.
+    pub self_preservation_active: bool,
+    /// The store failed a commit.
+    pub store_failed: bool,
+    /// The in-memory head revision.
+    pub revision: Revision,
+}
+
+struct Inner {
+    state: State,
+    changes: ChangeLog,
+    expiry: ExpiryQueue,
+    head: Revision,
+    preservation: Preservation,
+}
+
+/// The single writer of registry state. Cheap to share behind an `Arc`.
+pub struct Registry {
+    inner: Mutex<Inner>,
+    committed: Arc<watch::Sender<Committed>>,
+    store: Option<StoreWriter>,
+    epoch: Epoch,
+    config: RegistryConfig,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// Builds the registry from what the store loaded (or from nothing, in memory mode).
+    /// Restored instances get a fresh TTL from `now`, so a restart never mass-expires.
+    pub(crate) fn new(
+        config: RegistryConfig,
+        loaded: Loaded,
+        store: Option<StoreWriter>,
+        committed: Arc<watch::Sender<Committed>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let now = Instant::now();
+        let mut state = State::default();
+        let mut expiry = ExpiryQueue::default();
+        for instance in loaded.instances {
+            let deadline = now + Duration::from_secs(instance.ttl_seconds.into());
+            let registered = humantime::parse_rfc3339(&instance.registered_at)
+                .unwrap_or_else(|_| SystemTime::now());
+            let revision = instance.revision;
+            expiry.schedule(deadline, (instance.service.clone(), instance.id.clone()));
+            state.insert(
+                Entry {
+                    instance: Arc::new(instance),
+                    registered,
+                    deadline,
+                },
+                revision,
+            );
+        }
+        for (name, svc) in &state.services {
+            metrics.set_instances(name, svc.instances.len());
+        }
+        metrics.revision.set(loaded.revision as i64);
+        committed.send_replace(Committed {
+            revision: loaded.revision,
+            failed: false,
+        });
+        Self {
+            inner: Mutex::new(Inner {
+                state,
+                changes: ChangeLog::new(loaded.revision, config.history),
+                expiry,
+                head: loaded.revision,
+                preservation: Preservation::new(config.self_preservation),
+            }),
+            committed,
+            store,
+            epoch: loaded.epoch,
+            config,
+            metrics,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the indexes half-changed in a way later
+        // code depends on (each write completes before the next line), so keep serving.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The epoch of this revision history.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// Follows the committed head.
+    pub fn subscribe(&self) -> watch::Receiver<Committed> {
+        self.committed.subscribe()
+    }
+
+    /// The heartbeat interval to suggest for an instance with `ttl_seconds`.
+    pub fn interval_hint(&self, ttl_seconds: u32) -> u32 {
+        let hint = self.config.heartbeat_interval.as_secs().max(1) as u32;
+        hint.min((ttl_seconds / 3).max(1))
+    }
+
+    fn ensure_writable(&self) -> Result<(), RegistryError> {
+        if self.committed.borrow().failed {
+            return Err(RegistryError::StoreUnavailable);
+        }
+        Ok(())
+    }
+
+    /// Appends a visible change: next revision, change log, store, metrics.
+    fn record(&self, inner: &mut Inner, kind: ChangeKind) -> Revision {
+        inner.head += 1;
+        let revision = inner.head;
+        let change = Change { revision, kind };
+        let service = change.service().clone();
+        if let Some(store) = &self.store {
+            store.send(revision, StoreOp::from(&change));
+        } else {
+            self.committed.send_replace(Committed {
+                revision,
+                failed: false,
+            });
+        }
+        inner.changes.push(change);
+        let floor = inner.changes.floor();
+        inner.state.prune_tombstones(floor);
+        let count = inner
+            .state
+            .services
+            .get(&service)
+            .map_or(0, |s| s.instances.len());
+        self.metrics.set_instances(&service, count);
+        self.metrics.revision.set(revision as i64);
+        revision
+    }
+
+    /// Registers or updates an instance. The caller waits for the returned revision.
+    pub fn register(&self, req: &RegisterRequest) -> Result<Registered, RegistryError> {
+        let reg = req.validate(self.config.default_ttl_seconds)?;
+        self.ensure_writable()?;
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(reg.ttl_seconds.into());
+        let mut inner = self.lock();
+        let existing = inner.state.get_mut(&reg.service, &reg.id).map(|e| {
+            e.deadline = deadline;
+            (e.instance.clone(), e.registered)
+        });
+        if existing.is_none() && inner.state.count >= self.config.max_instances {
+            return Err(RegistryError::Full(self.config.max_instances));
+        }
+        let (registered_at, registered) = match &existing {
+            Some((old, at)) => (old.registered_at.clone(), *at),
+            None => {
+                let at = SystemTime::now();
+                (humantime::format_rfc3339_millis(at).to_string(), at)
+            }
+        };
+        let mut instance = Instance {
+            id: reg.id,
+            service: reg.service,
+            address: reg.address,
+            host: reg.endpoint.host,
+            port: reg.endpoint.port,
+            tags: reg.tags,
+            metadata: reg.metadata,
+            weight: reg.weight,
+            status: reg.status,
+            ttl_seconds: reg.ttl_seconds,
+            check: reg.check,
+            registered_at,
+            revision: 0,
+        };
+        self.metrics.registrations.inc();
+        if let Some((old, _)) = &existing {
+            instance.revision = old.revision;
+            if **old == instance {
+                // Same fields again: a renewal, not a visible change.
+                return Ok(Registered {
+                    instance: old.clone(),
+                    created: false,
+                    revision: old.revision,
+                });
+            }
+        }
+        let revision = inner.head + 1;
+        instance.revision = revision;
+        let instance = Arc::new(instance);
+        let key = (instance.service.clone(), instance.id.clone());
+        inner.state.insert(
+            Entry {
+                instance: instance.clone(),
+                registered,
+                deadline,
+            },
+            revision,
+        );
+        inner.expiry.schedule(deadline, key);
+        let reason = if existing.is_some() {
+            ChangeReason::Updated
+        } else {
+            ChangeReason::Registered
+        };
+        let recorded = self.record(
+            &mut inner,
+            ChangeKind::Upsert {
+                reason,
+                instance: instance.clone(),
+            },
+        );
+        debug_assert_eq!(recorded, revision);
+        Ok(Registered {
+            instance,
+            created: existing.is_none(),
+            revision,
+        })
+    }
+
+    /// Renews an instance's deadline. No revision, no store write.
+    pub fn heartbeat(&self, r: &InstanceRef) -> Result<Renewed, RegistryError> {
+        let (service, identity) = r.resolve()?;
+        let mut inner = self.lock();
+        let Some(found) = inner.state.find(&service, &identity) else {
+            drop(inner);
+            self.metrics.heartbeat(false);
+            return Err(RegistryError::NotFound {
+                id: identity_text(&identity),
+                service,
+            });
+        };
+        let id = found.instance.id.clone();
+        let ttl_seconds = found.instance.ttl_seconds;
+        let ttl = Duration::from_secs(ttl_seconds.into());
+        if let Some(entry) = inner.state.get_mut(&service, &id) {
+            entry.deadline = Instant::now() + ttl;
+        }
+        drop(inner);
+        self.metrics.heartbeat(true);
+        Ok(Renewed {
+            service,
+            id,
+            ttl_seconds,
+            expires_at: SystemTime::now() + ttl,
+        })
+    }
+
+    /// Removes an instance.
+    pub fn deregister(
+        &self,
+        r: &InstanceRef,
+    ) -> Result<(ServiceName, InstanceId, Revision), RegistryError> {
+        let (service, identity) = r.resolve()?;
+        self.ensure_writable()?;
+        let mut inner = self.lock();
+        let id = match inner.state.find(&service, &identity) {
+            Some(e) => e.instance.id.clone(),
+            None => {
+                return Err(RegistryError::NotFound {
+                    id: identity_text(&identity),
+                    service,
+                });
+            }
+        };
+        let revision = inner.head + 1;
+        inner.state.remove(&service, &id, revision);
+        self.record(
+            &mut inner,
+            ChangeKind::Remove {
+                reason: ChangeReason::Deregistered,
+                service: service.clone(),
+                id: id.clone(),
+            },
+        );
+        self.metrics.deregistrations.inc();
+        Ok((service, id, revision))
+    }
+
+    /// Moves an instance into or out of `draining`. Returns the instance and the revision to
+    /// wait for (its last change when nothing changed).
+    pub fn drain(
+        &self,
+        r: &InstanceRef,
+        draining: bool,
+    ) -> Result<(Arc<Instance>, Revision), RegistryError> {
+        let (service, identity) = r.resolve()?;
+        self.ensure_writable()?;
+        let want = if draining { Status::Draining } else { Status::Up };
+        let mut inner = self.lock();
+        let Some(found) = inner.state.find(&service, &identity) else {
+            return Err(RegistryError::NotFound {
+                id: identity_text(&identity),
+                service,
+            });
+        };
+        if found.instance.status == want {
+            return Ok((found.instance.clone(), found.instance.revision));
+        }
+        let revision = inner.head + 1;
+        let mut changed = Instance::clone(&found.instance);
+        changed.status = want;
+        changed.revision = revision;
+        let changed = Arc::new(changed);
+        let entry = Entry {
+            instance: changed.clone(),
+            ..found.clone()
+        };
+        inner.state.insert(entry, revision);
+        self.record(
+            &mut inner,
+            ChangeKind::Upsert {
+                reason: ChangeReason::StatusChanged,
+                instance: changed.clone(),
+            },
+        );
+        Ok((changed, revision))
+    }
+
+    /// Waits until `revision` is durable. Fails when the store failed before committing it.
+    pub async fn wait_committed(&self, revision: Revision) -> Result<(), RegistryError> {
+        let mut rx = self.committed.subscribe();
+        let c = *rx
+            .wait_for(|c| c.revision >= revision || c.failed)
+            .await
+            .map_err(|_| RegistryError::StoreUnavailable)?;
+        if c.revision >= revision {
+            Ok(())
+        } else {
+            Err(RegistryError::StoreUnavailable)
+        }
+    }
+
+    /// Expires every instance whose deadline passed, unless self-preservation holds them.
+    pub fn expire_due(&self, now: Instant) {
+        if self.committed.borrow().failed {
+            return;
+        }
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let mut candidates: Vec<(ServiceName, InstanceId)> = Vec::new();
+        for (_, (service, id)) in inner.expiry.pop_due(now) {
+            let Some(entry) = inner.state.get_mut(&service, &id) else {
+                continue; // removed since it was queued
+            };
+            if entry.deadline <= now {
+                candidates.push((service, id));
+            } else {
+                // Renewed meanwhile: queue it again at its real deadline.
+                let at = entry.deadline;
+                inner.expiry.schedule(at, (service, id));
+            }
+        }
+        if candidates.is_empty() {
+            inner.preservation.judge(now, 0, inner.state.count);
+            self.metrics.set_self_preservation(inner.preservation.active());
+            return;
+        }
+        match inner
+            .preservation
+            .judge(now, candidates.len(), inner.state.count)
+        {
+            Verdict::Hold { became_active } => {
+                if became_active {
+                    tracing::warn!(
+                        overdue = candidates.len(),
+                        instances = inner.state.count,
+                        "self-preservation: holding expiry, too many instances stopped heartbeating at once"
+                    );
+                }
+                self.metrics.held.inc_by(candidates.len() as u64);
+                // Look again in a second: by then heartbeats may have resumed.
+                let again = now + Duration::from_secs(1);
+                for key in candidates {
+                    inner.expiry.schedule(again, key);
+                }
+            }
+            Verdict::Expire => {
+                for (service, id) in candidates {
+                    let revision = inner.head + 1;
+                    inner.state.remove(&service, &id, revision);
+                    tracing::info!(%service, %id, revision, "instance expired");
+                    self.record(
+                        inner,
+                        ChangeKind::Remove {
+                            reason: ChangeReason::Expired,
+                            service,
+                            id,
+                        },
+                    );
+                    self.metrics.expirations.inc();
+                }
+            }
+        }
+        self.metrics
+            .set_self_preservation(inner.preservation.active());
+    }
+
+    /// Matching instances of `service` and the head revision they were read at.
+    pub fn discover(&self, service: &str, filter: &Filter) -> (Vec<DiscoveredInstance>, Revision) {
+        let now = SystemTime::now();
+        let inner = self.lock();
+        let list = inner
+            .state
+            .services
+            .get(service)
+            .map(|s| {
+                s.instances
+                    .values()
+                    .filter(|e| filter.matches(&e.instance))
+                    .map(|e| DiscoveredInstance {
+                        instance: Instance::clone(&e.instance),
+                        uptime_seconds: now
+                            .duration_since(e.registered)
+                            .unwrap_or_default()
+                            .as_secs_f64(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        (list, inner.head)
+    }
+
+    /// Summaries of every service and the head revision.
+    pub fn services(&self) -> (BTreeMap<String, ServiceSummary>, Revision) {
+        let inner = self.lock();
+        (inner.state.summaries(), inner.head)
+    }
+
+    /// The revision of the last change to `service` (or the oldest remembered revision).
+    pub fn service_revision(&self, service: &str) -> Revision {
+        let inner = self.lock();
+        inner.state.service_revision(service, inner.changes.floor())
+    }
+
+    /// The in-memory head revision.
+    pub fn head(&self) -> Revision {
+        self.lock().head
+    }
+
+    /// Every instance (of one service, or all) at the head revision.
+    pub fn snapshot(&self, service: Option<&str>) -> (Vec<Instance>, Revision) {
+        let inner = self.lock();
+        (inner.state.instances(service), inner.head)
+    }
+
+    /// The committed changes after `after` up to `up_to`.
+    pub(crate) fn changes_since(
+        &self,
+        after: Revision,
+        up_to: Revision,
+    ) -> Result<Vec<Change>, Stale> {
+        self.lock().changes.since(after, up_to)
+    }
+
+    /// Liveness details.
+    pub fn status(&self) -> RegistryStatus {
+        let failed = self.committed.borrow().failed;
+        let inner = self.lock();
+        RegistryStatus {
+            instances: inner.state.count,
+            self_preservation_active: inner.preservation.active(),
+            store_failed: failed,
+            revision: inner.head,
+        }
+    }
+
+    /// Flushes and closes the store; call after the last write.
+    pub(crate) async fn close_store(&self) {
+        if let Some(store) = &self.store {
+            store.flush().await;
+        }
+    }
+}
+
+fn identity_text(identity: &waypost_model::heartbeat::Identity) -> String {
+    match identity {
+        waypost_model::heartbeat::Identity::Id(id) => id.to_string(),
+        waypost_model::heartbeat::Identity::Endpoint(ep) => ep.host_port(),
+    }
+}
+
+#[cfg(test)]
+impl Registry {
+    pub(crate) fn in_memory_for_test(config: RegistryConfig) -> Self {
+        let (tx, _) = watch::channel(Committed {
+            revision: 0,
+            failed: false,
+        });
+        Self::new(
+            config,
+            Loaded::empty(7),
+            None,
+            Arc::new(tx),
+            Arc::new(Metrics::new()),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

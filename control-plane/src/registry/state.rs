@@ -1,0 +1,154 @@
+//! The in-memory indexes: services by name, instances by id within each. Pure and synchronous;
+//! the registry holds it under its one lock.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::Arc,
+    time::{Instant, SystemTime},
+};
+
+use waypost_model::{
+    Instance, InstanceId, Revision, ServiceName, ServiceSummary, Status, heartbeat::Identity,
+};
+
+/// One registered instance with the facts that are not on the wire.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub(crate) instance: Arc<Instance>,
+    /// Wall-clock registration time, for `uptime_seconds`.
+    pub(crate) registered: SystemTime,
+    /// Expires when this passes without a heartbeat.
+    pub(crate) deadline: Instant,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct ServiceEntry {
+    pub(crate) instances: BTreeMap<InstanceId, Entry>,
+    /// The revision of the last change to this service; kept after its last instance leaves
+    /// (a tombstone), so blocking queries on it see the removal.
+    pub(crate) modified: Revision,
+}
+
+impl ServiceEntry {
+    pub(crate) fn summary(&self) -> ServiceSummary {
+        ServiceSummary {
+            total_instances: self.instances.len(),
+            active_instances: self
+                .instances
+                .values()
+                .filter(|e| e.instance.status == Status::Up)
+                .count(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub(crate) services: HashMap<ServiceName, ServiceEntry>,
+    pub(crate) count: usize,
+    /// Services emptied at a revision; pruned once the change log has moved past it.
+    tombstones: VecDeque<(Revision, ServiceName)>,
+}
+
+impl State {
+    /// Finds an instance by id, or by endpoint: first as the derived id `host:port`, then by
+    /// scanning the service's instances for that host and port.
+    pub(crate) fn find(&self, service: &ServiceName, identity: &Identity) -> Option<&Entry> {
+        let entry = self.services.get(service)?;
+        match identity {
+            Identity::Id(id) => entry.instances.get(id),
+            Identity::Endpoint(ep) => entry
+                .instances
+                .get(ep.host_port().as_str())
+                .or_else(|| {
+                    entry
+                        .instances
+                        .values()
+                        .find(|e| e.instance.host == ep.host && e.instance.port == ep.port)
+                }),
+        }
+    }
+
+    pub(crate) fn get_mut(&mut self, service: &ServiceName, id: &InstanceId) -> Option<&mut Entry> {
+        self.services.get_mut(service)?.instances.get_mut(id)
+    }
+
+    pub(crate) fn insert(&mut self, entry: Entry, revision: Revision) -> Option<Entry> {
+        let service = entry.instance.service.clone();
+        let id = entry.instance.id.clone();
+        let svc = self.services.entry(service).or_default();
+        svc.modified = revision;
+        let old = svc.instances.insert(id, entry);
+        if old.is_none() {
+            self.count += 1;
+        }
+        old
+    }
+
+    pub(crate) fn remove(
+        &mut self,
+        service: &ServiceName,
+        id: &InstanceId,
+        revision: Revision,
+    ) -> Option<Entry> {
+        let svc = self.services.get_mut(service)?;
+        let old = svc.instances.remove(id)?;
+        self.count -= 1;
+        svc.modified = revision;
+        if svc.instances.is_empty() {
+            self.tombstones.push_back((revision, service.clone()));
+        }
+        Some(old)
+    }
+
+    /// Drops empty services whose removal is older than `floor`: a blocking query on them then
+    /// falls back to the floor, which is just as correct.
+    pub(crate) fn prune_tombstones(&mut self, floor: Revision) {
+        while let Some((rev, _)) = self.tombstones.front() {
+            if *rev > floor {
+                break;
+            }
+            if let Some((rev, name)) = self.tombstones.pop_front()
+                && let Some(svc) = self.services.get(&name)
+                && svc.instances.is_empty()
+                && svc.modified == rev
+            {
+                self.services.remove(&name);
+            }
+        }
+    }
+
+    /// The revision of the last change to `service`, or `floor` when none is remembered.
+    pub(crate) fn service_revision(&self, service: &str, floor: Revision) -> Revision {
+        self.services.get(service).map_or(floor, |s| s.modified)
+    }
+
+    /// Summaries of every non-empty service, by name.
+    pub(crate) fn summaries(&self) -> BTreeMap<String, ServiceSummary> {
+        self.services
+            .iter()
+            .filter(|(_, s)| !s.instances.is_empty())
+            .map(|(name, s)| (name.to_string(), s.summary()))
+            .collect()
+    }
+
+    /// Every instance of `service` (or of all services), ordered by service then id.
+    pub(crate) fn instances(&self, service: Option<&str>) -> Vec<Instance> {
+        match service {
+            Some(name) => self
+                .services
+                .get(name)
+                .map(|s| s.instances.values().map(|e| Instance::clone(&e.instance)).collect())
+                .unwrap_or_default(),
+            None => {
+                let mut names: Vec<&ServiceName> = self.services.keys().collect();
+                names.sort();
+                names
+                    .into_iter()
+                    .flat_map(|n| self.services[n].instances.values())
+                    .map(|e| Instance::clone(&e.instance))
+                    .collect()
+            }
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! The stored instance and the pieces a registration is made of.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv6Addr},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    FieldError, InstanceId, Revision, ServiceName,
+    limits::{CHECK_SECONDS_RANGE, MAX_ADDRESS_LEN, MAX_HOST_LEN},
+};
+
+/// Whether an instance takes new work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Registered, heartbeating and in default discovery results.
+    #[default]
+    Up,
+    /// Registered and heartbeating, but out of default discovery results (DNS and proxies send
+    /// it no new work), as during a rolling deploy. Shown with `?healthy=false`.
+    Draining,
+}
+
+/// A health check for the sidecar to run against the instance: exactly one of `http` or `tcp`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"http": "http://10.0.0.7:8001/healthz", "interval_seconds": 10, "timeout_seconds": 2})))]
+pub struct Check {
+    /// An HTTP(S) URL that answers 2xx when the instance is healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+    /// A `host:port` that accepts TCP connections when the instance is healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<String>,
+    /// Seconds between checks (1 to 3600; default 10).
+    #[serde(default = "default_check_interval")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 3600))]
+    pub interval_seconds: u32,
+    /// Seconds before one check counts as failed (1 to 3600, at most the interval; default 2).
+    #[serde(default = "default_check_timeout")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 3600))]
+    pub timeout_seconds: u32,
+}
+
+fn default_check_interval() -> u32 {
+    10
+}
+
+fn default_check_timeout() -> u32 {
+    2
+}
+
+impl Check {
+    /// Checks that exactly one target is set and well formed, and the times are in range.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        match (&self.http, &self.tcp) {
+            (Some(url), None) => {
+                let parsed = url::Url::parse(url)
+                    .map_err(|e| FieldError::new("check.http", format!("not a URL: {e}")))?;
+                if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+                    return Err(FieldError::new(
+                        "check.http",
+                        "must be an http:// or https:// URL with a host",
+                    ));
+                }
+            }
+            (None, Some(addr)) => {
+                Endpoint::parse_host_port(addr).map_err(|m| FieldError::new("check.tcp", m))?;
+            }
+            _ => {
+                return Err(FieldError::new(
+                    "check",
+                    "give exactly one of `http` (URL) or `tcp` (host:port)",
+                ));
+            }
+        }
+        for (field, v) in [
+            ("check.interval_seconds", self.interval_seconds),
+            ("check.timeout_seconds", self.timeout_seconds),
+        ] {
+            if !CHECK_SECONDS_RANGE.contains(&v) {
+                return Err(FieldError::new(
+                    field,
+                    format!("{v} is outside {CHECK_SECONDS_RANGE:?}"),
+                ));
+            }
+        }
+        if self.timeout_seconds > self.interval_seconds {
+            return Err(FieldError::new(
+                "check.timeout_seconds",
+                "must not exceed interval_seconds",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where an instance listens: a host (IP literal or DNS name, IPv6 without brackets) and a port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    /// IP address or DNS name.
+    pub host: String,
+    /// TCP port, 1 to 65535.
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// Parses an `address` as registered: a URL (`http://localhost:8001`; the scheme's default
+    /// port when none is given) or `host:port` (`10.0.0.7:8001`, `[::1]:8001`).
+    pub fn parse_address(address: &str) -> Result<Self, String> {
+        if address.len() > MAX_ADDRESS_LEN {
+            return Err(format!(
+                "is {} characters long; the limit is {MAX_ADDRESS_LEN}",
+                address.len()
+            ));
+        }
+        if !address.contains("://") {
+            return Self::parse_host_port(address);
+        }
+        let url = url::Url::parse(address).map_err(|e| format!("not a valid URL: {e}"))?;
+        let host = match url.host() {
+            Some(url::Host::Domain(d)) => d.to_owned(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            None => return Err("the URL has no host".to_owned()),
+        };
+        let port = url
+            .port_or_known_default()
+            .ok_or_else(|| format!("the URL has no port and {}: has no default", url.scheme()))?;
+        Self::new(&host, port)
+    }
+
+    /// Parses `host:port`, with IPv6 hosts in brackets.
+    pub fn parse_host_port(s: &str) -> Result<Self, String> {
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (h, p) = rest
+                .split_once("]:")
+                .ok_or("an IPv6 address must be written [addr]:port")?;
+            (h, p)
+        } else {
+            let (h, p) = s
+                .rsplit_once(':')
+                .ok_or("must be a URL or host:port, for example 10.0.0.7:8001")?;
+            if h.contains(':') {
+                return Err("an IPv6 address must be written [addr]:port".to_owned());
+            }
+            (h, p)
+        };
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("port {port:?} is not a number from 1 to 65535"))?;
+        Self::new(host, port)
+    }
+
+    /// Validates a host (IP literal or DNS name) and a port.
+    pub fn new(host: &str, port: u16) -> Result<Self, String> {
+        if port == 0 {
+            return Err("port must be from 1 to 65535".to_owned());
+        }
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if host.parse::<IpAddr>().is_ok() {
+            return Ok(Self {
+                host: host.to_owned(),
+                port,
+            });
+        }
+        check_dns_name(host)?;
+        Ok(Self {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    /// The endpoint as `host:port`, IPv6 in brackets: also the default instance id.
+    pub fn host_port(&self) -> String {
+        if self.host.parse::<Ipv6Addr>().is_ok() {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+fn check_dns_name(host: &str) -> Result<(), String> {
+    let name = host.strip_suffix('.').unwrap_or(host);
+    if name.is_empty() || name.len() > MAX_HOST_LEN {
+        return Err(format!(
+            "host must be an IP address or a DNS name of 1 to {MAX_HOST_LEN} characters"
+        ));
+    }
+    for label in name.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(format!("host {host:?} is neither an IP address nor a DNS name"));
+        }
+    }
+    Ok(())
+}
+
+/// A registered instance as the control plane stores and returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({
+    "id": "10.0.0.7:8001", "service": "user-service", "address": "http://10.0.0.7:8001",
+    "host": "10.0.0.7", "port": 8001, "tags": ["v2"], "metadata": {"zone": "a"},
+    "weight": 1, "status": "up", "ttl_seconds": 30,
+    "registered_at": "2026-11-22T10:00:00.000Z", "revision": 42
+})))]
+pub struct Instance {
+    /// Unique within the service.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub id: InstanceId,
+    /// The service it belongs to.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub service: ServiceName,
+    /// The address as registered (a URL or `host:port`), or `host:port` when registered by
+    /// `host` and `port`.
+    pub address: String,
+    /// IP address or DNS name (IPv6 without brackets).
+    pub host: String,
+    /// TCP port.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65535))]
+    pub port: u16,
+    /// Free-form labels; selectable in discovery (`?tag=`) and DNS.
+    pub tags: Vec<String>,
+    /// Free-form string pairs; selectable in discovery (`?meta.KEY=VALUE`).
+    pub metadata: BTreeMap<String, String>,
+    /// Relative share of traffic under weighted balancing.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
+    pub weight: u32,
+    /// `up` or `draining`.
+    pub status: Status,
+    /// Seconds without a heartbeat after which the instance expires.
+    pub ttl_seconds: u32,
+    /// The health check the sidecar runs, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<Check>,
+    /// When the instance was first registered (RFC 3339, UTC). An update keeps it.
+    pub registered_at: String,
+    /// The revision of the last visible change to this instance.
+    pub revision: Revision,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(host: &str, port: u16) -> Endpoint {
+        Endpoint {
+            host: host.into(),
+            port,
+        }
+    }
+
+    #[test]
+    fn addresses_parse_as_urls_or_host_port() {
+        let cases = [
+            ("http://localhost:8001", ep("localhost", 8001)),
+            ("http://LocalHost:8001/", ep("localhost", 8001)),
+            ("https://api.example.com", ep("api.example.com", 443)),
+            ("http://10.0.0.7", ep("10.0.0.7", 80)),
+            ("http://[::1]:9000", ep("::1", 9000)),
+            ("10.0.0.7:8001", ep("10.0.0.7", 8001)),
+            ("[fe80::1]:53", ep("fe80::1", 53)),
+            ("db-1.internal:5432", ep("db-1.internal", 5432)),
+        ];
+        for (input, want) in cases {
+            assert_eq!(Endpoint::parse_address(input), Ok(want), "{input}");
+        }
+        for bad in [
+            "localhost",
+            "10.0.0.7:0",
+            "10.0.0.7:70000",
+            "::1:80",
+            "foo bar:80",
+            "ftp2://x",
+            "http://",
+            "-bad-.com:80",
+        ] {
+            assert!(Endpoint::parse_address(bad).is_err(), "{bad} should fail");
+        }
+    }
+
+    #[test]
+    fn host_port_brackets_ipv6() {
+        assert_eq!(ep("::1", 80).host_port(), "[::1]:80");
+        assert_eq!(ep("a.b", 80).host_port(), "a.b:80");
+    }
+
+    #[test]
+    fn checks_need_exactly_one_target() {
+        let mut c = Check {
+            http: Some("http://10.0.0.1:80/health".into()),
+            tcp: None,
+            interval_seconds: 10,
+            timeout_seconds: 2,
+        };
+        assert!(c.validate().is_ok());
+        c.tcp = Some("10.0.0.1:80".into());
+        assert!(c.validate().is_err());
+        c.http = None;
+        assert!(c.validate().is_ok());
+        c.timeout_seconds = 11;
+        assert!(c.validate().is_err());
+    }
+}

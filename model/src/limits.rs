@@ -1,0 +1,51 @@
+//! Every explicit limit of the API, with the reason for its size. The control plane enforces
+//! them; the OpenAPI document and the README quote them.
+
+/// Largest accepted request body. A registration with the maximum tags and metadata fits well
+/// within it; anything larger is a mistake or an attack.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// RFC 1123 caps a DNS label at 63 octets, and service names become DNS labels.
+pub const MAX_SERVICE_NAME_LEN: usize = 63;
+
+/// Instance ids are opaque but bounded, so keys in the store and the indexes stay small.
+pub const MAX_INSTANCE_ID_LEN: usize = 128;
+
+/// A host name may be a full DNS name (RFC 1035: 253 characters) or an IP literal.
+pub const MAX_HOST_LEN: usize = 253;
+
+/// An `address` is a URL or `host:port`; longer than this is not an endpoint.
+pub const MAX_ADDRESS_LEN: usize = 512;
+
+/// Tags select instances in DNS (`<tag>.<service>.service.waypost.`), so each is label-sized.
+pub const MAX_TAG_LEN: usize = 63;
+
+/// Tags per instance.
+pub const MAX_TAGS: usize = 32;
+
+/// Metadata entries per instance.
+pub const MAX_METADATA_ENTRIES: usize = 64;
+
+/// Length of one metadata key.
+pub const MAX_METADATA_KEY_LEN: usize = 128;
+
+/// Length of one metadata value.
+pub const MAX_METADATA_VALUE_LEN: usize = 512;
+
+/// Smallest and largest instance weight for weighted balancing.
+pub const WEIGHT_RANGE: std::ops::RangeInclusive<u32> = 1..=1000;
+
+/// Shortest and longest TTL an instance may ask for, in seconds.
+pub const TTL_SECONDS_RANGE: std::ops::RangeInclusive<u32> = 1..=86_400;
+
+/// Health-check interval and timeout bounds, in seconds.
+pub const CHECK_SECONDS_RANGE: std::ops::RangeInclusive<u32> = 1..=3_600;
+
+/// Instances in one batch heartbeat.
+pub const MAX_BATCH_HEARTBEAT: usize = 1_000;
+
+/// The longest a blocking query may wait (Consul caps at 10 minutes too).
+pub const MAX_BLOCKING_WAIT_SECONDS: u64 = 600;
+
+/// Longest URL-encoded `?tag=` or `?meta.K=V` filter value.
+pub const MAX_FILTER_LEN: usize = 512;

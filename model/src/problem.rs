@@ -1,0 +1,135 @@
+//! RFC 9457 problem details: the one error body of the API, with a stable machine `code`.
+
+use serde::{Deserialize, Serialize};
+
+/// Stable error codes. Clients match on these, never on `title` or `detail`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400: the body is not JSON.
+    InvalidJson,
+    /// 422: JSON of the wrong shape (missing field, wrong type).
+    InvalidBody,
+    /// 400: a field fails validation (address, port, ttl, weight, tag...).
+    InvalidField,
+    /// 400: the service name is not an RFC 1123 label.
+    InvalidServiceName,
+    /// 415: the body is not declared as `application/json`.
+    UnsupportedMediaType,
+    /// 413: the body is over the limit.
+    BodyTooLarge,
+    /// 400: a bad query parameter (`tag`, `index`, `wait`, `since`...).
+    InvalidQuery,
+    /// 404: no such route.
+    RouteNotFound,
+    /// 405: the route exists but not with this method.
+    MethodNotAllowed,
+    /// 404: no such instance (never registered, deregistered or expired); re-register.
+    InstanceNotFound,
+    /// 503: the durable store failed; writes are refused until it recovers.
+    StoreUnavailable,
+    /// 503: the registry holds its configured maximum of instances.
+    RegistryFull,
+    /// 503: the control plane is shutting down.
+    ShuttingDown,
+    /// 500: anything else; the detail is only in the server's log.
+    Internal,
+    /// A code this version does not know (a newer server).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The snake_case wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidJson => "invalid_json",
+            Self::InvalidBody => "invalid_body",
+            Self::InvalidField => "invalid_field",
+            Self::InvalidServiceName => "invalid_service_name",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::BodyTooLarge => "body_too_large",
+            Self::InvalidQuery => "invalid_query",
+            Self::RouteNotFound => "route_not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::InstanceNotFound => "instance_not_found",
+            Self::StoreUnavailable => "store_unavailable",
+            Self::RegistryFull => "registry_full",
+            Self::ShuttingDown => "shutting_down",
+            Self::Internal => "internal",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// A short, fixed title for the code.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::InvalidJson => "Body is not valid JSON",
+            Self::InvalidBody => "Body has the wrong shape",
+            Self::InvalidField => "Invalid field",
+            Self::InvalidServiceName => "Invalid service name",
+            Self::UnsupportedMediaType => "Expected application/json",
+            Self::BodyTooLarge => "Body too large",
+            Self::InvalidQuery => "Invalid query parameter",
+            Self::RouteNotFound => "No such route",
+            Self::MethodNotAllowed => "Method not allowed",
+            Self::InstanceNotFound => "Instance not found",
+            Self::StoreUnavailable => "Store unavailable",
+            Self::RegistryFull => "Registry full",
+            Self::ShuttingDown => "Shutting down",
+            Self::Internal => "Internal error",
+            Self::Unknown => "Unknown error",
+        }
+    }
+}
+
+/// An RFC 9457 `application/problem+json` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({
+    "type": "urn:waypost:problem:instance_not_found", "title": "Instance not found", "status": 404,
+    "detail": "no instance 10.0.0.7:8001 of service user-service (expired or never registered)",
+    "code": "instance_not_found"
+})))]
+pub struct Problem {
+    /// `urn:waypost:problem:<code>`.
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    /// Fixed per code.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong in this request.
+    pub detail: String,
+    /// The stable machine-readable code.
+    pub code: ErrorCode,
+}
+
+impl Problem {
+    /// A problem for `code` with HTTP `status` and a `detail` sentence.
+    pub fn new(code: ErrorCode, status: u16, detail: impl Into<String>) -> Self {
+        Self {
+            type_uri: format!("urn:waypost:problem:{}", code.as_str()),
+            title: code.title().to_owned(),
+            status,
+            detail: detail.into(),
+            code,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_serialize_as_their_names() {
+        for code in [ErrorCode::InstanceNotFound, ErrorCode::InvalidJson, ErrorCode::Internal] {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+        let unknown: ErrorCode = serde_json::from_str("\"from_the_future\"").unwrap();
+        assert_eq!(unknown, ErrorCode::Unknown);
+    }
+}

@@ -1,0 +1,117 @@
+//! `GET /watch`: a Server-Sent Events stream of a snapshot, then one event per change.
+//!
+//! Each event's SSE `id` is `<epoch>-<revision>` (epoch as 16 hex digits). A client resumes by
+//! sending it back as `Last-Event-ID` (or `?since=<revision>&epoch=<epoch>`): it then gets
+//! exactly the changes after that revision, or, when the revision is older than the kept
+//! history or from another epoch, a fresh `snapshot` event.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Instance, InstanceId, Revision, ServiceName};
+
+/// Why an instance changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeReason {
+    /// A new instance.
+    Registered,
+    /// An existing id registered again with different fields.
+    Updated,
+    /// Status moved between `up` and `draining`.
+    StatusChanged,
+    /// Removed by `POST /deregister`.
+    Deregistered,
+    /// Removed because no heartbeat arrived within its TTL.
+    Expired,
+}
+
+/// One event of the watch stream; the SSE event name equals `type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WatchEvent {
+    /// Every (matching) instance at `revision`; replaces whatever the client held.
+    Snapshot {
+        /// The history this revision belongs to, as 16 hex digits.
+        epoch: String,
+        /// The revision the snapshot is consistent with.
+        revision: Revision,
+        /// All instances (draining ones included), ordered by service then id.
+        instances: Vec<Instance>,
+    },
+    /// An instance was added or changed.
+    Upsert {
+        /// The revision of this change.
+        revision: Revision,
+        /// Registered, updated or status changed.
+        reason: ChangeReason,
+        /// The instance after the change.
+        instance: Instance,
+    },
+    /// An instance was removed.
+    Remove {
+        /// The revision of this change.
+        revision: Revision,
+        /// Deregistered or expired.
+        reason: ChangeReason,
+        /// Its service.
+        #[cfg_attr(feature = "openapi", schema(value_type = String))]
+        service: ServiceName,
+        /// Its id.
+        #[cfg_attr(feature = "openapi", schema(value_type = String))]
+        id: InstanceId,
+    },
+}
+
+impl WatchEvent {
+    /// The revision the event brings the client to.
+    pub fn revision(&self) -> Revision {
+        match self {
+            Self::Snapshot { revision, .. }
+            | Self::Upsert { revision, .. }
+            | Self::Remove { revision, .. } => *revision,
+        }
+    }
+
+    /// The SSE event name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Snapshot { .. } => "snapshot",
+            Self::Upsert { .. } => "upsert",
+            Self::Remove { .. } => "remove",
+        }
+    }
+}
+
+/// Formats an SSE event id.
+pub fn event_id(epoch: crate::Epoch, revision: Revision) -> String {
+    format!("{epoch:016x}-{revision}")
+}
+
+/// Parses an SSE event id back into `(epoch, revision)`; a bare number is a revision of an
+/// unknown epoch.
+pub fn parse_event_id(id: &str) -> Option<(Option<crate::Epoch>, Revision)> {
+    match id.trim().split_once('-') {
+        Some((epoch, rev)) => Some((
+            Some(crate::Epoch::from_str_radix(epoch, 16).ok()?),
+            rev.parse().ok()?,
+        )),
+        None => Some((None, id.trim().parse().ok()?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_round_trip() {
+        let id = event_id(0xabc, 42);
+        assert_eq!(id, "0000000000000abc-42");
+        assert_eq!(parse_event_id(&id), Some((Some(0xabc), 42)));
+        assert_eq!(parse_event_id("7"), Some((None, 7)));
+        assert_eq!(parse_event_id("x-7"), None);
+        assert_eq!(parse_event_id(""), None);
+    }
+}

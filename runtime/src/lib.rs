@@ -1,0 +1,10 @@
+//! Process plumbing shared by `waypost-control` and `waypost-sidecar`, so neither binary writes
+//! it twice: the shutdown signal, the tracing subscriber, TOML config files and bounded drains.
+//! It knows nothing of service discovery.
+
+pub mod config;
+pub mod logging;
+pub mod shutdown;
+pub mod signal;
+
+pub use tokio_util::{sync::CancellationToken, task::TaskTracker};
