@@ -60,10 +60,11 @@ impl TestControlPlane {
     }
 
     /// Shuts down and waits for the drain; returns the data directory for a restart.
-    pub async fn stop(self) -> Option<tempfile::TempDir> {
+    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
         self.token.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.running.join).await;
-        self.dir
+        let join = std::mem::replace(&mut self.running.join, tokio::spawn(async {}));
+        let _ = tokio::time::timeout(Duration::from_secs(10), join).await;
+        self.dir.take()
     }
 }
 
