@@ -1,7 +1,7 @@
 //! The tracing subscriber the binaries install: human-readable lines by default, JSON lines with
 //! `--log-format json`. `RUST_LOG` filters as usual; the default level is `info`.
 
-use std::str::FromStr;
+use std::{io::IsTerminal, str::FromStr};
 
 use tracing_subscriber::{EnvFilter, fmt};
 
@@ -31,7 +31,10 @@ impl FromStr for LogFormat {
 /// Installs the global subscriber, writing to stderr. Call once, from `main`.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     // A second install (tests that start two binaries in-process) is harmless, so ignore it.
     let _ = match format {
         LogFormat::Text => builder.try_init(),

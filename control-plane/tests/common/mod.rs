@@ -1,5 +1,5 @@
 //! Helpers shared by the integration tests: JSON over real HTTP, and an SSE reader.
-#![allow(dead_code, unreachable_pub, missing_docs)]
+#![allow(dead_code, unused_imports, unreachable_pub, missing_docs)]
 
 use std::time::Duration;
 

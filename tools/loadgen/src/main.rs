@@ -1,0 +1,95 @@
+//! `waypost-load`: measures the control plane for issue 2, so that the targets in
+//! `BENCHMARKS.md` are figures anyone can reproduce with `tools/bench.sh`, not impressions.
+//!
+//! Subcommands:
+//! - `seed`: registers 100 services x 10 instances, the data set every read scenario uses.
+//! - `bench`: N keep-alive connections repeat one scenario's request, bounded by time and count,
+//!   and print one markdown table row (requests, errors, req/s, p50, p99, server CPU).
+//! - `baseline`: a bare axum server answering the same routes with bytes captured from a real
+//!   control plane, doing no registry work: the yardstick for "at least 70% of a bare handler".
+//! - `memory`: registers many instances and reports the server's resident memory per instance.
+//!
+//! The tool only talks to loopback addresses: it is a benchmark, not a way to load someone else's
+//! server.
+
+mod baseline;
+mod bench;
+mod client;
+mod memory;
+mod procfs;
+mod scenario;
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Parser, Subcommand};
+
+use crate::{client::Target, scenario::Scenario};
+
+/// A tool reports an error and exits; nothing matches on its errors, so one boxed type is enough.
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Load generator and measurements for the Waypost control plane.
+#[derive(Debug, Parser)]
+#[command(name = "waypost-load", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Register the benchmark data set: 100 services x 10 instances (idempotent).
+    Seed {
+        /// The control plane, as `http://127.0.0.1:PORT`.
+        #[arg(long)]
+        target: Target,
+    },
+    /// Run one scenario and print one markdown table row.
+    Bench(bench::BenchArgs),
+    /// Serve the scenario routes with captured bodies and no registry work.
+    Baseline {
+        /// Address to listen on (loopback).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// A seeded control plane to capture the answer bodies from, as `http://127.0.0.1:PORT`.
+        #[arg(long)]
+        capture_from: Target,
+    },
+    /// Register many instances and report the server's resident memory per instance.
+    Memory(memory::MemoryArgs),
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let result = match Cli::parse().command {
+        Command::Seed { target } => scenario::seed(&target, Duration::from_secs(120)).await,
+        Command::Bench(args) => bench::run(args).await,
+        Command::Baseline {
+            listen,
+            capture_from,
+        } => baseline::serve(listen, &capture_from).await,
+        Command::Memory(args) => memory::run(args).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("waypost-load: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses a duration such as `10s` or `500ms` for clap.
+fn parse_duration(s: &str) -> Result<Duration, humantime::DurationError> {
+    humantime::parse_duration(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}
