@@ -74,7 +74,9 @@ mod opt_duration {
 
     use serde::{Deserialize, Deserializer};
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
         let s = Option::<String>::deserialize(d)?;
         s.map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
             .transpose()
@@ -83,7 +85,11 @@ mod opt_duration {
 
 /// The command line of `waypost-control`.
 #[derive(Debug, Parser)]
-#[command(name = "waypost-control", version, about = "Waypost control plane: service registry server")]
+#[command(
+    name = "waypost-control",
+    version,
+    about = "Waypost control plane: service registry server"
+)]
 pub struct Cli {
     /// A TOML file with settings (lowest priority after the defaults).
     #[arg(long, env = "WAYPOST_CONFIG", global = true)]
@@ -198,7 +204,9 @@ impl Config {
         }
         let t = self.self_preservation.threshold;
         if !(t > 0.0 && t <= 1.0) {
-            return bad(format!("self_preservation_threshold must be in (0, 1], not {t}"));
+            return bad(format!(
+                "self_preservation_threshold must be in (0, 1], not {t}"
+            ));
         }
         if self.history == 0 || self.max_instances == 0 {
             return bad("history and max_instances must be at least 1".into());
@@ -225,8 +233,9 @@ mod tests {
     use super::*;
 
     fn load(args: &[&str], file: &str) -> Result<Config, ConfigError> {
-        let cli = Cli::try_parse_from(std::iter::once("waypost-control").chain(args.iter().copied()))
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let cli =
+            Cli::try_parse_from(std::iter::once("waypost-control").chain(args.iter().copied()))
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let file: Settings = waypost_runtime::config::parse_toml(file)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Config::from_layers(cli.settings, file)

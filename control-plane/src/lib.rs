@@ -75,7 +75,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let committed = Arc::new(tx);
     let (writer, loaded) = match &config.data_dir {
         Some(dir) => {
-            let (w, l) = store::open(dir, config.store_cache_bytes, committed.clone(), metrics.clone())?;
+            let (w, l) = store::open(
+                dir,
+                config.store_cache_bytes,
+                committed.clone(),
+                metrics.clone(),
+            )?;
             (Some(w), l)
         }
         None => (None, Loaded::empty(rand::random())),
@@ -138,7 +143,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(err))) => tracing::error!(%err, "server error"),
             Ok(Err(err)) => tracing::error!(%err, "server task failed"),
-            Err(_) => tracing::warn!(grace_ms = grace.as_millis() as u64, "drain exceeded the grace period"),
+            Err(_) => tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "drain exceeded the grace period"
+            ),
         }
         let _ = expiry.await;
         reg.close_store().await;

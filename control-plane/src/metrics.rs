@@ -75,7 +75,9 @@ impl Metrics {
             revision: Gauge::default(),
             watch_streams: Gauge::default(),
             store_commits: Counter::default(),
-            store_batch: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0]),
+            store_batch: Histogram::new([
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0,
+            ]),
             http: Family::new_with_constructor(|| {
                 Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
                     0.000_05, 2.0, 18,
@@ -84,11 +86,31 @@ impl Metrics {
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
-            r.register("instances", "Registered instances per service", m.instances.clone());
-            r.register("registrations", "Register requests accepted", m.registrations.clone());
-            r.register("heartbeats", "Heartbeats by result (ok, not_found)", m.heartbeats.clone());
-            r.register("deregistrations", "Instances deregistered", m.deregistrations.clone());
-            r.register("expirations", "Instances expired for missing heartbeats", m.expirations.clone());
+            r.register(
+                "instances",
+                "Registered instances per service",
+                m.instances.clone(),
+            );
+            r.register(
+                "registrations",
+                "Register requests accepted",
+                m.registrations.clone(),
+            );
+            r.register(
+                "heartbeats",
+                "Heartbeats by result (ok, not_found)",
+                m.heartbeats.clone(),
+            );
+            r.register(
+                "deregistrations",
+                "Instances deregistered",
+                m.deregistrations.clone(),
+            );
+            r.register(
+                "expirations",
+                "Instances expired for missing heartbeats",
+                m.expirations.clone(),
+            );
             r.register(
                 "self_preservation_held",
                 "Expiries held back by self-preservation (counted per pass)",
@@ -100,9 +122,21 @@ impl Metrics {
                 m.self_preservation.clone(),
             );
             r.register("revision", "Current head revision", m.revision.clone());
-            r.register("watch_streams", "Open /watch streams", m.watch_streams.clone());
-            r.register("store_commits", "Durable store transactions committed", m.store_commits.clone());
-            r.register("store_commit_batch_size", "Writes per store transaction", m.store_batch.clone());
+            r.register(
+                "watch_streams",
+                "Open /watch streams",
+                m.watch_streams.clone(),
+            );
+            r.register(
+                "store_commits",
+                "Durable store transactions committed",
+                m.store_commits.clone(),
+            );
+            r.register(
+                "store_commit_batch_size",
+                "Writes per store transaction",
+                m.store_batch.clone(),
+            );
             r.register(
                 "http_request_duration_seconds",
                 "HTTP request latency by route, method and status",

@@ -22,8 +22,15 @@ async fn discover_blocks_until_its_service_changes() {
     tokio::task::yield_now().await;
     assert!(!waiting.is_finished(), "released by an unrelated change");
     register(&cp, seed("web", 3)).await;
-    let res = tokio::time::timeout(DEADLINE, waiting).await.unwrap().unwrap();
-    let new_index: u64 = res.headers()["x-waypost-index"].to_str().unwrap().parse().unwrap();
+    let res = tokio::time::timeout(DEADLINE, waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    let new_index: u64 = res.headers()["x-waypost-index"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(new_index > index);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["count"], 2);
@@ -37,7 +44,10 @@ async fn a_removal_releases_the_service_blocking_query() {
     let url = cp.at(&format!("/discover/web?index={index}&wait=20s"));
     let waiting = tokio::spawn(async move { client().get(url).send().await.unwrap() });
     post(&cp, "/deregister", seed("web", 1)).await;
-    let res = tokio::time::timeout(DEADLINE, waiting).await.unwrap().unwrap();
+    let res = tokio::time::timeout(DEADLINE, waiting)
+        .await
+        .unwrap()
+        .unwrap();
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["count"], 0);
 }
@@ -50,7 +60,10 @@ async fn blocking_returns_at_the_wait_limit_with_the_same_index() {
     let started = Instant::now();
     let a = get(&cp, &format!("/services?index={index}&wait=300ms")).await;
     assert_eq!(a.status, 200);
-    assert!(started.elapsed() >= Duration::from_millis(300), "returned before the wait ended");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "returned before the wait ended"
+    );
     assert_eq!(a.index(), index);
     // An index already passed answers at once.
     let a = get(&cp, &format!("/services?index={}&wait=30s", index - 1)).await;
@@ -65,7 +78,10 @@ async fn services_blocks_until_anything_changes() {
     let url = cp.at(&format!("/services?index={index}&wait=20s"));
     let waiting = tokio::spawn(async move { client().get(url).send().await.unwrap() });
     register(&cp, seed("db", 2)).await;
-    let res = tokio::time::timeout(DEADLINE, waiting).await.unwrap().unwrap();
+    let res = tokio::time::timeout(DEADLINE, waiting)
+        .await
+        .unwrap()
+        .unwrap();
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["total_services"], 2);
 }

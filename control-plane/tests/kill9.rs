@@ -26,7 +26,13 @@ impl Drop for Process {
 /// Starts the binary on 127.0.0.1:0 and reads the bound address from its `listening` log line.
 fn spawn(data_dir: &Path) -> Process {
     let mut child = Command::new(env!("CARGO_BIN_EXE_waypost-control"))
-        .args(["--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -53,12 +59,27 @@ fn spawn(data_dir: &Path) -> Process {
 }
 
 async fn post_json(p: &Process, path: &str, body: Value) -> (u16, Value) {
-    let res = client().post(format!("{}{path}", p.url)).json(&body).send().await.unwrap();
-    (res.status().as_u16(), res.json().await.unwrap_or(Value::Null))
+    let res = client()
+        .post(format!("{}{path}", p.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (
+        res.status().as_u16(),
+        res.json().await.unwrap_or(Value::Null),
+    )
 }
 
 async fn get_json(p: &Process, path: &str) -> Value {
-    client().get(format!("{}{path}", p.url)).send().await.unwrap().json().await.unwrap()
+    client()
+        .get(format!("{}{path}", p.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -79,8 +100,26 @@ async fn acknowledged_writes_survive_sigkill() {
     for t in tasks {
         t.await.unwrap();
     }
-    assert_eq!(post_json(&p, "/deregister", json!({"service": "svc-0", "address": "10.1.0.0:8000"})).await.0, 200);
-    assert_eq!(post_json(&p, "/drain", json!({"service": "svc-1", "address": "10.1.0.1:8001"})).await.0, 200);
+    assert_eq!(
+        post_json(
+            &p,
+            "/deregister",
+            json!({"service": "svc-0", "address": "10.1.0.0:8000"})
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        post_json(
+            &p,
+            "/drain",
+            json!({"service": "svc-1", "address": "10.1.0.1:8001"})
+        )
+        .await
+        .0,
+        200
+    );
     let before = get_json(&p, "/services").await;
     let health = get_json(&p, "/health").await;
     assert_eq!(health["store"], "durable");
@@ -95,18 +134,28 @@ async fn acknowledged_writes_survive_sigkill() {
     assert_eq!(after["services"], before["services"]);
     assert_eq!(after["total_services"], 7);
     let restarted = get_json(&p, "/health").await;
-    assert_eq!(restarted["revision"], health["revision"], "revision restored");
+    assert_eq!(
+        restarted["revision"], health["revision"],
+        "revision restored"
+    );
     assert_eq!(restarted["epoch"], health["epoch"], "same history");
     assert_eq!(restarted["instances"], 199);
     let svc1 = get_json(&p, "/discover/svc-1?healthy=false").await;
-    let drained = svc1["instances"].as_array().unwrap().iter()
-        .find(|i| i["id"] == "10.1.0.1:8001").expect("drained instance kept");
+    let drained = svc1["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == "10.1.0.1:8001")
+        .expect("drained instance kept");
     assert_eq!(drained["status"], "draining");
     assert_eq!(drained["metadata"]["i"], "1");
     // Revisions continue from where they were.
     let (status, reg) = post_json(&p, "/register", seed("svc-9", 1)).await;
     assert_eq!(status, 201);
-    assert_eq!(reg["revision"].as_u64(), Some(health["revision"].as_u64().unwrap() + 1));
+    assert_eq!(
+        reg["revision"].as_u64(),
+        Some(health["revision"].as_u64().unwrap() + 1)
+    );
 }
 
 #[tokio::test]
@@ -115,7 +164,11 @@ async fn sigterm_shuts_down_gracefully() {
     let mut p = spawn(dir.path());
     assert_eq!(post_json(&p, "/register", seed("web", 1)).await.0, 201);
     // An open watch stream must not hold shutdown up.
-    let _watch = client().get(format!("{}/watch", p.url)).send().await.unwrap();
+    let _watch = client()
+        .get(format!("{}/watch", p.url))
+        .send()
+        .await
+        .unwrap();
     let pid = p.child.id().to_string();
     let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(status.success());
@@ -124,7 +177,10 @@ async fn sigterm_shuts_down_gracefully() {
         if let Some(code) = p.child.try_wait().unwrap() {
             break code;
         }
-        assert!(std::time::Instant::now() < deadline, "no exit within {DEADLINE:?} of SIGTERM");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit within {DEADLINE:?} of SIGTERM"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
     assert!(code.success(), "exit status {code}");

@@ -19,10 +19,16 @@ async fn rich_registration_is_stored_and_updated() {
     let i = &a.body["instance"];
     assert_eq!(i["id"], "cart-1");
     assert_eq!(i["address"], "10.0.0.7:8080");
-    assert_eq!((i["host"].as_str(), i["port"].as_u64()), (Some("10.0.0.7"), Some(8080)));
+    assert_eq!(
+        (i["host"].as_str(), i["port"].as_u64()),
+        (Some("10.0.0.7"), Some(8080))
+    );
     assert_eq!(i["tags"], json!(["primary", "v2"]), "sorted, deduplicated");
     assert_eq!(i["metadata"], json!({"zone": "a"}));
-    assert_eq!((i["weight"].as_u64(), i["ttl_seconds"].as_u64()), (Some(10), Some(45)));
+    assert_eq!(
+        (i["weight"].as_u64(), i["ttl_seconds"].as_u64()),
+        (Some(10), Some(45))
+    );
     assert_eq!(i["status"], "up");
     assert_eq!(i["check"]["interval_seconds"], 5);
     assert_eq!(a.body["heartbeat_interval_seconds"], 10);
@@ -39,7 +45,11 @@ async fn rich_registration_is_stored_and_updated() {
     assert_eq!(b.body["instance"]["registered_at"], i["registered_at"]);
 
     // Address as host:port, and a short TTL caps the interval hint.
-    let c = register(&cp, json!({"service": "cart", "address": "10.0.0.8:8080", "ttl_seconds": 6})).await;
+    let c = register(
+        &cp,
+        json!({"service": "cart", "address": "10.0.0.8:8080", "ttl_seconds": 6}),
+    )
+    .await;
     assert_eq!(c["instance"]["id"], "10.0.0.8:8080");
     assert_eq!(c["heartbeat_interval_seconds"], 2);
 }
@@ -64,20 +74,39 @@ async fn discovery_filters_by_tag_metadata_and_health() {
     assert_eq!(d.body["status"], "draining");
     assert_eq!(ids(&cp, "api", "").await, ["a", "c"]);
     assert_eq!(ids(&cp, "api", "?healthy=false").await, ["a", "b", "c"]);
-    assert_eq!(post(&cp, "/heartbeat", json!({"service": "api", "id": "b"})).await.status, 200);
+    assert_eq!(
+        post(&cp, "/heartbeat", json!({"service": "api", "id": "b"}))
+            .await
+            .status,
+        200
+    );
     let s = get(&cp, "/services").await;
-    assert_eq!(s.body["services"]["api"], json!({"total_instances": 3, "active_instances": 2}));
+    assert_eq!(
+        s.body["services"]["api"],
+        json!({"total_instances": 3, "active_instances": 2})
+    );
     // And back, by address this time.
-    let u = post(&cp, "/drain", json!({"service": "api", "address": "10.0.0.2:80", "draining": false})).await;
+    let u = post(
+        &cp,
+        "/drain",
+        json!({"service": "api", "address": "10.0.0.2:80", "draining": false}),
+    )
+    .await;
     assert_eq!(u.body["status"], "up");
     assert_eq!(ids(&cp, "api", "").await, ["a", "b", "c"]);
-    post(&cp, "/drain", json!({"service": "api", "id": "zzz"})).await.assert_problem(404, "instance_not_found");
+    post(&cp, "/drain", json!({"service": "api", "id": "zzz"}))
+        .await
+        .assert_problem(404, "instance_not_found");
 }
 
 #[tokio::test]
 async fn heartbeats_by_id_and_in_batches() {
     let cp = TestControlPlane::in_memory(|_| {}).await;
-    register(&cp, json!({"service": "api", "id": "a", "address": "10.0.0.1:80"})).await;
+    register(
+        &cp,
+        json!({"service": "api", "id": "a", "address": "10.0.0.1:80"}),
+    )
+    .await;
     register(&cp, json!({"service": "db", "address": "10.0.0.2:5432"})).await;
     let before = get(&cp, "/health").await.body["revision"].clone();
 
@@ -87,18 +116,30 @@ async fn heartbeats_by_id_and_in_batches() {
     assert_eq!(one.body["ttl_seconds"], 30);
     assert!(one.body["expires_at"].as_str().unwrap().ends_with('Z'));
 
-    let batch = post(&cp, "/heartbeat", json!({"instances": [
-        {"service": "api", "id": "a"},
-        {"service": "db", "address": "10.0.0.2:5432"},
-        {"service": "api", "id": "gone"},
-        {"service": "Bad", "id": "x"},
-    ]})).await;
+    let batch = post(
+        &cp,
+        "/heartbeat",
+        json!({"instances": [
+            {"service": "api", "id": "a"},
+            {"service": "db", "address": "10.0.0.2:5432"},
+            {"service": "api", "id": "gone"},
+            {"service": "Bad", "id": "x"},
+        ]}),
+    )
+    .await;
     assert_eq!(batch.status, 200, "{}", batch.body);
     assert_eq!(batch.body["renewed"], 2);
     assert_eq!(batch.body["failed"], 2);
-    let statuses: Vec<&str> = batch.body["results"].as_array().unwrap().iter()
-        .map(|r| r["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses, ["ok", "ok", "instance_not_found", "invalid_service_name"]);
+    let statuses: Vec<&str> = batch.body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["ok", "ok", "instance_not_found", "invalid_service_name"]
+    );
     assert_eq!(batch.body["results"][1]["id"], "10.0.0.2:5432");
 
     // Heartbeats change nothing visible: the revision stays.
@@ -117,7 +158,12 @@ async fn metrics_ready_and_index_headers() {
     assert_eq!(r.body["ready"], true);
 
     let res = client().get(cp.at("/metrics")).send().await.unwrap();
-    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
     let text = res.text().await.unwrap();
     for needle in [
         "waypost_instances{service=\"web\"} 1",

@@ -48,8 +48,12 @@ async fn seed_register_heartbeat_discover_services_deregister() {
     assert_eq!(get(&cp, "/services").await.body["total_services"], 0);
 
     // Unknown instance: 404 with the code the SDK re-registers on.
-    post(&cp, "/heartbeat", body.clone()).await.assert_problem(404, "instance_not_found");
-    post(&cp, "/deregister", body).await.assert_problem(404, "instance_not_found");
+    post(&cp, "/heartbeat", body.clone())
+        .await
+        .assert_problem(404, "instance_not_found");
+    post(&cp, "/deregister", body)
+        .await
+        .assert_problem(404, "instance_not_found");
 }
 
 #[tokio::test]

@@ -12,26 +12,98 @@ async fn each_validation_error_has_its_code_and_changes_nothing() {
     let before = get(&cp, "/health").await.body["revision"].clone();
 
     let cases: Vec<(serde_json::Value, u16, &str)> = vec![
-        (json!({"service": "Web", "address": "10.0.0.1:80"}), 400, "invalid_service_name"),
-        (json!({"service": "-web", "address": "10.0.0.1:80"}), 400, "invalid_service_name"),
-        (json!({"service": "a".repeat(64), "address": "10.0.0.1:80"}), 400, "invalid_service_name"),
+        (
+            json!({"service": "Web", "address": "10.0.0.1:80"}),
+            400,
+            "invalid_service_name",
+        ),
+        (
+            json!({"service": "-web", "address": "10.0.0.1:80"}),
+            400,
+            "invalid_service_name",
+        ),
+        (
+            json!({"service": "a".repeat(64), "address": "10.0.0.1:80"}),
+            400,
+            "invalid_service_name",
+        ),
         (json!({"service": "web"}), 400, "invalid_field"),
-        (json!({"service": "web", "address": "10.0.0.1"}), 400, "invalid_field"),
-        (json!({"service": "web", "address": "10.0.0.1:0"}), 400, "invalid_field"),
-        (json!({"service": "web", "address": "http://bad host:80"}), 400, "invalid_field"),
-        (json!({"service": "web", "host": "10.0.0.1"}), 400, "invalid_field"),
-        (json!({"service": "web", "address": "10.0.0.1:80", "id": "has space"}), 400, "invalid_field"),
-        (json!({"service": "web", "address": "10.0.0.1:80", "tags": ["a.b"]}), 400, "invalid_field"),
-        (json!({"service": "web", "address": "10.0.0.1:80", "tags": vec!["t"; 33]}), 400, "invalid_field"),
-        (json!({"service": "web", "address": "10.0.0.1:80", "weight": 0}), 400, "invalid_field"),
-        (json!({"service": "web", "address": "10.0.0.1:80", "ttl_seconds": 0}), 400, "invalid_field"),
-        (json!({"service": "web", "address": "10.0.0.1:80", "metadata": {"bad key": "v"}}), 400, "invalid_field"),
-        (json!({"service": "web", "address": "10.0.0.1:80", "check": {"interval_seconds": 5}}), 400, "invalid_field"),
-        (json!({"service": "web", "address": "10.0.0.1:80", "check": {"http": "ftp://x", "interval_seconds": 5}}), 400, "invalid_field"),
+        (
+            json!({"service": "web", "address": "10.0.0.1"}),
+            400,
+            "invalid_field",
+        ),
+        (
+            json!({"service": "web", "address": "10.0.0.1:0"}),
+            400,
+            "invalid_field",
+        ),
+        (
+            json!({"service": "web", "address": "http://bad host:80"}),
+            400,
+            "invalid_field",
+        ),
+        (
+            json!({"service": "web", "host": "10.0.0.1"}),
+            400,
+            "invalid_field",
+        ),
+        (
+            json!({"service": "web", "address": "10.0.0.1:80", "id": "has space"}),
+            400,
+            "invalid_field",
+        ),
+        (
+            json!({"service": "web", "address": "10.0.0.1:80", "tags": ["a.b"]}),
+            400,
+            "invalid_field",
+        ),
+        (
+            json!({"service": "web", "address": "10.0.0.1:80", "tags": vec!["t"; 33]}),
+            400,
+            "invalid_field",
+        ),
+        (
+            json!({"service": "web", "address": "10.0.0.1:80", "weight": 0}),
+            400,
+            "invalid_field",
+        ),
+        (
+            json!({"service": "web", "address": "10.0.0.1:80", "ttl_seconds": 0}),
+            400,
+            "invalid_field",
+        ),
+        (
+            json!({"service": "web", "address": "10.0.0.1:80", "metadata": {"bad key": "v"}}),
+            400,
+            "invalid_field",
+        ),
+        (
+            json!({"service": "web", "address": "10.0.0.1:80", "check": {"interval_seconds": 5}}),
+            400,
+            "invalid_field",
+        ),
+        (
+            json!({"service": "web", "address": "10.0.0.1:80", "check": {"http": "ftp://x", "interval_seconds": 5}}),
+            400,
+            "invalid_field",
+        ),
         (json!({"address": "10.0.0.1:80"}), 422, "invalid_body"),
-        (json!({"service": 7, "address": "10.0.0.1:80"}), 422, "invalid_body"),
-        (json!({"service": "web", "port": 70000, "host": "h"}), 422, "invalid_body"),
-        (json!({"service": "web", "address": "10.0.0.1:80", "status": "sleeping"}), 422, "invalid_body"),
+        (
+            json!({"service": 7, "address": "10.0.0.1:80"}),
+            422,
+            "invalid_body",
+        ),
+        (
+            json!({"service": "web", "port": 70000, "host": "h"}),
+            422,
+            "invalid_body",
+        ),
+        (
+            json!({"service": "web", "address": "10.0.0.1:80", "status": "sleeping"}),
+            422,
+            "invalid_body",
+        ),
         (json!([1, 2]), 422, "invalid_body"),
     ];
     for (body, status, code) in cases {
@@ -41,38 +113,84 @@ async fn each_validation_error_has_its_code_and_changes_nothing() {
     }
 
     // Not JSON, no content type, too large.
-    post_raw(&cp, "/register", "application/json", b"{\"service\": ".to_vec()).await.assert_problem(400, "invalid_json");
-    post_raw(&cp, "/register", "text/plain", b"{}".to_vec()).await.assert_problem(415, "unsupported_media_type");
-    let huge = format!("{{\"service\":\"web\",\"address\":\"10.0.0.1:80\",\"pad\":\"{}\"}}", "x".repeat(70_000));
-    post_raw(&cp, "/register", "application/json", huge.into_bytes()).await.assert_problem(413, "body_too_large");
+    post_raw(
+        &cp,
+        "/register",
+        "application/json",
+        b"{\"service\": ".to_vec(),
+    )
+    .await
+    .assert_problem(400, "invalid_json");
+    post_raw(&cp, "/register", "text/plain", b"{}".to_vec())
+        .await
+        .assert_problem(415, "unsupported_media_type");
+    let huge = format!(
+        "{{\"service\":\"web\",\"address\":\"10.0.0.1:80\",\"pad\":\"{}\"}}",
+        "x".repeat(70_000)
+    );
+    post_raw(&cp, "/register", "application/json", huge.into_bytes())
+        .await
+        .assert_problem(413, "body_too_large");
 
     // Identity forms of heartbeat / deregister / drain.
     for path in ["/heartbeat", "/deregister", "/drain"] {
-        post(&cp, path, json!({"service": "web"})).await.assert_problem(400, "invalid_field");
-        post(&cp, path, json!({"service": "WEB", "id": "x"})).await.assert_problem(400, "invalid_service_name");
-        post(&cp, path, json!({"id": 5})).await.assert_problem(422, "invalid_body");
+        post(&cp, path, json!({"service": "web"}))
+            .await
+            .assert_problem(400, "invalid_field");
+        post(&cp, path, json!({"service": "WEB", "id": "x"}))
+            .await
+            .assert_problem(400, "invalid_service_name");
+        post(&cp, path, json!({"id": 5}))
+            .await
+            .assert_problem(422, "invalid_body");
     }
-    post(&cp, "/heartbeat", json!({"instances": vec![json!({"service": "web", "id": "x"}); 1001]}))
-        .await
-        .assert_problem(400, "invalid_field");
+    post(
+        &cp,
+        "/heartbeat",
+        json!({"instances": vec![json!({"service": "web", "id": "x"}); 1001]}),
+    )
+    .await
+    .assert_problem(400, "invalid_field");
 
     // Queries.
     for q in [
-        "/discover/Web", "/discover/web?tag=a.b", "/discover/web?healthy=maybe",
-        "/discover/web?index=x", "/discover/web?wait=forever", "/discover/web?wait=11m",
-        "/discover/web?colour=red", "/services?x=1", "/watch?since=x", "/watch?service=A_B",
+        "/discover/Web",
+        "/discover/web?tag=a.b",
+        "/discover/web?healthy=maybe",
+        "/discover/web?index=x",
+        "/discover/web?wait=forever",
+        "/discover/web?wait=11m",
+        "/discover/web?colour=red",
+        "/services?x=1",
+        "/watch?since=x",
+        "/watch?service=A_B",
     ] {
         let a = get(&cp, q).await;
-        let code = if q.starts_with("/discover/Web") { "invalid_service_name" } else { "invalid_query" };
+        let code = if q.starts_with("/discover/Web") {
+            "invalid_service_name"
+        } else {
+            "invalid_query"
+        };
         a.assert_problem(400, code);
     }
-    let a = client().get(cp.at("/watch")).header("last-event-id", "garbage").send().await.unwrap();
+    let a = client()
+        .get(cp.at("/watch"))
+        .header("last-event-id", "garbage")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(a.status(), 400);
 
     // Routes and methods.
-    get(&cp, "/nowhere").await.assert_problem(404, "route_not_found");
-    get(&cp, "/register").await.assert_problem(405, "method_not_allowed");
-    post(&cp, "/services", json!({})).await.assert_problem(405, "method_not_allowed");
+    get(&cp, "/nowhere")
+        .await
+        .assert_problem(404, "route_not_found");
+    get(&cp, "/register")
+        .await
+        .assert_problem(405, "method_not_allowed");
+    post(&cp, "/services", json!({}))
+        .await
+        .assert_problem(405, "method_not_allowed");
 
     // Nothing above changed state.
     assert_eq!(get(&cp, "/health").await.body["revision"], before);
@@ -84,7 +202,9 @@ async fn the_instance_limit_is_a_clear_503() {
     let cp = TestControlPlane::in_memory(|c| c.max_instances = 2).await;
     register(&cp, seed("web", 1)).await;
     register(&cp, seed("web", 2)).await;
-    post(&cp, "/register", seed("web", 3)).await.assert_problem(503, "registry_full");
+    post(&cp, "/register", seed("web", 3))
+        .await
+        .assert_problem(503, "registry_full");
     // Updating an existing one still works.
     let mut again = seed("web", 2);
     again["weight"] = json!(3);

@@ -26,7 +26,10 @@ async fn read_until(w: &mut Watch, after: u64, until: u64) -> (Vec<u64>, String)
     while prev < until {
         let (ev, data) = w.next().await;
         let rev = data["revision"].as_u64().unwrap();
-        assert!(rev > prev, "revision {rev} after {prev}: doubled or reordered");
+        assert!(
+            rev > prev,
+            "revision {rev} after {prev}: doubled or reordered"
+        );
         assert_eq!(ev.id, format!("{}-{rev}", ev.id.split('-').next().unwrap()));
         revs.push(rev);
         prev = rev;
@@ -68,7 +71,11 @@ async fn resume_across_disconnects_misses_and_doubles_nothing() {
         after = head;
     }
     let head = get(&cp, "/health").await.body["revision"].as_u64().unwrap();
-    assert_eq!(seen, (2..=head).collect::<Vec<_>>(), "every revision exactly once");
+    assert_eq!(
+        seen,
+        (2..=head).collect::<Vec<_>>(),
+        "every revision exactly once"
+    );
     assert!(head > 300, "a meaningful number of changes: {head}");
 }
 
@@ -79,7 +86,10 @@ async fn since_parameter_and_service_filter() {
     register(&cp, seed("db", 2)).await; // 2
     register(&cp, seed("web", 3)).await; // 3
     post(&cp, "/deregister", seed("db", 2)).await; // 4
-    let epoch = get(&cp, "/health").await.body["epoch"].as_str().unwrap().to_owned();
+    let epoch = get(&cp, "/health").await.body["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let mut w = Watch::open(&cp, &format!("?since=1&epoch={epoch}"), None).await;
     let kinds: Vec<(String, u64)> = {
@@ -90,7 +100,14 @@ async fn since_parameter_and_service_filter() {
         }
         v
     };
-    assert_eq!(kinds, [("upsert".into(), 2), ("upsert".into(), 3), ("remove".into(), 4)]);
+    assert_eq!(
+        kinds,
+        [
+            ("upsert".into(), 2),
+            ("upsert".into(), 3),
+            ("remove".into(), 4)
+        ]
+    );
 
     // Filtered to one service: its snapshot, then only its changes.
     let mut w = Watch::open(&cp, "?service=db", None).await;
@@ -100,7 +117,10 @@ async fn since_parameter_and_service_filter() {
     register(&cp, seed("web", 4)).await; // 5, filtered out
     register(&cp, seed("db", 5)).await; // 6
     let (_, d) = w.next().await;
-    assert_eq!((d["type"].as_str(), d["revision"].as_u64()), (Some("upsert"), Some(6)));
+    assert_eq!(
+        (d["type"].as_str(), d["revision"].as_u64()),
+        (Some("upsert"), Some(6))
+    );
     assert_eq!(d["instance"]["service"], "db");
     assert_eq!(d["reason"], "registered");
 }
@@ -111,7 +131,10 @@ async fn stale_or_foreign_resume_points_get_a_snapshot() {
     for port in 1..=20 {
         register(&cp, seed("web", port)).await;
     }
-    let epoch = get(&cp, "/health").await.body["epoch"].as_str().unwrap().to_owned();
+    let epoch = get(&cp, "/health").await.body["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let cases = [
         format!("{epoch}-3"),              // older than the kept history
         format!("{:016x}-19", 0xdead_u64), // another epoch
@@ -128,14 +151,19 @@ async fn stale_or_foreign_resume_points_get_a_snapshot() {
     let mut w = Watch::open(&cp, "", Some(&format!("{epoch}-17"))).await;
     for want in 18..=20 {
         let (ev, d) = w.next().await;
-        assert_eq!((ev.event.as_str(), d["revision"].as_u64()), ("upsert", Some(want)));
+        assert_eq!(
+            (ev.event.as_str(), d["revision"].as_u64()),
+            ("upsert", Some(want))
+        );
     }
 }
 
 #[tokio::test]
 async fn idle_streams_get_keep_alive_comments() {
     use futures_util::StreamExt;
-    let cp = TestControlPlane::in_memory(|c| c.watch_keepalive = std::time::Duration::from_millis(100)).await;
+    let cp =
+        TestControlPlane::in_memory(|c| c.watch_keepalive = std::time::Duration::from_millis(100))
+            .await;
     let res = client().get(cp.at("/watch")).send().await.unwrap();
     let mut stream = res.bytes_stream();
     let mut text = String::new();

@@ -58,18 +58,21 @@ impl InstanceRef {
             field: "service".into(),
             message: format!("{:?} is not a valid service name: it {e}", self.service),
         })?;
-        let identity = match (&self.id, &self.address) {
-            (Some(id), _) => Identity::Id(
-                InstanceId::new(id)
-                    .map_err(|e| FieldError::new("id", format!("{id:?} is not a valid id: it {e}")))?,
-            ),
-            (None, Some(address)) => Identity::Endpoint(
-                Endpoint::parse_address(address).map_err(|m| FieldError::new("address", m))?,
-            ),
-            (None, None) => {
-                return Err(FieldError::new("id", "give `id` or `address` with `service`"));
-            }
-        };
+        let identity =
+            match (&self.id, &self.address) {
+                (Some(id), _) => Identity::Id(InstanceId::new(id).map_err(|e| {
+                    FieldError::new("id", format!("{id:?} is not a valid id: it {e}"))
+                })?),
+                (None, Some(address)) => Identity::Endpoint(
+                    Endpoint::parse_address(address).map_err(|m| FieldError::new("address", m))?,
+                ),
+                (None, None) => {
+                    return Err(FieldError::new(
+                        "id",
+                        "give `id` or `address` with `service`",
+                    ));
+                }
+            };
         Ok((service, identity))
     }
 }
@@ -256,12 +259,24 @@ mod tests {
         let (svc, id) = InstanceRef::by_id("web", "a1").resolve().unwrap();
         assert_eq!(svc.as_str(), "web");
         assert_eq!(id, Identity::Id(InstanceId::new("a1").unwrap()));
-        let (_, ep) = InstanceRef::by_address("web", "http://localhost:8001").resolve().unwrap();
+        let (_, ep) = InstanceRef::by_address("web", "http://localhost:8001")
+            .resolve()
+            .unwrap();
         assert_eq!(
             ep,
-            Identity::Endpoint(Endpoint { host: "localhost".into(), port: 8001 })
+            Identity::Endpoint(Endpoint {
+                host: "localhost".into(),
+                port: 8001
+            })
         );
-        assert!(InstanceRef { service: "web".into(), ..Default::default() }.resolve().is_err());
+        assert!(
+            InstanceRef {
+                service: "web".into(),
+                ..Default::default()
+            }
+            .resolve()
+            .is_err()
+        );
     }
 }
 

@@ -204,7 +204,9 @@ fn check_dns_name(host: &str) -> Result<(), String> {
             && !label.starts_with('-')
             && !label.ends_with('-');
         if !ok {
-            return Err(format!("host {host:?} is neither an IP address nor a DNS name"));
+            return Err(format!(
+                "host {host:?} is neither an IP address nor a DNS name"
+            ));
         }
     }
     Ok(())

@@ -168,9 +168,18 @@ mod tests {
         }
         let cases: &[(&str, NameError)] = &[
             ("", NameError::Empty),
-            ("User", NameError::BadChar('U', "lowercase letters, digits and '-'")),
-            ("a_b", NameError::BadChar('_', "lowercase letters, digits and '-'")),
-            ("a.b", NameError::BadChar('.', "lowercase letters, digits and '-'")),
+            (
+                "User",
+                NameError::BadChar('U', "lowercase letters, digits and '-'"),
+            ),
+            (
+                "a_b",
+                NameError::BadChar('_', "lowercase letters, digits and '-'"),
+            ),
+            (
+                "a.b",
+                NameError::BadChar('.', "lowercase letters, digits and '-'"),
+            ),
             ("-a", NameError::EdgeHyphen),
             ("a-", NameError::EdgeHyphen),
         ];

@@ -125,7 +125,11 @@ mod tests {
 
     #[test]
     fn codes_serialize_as_their_names() {
-        for code in [ErrorCode::InstanceNotFound, ErrorCode::InvalidJson, ErrorCode::Internal] {
+        for code in [
+            ErrorCode::InstanceNotFound,
+            ErrorCode::InvalidJson,
+            ErrorCode::Internal,
+        ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));
         }

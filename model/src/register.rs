@@ -209,7 +209,10 @@ pub struct RegisterResponse {
     #[cfg_attr(feature = "openapi", schema(example = "registered"))]
     pub status: String,
     /// A sentence for people.
-    #[cfg_attr(feature = "openapi", schema(example = "Service user-service registered at http://10.0.0.7:8001"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = "Service user-service registered at http://10.0.0.7:8001")
+    )]
     pub message: String,
     /// The stored instance.
     pub instance: Instance,
@@ -254,37 +257,58 @@ mod tests {
         let base = RegisterRequest::new("web", "10.0.0.1:80");
         let cases: Vec<(RegisterRequest, &str, ErrorCode)> = vec![
             (
-                RegisterRequest { service: "Web".into(), ..base.clone() },
+                RegisterRequest {
+                    service: "Web".into(),
+                    ..base.clone()
+                },
                 "service",
                 ErrorCode::InvalidServiceName,
             ),
             (
-                RegisterRequest { address: None, ..base.clone() },
+                RegisterRequest {
+                    address: None,
+                    ..base.clone()
+                },
                 "address",
                 ErrorCode::InvalidField,
             ),
             (
-                RegisterRequest { port: Some(80), ..base.clone() },
+                RegisterRequest {
+                    port: Some(80),
+                    ..base.clone()
+                },
                 "address",
                 ErrorCode::InvalidField,
             ),
             (
-                RegisterRequest { id: Some("a b".into()), ..base.clone() },
+                RegisterRequest {
+                    id: Some("a b".into()),
+                    ..base.clone()
+                },
                 "id",
                 ErrorCode::InvalidField,
             ),
             (
-                RegisterRequest { tags: vec!["ok".into(), "not ok".into()], ..base.clone() },
+                RegisterRequest {
+                    tags: vec!["ok".into(), "not ok".into()],
+                    ..base.clone()
+                },
                 "tags[1]",
                 ErrorCode::InvalidField,
             ),
             (
-                RegisterRequest { weight: Some(0), ..base.clone() },
+                RegisterRequest {
+                    weight: Some(0),
+                    ..base.clone()
+                },
                 "weight",
                 ErrorCode::InvalidField,
             ),
             (
-                RegisterRequest { ttl_seconds: Some(0), ..base.clone() },
+                RegisterRequest {
+                    ttl_seconds: Some(0),
+                    ..base.clone()
+                },
                 "ttl_seconds",
                 ErrorCode::InvalidField,
             ),

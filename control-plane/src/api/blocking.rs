@@ -29,7 +29,9 @@ impl Blocking {
         match key {
             "index" => {
                 let r = value.parse().map_err(|_| {
-                    ApiError::query(format!("index={value:?} is not a revision (a whole number)"))
+                    ApiError::query(format!(
+                        "index={value:?} is not a revision (a whole number)"
+                    ))
                 })?;
                 self.index = Some(r);
             }
@@ -64,7 +66,9 @@ fn parse_wait(value: &str) -> Result<Duration, ApiError> {
     let d = match value.parse::<u64>() {
         Ok(secs) => Duration::from_secs(secs),
         Err(_) => humantime::parse_duration(value).map_err(|e| {
-            ApiError::query(format!("wait={value:?} is not a duration like 30s or 5m: {e}"))
+            ApiError::query(format!(
+                "wait={value:?} is not a duration like 30s or 5m: {e}"
+            ))
         })?,
     };
     if d > Duration::from_secs(MAX_BLOCKING_WAIT_SECONDS) {

@@ -88,9 +88,9 @@ pub(crate) async fn discover(
                 filter.tags.push(v);
             }
             "healthy" => {
-                filter.healthy_only = v.parse().map_err(|_| {
-                    ApiError::query(format!("healthy={v:?}: use true or false"))
-                })?;
+                filter.healthy_only = v
+                    .parse()
+                    .map_err(|_| ApiError::query(format!("healthy={v:?}: use true or false")))?;
             }
             other => {
                 return Err(ApiError::query(format!(
@@ -100,7 +100,9 @@ pub(crate) async fn discover(
         }
     }
     blocking
-        .block(&app, |index| app.registry.service_revision(name.as_str()) > index)
+        .block(&app, |index| {
+            app.registry.service_revision(name.as_str()) > index
+        })
         .await;
     let (instances, revision) = app.registry.discover(name.as_str(), &filter);
     let body = DiscoverResponse {
@@ -109,5 +111,9 @@ pub(crate) async fn discover(
         instances,
         revision,
     };
-    Ok(([(INDEX_HEADER.clone(), index_value(revision))], axum::Json(body)).into_response())
+    Ok((
+        [(INDEX_HEADER.clone(), index_value(revision))],
+        axum::Json(body),
+    )
+        .into_response())
 }

@@ -37,7 +37,5 @@ pub(crate) async fn docs_page() -> Html<&'static str> {
 
 /// Swagger UI at `/docs`, reading `/openapi.json`.
 pub(crate) fn swagger_ui<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::from(
-        SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::new(["/openapi.json"])),
-    )
+    Router::from(SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::new(["/openapi.json"])))
 }

@@ -65,9 +65,11 @@ impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
         match e {
             RegistryError::Field(f) => f.into(),
-            RegistryError::NotFound { .. } => {
-                Self::new(StatusCode::NOT_FOUND, ErrorCode::InstanceNotFound, e.to_string())
-            }
+            RegistryError::NotFound { .. } => Self::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::InstanceNotFound,
+                e.to_string(),
+            ),
             RegistryError::Full(_) => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::RegistryFull,
@@ -117,6 +119,10 @@ impl From<QueryRejection> for ApiError {
 
 impl From<PathRejection> for ApiError {
     fn from(r: PathRejection) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidQuery, r.body_text())
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidQuery,
+            r.body_text(),
+        )
     }
 }

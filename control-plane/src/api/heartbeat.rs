@@ -1,9 +1,12 @@
 //! `POST /heartbeat`.
 
-use axum::{extract::State, response::{IntoResponse, Response}};
+use axum::{
+    extract::State,
+    response::{IntoResponse, Response},
+};
 use waypost_model::{
-    BatchHeartbeatResponse, HeartbeatAnswer, HeartbeatOutcome, HeartbeatRequest,
-    HeartbeatResponse, heartbeat::HeartbeatForm,
+    BatchHeartbeatResponse, HeartbeatAnswer, HeartbeatOutcome, HeartbeatRequest, HeartbeatResponse,
+    heartbeat::HeartbeatForm,
 };
 
 use super::{

@@ -15,7 +15,10 @@ mod responses;
 mod services;
 mod watch;
 
-use std::{sync::Arc, time::{Duration, Instant}};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
     Router,
@@ -29,11 +32,11 @@ use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use waypost_model::{ErrorCode, limits::MAX_BODY_BYTES};
 
+use self::error::ApiError;
 use crate::{
     metrics::{HttpLabels, Metrics},
     registry::Registry,
 };
-use self::error::ApiError;
 
 /// What every handler can reach.
 #[derive(Clone, Debug)]

@@ -3,12 +3,7 @@
 use axum::{extract::State, http::StatusCode};
 use waypost_model::{RegisterRequest, RegisterResponse};
 
-use super::{
-    AppState,
-    error::ApiError,
-    extract::Json,
-    responses::WriteErrors,
-};
+use super::{AppState, error::ApiError, extract::Json, responses::WriteErrors};
 
 /// Register an instance, or update it.
 ///

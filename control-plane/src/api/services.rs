@@ -54,12 +54,18 @@ pub(crate) async fn services(
             )));
         }
     }
-    blocking.block(&app, |index| app.registry.head() > index).await;
+    blocking
+        .block(&app, |index| app.registry.head() > index)
+        .await;
     let (services, revision) = app.registry.services();
     let body = ServicesResponse {
         total_services: services.len(),
         services,
         revision,
     };
-    Ok(([(INDEX_HEADER.clone(), index_value(revision))], axum::Json(body)).into_response())
+    Ok((
+        [(INDEX_HEADER.clone(), index_value(revision))],
+        axum::Json(body),
+    )
+        .into_response())
 }

@@ -75,14 +75,16 @@ pub(crate) async fn watch(
                 })?);
             }
             "since" => {
-                since = Some(v.parse::<Revision>().map_err(|_| {
-                    ApiError::query(format!("since={v:?} is not a revision"))
-                })?);
+                since = Some(
+                    v.parse::<Revision>()
+                        .map_err(|_| ApiError::query(format!("since={v:?} is not a revision")))?,
+                );
             }
             "epoch" => {
-                epoch = Some(u64::from_str_radix(&v, 16).map_err(|_| {
-                    ApiError::query(format!("epoch={v:?} is not 16 hex digits"))
-                })?);
+                epoch =
+                    Some(u64::from_str_radix(&v, 16).map_err(|_| {
+                        ApiError::query(format!("epoch={v:?} is not 16 hex digits"))
+                    })?);
             }
             other => {
                 return Err(ApiError::query(format!(
@@ -100,9 +102,8 @@ pub(crate) async fn watch(
     }
     // A resume point from another history (or beyond ours) is meaningless here.
     let committed = app.registry.subscribe().borrow().revision;
-    let resume = since.filter(|r| {
-        epoch.is_none_or(|e| e == app.registry.epoch()) && *r <= committed
-    });
+    let resume =
+        since.filter(|r| epoch.is_none_or(|e| e == app.registry.epoch()) && *r <= committed);
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     let keepalive = app.watch_keepalive;
     tokio::spawn(pump(app, service, resume, tx));

@@ -157,8 +157,18 @@ mod tests {
         let now = Instant::now();
         let mut p = rule(true);
         // 6 of 10 overdue: more than half.
-        assert_eq!(p.judge(now, 6, 10), Verdict::Hold { became_active: true });
-        assert_eq!(p.judge(now, 6, 10), Verdict::Hold { became_active: false });
+        assert_eq!(
+            p.judge(now, 6, 10),
+            Verdict::Hold {
+                became_active: true
+            }
+        );
+        assert_eq!(
+            p.judge(now, 6, 10),
+            Verdict::Hold {
+                became_active: false
+            }
+        );
         assert!(p.active());
         // Heartbeats resumed for most: 2 of 10 overdue expire normally.
         assert_eq!(p.judge(now, 2, 10), Verdict::Expire);
@@ -175,7 +185,10 @@ mod tests {
         // 4 gone + 2 = 6 of 10: hold.
         assert!(matches!(p.judge(now, 2, 6), Verdict::Hold { .. }));
         // After the window passes, the old expiries no longer count.
-        assert_eq!(p.judge(now + Duration::from_secs(11), 2, 6), Verdict::Expire);
+        assert_eq!(
+            p.judge(now + Duration::from_secs(11), 2, 6),
+            Verdict::Expire
+        );
     }
 
     #[test]

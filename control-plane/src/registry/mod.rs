@@ -404,7 +404,11 @@ impl Registry {
     ) -> Result<(Arc<Instance>, Revision), RegistryError> {
         let (service, identity) = r.resolve()?;
         self.ensure_writable()?;
-        let want = if draining { Status::Draining } else { Status::Up };
+        let want = if draining {
+            Status::Draining
+        } else {
+            Status::Up
+        };
         let mut inner = self.lock();
         let Some(found) = inner.state.find(&service, &identity) else {
             return Err(RegistryError::NotFound {
@@ -471,7 +475,8 @@ impl Registry {
         }
         if candidates.is_empty() {
             inner.preservation.judge(now, 0, inner.state.count);
-            self.metrics.set_self_preservation(inner.preservation.active());
+            self.metrics
+                .set_self_preservation(inner.preservation.active());
             return;
         }
         match inner

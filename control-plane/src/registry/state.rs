@@ -57,15 +57,12 @@ impl State {
         let entry = self.services.get(service)?;
         match identity {
             Identity::Id(id) => entry.instances.get(id),
-            Identity::Endpoint(ep) => entry
-                .instances
-                .get(ep.host_port().as_str())
-                .or_else(|| {
-                    entry
-                        .instances
-                        .values()
-                        .find(|e| e.instance.host == ep.host && e.instance.port == ep.port)
-                }),
+            Identity::Endpoint(ep) => entry.instances.get(ep.host_port().as_str()).or_else(|| {
+                entry
+                    .instances
+                    .values()
+                    .find(|e| e.instance.host == ep.host && e.instance.port == ep.port)
+            }),
         }
     }
 
@@ -138,7 +135,12 @@ impl State {
             Some(name) => self
                 .services
                 .get(name)
-                .map(|s| s.instances.values().map(|e| Instance::clone(&e.instance)).collect())
+                .map(|s| {
+                    s.instances
+                        .values()
+                        .map(|e| Instance::clone(&e.instance))
+                        .collect()
+                })
                 .unwrap_or_default(),
             None => {
                 let mut names: Vec<&ServiceName> = self.services.keys().collect();

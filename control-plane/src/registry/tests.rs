@@ -32,22 +32,35 @@ fn revisions_move_only_on_visible_changes() {
     assert_eq!(again.revision, 1);
     assert_eq!(r.head(), 1);
     // A heartbeat moves nothing.
-    r.heartbeat(&InstanceRef::by_address("web", "10.0.0.1:80")).unwrap();
+    r.heartbeat(&InstanceRef::by_address("web", "10.0.0.1:80"))
+        .unwrap();
     assert_eq!(r.head(), 1);
     // A change of tags does.
     let changed = r
-        .register(&RegisterRequest { tags: vec!["v2".into()], ..req.clone() })
+        .register(&RegisterRequest {
+            tags: vec!["v2".into()],
+            ..req.clone()
+        })
         .unwrap();
     assert_eq!(changed.revision, 2);
     // Draining twice moves once.
-    let (i, rev) = r.drain(&InstanceRef::by_id("web", "10.0.0.1:80"), true).unwrap();
+    let (i, rev) = r
+        .drain(&InstanceRef::by_id("web", "10.0.0.1:80"), true)
+        .unwrap();
     assert_eq!((i.status, rev), (Status::Draining, 3));
-    let (_, rev) = r.drain(&InstanceRef::by_id("web", "10.0.0.1:80"), true).unwrap();
+    let (_, rev) = r
+        .drain(&InstanceRef::by_id("web", "10.0.0.1:80"), true)
+        .unwrap();
     assert_eq!(rev, 3);
-    let (_, _, rev) = r.deregister(&InstanceRef::by_id("web", "10.0.0.1:80")).unwrap();
+    let (_, _, rev) = r
+        .deregister(&InstanceRef::by_id("web", "10.0.0.1:80"))
+        .unwrap();
     assert_eq!(rev, 4);
     let changes = r.changes_since(0, 4).unwrap();
-    assert_eq!(changes.iter().map(|c| c.revision).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert_eq!(
+        changes.iter().map(|c| c.revision).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
 }
 
 #[test]
@@ -58,7 +71,9 @@ fn endpoint_lookup_finds_instances_registered_with_an_id() {
         ..RegisterRequest::new("web", "http://localhost:8001")
     };
     r.register(&req).unwrap();
-    let renewed = r.heartbeat(&InstanceRef::by_address("web", "localhost:8001")).unwrap();
+    let renewed = r
+        .heartbeat(&InstanceRef::by_address("web", "localhost:8001"))
+        .unwrap();
     assert_eq!(renewed.id.as_str(), "web-1");
     assert!(matches!(
         r.heartbeat(&InstanceRef::by_address("web", "localhost:8002")),
@@ -70,23 +85,33 @@ fn endpoint_lookup_finds_instances_registered_with_an_id() {
 fn the_instance_limit_is_enforced_for_new_instances_only() {
     let r = Registry::in_memory_for_test(config());
     for port in 1..=3 {
-        r.register(&RegisterRequest::new("web", format!("10.0.0.1:{port}"))).unwrap();
+        r.register(&RegisterRequest::new("web", format!("10.0.0.1:{port}")))
+            .unwrap();
     }
     assert!(matches!(
         r.register(&RegisterRequest::new("web", "10.0.0.1:4")),
         Err(RegistryError::Full(3))
     ));
-    r.register(&RegisterRequest { weight: Some(5), ..RegisterRequest::new("web", "10.0.0.1:1") })
-        .unwrap();
+    r.register(&RegisterRequest {
+        weight: Some(5),
+        ..RegisterRequest::new("web", "10.0.0.1:1")
+    })
+    .unwrap();
 }
 
 #[test]
 fn overdue_instances_expire_and_renewed_ones_do_not() {
     let r = Registry::in_memory_for_test(config());
-    let short = RegisterRequest { ttl_seconds: Some(1), ..RegisterRequest::new("web", "10.0.0.1:1") };
+    let short = RegisterRequest {
+        ttl_seconds: Some(1),
+        ..RegisterRequest::new("web", "10.0.0.1:1")
+    };
     r.register(&short).unwrap();
-    r.register(&RegisterRequest { ttl_seconds: Some(1), ..RegisterRequest::new("web", "10.0.0.1:2") })
-        .unwrap();
+    r.register(&RegisterRequest {
+        ttl_seconds: Some(1),
+        ..RegisterRequest::new("web", "10.0.0.1:2")
+    })
+    .unwrap();
     let later = Instant::now() + Duration::from_millis(1500);
     // Renew :2 "now" so that its deadline moves past `later`... by simulating with its entry.
     {
@@ -102,17 +127,23 @@ fn overdue_instances_expire_and_renewed_ones_do_not() {
     let last = r.changes_since(2, 3).unwrap();
     assert!(matches!(
         &last[0].kind,
-        ChangeKind::Remove { reason: ChangeReason::Expired, .. }
+        ChangeKind::Remove {
+            reason: ChangeReason::Expired,
+            ..
+        }
     ));
 }
 
 #[test]
 fn service_revision_tracks_removal_of_the_last_instance() {
     let r = Registry::in_memory_for_test(config());
-    r.register(&RegisterRequest::new("web", "10.0.0.1:1")).unwrap();
-    r.register(&RegisterRequest::new("db", "10.0.0.1:2")).unwrap();
+    r.register(&RegisterRequest::new("web", "10.0.0.1:1"))
+        .unwrap();
+    r.register(&RegisterRequest::new("db", "10.0.0.1:2"))
+        .unwrap();
     assert_eq!(r.service_revision("web"), 1);
-    r.deregister(&InstanceRef::by_id("web", "10.0.0.1:1")).unwrap();
+    r.deregister(&InstanceRef::by_id("web", "10.0.0.1:1"))
+        .unwrap();
     assert_eq!(r.service_revision("web"), 3);
     assert_eq!(r.services().0.len(), 1);
 }

@@ -75,7 +75,9 @@ impl From<&Change> for StoreOp {
     fn from(change: &Change) -> Self {
         match &change.kind {
             ChangeKind::Upsert { instance, .. } => Self::Put(instance.clone()),
-            ChangeKind::Remove { service, id, .. } => Self::Delete(key(service.as_str(), id.as_str())),
+            ChangeKind::Remove { service, id, .. } => {
+                Self::Delete(key(service.as_str(), id.as_str()))
+            }
         }
     }
 }

@@ -32,7 +32,8 @@ impl Db {
             txn.open_table(INSTANCES).map_err(db_err)?;
             let mut meta = txn.open_table(META).map_err(db_err)?;
             if meta.get("epoch").map_err(db_err)?.is_none() {
-                meta.insert("epoch", rand::random::<u64>()).map_err(db_err)?;
+                meta.insert("epoch", rand::random::<u64>())
+                    .map_err(db_err)?;
             }
         }
         txn.commit().map_err(db_err)?;
@@ -82,7 +83,10 @@ impl Db {
                             }
                         })?;
                         table
-                            .insert(key(i.service.as_str(), i.id.as_str()).as_str(), buf.as_slice())
+                            .insert(
+                                key(i.service.as_str(), i.id.as_str()).as_str(),
+                                buf.as_slice(),
+                            )
                             .map_err(db_err)?;
                     }
                     StoreOp::Delete(k) => {

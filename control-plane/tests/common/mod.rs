@@ -20,7 +20,11 @@ pub struct Answer {
 
 impl Answer {
     pub fn index(&self) -> u64 {
-        self.headers["x-waypost-index"].to_str().unwrap().parse().unwrap()
+        self.headers["x-waypost-index"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap()
     }
 
     pub fn content_type(&self) -> &str {
@@ -59,10 +63,23 @@ async fn answer(res: reqwest::Response) -> Answer {
 }
 
 pub async fn post(cp: &TestControlPlane, path: &str, body: Value) -> Answer {
-    answer(client().post(cp.at(path)).json(&body).send().await.expect("POST")).await
+    answer(
+        client()
+            .post(cp.at(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST"),
+    )
+    .await
 }
 
-pub async fn post_raw(cp: &TestControlPlane, path: &str, content_type: &str, body: Vec<u8>) -> Answer {
+pub async fn post_raw(
+    cp: &TestControlPlane,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> Answer {
     let res = client()
         .post(cp.at(path))
         .header("content-type", content_type)

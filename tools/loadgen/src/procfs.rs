@@ -1,0 +1,65 @@
+//! What the kernel says about the server process: resident memory and CPU time, read from
+//! `/proc` (Linux only), so that figures describe the server and not the load generator.
+
+use std::time::Duration;
+
+use crate::Error;
+
+/// Clock ticks per second in `/proc/PID/stat`: `USER_HZ`, which Linux fixes at 100 for user
+/// space on every common architecture.
+const USER_HZ: u64 = 100;
+
+/// `VmRSS` of `pid`, in bytes.
+pub(crate) fn rss_bytes(pid: u32) -> Result<u64, Error> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    parse_vm_rss(&status).ok_or_else(|| format!("no VmRSS line in {path}").into())
+}
+
+fn parse_vm_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// User plus system CPU time `pid` has used so far (all its threads, live and ended).
+pub(crate) fn cpu_time(pid: u32) -> Result<Duration, Error> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let ticks = parse_cpu_ticks(&stat).ok_or_else(|| format!("cannot parse {path}"))?;
+    Ok(Duration::from_millis(ticks * 1000 / USER_HZ))
+}
+
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    // Fields 14 (utime) and 15 (stime); the command name (field 2) may hold spaces, so count
+    // from the closing parenthesis, after which field 3 comes first.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_vm_rss() {
+        let status = "Name:\tx\nVmPeak:\t  9000 kB\nVmRSS:\t    1234 kB\nThreads:\t3\n";
+        assert_eq!(parse_vm_rss(status), Some(1234 * 1024));
+    }
+
+    #[test]
+    fn reads_cpu_ticks_past_a_name_with_spaces() {
+        let stat = "42 (tokio (rt) x) S 1 42 42 0 -1 4194304 10 0 0 0 250 17 0 0 20 0 3 0 100";
+        assert_eq!(parse_cpu_ticks(stat), Some(267));
+    }
+
+    #[test]
+    fn reads_this_process() {
+        let me = std::process::id();
+        assert!(rss_bytes(me).expect("rss") > 0);
+        cpu_time(me).expect("cpu time");
+    }
+}
