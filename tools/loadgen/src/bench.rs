@@ -1,0 +1,129 @@
+//! `bench`: one scenario, N connections, bounded by time and count, reported as one markdown
+//! table row so that runs paste straight into `BENCHMARKS.md`.
+
+use std::time::{Duration, Instant};
+
+use crate::{
+    Error,
+    client::{Plan, Target, Tally, drive},
+    procfs,
+    scenario::{self, MAX_UNIQUE, Scenario},
+};
+
+/// The header that goes above [`run`]'s rows.
+pub(crate) const HEADER: &str = "| target | scenario | conns | requests | errors | req/s | p50 ms | p99 ms | server CPU µs/req |\n\
+                                 | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |";
+
+/// Arguments of `bench`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct BenchArgs {
+    /// The server, as `http://127.0.0.1:PORT`.
+    #[arg(long)]
+    target: Target,
+    /// What to repeat.
+    #[arg(long, value_enum)]
+    scenario: Scenario,
+    /// Concurrent keep-alive connections, one per worker.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// How long to send for, as `10s`.
+    #[arg(long, default_value = "10s", value_parser = crate::parse_duration)]
+    duration: Duration,
+    /// Stop after this many requests even if time remains.
+    #[arg(long, default_value_t = 2_000_000)]
+    max_requests: u64,
+    /// Skip seeding (the target already holds the data set, or is the baseline).
+    #[arg(long)]
+    no_seed: bool,
+    /// The server's process id: adds its CPU time per request to the row.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Name of the target in the row.
+    #[arg(long, default_value = "target")]
+    label: String,
+    /// Print the table header before the row.
+    #[arg(long)]
+    header: bool,
+    /// A request slower than this counts as an error.
+    #[arg(long, default_value = "5s", value_parser = crate::parse_duration)]
+    request_timeout: Duration,
+}
+
+/// Seeds (unless told not to), runs the scenario and prints its row on stdout.
+pub(crate) async fn run(args: BenchArgs) -> Result<(), Error> {
+    if args.concurrency == 0 || args.concurrency > 1024 {
+        return Err("--concurrency must be 1 to 1024".into());
+    }
+    if args.scenario == Scenario::Register && args.max_requests > MAX_UNIQUE {
+        return Err(format!("--max-requests above {MAX_UNIQUE} would repeat addresses").into());
+    }
+    if !args.no_seed {
+        scenario::seed(&args.target, Duration::from_secs(120)).await?;
+    }
+    let cpu_before = args.pid.map(procfs::cpu_time).transpose()?;
+    let plan = Plan {
+        make: args.scenario.requests(scenario::run_id()),
+        deadline: Instant::now() + args.duration,
+        max_requests: args.max_requests,
+        request_timeout: args.request_timeout,
+        record_latency: true,
+    };
+    let (mut tally, took) = drive(&args.target, args.concurrency, plan).await?;
+    let cpu = match (args.pid, cpu_before) {
+        (Some(pid), Some(before)) => Some(procfs::cpu_time(pid)?.saturating_sub(before)),
+        _ => None,
+    };
+    if let Some(first) = &tally.first_error {
+        eprintln!("{} errors; the first: {first}", tally.errors);
+    }
+    if args.header {
+        println!("{HEADER}");
+    }
+    println!("{}", row(&args, &mut tally, took, cpu));
+    Ok(())
+}
+
+fn row(args: &BenchArgs, tally: &mut Tally, took: Duration, cpu: Option<Duration>) -> String {
+    tally.latencies_ns.sort_unstable();
+    let ms = |p: f64| percentile(&tally.latencies_ns, p).map_or("-".to_owned(), |ns| format!("{:.3}", ns as f64 / 1e6));
+    let rate = tally.requests as f64 / took.as_secs_f64().max(1e-9);
+    let cpu_per_req = match cpu {
+        Some(cpu) if tally.requests > 0 => {
+            format!("{:.1}", cpu.as_secs_f64() * 1e6 / tally.requests as f64)
+        }
+        _ => "-".to_owned(),
+    };
+    format!(
+        "| {} | {} | {} | {} | {} | {rate:.0} | {} | {} | {cpu_per_req} |",
+        args.label,
+        args.scenario.name(),
+        args.concurrency,
+        tally.requests,
+        tally.errors,
+        ms(0.50),
+        ms(0.99),
+    )
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 0.50), Some(50));
+        assert_eq!(percentile(&v, 0.99), Some(99));
+        assert_eq!(percentile(&[7], 0.99), Some(7));
+        assert_eq!(percentile(&[], 0.5), None);
+    }
+}
