@@ -270,6 +270,24 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_documents_every_setting() {
+        use clap::CommandFactory;
+        let readme = include_str!("../../README.md");
+        for arg in Cli::command().get_arguments() {
+            let (Some(long), Some(env)) = (arg.get_long(), arg.get_env()) else {
+                continue;
+            };
+            let env = env.to_string_lossy();
+            if long == "config" {
+                continue;
+            }
+            let key = long.replace('-', "_");
+            let row = format!("| `{key}` / `--{long}` | `{env}` |");
+            assert!(readme.contains(&row), "README.md lacks the config row starting {row}");
+        }
+    }
+
+    #[test]
     fn bad_values_are_refused() {
         for (args, file) in [
             (&["--default-ttl", "0s"][..], ""),
