@@ -283,7 +283,10 @@ mod tests {
             }
             let key = long.replace('-', "_");
             let row = format!("| `{key}` / `--{long}` | `{env}` |");
-            assert!(readme.contains(&row), "README.md lacks the config row starting {row}");
+            assert!(
+                readme.contains(&row),
+                "README.md lacks the config row starting {row}"
+            );
         }
     }
 

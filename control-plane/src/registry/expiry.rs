@@ -54,12 +54,18 @@ pub struct SelfPreservation {
     pub min_instances: usize,
 }
 
+/// How soon held instances are looked at again: by then heartbeats may have resumed.
+pub(crate) const HOLD_RECHECK: Duration = Duration::from_secs(1);
+
 /// Tracks recent expiries and decides whether the next batch may expire.
 #[derive(Debug)]
 pub(crate) struct Preservation {
     settings: SelfPreservation,
     recent: VecDeque<Instant>,
     active: bool,
+    /// The last pass that held expiry. Held instances come back every [`HOLD_RECHECK`]; when
+    /// none has been held for two of those, they all renewed and the hold is over.
+    last_hold: Option<Instant>,
 }
 
 /// What the rule decided for one expiry pass.
@@ -77,6 +83,7 @@ impl Preservation {
             settings,
             recent: VecDeque::new(),
             active: false,
+            last_hold: None,
         }
     }
 
@@ -93,22 +100,28 @@ impl Preservation {
                 break;
             }
         }
+        if candidates == 0 {
+            if self
+                .last_hold
+                .is_none_or(|t| now.duration_since(t) > 2 * HOLD_RECHECK)
+            {
+                self.active = false;
+            }
+            return Verdict::Expire;
+        }
         let s = self.settings;
         // The population at the start of the window includes what already expired in it.
         let lost = self.recent.len() + candidates;
         let base = population + self.recent.len();
-        let hold = s.enabled
-            && candidates > 0
-            && lost >= s.min_instances
-            && (lost as f64) > s.threshold * (base as f64);
+        let hold =
+            s.enabled && lost >= s.min_instances && (lost as f64) > s.threshold * (base as f64);
         if hold {
             let became_active = !self.active;
             self.active = true;
+            self.last_hold = Some(now);
             Verdict::Hold { became_active }
         } else {
-            if candidates > 0 || self.recent.is_empty() {
-                self.active = false;
-            }
+            self.active = false;
             self.recent.extend(std::iter::repeat_n(now, candidates));
             Verdict::Expire
         }
@@ -170,7 +183,19 @@ mod tests {
             }
         );
         assert!(p.active());
+        // Passes with nothing overdue right after a hold keep it on (held ones come back)...
+        assert_eq!(p.judge(now + HOLD_RECHECK / 2, 0, 10), Verdict::Expire);
+        assert!(p.active());
+        // ...until no hold for two rechecks: every held instance renewed.
+        assert_eq!(p.judge(now + 3 * HOLD_RECHECK, 0, 10), Verdict::Expire);
+        assert!(!p.active());
         // Heartbeats resumed for most: 2 of 10 overdue expire normally.
+        assert_eq!(
+            p.judge(now, 6, 10),
+            Verdict::Hold {
+                became_active: true
+            }
+        );
         assert_eq!(p.judge(now, 2, 10), Verdict::Expire);
         assert!(!p.active());
     }

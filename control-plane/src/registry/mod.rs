@@ -30,7 +30,7 @@ pub(crate) use self::changes::{Change, ChangeKind, Stale};
 pub use self::error::RegistryError;
 use self::{
     changes::ChangeLog,
-    expiry::{ExpiryQueue, Preservation, SelfPreservation, Verdict},
+    expiry::{ExpiryQueue, HOLD_RECHECK, Preservation, SelfPreservation, Verdict},
     state::{Entry, State},
 };
 use crate::{
@@ -492,8 +492,7 @@ impl Registry {
                     );
                 }
                 self.metrics.held.inc_by(candidates.len() as u64);
-                // Look again in a second: by then heartbeats may have resumed.
-                let again = now + Duration::from_secs(1);
+                let again = now + HOLD_RECHECK;
                 for key in candidates {
                     inner.expiry.schedule(again, key);
                 }

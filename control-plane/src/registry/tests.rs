@@ -113,7 +113,7 @@ fn overdue_instances_expire_and_renewed_ones_do_not() {
     })
     .unwrap();
     let later = Instant::now() + Duration::from_millis(1500);
-    // Renew :2 "now" so that its deadline moves past `later`... by simulating with its entry.
+    // As if :2 had heartbeated: its deadline lies beyond `later`.
     {
         let mut inner = r.lock();
         let svc = ServiceName::new("web").unwrap();
@@ -146,4 +146,25 @@ fn service_revision_tracks_removal_of_the_last_instance() {
         .unwrap();
     assert_eq!(r.service_revision("web"), 3);
     assert_eq!(r.services().0.len(), 1);
+}
+
+#[test]
+fn expiry_happens_at_the_deadline_not_before() {
+    let r = Registry::in_memory_for_test(config());
+    let before = Instant::now();
+    r.register(&RegisterRequest {
+        ttl_seconds: Some(1),
+        ..RegisterRequest::new("web", "10.0.0.1:1")
+    })
+    .unwrap();
+    let after = Instant::now();
+    let ttl = Duration::from_secs(1);
+    // Just before the earliest possible deadline: still there.
+    r.expire_due(before + ttl - Duration::from_millis(1));
+    assert_eq!(r.status().instances, 1);
+    // At the latest possible deadline: gone. The expiry task runs this every 250 ms, so an
+    // instance expires within TTL + 250 ms.
+    r.expire_due(after + ttl);
+    assert_eq!(r.status().instances, 0);
+    assert_eq!(r.head(), 2);
 }
