@@ -9,17 +9,11 @@ if [ -z "$browser" ]; then
   echo "check-docs: chromium is not installed (apt-get install chromium)" >&2
   exit 1
 fi
-log=$(mktemp) profile=$(mktemp -d)
-"$bin" --in-memory --listen 127.0.0.1:0 --log-format json 2>"$log" &
-pid=$!
-trap 'kill $pid 2>/dev/null || true; rm -rf "$log" "$profile"' EXIT
-addr=""
-for _ in $(seq 1 100); do
-  addr=$(grep -o '"http":"[^"]*"' "$log" | head -1 | cut -d'"' -f4 || true)
-  [ -n "$addr" ] && break
-  sleep 0.1
-done
-[ -n "$addr" ] || { echo "check-docs: control plane did not start" >&2; cat "$log" >&2; exit 1; }
+. "$(dirname "$0")/lib.sh"
+profile=$(mktemp -d)
+trap 'stop_control_plane; rm -rf "$profile"' EXIT
+start_control_plane "$bin"
+addr=$CP_ADDR
 dom=$(timeout 60 "$browser" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
   --disable-background-networking --disable-component-update --disable-sync \
   --user-data-dir="$profile" --virtual-time-budget=8000 --dump-dom "http://$addr/docs/" 2>/dev/null)

@@ -3,17 +3,11 @@
 # tour cannot rot. Usage: tools/walkthrough-check.sh path/to/waypost-control
 set -euo pipefail
 bin=${1:-target/debug/waypost-control}
-log=$(mktemp) out=$(mktemp)
-"$bin" --in-memory --listen 127.0.0.1:0 --log-format json 2>"$log" &
-pid=$!
-trap 'kill $pid 2>/dev/null || true; rm -f "$log" "$out"' EXIT
-addr=""
-for _ in $(seq 1 100); do
-  addr=$(grep -o '"http":"[^"]*"' "$log" | head -1 | cut -d'"' -f4 || true)
-  [ -n "$addr" ] && break
-  sleep 0.1
-done
-[ -n "$addr" ] || { echo "walkthrough: control plane did not start" >&2; exit 1; }
+. "$(dirname "$0")/lib.sh"
+out=$(mktemp)
+trap 'stop_control_plane; rm -f "$out"' EXIT
+start_control_plane "$bin"
+addr=$CP_ADDR
 if ! bash examples/walkthrough.sh "http://$addr" >"$out" 2>&1; then
   cat "$out" >&2
   echo "walkthrough: a step failed" >&2

@@ -44,14 +44,7 @@ async fn silent_instances_expire_within_ttl_plus_one_second() {
     .await
     .assert_problem(404, "instance_not_found");
 
-    let text = client()
-        .get(cp.at("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = text(&cp, "/metrics").await;
     assert!(text.contains("waypost_expirations_total 1"), "{text}");
 }
 
@@ -105,14 +98,7 @@ async fn self_preservation_holds_a_mass_expiry() {
     .await;
     assert_eq!(health.body["status"], "degraded");
     assert_eq!(health.body["instances"], 10, "nothing expired");
-    let text = client()
-        .get(cp.at("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = text(&cp, "/metrics").await;
     assert!(
         text.contains("waypost_self_preservation_active 1"),
         "{text}"

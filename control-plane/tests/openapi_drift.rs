@@ -12,14 +12,7 @@ async fn served_document_matches_the_committed_file() {
     let committed = std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("cannot read {path}: {e}; create it with: {REGENERATE}"));
     let cp = TestControlPlane::in_memory(|_| {}).await;
-    let served = client()
-        .get(cp.at("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let served = text(&cp, "/openapi.json").await;
     assert!(
         served == committed,
         "openapi/openapi.json differs from the served document; regenerate it with:\n    {REGENERATE}"

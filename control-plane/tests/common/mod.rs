@@ -94,6 +94,12 @@ pub async fn get(cp: &TestControlPlane, path: &str) -> Answer {
     answer(client().get(cp.at(path)).send().await.expect("GET")).await
 }
 
+/// The body of `GET path` as text (metrics, the OpenAPI document).
+pub async fn text(cp: &TestControlPlane, path: &str) -> String {
+    let res = client().get(cp.at(path)).send().await.expect("GET");
+    res.text().await.expect("read body")
+}
+
 pub async fn register(cp: &TestControlPlane, body: Value) -> Value {
     let a = post(cp, "/register", body).await;
     assert!(a.status.is_success(), "register failed: {}", a.body);

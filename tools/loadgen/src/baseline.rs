@@ -63,20 +63,30 @@ pub(crate) async fn serve(listen: SocketAddr, from: &Target) -> Result<(), Error
 /// registration is deregistered again, so the control plane's data set is left as it was.
 async fn capture(from: &Target) -> Result<Bodies, Error> {
     let mut conn = Conn::open(from).await?;
-    let discover = ask(&mut conn, Call::get(format!("/discover/{}", seed_service(0)))).await?;
+    let discover = ask(
+        &mut conn,
+        Call::get(format!("/discover/{}", seed_service(0))),
+    )
+    .await?;
     let services = ask(&mut conn, Call::get("/services".to_owned())).await?;
-    let heartbeat = ask(&mut conn, Call::post(
-        "/heartbeat",
-        &json!({"service": seed_service(0), "id": seed_address(0, 0)}),
-    ))
+    let heartbeat = ask(
+        &mut conn,
+        Call::post(
+            "/heartbeat",
+            &json!({"service": seed_service(0), "id": seed_address(0, 0)}),
+        ),
+    )
     .await?;
     let new = scenario::register_new("reg", 100, 0, scenario::run_id());
     let sent: serde_json::Value = serde_json::from_slice(&new.body)?;
     let register = ask(&mut conn, new).await?;
-    ask(&mut conn, Call::post(
-        "/deregister",
-        &json!({"service": sent["service"], "address": sent["address"]}),
-    ))
+    ask(
+        &mut conn,
+        Call::post(
+            "/deregister",
+            &json!({"service": sent["service"], "address": sent["address"]}),
+        ),
+    )
     .await?;
     eprintln!(
         "captured bodies: discover {} B, services {} B, heartbeat {} B, register {} B",

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::{
     Error,
-    client::{Plan, Target, Tally, drive},
+    client::{Plan, Tally, Target, drive},
     procfs,
     scenario::{self, MAX_UNIQUE, Scenario},
 };
@@ -85,7 +85,10 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Error> {
 
 fn row(args: &BenchArgs, tally: &mut Tally, took: Duration, cpu: Option<Duration>) -> String {
     tally.latencies_ns.sort_unstable();
-    let ms = |p: f64| percentile(&tally.latencies_ns, p).map_or("-".to_owned(), |ns| format!("{:.3}", ns as f64 / 1e6));
+    let ms = |p: f64| {
+        percentile(&tally.latencies_ns, p)
+            .map_or("-".to_owned(), |ns| format!("{:.3}", ns as f64 / 1e6))
+    };
     let rate = tally.requests as f64 / took.as_secs_f64().max(1e-9);
     let cpu_per_req = match cpu {
         Some(cpu) if tally.requests > 0 => {

@@ -232,7 +232,10 @@ async fn worker(mut conn: Conn, target: Target, plan: Arc<Plan>, issued: Arc<Ato
                 true
             }
             Err(_) => {
-                tally.fail(format!("{} {}: timed out after {took:?}", call.method, call.path));
+                tally.fail(format!(
+                    "{} {}: timed out after {took:?}",
+                    call.method, call.path
+                ));
                 true
             }
         };

@@ -23,7 +23,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use clap::{Parser, Subcommand};
 
-use crate::{client::Target, scenario::Scenario};
+use crate::client::Target;
 
 /// A tool reports an error and exits; nothing matches on its errors, so one boxed type is enough.
 type Error = Box<dyn std::error::Error + Send + Sync>;
