@@ -166,7 +166,7 @@ async fn each_validation_error_has_its_code_and_changes_nothing() {
         "/watch?service=A_B",
     ] {
         let a = get(&cp, q).await;
-        let code = if q.starts_with("/discover/Web") {
+        let code = if q.starts_with("/discover/Web") || q.starts_with("/discover/%") {
             "invalid_service_name"
         } else {
             "invalid_query"

@@ -1,7 +1,7 @@
 //! `GET /discover/{service}`.
 
 use axum::{
-    extract::{Path, State},
+    extract::State,
     response::{IntoResponse, Response},
 };
 use utoipa::IntoParams;
@@ -11,7 +11,7 @@ use super::{
     AppState,
     blocking::{Blocking, INDEX_HEADER, index_value},
     error::ApiError,
-    extract::QueryPairs,
+    extract::{Path, QueryPairs},
     responses::ReadErrors,
 };
 use crate::registry::Filter;

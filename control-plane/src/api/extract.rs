@@ -12,6 +12,11 @@ use super::error::ApiError;
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub(super) struct Json<T>(pub(super) T);
 
+/// `axum::extract::Path`, rejecting with [`ApiError`] (for example on invalid UTF-8).
+#[derive(Debug, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub(super) struct Path<T>(pub(super) T);
+
 /// Raw query pairs in order; handlers validate them (repeated `tag`, `meta.KEY`...).
 #[derive(Debug)]
 pub(super) struct QueryPairs(pub(super) Vec<(String, String)>);
