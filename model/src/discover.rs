@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Instance, Revision};
+use crate::Instance;
 
 /// One instance in a discovery answer: the stored instance plus its uptime.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,7 +30,7 @@ pub struct DiscoverResponse {
     /// `instances.len()`.
     pub count: usize,
     /// The control plane's revision when the answer was read (also in `X-Waypost-Index`).
-    pub revision: Revision,
+    pub revision: u64,
 }
 
 /// Counts for one service in `GET /services`.
@@ -56,5 +56,5 @@ pub struct ServicesResponse {
     /// `services.len()`.
     pub total_services: usize,
     /// The control plane's revision when the answer was read.
-    pub revision: Revision,
+    pub revision: u64,
 }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Endpoint, ErrorCode, FieldError, Instance, InstanceId, Revision, ServiceName, Status,
+    Endpoint, ErrorCode, FieldError, Instance, InstanceId, ServiceName, Status,
     limits::MAX_BATCH_HEARTBEAT,
 };
 
@@ -204,7 +204,7 @@ pub struct DeregisterResponse {
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub id: InstanceId,
     /// The revision of the removal.
-    pub revision: Revision,
+    pub revision: u64,
 }
 
 /// `POST /drain`: put an instance into `draining` (or back to `up` with `"draining": false`).
@@ -233,7 +233,7 @@ pub struct DrainResponse {
     /// The instance after the change.
     pub instance: Instance,
     /// The current revision (unchanged when the status already was the requested one).
-    pub revision: Revision,
+    pub revision: u64,
 }
 
 #[cfg(test)]

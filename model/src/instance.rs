@@ -8,7 +8,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    FieldError, InstanceId, Revision, ServiceName,
+    FieldError, InstanceId, ServiceName,
     limits::{CHECK_SECONDS_RANGE, MAX_ADDRESS_LEN, MAX_HOST_LEN},
 };
 
@@ -253,7 +253,7 @@ pub struct Instance {
     /// When the instance was first registered (RFC 3339, UTC). An update keeps it.
     pub registered_at: String,
     /// The revision of the last visible change to this instance.
-    pub revision: Revision,
+    pub revision: u64,
 }
 
 #[cfg(test)]

@@ -42,7 +42,8 @@ pub use problem::{ErrorCode, Problem};
 pub use register::{RegisterRequest, RegisterResponse, Registration};
 pub use watch::{ChangeReason, WatchEvent};
 
-/// One global, monotonically increasing counter of visible changes.
+/// One global, monotonically increasing counter of visible changes (wire fields are plain `u64`
+/// so the OpenAPI document shows an integer, not a named alias).
 pub type Revision = u64;
 
 /// The identity of one revision history, rendered as 16 lowercase hex digits on the wire.

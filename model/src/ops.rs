@@ -2,8 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Revision;
-
 /// Liveness with details. Always 200 while the process serves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -18,7 +16,7 @@ pub struct HealthResponse {
     /// Registered instances.
     pub instances: usize,
     /// The head revision.
-    pub revision: Revision,
+    pub revision: u64,
     /// The revision history's epoch, 16 hex digits.
     pub epoch: String,
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Check, Endpoint, ErrorCode, FieldError, Instance, InstanceId, Revision, ServiceName, Status,
+    Check, Endpoint, ErrorCode, FieldError, Instance, InstanceId, ServiceName, Status,
     limits::{
         MAX_METADATA_ENTRIES, MAX_METADATA_KEY_LEN, MAX_METADATA_VALUE_LEN, MAX_TAGS,
         TTL_SECONDS_RANGE, WEIGHT_RANGE,
@@ -217,7 +217,7 @@ pub struct RegisterResponse {
     /// The stored instance.
     pub instance: Instance,
     /// The revision at which the registration became visible.
-    pub revision: Revision,
+    pub revision: u64,
     /// Seconds between heartbeats the control plane suggests (a third of the TTL, at most
     /// the configured hint).
     pub heartbeat_interval_seconds: u32,

@@ -36,14 +36,14 @@ pub enum WatchEvent {
         /// The history this revision belongs to, as 16 hex digits.
         epoch: String,
         /// The revision the snapshot is consistent with.
-        revision: Revision,
+        revision: u64,
         /// All instances (draining ones included), ordered by service then id.
         instances: Vec<Instance>,
     },
     /// An instance was added or changed.
     Upsert {
         /// The revision of this change.
-        revision: Revision,
+        revision: u64,
         /// Registered, updated or status changed.
         reason: ChangeReason,
         /// The instance after the change.
@@ -52,7 +52,7 @@ pub enum WatchEvent {
     /// An instance was removed.
     Remove {
         /// The revision of this change.
-        revision: Revision,
+        revision: u64,
         /// Deregistered or expired.
         reason: ChangeReason,
         /// Its service.
