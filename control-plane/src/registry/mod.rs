@@ -587,10 +587,10 @@ impl Registry {
         }
     }
 
-    /// Flushes and closes the store; call after the last write.
+    /// Commits what is queued and closes the store; call after the last write.
     pub(crate) async fn close_store(&self) {
         if let Some(store) = &self.store {
-            store.flush().await;
+            store.close().await;
         }
     }
 }

@@ -89,7 +89,8 @@ pub(crate) fn key(service: &str, id: &str) -> String {
 
 enum Msg {
     Op(Revision, StoreOp),
-    Flush(oneshot::Sender<()>),
+    /// Commit what came before, close the database (releasing its file lock) and stop.
+    Close(oneshot::Sender<()>),
 }
 
 /// The registry's handle on the writer thread.
@@ -102,7 +103,7 @@ impl std::fmt::Debug for Msg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Op(rev, _) => write!(f, "Op({rev})"),
-            Self::Flush(_) => f.write_str("Flush"),
+            Self::Close(_) => f.write_str("Close"),
         }
     }
 }
@@ -110,15 +111,17 @@ impl std::fmt::Debug for Msg {
 impl StoreWriter {
     /// Queues a write. Called under the registry lock, so writes queue in revision order.
     pub(crate) fn send(&self, revision: Revision, op: StoreOp) {
-        // A closed channel means the writer thread is gone after a failure; the registry
-        // already refuses writes in that state.
+        // A closed channel means the store was closed at shutdown, after the server stopped;
+        // nothing is left to acknowledge such a write.
         let _ = self.tx.send(Msg::Op(revision, op));
     }
 
-    /// Waits until everything queued before this call is committed (or failed).
-    pub(crate) async fn flush(&self) {
+    /// Commits everything queued before this call, then closes the database, so that a new
+    /// control plane can open it at once (in-process restarts in tests). Later writes are
+    /// dropped: call it after the server has stopped.
+    pub(crate) async fn close(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Msg::Flush(tx)).is_ok() {
+        if self.tx.send(Msg::Close(tx)).is_ok() {
             let _ = rx.await;
         }
     }
@@ -145,6 +148,7 @@ pub(crate) fn open(
     std::thread::Builder::new()
         .name("waypost-store".into())
         .spawn(move || {
+            let mut closed = None;
             while let Some(first) = rx.blocking_recv() {
                 let mut batch = vec![first];
                 while batch.len() < MAX_BATCH {
@@ -154,11 +158,11 @@ pub(crate) fn open(
                     }
                 }
                 let mut ops = Vec::with_capacity(batch.len());
-                let mut flushes = Vec::new();
                 for m in batch {
                     match m {
-                        Msg::Op(rev, op) => ops.push((rev, op)),
-                        Msg::Flush(done) => flushes.push(done),
+                        Msg::Op(rev, op) if closed.is_none() => ops.push((rev, op)),
+                        Msg::Op(..) => {}
+                        Msg::Close(done) => closed = Some(done),
                     }
                 }
                 if let Some(&(last, _)) = ops.last() {
@@ -180,9 +184,13 @@ pub(crate) fn open(
                         }
                     }
                 }
-                for done in flushes {
-                    let _ = done.send(());
+                if closed.is_some() {
+                    break;
                 }
+            }
+            drop(db);
+            if let Some(done) = closed {
+                let _ = done.send(());
             }
         })
         .map_err(|source| StoreError::Dir {
