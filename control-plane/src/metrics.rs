@@ -24,9 +24,10 @@ struct ResultLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     /// The matched route template, e.g. `/discover/{service}`; `unmatched` for 404s.
-    pub route: String,
-    /// The HTTP method.
-    pub method: String,
+    /// Static strings: labelling a request allocates nothing.
+    pub route: &'static str,
+    /// The HTTP method (`other` for extension methods).
+    pub method: &'static str,
     /// The response status code.
     pub status: u16,
 }

@@ -1,6 +1,6 @@
 //! `GET /discover/{service}` and `GET /services`, in the seed API's shapes plus richer fields.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 
@@ -11,8 +11,10 @@ use crate::Instance;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DiscoveredInstance {
     /// The stored instance (`address`, `id`, `host`, `port`, `tags`...).
+    // An `Arc`, so that an answer shares the registry's copy instead of cloning it.
     #[serde(flatten)]
-    pub instance: Instance,
+    #[cfg_attr(feature = "openapi", schema(value_type = Instance))]
+    pub instance: Arc<Instance>,
     /// Seconds since the instance was first registered.
     #[cfg_attr(feature = "openapi", schema(example = 45.2))]
     pub uptime_seconds: f64,

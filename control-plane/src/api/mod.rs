@@ -130,15 +130,55 @@ async fn method_not_allowed(req: Request) -> ApiError {
     )
 }
 
+/// Every route template, so that metric labels are static strings.
+const ROUTES: &[&str] = &[
+    "/register",
+    "/heartbeat",
+    "/deregister",
+    "/drain",
+    "/discover/{service}",
+    "/services",
+    "/watch",
+    "/health",
+    "/ready",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+    "/docs/",
+    "/docs/{*rest}",
+];
+
+fn route_label(matched: Option<&MatchedPath>) -> &'static str {
+    let Some(path) = matched else {
+        return "unmatched";
+    };
+    ROUTES
+        .iter()
+        .find(|r| **r == path.as_str())
+        .copied()
+        .unwrap_or("other")
+}
+
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
+}
+
 /// Records request latency by route and status, and stamps `X-Waypost-Index` on answers that
 /// do not carry one yet.
 async fn observe(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().to_string();
+    let route = route_label(req.extensions().get::<MatchedPath>());
+    let method = method_label(req.method());
     let mut res = next.run(req).await;
     if !res.headers().contains_key(&blocking::INDEX_HEADER) {
         let head = app.registry.head();

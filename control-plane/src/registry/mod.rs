@@ -16,7 +16,10 @@ pub(crate) mod state;
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant, SystemTime},
 };
 
@@ -132,6 +135,8 @@ struct Inner {
 /// The single writer of registry state. Cheap to share behind an `Arc`.
 pub struct Registry {
     inner: Mutex<Inner>,
+    /// A copy of `Inner::head` readable without the lock (stamped on every HTTP answer).
+    head: AtomicU64,
     committed: Arc<watch::Sender<Committed>>,
     store: Option<StoreWriter>,
     epoch: Epoch,
@@ -184,6 +189,7 @@ impl Registry {
             failed: false,
         });
         Self {
+            head: AtomicU64::new(loaded.revision),
             inner: Mutex::new(Inner {
                 state,
                 changes: ChangeLog::new(loaded.revision, config.history),
@@ -232,6 +238,7 @@ impl Registry {
     fn record(&self, inner: &mut Inner, kind: ChangeKind) -> Revision {
         inner.head += 1;
         let revision = inner.head;
+        self.head.store(revision, Ordering::Release);
         let change = Change { revision, kind };
         let service = change.service().clone();
         if let Some(store) = &self.store {
@@ -531,7 +538,7 @@ impl Registry {
                     .values()
                     .filter(|e| filter.matches(&e.instance))
                     .map(|e| DiscoveredInstance {
-                        instance: Instance::clone(&e.instance),
+                        instance: e.instance.clone(),
                         uptime_seconds: now
                             .duration_since(e.registered)
                             .unwrap_or_default()
@@ -557,7 +564,7 @@ impl Registry {
 
     /// The in-memory head revision.
     pub fn head(&self) -> Revision {
-        self.lock().head
+        self.head.load(Ordering::Acquire)
     }
 
     /// Every instance (of one service, or all) at the head revision.
