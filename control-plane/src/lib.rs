@@ -118,14 +118,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         revision = registry.head(),
         "listening"
     );
-    let state = AppState {
+    let state = AppState(Arc::new(api::App {
         registry: registry.clone(),
         metrics,
         shutdown: shutdown.clone(),
         watch_keepalive: config.watch_keepalive,
         durable,
         openapi_json: api::openapi_pretty().into(),
-    };
+    }));
     let app = api::router(state);
     let expiry = tokio::spawn(expire(registry.clone(), shutdown.clone()));
     let reg = registry.clone();

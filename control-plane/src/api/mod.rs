@@ -38,9 +38,22 @@ use crate::{
     registry::Registry,
 };
 
-/// What every handler can reach.
+/// What every handler can reach: one `Arc`, so that axum's per-request clone of the state is a
+/// single reference-count increment.
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(pub Arc<App>);
+
+impl std::ops::Deref for AppState {
+    type Target = App;
+
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+/// The shared parts of [`AppState`].
+#[derive(Debug)]
+pub struct App {
     /// The single writer.
     pub registry: Arc<Registry>,
     /// Metrics.
