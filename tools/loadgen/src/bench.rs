@@ -6,13 +6,15 @@ use std::time::{Duration, Instant};
 use crate::{
     Error,
     client::{Plan, Tally, Target, drive},
-    procfs,
+    procfs::CpuUse,
     scenario::{self, MAX_UNIQUE, Scenario},
 };
 
 /// The header that goes above [`run`]'s rows.
-pub(crate) const HEADER: &str = "| target | scenario | conns | requests | errors | req/s | p50 ms | p99 ms | server CPU µs/req |\n\
-                                 | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |";
+/// `server` and `load-gen` are CPU µs per request; `other CPU` is the share of the machine used by
+/// other processes during the run (high means the figures are disturbed).
+pub(crate) const HEADER: &str = "| target | scenario | conns | requests | errors | req/s | p50 ms | p99 ms | server µs/req | load-gen µs/req | other CPU |\n\
+                                 | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |";
 
 /// Arguments of `bench`.
 #[derive(Debug, clap::Args)]
@@ -60,7 +62,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Error> {
     if !args.no_seed {
         scenario::seed(&args.target, Duration::from_secs(120)).await?;
     }
-    let cpu_before = args.pid.map(procfs::cpu_time).transpose()?;
+    let cpu_before = CpuUse::now(args.pid)?;
     let plan = Plan {
         make: args.scenario.requests(scenario::run_id()),
         deadline: Instant::now() + args.duration,
@@ -69,35 +71,34 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Error> {
         record_latency: true,
     };
     let (mut tally, took) = drive(&args.target, args.concurrency, plan).await?;
-    let cpu = match (args.pid, cpu_before) {
-        (Some(pid), Some(before)) => Some(procfs::cpu_time(pid)?.saturating_sub(before)),
-        _ => None,
-    };
+    let cpu = CpuUse::now(args.pid)?.since(&cpu_before);
     if let Some(first) = &tally.first_error {
         eprintln!("{} errors; the first: {first}", tally.errors);
     }
     if args.header {
         println!("{HEADER}");
     }
-    println!("{}", row(&args, &mut tally, took, cpu));
+    println!("{}", row(&args, &mut tally, took, &cpu));
     Ok(())
 }
 
-fn row(args: &BenchArgs, tally: &mut Tally, took: Duration, cpu: Option<Duration>) -> String {
+fn row(args: &BenchArgs, tally: &mut Tally, took: Duration, cpu: &CpuUse) -> String {
     tally.latencies_ns.sort_unstable();
     let ms = |p: f64| {
         percentile(&tally.latencies_ns, p)
             .map_or("-".to_owned(), |ns| format!("{:.3}", ns as f64 / 1e6))
     };
     let rate = tally.requests as f64 / took.as_secs_f64().max(1e-9);
-    let cpu_per_req = match cpu {
-        Some(cpu) if tally.requests > 0 => {
-            format!("{:.1}", cpu.as_secs_f64() * 1e6 / tally.requests as f64)
+    let per_req = |t: Option<Duration>| match t {
+        Some(t) if tally.requests > 0 => {
+            format!("{:.1}", t.as_secs_f64() * 1e6 / tally.requests as f64)
         }
         _ => "-".to_owned(),
     };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let other = 100.0 * cpu.other().as_secs_f64() / (cores * took.as_secs_f64().max(1e-9));
     format!(
-        "| {} | {} | {} | {} | {} | {rate:.0} | {} | {} | {cpu_per_req} |",
+        "| {} | {} | {} | {} | {} | {rate:.0} | {} | {} | {} | {} | {other:.0}% |",
         args.label,
         args.scenario.name(),
         args.concurrency,
@@ -105,6 +106,8 @@ fn row(args: &BenchArgs, tally: &mut Tally, took: Duration, cpu: Option<Duration
         tally.errors,
         ms(0.50),
         ms(0.99),
+        per_req(cpu.server),
+        per_req(Some(cpu.load)),
     )
 }
 

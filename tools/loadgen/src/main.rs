@@ -4,7 +4,8 @@
 //! Subcommands:
 //! - `seed`: registers 100 services x 10 instances, the data set every read scenario uses.
 //! - `bench`: N keep-alive connections repeat one scenario's request, bounded by time and count,
-//!   and print one markdown table row (requests, errors, req/s, p50, p99, server CPU).
+//!   and print one markdown table row (requests, errors, req/s, p50, p99, CPU per request of the
+//!   server and of the load generator, and how busy the rest of the machine was).
 //! - `baseline`: a bare axum server answering the same routes with bytes captured from a real
 //!   control plane, doing no registry work: the yardstick for "at least 70% of a bare handler".
 //! - `memory`: registers many instances and reports the server's resident memory per instance.

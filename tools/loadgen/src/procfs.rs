@@ -1,5 +1,7 @@
 //! What the kernel says about the server process: resident memory and CPU time, read from
-//! `/proc` (Linux only), so that figures describe the server and not the load generator.
+//! `/proc` (Linux only), so that figures describe the server and not the load generator. The
+//! machine-wide busy time shows when something else (a build, another test) shared the CPUs
+//! during a run, which on a small machine skews req/s.
 
 use std::time::Duration;
 
@@ -30,6 +32,71 @@ pub(crate) fn cpu_time(pid: u32) -> Result<Duration, Error> {
     Ok(Duration::from_millis(ticks * 1000 / USER_HZ))
 }
 
+/// CPU time all CPUs of the machine spent busy (not idle, not waiting for I/O) since boot.
+pub(crate) fn machine_busy() -> Result<Duration, Error> {
+    let stat = std::fs::read_to_string("/proc/stat")
+        .map_err(|e| format!("cannot read /proc/stat: {e}"))?;
+    let ticks = parse_busy_ticks(&stat).ok_or("cannot parse /proc/stat")?;
+    Ok(Duration::from_millis(ticks * 1000 / USER_HZ))
+}
+
+fn parse_busy_ticks(stat: &str) -> Option<u64> {
+    // First line: "cpu user nice system idle iowait irq softirq steal guest guest_nice"; guest
+    // time is already counted in user.
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .take(8)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let [user, nice, system, _idle, _iowait, irq, softirq, steal] = f[..] else {
+        return None;
+    };
+    Some(user + nice + system + irq + softirq + steal)
+}
+
+/// CPU time used so far by the server (if known), by this process and by the whole machine.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CpuUse {
+    /// The server process.
+    pub(crate) server: Option<Duration>,
+    /// This load generator.
+    pub(crate) load: Duration,
+    /// Every process on the machine.
+    pub(crate) machine: Duration,
+}
+
+impl CpuUse {
+    /// Reads the three counters now.
+    pub(crate) fn now(server: Option<u32>) -> Result<Self, Error> {
+        Ok(Self {
+            server: server.map(cpu_time).transpose()?,
+            load: cpu_time(std::process::id())?,
+            machine: machine_busy()?,
+        })
+    }
+
+    /// The use between `earlier` and `self`.
+    pub(crate) fn since(&self, earlier: &Self) -> Self {
+        Self {
+            server: self
+                .server
+                .zip(earlier.server)
+                .map(|(a, b)| a.saturating_sub(b)),
+            load: self.load.saturating_sub(earlier.load),
+            machine: self.machine.saturating_sub(earlier.machine),
+        }
+    }
+
+    /// Machine time used by neither the server nor this process.
+    pub(crate) fn other(&self) -> Duration {
+        self.machine
+            .saturating_sub(self.load)
+            .saturating_sub(self.server.unwrap_or_default())
+    }
+}
+
 fn parse_cpu_ticks(stat: &str) -> Option<u64> {
     // Fields 14 (utime) and 15 (stime); the command name (field 2) may hold spaces, so count
     // from the closing parenthesis, after which field 3 comes first.
@@ -57,9 +124,16 @@ mod tests {
     }
 
     #[test]
+    fn reads_machine_busy_ticks() {
+        let stat = "cpu  100 5 50 9000 30 1 2 3 0 0\ncpu0 50 2 25 4500 15 0 1 1 0 0\n";
+        assert_eq!(parse_busy_ticks(stat), Some(161));
+    }
+
+    #[test]
     fn reads_this_process() {
         let me = std::process::id();
         assert!(rss_bytes(me).expect("rss") > 0);
         cpu_time(me).expect("cpu time");
+        machine_busy().expect("machine busy time");
     }
 }
