@@ -2,6 +2,7 @@
 
 use axum::{
     extract::State,
+    http::{HeaderValue, header},
     response::{IntoResponse, Response},
 };
 use utoipa::IntoParams;
@@ -104,16 +105,13 @@ pub(crate) async fn discover(
             app.registry.service_revision(name.as_str()) > index
         })
         .await;
-    let (instances, revision) = app.registry.discover(name.as_str(), &filter);
-    let body = DiscoverResponse {
-        service,
-        count: instances.len(),
-        instances,
-        revision,
-    };
-    Ok((
-        [(INDEX_HEADER.clone(), index_value(revision))],
-        axum::Json(body),
-    )
-        .into_response())
+    let (body, revision) = app.registry.discover_body(name.as_str(), &filter);
+    let headers = [
+        (INDEX_HEADER.clone(), index_value(revision)),
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ),
+    ];
+    Ok((headers, body).into_response())
 }

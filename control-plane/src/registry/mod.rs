@@ -172,11 +172,7 @@ impl Registry {
             let revision = instance.revision;
             expiry.schedule(deadline, (instance.service.clone(), instance.id.clone()));
             state.insert(
-                Entry {
-                    instance: Arc::new(instance),
-                    registered,
-                    deadline,
-                },
+                Entry::new(Arc::new(instance), registered, deadline),
                 revision,
             );
         }
@@ -314,14 +310,9 @@ impl Registry {
         instance.revision = revision;
         let instance = Arc::new(instance);
         let key = (instance.service.clone(), instance.id.clone());
-        inner.state.insert(
-            Entry {
-                instance: instance.clone(),
-                registered,
-                deadline,
-            },
-            revision,
-        );
+        inner
+            .state
+            .insert(Entry::new(instance.clone(), registered, deadline), revision);
         inner.expiry.schedule(deadline, key);
         let reason = if existing.is_some() {
             ChangeReason::Updated
@@ -431,10 +422,7 @@ impl Registry {
         changed.status = want;
         changed.revision = revision;
         let changed = Arc::new(changed);
-        let entry = Entry {
-            instance: changed.clone(),
-            ..found.clone()
-        };
+        let entry = Entry::new(changed.clone(), found.registered, found.deadline);
         inner.state.insert(entry, revision);
         self.record(
             &mut inner,
@@ -548,6 +536,36 @@ impl Registry {
             })
             .unwrap_or_default();
         (list, inner.head)
+    }
+
+    /// The JSON body of a discovery answer (a [`waypost_model::DiscoverResponse`]) and the head
+    /// revision, assembled from each instance's pre-serialised JSON.
+    pub fn discover_body(&self, service: &str, filter: &Filter) -> (Vec<u8>, Revision) {
+        use std::fmt::Write as _;
+        let now = SystemTime::now();
+        let mut body = String::with_capacity(256);
+        body.push_str("{\"service\":");
+        // A validated service name needs no escaping, but let serde decide.
+        body.push_str(&serde_json::to_string(service).unwrap_or_default());
+        body.push_str(",\"instances\":[");
+        let mut count = 0;
+        let inner = self.lock();
+        if let Some(s) = inner.state.services.get(service) {
+            for e in s.instances.values().filter(|e| filter.matches(&e.instance)) {
+                if count > 0 {
+                    body.push(',');
+                }
+                count += 1;
+                body.push_str(&e.json);
+                let uptime = now.duration_since(e.registered).unwrap_or_default();
+                // f64's Display never uses exponents, so it is valid JSON.
+                let _ = write!(body, ",\"uptime_seconds\":{}}}", uptime.as_secs_f64());
+            }
+        }
+        let revision = inner.head;
+        drop(inner);
+        let _ = write!(body, "],\"count\":{count},\"revision\":{revision}}}");
+        (body.into_bytes(), revision)
     }
 
     /// Summaries of every service and the head revision.

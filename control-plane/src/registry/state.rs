@@ -15,15 +15,36 @@ use waypost_model::{
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub(crate) instance: Arc<Instance>,
+    /// The instance as JSON without its closing brace, serialised once per change: discovery
+    /// answers copy it and append `uptime_seconds`, the one field that changes per request.
+    /// Serialising every instance on every request was the largest cost of `/discover`.
+    pub(crate) json: Arc<str>,
     /// Wall-clock registration time, for `uptime_seconds`.
     pub(crate) registered: SystemTime,
     /// Expires when this passes without a heartbeat.
     pub(crate) deadline: Instant,
 }
 
+impl Entry {
+    pub(crate) fn new(instance: Arc<Instance>, registered: SystemTime, deadline: Instant) -> Self {
+        let mut json = serde_json::to_string(&*instance)
+            .unwrap_or_else(|e| unreachable!("an Instance always serialises: {e}"));
+        // `{...}` → `{...`, ready for `,"uptime_seconds":N}`.
+        json.pop();
+        Self {
+            instance,
+            json: json.into(),
+            registered,
+            deadline,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct ServiceEntry {
     pub(crate) instances: BTreeMap<InstanceId, Entry>,
+    /// Instances with status `up`, kept current so `/services` never walks instances.
+    pub(crate) active: usize,
     /// The revision of the last change to this service; kept after its last instance leaves
     /// (a tombstone), so blocking queries on it see the removal.
     pub(crate) modified: Revision,
@@ -33,11 +54,7 @@ impl ServiceEntry {
     pub(crate) fn summary(&self) -> ServiceSummary {
         ServiceSummary {
             total_instances: self.instances.len(),
-            active_instances: self
-                .instances
-                .values()
-                .filter(|e| e.instance.status == Status::Up)
-                .count(),
+            active_instances: self.active,
         }
     }
 }
@@ -75,9 +92,11 @@ impl State {
         let id = entry.instance.id.clone();
         let svc = self.services.entry(service).or_default();
         svc.modified = revision;
+        svc.active += usize::from(entry.instance.status == Status::Up);
         let old = svc.instances.insert(id, entry);
-        if old.is_none() {
-            self.count += 1;
+        match &old {
+            Some(o) => svc.active -= usize::from(o.instance.status == Status::Up),
+            None => self.count += 1,
         }
         old
     }
@@ -91,6 +110,7 @@ impl State {
         let svc = self.services.get_mut(service)?;
         let old = svc.instances.remove(id)?;
         self.count -= 1;
+        svc.active -= usize::from(old.instance.status == Status::Up);
         svc.modified = revision;
         if svc.instances.is_empty() {
             self.tombstones.push_back((revision, service.clone()));

@@ -168,3 +168,84 @@ fn expiry_happens_at_the_deadline_not_before() {
     assert_eq!(r.status().instances, 0);
     assert_eq!(r.head(), 2);
 }
+
+#[test]
+fn the_assembled_discovery_body_is_a_discover_response() {
+    let r = Registry::in_memory_for_test(config());
+    let rich = RegisterRequest {
+        id: Some("a-1".into()),
+        tags: vec!["v2".into()],
+        metadata: [(
+            "note".to_owned(),
+            "quote \" back\\slash ünï \u{1}".to_owned(),
+        )]
+        .into(),
+        check: Some(waypost_model::Check {
+            http: Some("http://10.0.0.1:80/h".into()),
+            tcp: None,
+            interval_seconds: 5,
+            timeout_seconds: 1,
+        }),
+        ..RegisterRequest::new("web", "http://10.0.0.1:80")
+    };
+    r.register(&rich).unwrap();
+    r.register(&RegisterRequest::new("web", "10.0.0.2:80"))
+        .unwrap();
+    r.drain(&InstanceRef::by_id("web", "10.0.0.2:80"), true)
+        .unwrap();
+    for (filter, want) in [
+        (
+            Filter {
+                healthy_only: true,
+                ..Filter::default()
+            },
+            1,
+        ),
+        (Filter::default(), 2),
+    ] {
+        let (body, rev) = r.discover_body("web", &filter);
+        let parsed: waypost_model::DiscoverResponse =
+            serde_json::from_slice(&body).expect("the body parses as a DiscoverResponse");
+        let (structured, _) = r.discover("web", &filter);
+        assert_eq!(
+            (parsed.service.as_str(), parsed.count, parsed.revision),
+            ("web", want, rev)
+        );
+        let got: Vec<_> = parsed.instances.iter().map(|i| &i.instance).collect();
+        let expected: Vec<_> = structured.iter().map(|i| &i.instance).collect();
+        assert_eq!(got, expected);
+        assert!(parsed.instances.iter().all(|i| i.uptime_seconds >= 0.0));
+    }
+    let (empty, _) = r.discover_body("nobody", &Filter::default());
+    let parsed: waypost_model::DiscoverResponse = serde_json::from_slice(&empty).unwrap();
+    assert_eq!(parsed.count, 0);
+}
+
+#[test]
+fn service_summaries_count_active_instances_through_every_change() {
+    let r = Registry::in_memory_for_test(RegistryConfig {
+        max_instances: 10,
+        ..config()
+    });
+    for port in 1..=3 {
+        r.register(&RegisterRequest::new("web", format!("10.0.0.1:{port}")))
+            .unwrap();
+    }
+    let summary = |r: &Registry| r.services().0["web"];
+    assert_eq!(summary(&r).active_instances, 3);
+    r.drain(&InstanceRef::by_id("web", "10.0.0.1:1"), true)
+        .unwrap();
+    assert_eq!(summary(&r).active_instances, 2);
+    // Re-registering a draining instance as up.
+    r.register(&RegisterRequest::new("web", "10.0.0.1:1"))
+        .unwrap();
+    assert_eq!(summary(&r).active_instances, 3);
+    r.drain(&InstanceRef::by_id("web", "10.0.0.1:2"), true)
+        .unwrap();
+    r.deregister(&InstanceRef::by_id("web", "10.0.0.1:2"))
+        .unwrap();
+    r.deregister(&InstanceRef::by_id("web", "10.0.0.1:3"))
+        .unwrap();
+    let s = summary(&r);
+    assert_eq!((s.total_instances, s.active_instances), (1, 1));
+}
