@@ -47,7 +47,7 @@ pub struct Settings {
     /// Fewer expiries than this in a window are never held [default: 10].
     #[arg(long, env = "WAYPOST_SELF_PRESERVATION_MIN")]
     pub self_preservation_min: Option<usize>,
-    /// Changes kept for `/watch` clients to resume from [default: 100000].
+    /// Changes kept for `/watch` clients to resume from [default: 10000].
     #[arg(long, env = "WAYPOST_HISTORY")]
     pub history: Option<usize>,
     /// Most instances held at once [default: 1000000].
@@ -61,7 +61,7 @@ pub struct Settings {
     #[arg(long, env = "WAYPOST_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
     #[serde(default, with = "opt_duration")]
     pub shutdown_grace: Option<Duration>,
-    /// Page cache of the store in MiB [default: 16].
+    /// Page cache of the store in MiB [default: 4].
     #[arg(long, env = "WAYPOST_STORE_CACHE_MB")]
     pub store_cache_mb: Option<usize>,
     /// Log format: text or json [default: text].
@@ -179,11 +179,11 @@ impl Config {
                 window: pick!(self_preservation_window, Duration::from_secs(30)),
                 min_instances: pick!(self_preservation_min, 10),
             },
-            history: pick!(history, 100_000),
+            history: pick!(history, 10_000),
             max_instances: pick!(max_instances, 1_000_000),
             watch_keepalive: pick!(watch_keepalive, Duration::from_secs(15)),
             shutdown_grace: pick!(shutdown_grace, Duration::from_secs(10)),
-            store_cache_bytes: pick!(store_cache_mb, 16) * 1024 * 1024,
+            store_cache_bytes: pick!(store_cache_mb, 4) * 1024 * 1024,
             log_format: pick!(log_format, LogFormat::Text),
         };
         config.check()?;

@@ -290,7 +290,7 @@ impl Registry {
             weight: reg.weight,
             status: reg.status,
             ttl_seconds: reg.ttl_seconds,
-            check: reg.check,
+            check: reg.check.map(Box::new),
             registered_at,
             revision: 0,
         };
