@@ -1,0 +1,670 @@
+//! [`Client`]: one or more control-plane endpoints behind typed calls, with fail-over.
+
+use std::{
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use reqwest::{Method, header};
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::sync::mpsc;
+use url::Url;
+use waypost_model::{
+    BatchHeartbeatResponse, DeregisterResponse, DiscoverResponse, DrainRequest, DrainResponse,
+    HeartbeatAnswer, HeartbeatRequest, HeartbeatResponse, InstanceRef, Problem, RegisterRequest,
+    RegisterResponse, ServicesResponse,
+};
+
+use crate::{
+    Error,
+    registration::{self, Command, Registration},
+    watch::Watch,
+};
+
+/// How long one request may take, unless [`ClientBuilder::timeout`] says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long connecting to one endpoint may take before the next one is tried.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Builds a [`Client`].
+///
+/// ```
+/// use std::time::Duration;
+///
+/// # fn main() -> Result<(), waypost_client::Error> {
+/// let client = waypost_client::Client::builder()
+///     .endpoint("http://127.0.0.1:9000")
+///     .endpoint("http://127.0.0.1:9001")
+///     .timeout(Duration::from_secs(3))
+///     .user_agent("billing/1.4")
+///     .build()?;
+/// assert_eq!(client.endpoints().len(), 2);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    endpoints: Vec<String>,
+    timeout: Duration,
+    connect_timeout: Duration,
+    user_agent: String,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        Self {
+            endpoints: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            user_agent: concat!("waypost-client/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// Adds a control-plane base URL (`http://127.0.0.1:9000`). Requests go to the first that
+    /// answers, and stay there until it fails.
+    pub fn endpoint(mut self, url: impl Into<String>) -> Self {
+        self.endpoints.push(url.into());
+        self
+    }
+
+    /// The limit for one request to one endpoint (default 5 s). Watches are exempt: they are
+    /// bounded by an idle timeout instead.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The limit for connecting to one endpoint (default 2 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The `User-Agent` header (default `waypost-client/<version>`).
+    pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
+        self.user_agent = user_agent.into();
+        self
+    }
+
+    /// Checks the endpoints and builds the client. No request is made.
+    pub fn build(self) -> Result<Client, Error> {
+        if self.endpoints.is_empty() {
+            return Err(Error::Config("give at least one endpoint".into()));
+        }
+        let mut endpoints = Vec::with_capacity(self.endpoints.len());
+        for raw in &self.endpoints {
+            let mut url = Url::parse(raw)
+                .map_err(|e| Error::Config(format!("endpoint {raw:?} is not a URL: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+                return Err(Error::Config(format!(
+                    "endpoint {raw:?} must be an http:// URL"
+                )));
+            }
+            // A base path (a control plane behind a prefix) keeps its segments; calls append.
+            if !url.path().ends_with('/') {
+                let path = format!("{}/", url.path());
+                url.set_path(&path);
+            }
+            endpoints.push(url);
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .user_agent(self.user_agent)
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                transport: Arc::new(Transport {
+                    http,
+                    endpoints,
+                    preferred: AtomicUsize::new(0),
+                    timeout: self.timeout,
+                }),
+                heartbeats: OnceLock::new(),
+            }),
+        })
+    }
+}
+
+/// A handle on the control plane: typed calls for every endpoint, fail-over across several
+/// control-plane URLs, and the background work behind [`Registration`] handles and [`Watch`]
+/// streams. Cheap to clone; clones share connections and the heartbeat task.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), waypost_client::Error> {
+/// # let cp = waypost_control::testkit::TestControlPlane::in_memory(|_| {}).await;
+/// use waypost_client::{Client, Filter, model::RegisterRequest};
+///
+/// let client = Client::new(&cp.url)?;
+/// let handle = client
+///     .register(RegisterRequest::new("user-service", "http://127.0.0.1:8001"))
+///     .await?;
+/// let found = client.discover("user-service", &Filter::default()).await?;
+/// assert_eq!(found.count, 1);
+/// handle.deregister().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    transport: Arc<Transport>,
+    /// The one heartbeat task of this client, started by the first registration.
+    heartbeats: OnceLock<mpsc::UnboundedSender<Command>>,
+}
+
+/// What requests need; shared with background tasks, which must not keep the [`Client`]
+/// itself alive (the heartbeat task ends when the last client and handle are gone).
+#[derive(Debug)]
+pub(crate) struct Transport {
+    pub(crate) http: reqwest::Client,
+    endpoints: Vec<Url>,
+    /// The endpoint that answered last; calls start there.
+    preferred: AtomicUsize,
+    timeout: Duration,
+}
+
+/// Filters for [`Client::discover`]: by default, `up` instances of any tag and metadata.
+///
+/// ```
+/// use waypost_client::Filter;
+///
+/// let filter = Filter::default().tag("v2").meta("zone", "a").include_draining();
+/// assert_eq!(filter.query(), vec![
+///     ("tag".to_owned(), "v2".to_owned()),
+///     ("meta.zone".to_owned(), "a".to_owned()),
+///     ("healthy".to_owned(), "false".to_owned()),
+/// ]);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    tags: Vec<String>,
+    metadata: Vec<(String, String)>,
+    include_draining: bool,
+}
+
+impl Filter {
+    /// Keeps instances with this tag (several tags: all must match).
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.tags.push(tag.into());
+        self
+    }
+
+    /// Keeps instances whose metadata has `key = value`.
+    pub fn meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.push((key.into(), value.into()));
+        self
+    }
+
+    /// Includes draining instances (`?healthy=false`).
+    pub fn include_draining(mut self) -> Self {
+        self.include_draining = true;
+        self
+    }
+
+    /// The query pairs this filter sends.
+    pub fn query(&self) -> Vec<(String, String)> {
+        let mut pairs: Vec<(String, String)> = self
+            .tags
+            .iter()
+            .map(|t| ("tag".to_owned(), t.clone()))
+            .collect();
+        pairs.extend(
+            self.metadata
+                .iter()
+                .map(|(k, v)| (format!("meta.{k}"), v.clone())),
+        );
+        if self.include_draining {
+            pairs.push(("healthy".to_owned(), "false".to_owned()));
+        }
+        pairs
+    }
+}
+
+impl Client {
+    /// A client of one control plane with default timeouts.
+    ///
+    /// ```
+    /// let client = waypost_client::Client::new("http://127.0.0.1:9000").unwrap();
+    /// assert_eq!(client.endpoints()[0].as_str(), "http://127.0.0.1:9000/");
+    /// assert!(waypost_client::Client::new("not a url").is_err());
+    /// ```
+    pub fn new(endpoint: &str) -> Result<Self, Error> {
+        Self::builder().endpoint(endpoint).build()
+    }
+
+    /// Starts a [`ClientBuilder`] (several endpoints, timeouts, user agent).
+    ///
+    /// ```
+    /// let client = waypost_client::Client::builder()
+    ///     .endpoint("http://127.0.0.1:9000")
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(client);
+    /// ```
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// The control-plane base URLs, in fail-over order.
+    ///
+    /// ```
+    /// let client = waypost_client::Client::new("http://127.0.0.1:9000").unwrap();
+    /// assert_eq!(client.endpoints().len(), 1);
+    /// ```
+    pub fn endpoints(&self) -> &[Url] {
+        &self.inner.transport.endpoints
+    }
+
+    /// Registers an instance and keeps it registered: the returned [`Registration`] heartbeats
+    /// in the background (at the interval the control plane suggests, with jitter), retries
+    /// with backoff across endpoints, and registers again when the control plane has lost it.
+    /// Several registrations of one client share one heartbeat task and use the batch form.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), waypost_client::Error> {
+    /// # let cp = waypost_control::testkit::TestControlPlane::in_memory(|_| {}).await;
+    /// use waypost_client::{Client, RegistrationState, model::RegisterRequest};
+    ///
+    /// let client = Client::new(&cp.url)?;
+    /// let mut request = RegisterRequest::new("payments", "10.0.0.7:8080");
+    /// request.tags = vec!["v2".into()];
+    /// let handle = client.register(request).await?;
+    /// assert_eq!(handle.id(), "10.0.0.7:8080");
+    /// assert_eq!(handle.state(), RegistrationState::Registered);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn register(&self, request: RegisterRequest) -> Result<Registration, Error> {
+        let answer = self.register_once(&request).await?;
+        let commands = self
+            .inner
+            .heartbeats
+            .get_or_init(|| registration::spawn(self.inner.transport.clone()))
+            .clone();
+        Ok(Registration::start(
+            self.clone(),
+            commands,
+            request,
+            &answer,
+        ))
+    }
+
+    /// One `POST /register`, without a handle: nothing heartbeats it afterwards.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), waypost_client::Error> {
+    /// # let cp = waypost_control::testkit::TestControlPlane::in_memory(|_| {}).await;
+    /// use waypost_client::{Client, model::RegisterRequest};
+    ///
+    /// let client = Client::new(&cp.url)?;
+    /// let answer = client
+    ///     .register_once(&RegisterRequest::new("web", "http://127.0.0.1:8001"))
+    ///     .await?;
+    /// assert_eq!(answer.status, "registered");
+    /// assert_eq!(answer.instance.port, 8001);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn register_once(
+        &self,
+        request: &RegisterRequest,
+    ) -> Result<RegisterResponse, Error> {
+        self.inner
+            .transport
+            .call(Method::POST, &["register"], &[], Some(request))
+            .await
+    }
+
+    /// Renews one instance's TTL. An unknown or expired instance is an error whose
+    /// [`Error::is_not_found`] is true.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), waypost_client::Error> {
+    /// # let cp = waypost_control::testkit::TestControlPlane::in_memory(|_| {}).await;
+    /// use waypost_client::{Client, model::{InstanceRef, RegisterRequest}};
+    ///
+    /// let client = Client::new(&cp.url)?;
+    /// client.register_once(&RegisterRequest::new("web", "http://127.0.0.1:8001")).await?;
+    /// let renewed = client
+    ///     .heartbeat(InstanceRef::by_address("web", "http://127.0.0.1:8001"))
+    ///     .await?;
+    /// assert_eq!(renewed.id.as_str(), "127.0.0.1:8001");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn heartbeat(&self, instance: InstanceRef) -> Result<HeartbeatResponse, Error> {
+        let body = HeartbeatRequest {
+            service: Some(instance.service),
+            id: instance.id,
+            address: instance.address,
+            instances: None,
+        };
+        match self.heartbeat_request(&body).await? {
+            HeartbeatAnswer::Single(answer) => Ok(answer),
+            HeartbeatAnswer::Batch(_) => Err(self.unexpected("a batch answer to one heartbeat")),
+        }
+    }
+
+    /// Renews many instances in one request (at most 1,000); the answer reports each.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), waypost_client::Error> {
+    /// # let cp = waypost_control::testkit::TestControlPlane::in_memory(|_| {}).await;
+    /// use waypost_client::{Client, model::{InstanceRef, RegisterRequest}};
+    ///
+    /// let client = Client::new(&cp.url)?;
+    /// client.register_once(&RegisterRequest::new("web", "127.0.0.1:8001")).await?;
+    /// let answer = client
+    ///     .heartbeat_batch(vec![
+    ///         InstanceRef::by_id("web", "127.0.0.1:8001"),
+    ///         InstanceRef::by_id("web", "gone"),
+    ///     ])
+    ///     .await?;
+    /// assert_eq!((answer.renewed, answer.failed), (1, 1));
+    /// assert_eq!(answer.results[1].status, "instance_not_found");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn heartbeat_batch(
+        &self,
+        instances: Vec<InstanceRef>,
+    ) -> Result<BatchHeartbeatResponse, Error> {
+        let body = HeartbeatRequest {
+            instances: Some(instances),
+            ..HeartbeatRequest::default()
+        };
+        match self.heartbeat_request(&body).await? {
+            HeartbeatAnswer::Batch(answer) => Ok(answer),
+            HeartbeatAnswer::Single(_) => Err(self.unexpected("a single answer to a batch")),
+        }
+    }
+
+    async fn heartbeat_request(&self, body: &HeartbeatRequest) -> Result<HeartbeatAnswer, Error> {
+        self.inner
+            .transport
+            .call(Method::POST, &["heartbeat"], &[], Some(body))
+            .await
+    }
+
+    fn unexpected(&self, what: &str) -> Error {
+        Error::Unexpected {
+            endpoint: self.endpoints()[0].to_string(),
+            status: 200,
+            body: what.to_owned(),
+        }
+    }
+
+    /// Removes an instance now (instead of waiting for its TTL).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), waypost_client::Error> {
+    /// # let cp = waypost_control::testkit::TestControlPlane::in_memory(|_| {}).await;
+    /// use waypost_client::{Client, model::{InstanceRef, RegisterRequest}};
+    ///
+    /// let client = Client::new(&cp.url)?;
+    /// client.register_once(&RegisterRequest::new("web", "127.0.0.1:8001")).await?;
+    /// let gone = client.deregister(InstanceRef::by_id("web", "127.0.0.1:8001")).await?;
+    /// assert_eq!(gone.status, "deregistered");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn deregister(&self, instance: InstanceRef) -> Result<DeregisterResponse, Error> {
+        self.inner
+            .transport
+            .call(Method::POST, &["deregister"], &[], Some(&instance))
+            .await
+    }
+
+    /// Puts an instance into `draining` (`true`) or back to `up` (`false`). A draining instance
+    /// stays registered but leaves default discovery results.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), waypost_client::Error> {
+    /// # let cp = waypost_control::testkit::TestControlPlane::in_memory(|_| {}).await;
+    /// use waypost_client::{Client, Filter, model::{InstanceRef, RegisterRequest, Status}};
+    ///
+    /// let client = Client::new(&cp.url)?;
+    /// client.register_once(&RegisterRequest::new("web", "127.0.0.1:8001")).await?;
+    /// let answer = client.drain(InstanceRef::by_id("web", "127.0.0.1:8001"), true).await?;
+    /// assert_eq!(answer.status, Status::Draining);
+    /// assert_eq!(client.discover("web", &Filter::default()).await?.count, 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn drain(
+        &self,
+        instance: InstanceRef,
+        draining: bool,
+    ) -> Result<DrainResponse, Error> {
+        let body = DrainRequest { instance, draining };
+        self.inner
+            .transport
+            .call(Method::POST, &["drain"], &[], Some(&body))
+            .await
+    }
+
+    /// The instances of a service that pass `filter` (an unknown service has none).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), waypost_client::Error> {
+    /// # let cp = waypost_control::testkit::TestControlPlane::in_memory(|_| {}).await;
+    /// use waypost_client::{Client, Filter, model::RegisterRequest};
+    ///
+    /// let client = Client::new(&cp.url)?;
+    /// let mut request = RegisterRequest::new("web", "127.0.0.1:8001");
+    /// request.tags = vec!["canary".into()];
+    /// client.register_once(&request).await?;
+    /// let canaries = client.discover("web", &Filter::default().tag("canary")).await?;
+    /// assert_eq!(canaries.instances[0].instance.address, "127.0.0.1:8001");
+    /// assert_eq!(client.discover("nobody", &Filter::default()).await?.count, 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn discover(
+        &self,
+        service: &str,
+        filter: &Filter,
+    ) -> Result<DiscoverResponse, Error> {
+        self.inner
+            .transport
+            .call::<_, ()>(Method::GET, &["discover", service], &filter.query(), None)
+            .await
+    }
+
+    /// Every service with its instance counts.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), waypost_client::Error> {
+    /// # let cp = waypost_control::testkit::TestControlPlane::in_memory(|_| {}).await;
+    /// use waypost_client::{Client, model::RegisterRequest};
+    ///
+    /// let client = Client::new(&cp.url)?;
+    /// client.register_once(&RegisterRequest::new("web", "127.0.0.1:8001")).await?;
+    /// let all = client.services().await?;
+    /// assert_eq!(all.services["web"].active_instances, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn services(&self) -> Result<ServicesResponse, Error> {
+        self.inner
+            .transport
+            .call::<_, ()>(Method::GET, &["services"], &[], None)
+            .await
+    }
+
+    /// Follows one service: a stream of its instance sets, one per change, fed by the
+    /// control plane's change stream. It reconnects (with backoff, across endpoints) and
+    /// resumes after the last revision it saw on its own; see [`Watch`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), waypost_client::Error> {
+    /// # let cp = waypost_control::testkit::TestControlPlane::in_memory(|_| {}).await;
+    /// use futures_util::StreamExt;
+    /// use waypost_client::{Client, model::RegisterRequest};
+    ///
+    /// let client = Client::new(&cp.url)?;
+    /// let mut watch = client.watch("web");
+    /// let first = watch.next().await.unwrap(); // the current set
+    /// assert!(first.instances.is_empty());
+    /// client.register_once(&RegisterRequest::new("web", "127.0.0.1:8001")).await?;
+    /// let next = watch.next().await.unwrap();
+    /// assert_eq!(next.instances.len(), 1);
+    /// assert!(next.revision > first.revision);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn watch(&self, service: &str) -> Watch {
+        Watch::start(self.inner.transport.clone(), service.to_owned())
+    }
+}
+
+impl Transport {
+    /// The endpoints to try for one call, preferred first.
+    pub(crate) fn rotation(&self) -> impl Iterator<Item = (usize, &Url)> {
+        let n = self.endpoints.len();
+        let start = self.preferred.load(Ordering::Relaxed) % n;
+        (0..n).map(move |i| {
+            let idx = (start + i) % n;
+            (idx, &self.endpoints[idx])
+        })
+    }
+
+    /// Remembers the endpoint that answered, so the next call starts there.
+    pub(crate) fn prefer(&self, idx: usize) {
+        self.preferred.store(idx, Ordering::Relaxed);
+    }
+
+    /// `base` with path segments appended (each percent-encoded) and query pairs added.
+    pub(crate) fn url(base: &Url, segments: &[&str], query: &[(String, String)]) -> Url {
+        let mut url = base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        url
+    }
+
+    /// One call with fail-over: endpoints are tried in turn while the failure is one another
+    /// endpoint may not have (no connection, timeout, 502/503/504/429). Every call here is
+    /// idempotent by instance identity, so repeating it elsewhere is safe.
+    pub(crate) async fn call<T: DeserializeOwned, B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(String, String)],
+        body: Option<&B>,
+    ) -> Result<T, Error> {
+        let mut last = None;
+        let mut tried = 0;
+        for (idx, base) in self.rotation() {
+            tried += 1;
+            let url = Self::url(base, segments, query);
+            let mut request = self
+                .http
+                .request(method.clone(), url)
+                .timeout(self.timeout)
+                .header(header::ACCEPT, "application/json");
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let outcome = match request.send().await {
+                Ok(response) => read(base, response).await,
+                Err(source) => Err(Error::Transport {
+                    endpoint: base.to_string(),
+                    source,
+                }),
+            };
+            match outcome {
+                Ok(value) => {
+                    self.prefer(idx);
+                    return Ok(value);
+                }
+                Err(err) if err.is_retryable() => {
+                    tracing::debug!(endpoint = %base, %err, "trying the next endpoint");
+                    last = Some(err);
+                }
+                Err(err) => {
+                    // The server answered and refused: it is up, so keep it preferred.
+                    self.prefer(idx);
+                    return Err(err);
+                }
+            }
+        }
+        let last = last.expect("at least one endpoint is configured");
+        Err(Error::Unavailable {
+            tried,
+            last: Box::new(last),
+        })
+    }
+}
+
+/// Reads a JSON answer, or turns a refusal into [`Error::Problem`].
+pub(crate) async fn read<T: DeserializeOwned>(
+    base: &Url,
+    response: reqwest::Response,
+) -> Result<T, Error> {
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(|source| Error::Transport {
+        endpoint: base.to_string(),
+        source,
+    })?;
+    let snippet = || {
+        let text = String::from_utf8_lossy(&bytes);
+        text.chars().take(200).collect::<String>()
+    };
+    if status.is_success() {
+        return serde_json::from_slice(&bytes).map_err(|e| Error::Unexpected {
+            endpoint: base.to_string(),
+            status: status.as_u16(),
+            body: format!("{e}: {}", snippet()),
+        });
+    }
+    match serde_json::from_slice::<Problem>(&bytes) {
+        Ok(problem) => Err(Error::Problem {
+            endpoint: base.to_string(),
+            status: status.as_u16(),
+            problem,
+        }),
+        Err(_) => Err(Error::Unexpected {
+            endpoint: base.to_string(),
+            status: status.as_u16(),
+            body: snippet(),
+        }),
+    }
+}
+
+/// A delay of `base * 2^(attempt-1)`, at most `cap`, with jitter: a random point in its upper
+/// half, so that many clients that failed together do not retry together.
+pub(crate) fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    let full = exp.min(cap);
+    full.mul_f64(rand::random_range(0.5..=1.0))
+}
+
+/// `interval` shortened by up to 15%, so instances started together spread their heartbeats
+/// and a heartbeat never arrives later than the interval the control plane asked for.
+pub(crate) fn jitter(interval: Duration) -> Duration {
+    interval.mul_f64(rand::random_range(0.85..=1.0))
+}
