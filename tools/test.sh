@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Every check and test of the workspace. Needs cargo; the OpenAPI validation needs a Python
-# with openapi-spec-validator (WAYPOST_PYTHON, default .venv/bin/python) and the docs check needs
-# chromium: .ci/run installs both. Outside CI, a missing one is skipped with a note.
+# Every check and test of the workspace. Needs cargo; the OpenAPI validation and the generated
+# clients need a Python with openapi-spec-validator and openapi-python-client (WAYPOST_PYTHON,
+# default .venv/bin/python), the TypeScript client needs node and npm, and the docs check needs
+# chromium: .ci/run installs them. Outside CI, a missing one is skipped with a note.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 required=${CI:-}
@@ -30,6 +31,15 @@ elif [ -n "$required" ]; then
   echo "chromium is missing" >&2; exit 1
 else
   echo "== (skipped: no chromium for the docs check)"
+fi
+
+if [ -x "$py" ] && "$py" -c 'import openapi_python_client' 2>/dev/null && command -v npm >/dev/null; then
+  echo "== generated clients (Python, TypeScript) against a live control plane"
+  bash tools/generated-clients-check.sh target/debug/waypost-control
+elif [ -n "$required" ]; then
+  echo "openapi-python-client or npm is missing" >&2; exit 1
+else
+  echo "== (skipped: no openapi-python-client or npm for the generated-client check)"
 fi
 
 echo "== curl walkthrough"
