@@ -25,8 +25,16 @@ use crate::{
 };
 
 /// How long one request may take, unless [`ClientBuilder::timeout`] says otherwise.
+///
+/// ```
+/// assert_eq!(waypost_client::DEFAULT_TIMEOUT.as_secs(), 5);
+/// ```
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long connecting to one endpoint may take before the next one is tried.
+///
+/// ```
+/// assert_eq!(waypost_client::DEFAULT_CONNECT_TIMEOUT.as_secs(), 2);
+/// ```
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Builds a [`Client`].
@@ -67,6 +75,15 @@ impl Default for ClientBuilder {
 impl ClientBuilder {
     /// Adds a control-plane base URL (`http://127.0.0.1:9000`). Requests go to the first that
     /// answers, and stay there until it fails.
+    ///
+    /// ```
+    /// let client = waypost_client::Client::builder()
+    ///     .endpoint("http://127.0.0.1:9000")
+    ///     .endpoint("http://10.0.0.2:9000/registry") // behind a path prefix
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(client.endpoints()[1].as_str(), "http://10.0.0.2:9000/registry/");
+    /// ```
     pub fn endpoint(mut self, url: impl Into<String>) -> Self {
         self.endpoints.push(url.into());
         self
@@ -74,24 +91,53 @@ impl ClientBuilder {
 
     /// The limit for one request to one endpoint (default 5 s). Watches are exempt: they are
     /// bounded by an idle timeout instead.
+    ///
+    /// ```
+    /// let builder = waypost_client::Client::builder()
+    ///     .endpoint("http://127.0.0.1:9000")
+    ///     .timeout(std::time::Duration::from_secs(1));
+    /// # builder.build().unwrap();
+    /// ```
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
 
     /// The limit for connecting to one endpoint (default 2 s).
+    ///
+    /// ```
+    /// let builder = waypost_client::Client::builder()
+    ///     .endpoint("http://127.0.0.1:9000")
+    ///     .connect_timeout(std::time::Duration::from_millis(500));
+    /// # builder.build().unwrap();
+    /// ```
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
     /// The `User-Agent` header (default `waypost-client/<version>`).
+    ///
+    /// ```
+    /// let builder = waypost_client::Client::builder()
+    ///     .endpoint("http://127.0.0.1:9000")
+    ///     .user_agent("billing/1.4");
+    /// # builder.build().unwrap();
+    /// ```
     pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
         self.user_agent = user_agent.into();
         self
     }
 
     /// Checks the endpoints and builds the client. No request is made.
+    ///
+    /// ```
+    /// use waypost_client::Client;
+    ///
+    /// assert!(Client::builder().build().is_err()); // no endpoint
+    /// assert!(Client::builder().endpoint("ftp://example").build().is_err());
+    /// assert!(Client::builder().endpoint("http://127.0.0.1:9000").build().is_ok());
+    /// ```
     pub fn build(self) -> Result<Client, Error> {
         if self.endpoints.is_empty() {
             return Err(Error::Config("give at least one endpoint".into()));
@@ -195,24 +241,43 @@ pub struct Filter {
 
 impl Filter {
     /// Keeps instances with this tag (several tags: all must match).
+    ///
+    /// ```
+    /// let filter = waypost_client::Filter::default().tag("v2").tag("eu");
+    /// assert_eq!(filter.query().len(), 2);
+    /// ```
     pub fn tag(mut self, tag: impl Into<String>) -> Self {
         self.tags.push(tag.into());
         self
     }
 
     /// Keeps instances whose metadata has `key = value`.
+    ///
+    /// ```
+    /// let filter = waypost_client::Filter::default().meta("zone", "a");
+    /// assert_eq!(filter.query(), vec![("meta.zone".to_owned(), "a".to_owned())]);
+    /// ```
     pub fn meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.metadata.push((key.into(), value.into()));
         self
     }
 
     /// Includes draining instances (`?healthy=false`).
+    ///
+    /// ```
+    /// let filter = waypost_client::Filter::default().include_draining();
+    /// assert_eq!(filter.query(), vec![("healthy".to_owned(), "false".to_owned())]);
+    /// ```
     pub fn include_draining(mut self) -> Self {
         self.include_draining = true;
         self
     }
 
     /// The query pairs this filter sends.
+    ///
+    /// ```
+    /// assert!(waypost_client::Filter::default().query().is_empty());
+    /// ```
     pub fn query(&self) -> Vec<(String, String)> {
         let mut pairs: Vec<(String, String)> = self
             .tags

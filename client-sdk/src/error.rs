@@ -71,6 +71,22 @@ pub enum Error {
 
 impl Error {
     /// The server's stable problem code, when the server refused the request.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), waypost_client::Error> {
+    /// # let cp = waypost_control::testkit::TestControlPlane::in_memory(|_| {}).await;
+    /// use waypost_client::model::{ErrorCode, RegisterRequest};
+    ///
+    /// let client = waypost_client::Client::new(&cp.url)?;
+    /// let err = client
+    ///     .register_once(&RegisterRequest::new("Not_A_Label", "127.0.0.1:80"))
+    ///     .await
+    ///     .unwrap_err();
+    /// assert_eq!(err.code(), Some(ErrorCode::InvalidServiceName));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             Self::Problem { problem, .. } => Some(problem.code),
@@ -81,12 +97,35 @@ impl Error {
 
     /// `true` when the control plane does not know the instance (expired or never registered):
     /// the cue to register again.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), waypost_client::Error> {
+    /// # let cp = waypost_control::testkit::TestControlPlane::in_memory(|_| {}).await;
+    /// use waypost_client::model::InstanceRef;
+    ///
+    /// let client = waypost_client::Client::new(&cp.url)?;
+    /// let err = client.deregister(InstanceRef::by_id("web", "gone")).await.unwrap_err();
+    /// assert!(err.is_not_found());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn is_not_found(&self) -> bool {
         self.code() == Some(ErrorCode::InstanceNotFound)
     }
 
     /// `true` when another attempt (later, or at another endpoint) may succeed: transport
     /// failures and the server's own temporary refusals (503, 502, 504, 429).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // Nothing listens on port 1: a transport failure, worth retrying later.
+    /// let client = waypost_client::Client::new("http://127.0.0.1:1").unwrap();
+    /// let err = client.services().await.unwrap_err();
+    /// assert!(err.is_retryable());
+    /// # }
+    /// ```
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Transport { .. } | Self::Unavailable { .. } => true,

@@ -98,12 +98,20 @@ pub struct Watch {
 
 /// A connection silent for this long (no event, no keep-alive comment: the control plane
 /// sends one every 15 s by default) is presumed dead and replaced.
+///
+/// ```
+/// assert_eq!(waypost_client::IDLE_LIMIT.as_secs(), 45); // three missed keep-alives
+/// ```
 pub const IDLE_LIMIT: Duration = Duration::from_secs(45);
 
 /// The first reconnection waits about this long; each further one twice as long, up to
 /// [`RECONNECT_CAP`].
 const RECONNECT_BASE: Duration = Duration::from_millis(100);
 /// The longest wait between reconnections.
+///
+/// ```
+/// assert_eq!(waypost_client::RECONNECT_CAP.as_secs(), 5);
+/// ```
 pub const RECONNECT_CAP: Duration = Duration::from_secs(5);
 
 impl Watch {
