@@ -83,6 +83,7 @@ impl RegistrationState {
 /// let mut state = handle.watch_state(); // observe Registered / Retrying / Lost
 /// assert!(state.borrow_and_update().is_registered());
 /// handle.deregister().await?;
+/// assert_eq!(*state.borrow(), waypost_client::RegistrationState::Deregistered);
 /// # Ok(())
 /// # }
 /// ```
@@ -99,8 +100,15 @@ pub struct Registration {
 
 pub(crate) enum Command {
     Add(Box<Entry>),
-    Remove { key: u64, done: oneshot::Sender<()> },
-    Forget { key: u64 },
+    /// Stops heartbeating; answers with the entry's state sender once no request for it is
+    /// in flight, so the handle can announce `Deregistered` to every state receiver.
+    Remove {
+        key: u64,
+        done: oneshot::Sender<Option<watch::Sender<RegistrationState>>>,
+    },
+    Forget {
+        key: u64,
+    },
 }
 
 pub(crate) struct Entry {
@@ -278,14 +286,13 @@ impl Registration {
                 done,
             })
             .map_err(|_| Error::Closed)?;
-        finished.await.map_err(|_| Error::Closed)?;
+        let state = finished.await.map_err(|_| Error::Closed)?;
         let answer = self
             .client
             .deregister(InstanceRef::by_id(self.service(), self.id()))
             .await;
-        if answer.is_ok() {
-            // The receiver side is ours; the sender went with the entry, so set it here.
-            self.state = watch::channel(RegistrationState::Deregistered).1;
+        if let (Ok(_), Some(state)) = (&answer, state) {
+            state.send_replace(RegistrationState::Deregistered);
         }
         answer
     }
@@ -333,8 +340,7 @@ async fn run(transport: Arc<Transport>, mut commands: mpsc::UnboundedReceiver<Co
                     entries.insert(entry.key, *entry);
                 }
                 Some(Command::Remove { key, done }) => {
-                    entries.remove(&key);
-                    let _ = done.send(());
+                    let _ = done.send(entries.remove(&key).map(|e| e.state));
                 }
                 Some(Command::Forget { key }) => {
                     entries.remove(&key);
