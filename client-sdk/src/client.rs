@@ -1,27 +1,24 @@
 //! [`Client`]: one or more control-plane endpoints behind typed calls, with fail-over.
 
 use std::{
-    sync::{
-        Arc, OnceLock,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, OnceLock},
     time::Duration,
 };
 
-use reqwest::{Method, header};
-use serde::{Serialize, de::DeserializeOwned};
+use reqwest::Method;
 use tokio::sync::mpsc;
 use url::Url;
 use waypost_model::{
     BatchHeartbeatResponse, DeregisterResponse, DiscoverResponse, DrainRequest, DrainResponse,
-    HeartbeatAnswer, HeartbeatRequest, HeartbeatResponse, InstanceRef, Problem, RegisterRequest,
+    HeartbeatAnswer, HeartbeatRequest, HeartbeatResponse, InstanceRef, RegisterRequest,
     RegisterResponse, ServicesResponse,
 };
 
 use crate::{
     Error,
     registration::{self, Command, Registration},
-    watch::Watch,
+    transport::Transport,
+    watch::{Watch, WatchStream},
 };
 
 /// How long one request may take, unless [`ClientBuilder::timeout`] says otherwise.
@@ -165,12 +162,7 @@ impl ClientBuilder {
             .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(Client {
             inner: Arc::new(Inner {
-                transport: Arc::new(Transport {
-                    http,
-                    endpoints,
-                    preferred: AtomicUsize::new(0),
-                    timeout: self.timeout,
-                }),
+                transport: Arc::new(Transport::new(http, endpoints, self.timeout)),
                 heartbeats: OnceLock::new(),
             }),
         })
@@ -207,17 +199,6 @@ struct Inner {
     transport: Arc<Transport>,
     /// The one heartbeat task of this client, started by the first registration.
     heartbeats: OnceLock<mpsc::UnboundedSender<Command>>,
-}
-
-/// What requests need; shared with background tasks, which must not keep the [`Client`]
-/// itself alive (the heartbeat task ends when the last client and handle are gone).
-#[derive(Debug)]
-pub(crate) struct Transport {
-    pub(crate) http: reqwest::Client,
-    endpoints: Vec<Url>,
-    /// The endpoint that answered last; calls start there.
-    preferred: AtomicUsize,
-    timeout: Duration,
 }
 
 /// Filters for [`Client::discover`]: by default, `up` instances of any tag and metadata.
@@ -328,7 +309,7 @@ impl Client {
     /// assert_eq!(client.endpoints().len(), 1);
     /// ```
     pub fn endpoints(&self) -> &[Url] {
-        &self.inner.transport.endpoints
+        self.inner.transport.endpoints()
     }
 
     /// Registers an instance and keeps it registered: the returned [`Registration`] heartbeats
@@ -599,137 +580,36 @@ impl Client {
     /// # }
     /// ```
     pub fn watch(&self, service: &str) -> Watch {
-        Watch::start(self.inner.transport.clone(), service.to_owned())
-    }
-}
-
-impl Transport {
-    /// The endpoints to try for one call, preferred first.
-    pub(crate) fn rotation(&self) -> impl Iterator<Item = (usize, &Url)> {
-        let n = self.endpoints.len();
-        let start = self.preferred.load(Ordering::Relaxed) % n;
-        (0..n).map(move |i| {
-            let idx = (start + i) % n;
-            (idx, &self.endpoints[idx])
-        })
+        let events = WatchStream::start(self.inner.transport.clone(), Some(service.to_owned()));
+        Watch::new(events, service.to_owned())
     }
 
-    /// Remembers the endpoint that answered, so the next call starts there.
-    pub(crate) fn prefer(&self, idx: usize) {
-        self.preferred.store(idx, Ordering::Relaxed);
+    /// The raw change stream, of one service or (with `None`) of every service: each
+    /// [`WatchEvent`](crate::model::WatchEvent) in order, with connections and disconnections
+    /// in between, resuming after the last event on its own. For consumers that keep their own
+    /// state (the sidecar does); most want [`Client::watch`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), waypost_client::Error> {
+    /// # let cp = waypost_control::testkit::TestControlPlane::in_memory(|_| {}).await;
+    /// use futures_util::StreamExt;
+    /// use waypost_client::{StreamEvent, model::{RegisterRequest, WatchEvent}};
+    ///
+    /// let client = waypost_client::Client::new(&cp.url)?;
+    /// let mut events = client.watch_events(None);
+    /// client.register_once(&RegisterRequest::new("web", "127.0.0.1:8001")).await?;
+    /// let mut revisions = Vec::new();
+    /// while revisions.len() < 2 {
+    ///     if let Some(StreamEvent::Event { event, .. }) = events.next().await {
+    ///         revisions.push(event.revision()); // the snapshot, then the registration
+    ///     }
+    /// }
+    /// assert!(revisions[0] < revisions[1]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn watch_events(&self, service: Option<&str>) -> WatchStream {
+        WatchStream::start(self.inner.transport.clone(), service.map(str::to_owned))
     }
-
-    /// `base` with path segments appended (each percent-encoded) and query pairs added.
-    pub(crate) fn url(base: &Url, segments: &[&str], query: &[(String, String)]) -> Url {
-        let mut url = base.clone();
-        if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty().extend(segments);
-        }
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query);
-        }
-        url
-    }
-
-    /// One call with fail-over: endpoints are tried in turn while the failure is one another
-    /// endpoint may not have (no connection, timeout, 502/503/504/429). Every call here is
-    /// idempotent by instance identity, so repeating it elsewhere is safe.
-    pub(crate) async fn call<T: DeserializeOwned, B: Serialize + ?Sized>(
-        &self,
-        method: Method,
-        segments: &[&str],
-        query: &[(String, String)],
-        body: Option<&B>,
-    ) -> Result<T, Error> {
-        let mut last = None;
-        let mut tried = 0;
-        for (idx, base) in self.rotation() {
-            tried += 1;
-            let url = Self::url(base, segments, query);
-            let mut request = self
-                .http
-                .request(method.clone(), url)
-                .timeout(self.timeout)
-                .header(header::ACCEPT, "application/json");
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            let outcome = match request.send().await {
-                Ok(response) => read(base, response).await,
-                Err(source) => Err(Error::Transport {
-                    endpoint: base.to_string(),
-                    source,
-                }),
-            };
-            match outcome {
-                Ok(value) => {
-                    self.prefer(idx);
-                    return Ok(value);
-                }
-                Err(err) if err.is_retryable() => {
-                    tracing::debug!(endpoint = %base, %err, "trying the next endpoint");
-                    last = Some(err);
-                }
-                Err(err) => {
-                    // The server answered and refused: it is up, so keep it preferred.
-                    self.prefer(idx);
-                    return Err(err);
-                }
-            }
-        }
-        let last = last.expect("at least one endpoint is configured");
-        Err(Error::Unavailable {
-            tried,
-            last: Box::new(last),
-        })
-    }
-}
-
-/// Reads a JSON answer, or turns a refusal into [`Error::Problem`].
-pub(crate) async fn read<T: DeserializeOwned>(
-    base: &Url,
-    response: reqwest::Response,
-) -> Result<T, Error> {
-    let status = response.status();
-    let bytes = response.bytes().await.map_err(|source| Error::Transport {
-        endpoint: base.to_string(),
-        source,
-    })?;
-    let snippet = || {
-        let text = String::from_utf8_lossy(&bytes);
-        text.chars().take(200).collect::<String>()
-    };
-    if status.is_success() {
-        return serde_json::from_slice(&bytes).map_err(|e| Error::Unexpected {
-            endpoint: base.to_string(),
-            status: status.as_u16(),
-            body: format!("{e}: {}", snippet()),
-        });
-    }
-    match serde_json::from_slice::<Problem>(&bytes) {
-        Ok(problem) => Err(Error::Problem {
-            endpoint: base.to_string(),
-            status: status.as_u16(),
-            problem,
-        }),
-        Err(_) => Err(Error::Unexpected {
-            endpoint: base.to_string(),
-            status: status.as_u16(),
-            body: snippet(),
-        }),
-    }
-}
-
-/// A delay of `base * 2^(attempt-1)`, at most `cap`, with jitter: a random point in its upper
-/// half, so that many clients that failed together do not retry together.
-pub(crate) fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
-    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
-    let full = exp.min(cap);
-    full.mul_f64(rand::random_range(0.5..=1.0))
-}
-
-/// `interval` shortened by up to 15%, so instances started together spread their heartbeats
-/// and a heartbeat never arrives later than the interval the control plane asked for.
-pub(crate) fn jitter(interval: Duration) -> Duration {
-    interval.mul_f64(rand::random_range(0.85..=1.0))
 }

@@ -40,6 +40,7 @@ mod error;
 mod registration;
 mod resolver;
 mod shutdown;
+mod transport;
 mod watch;
 
 pub use client::{Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Filter};
@@ -47,7 +48,7 @@ pub use error::Error;
 pub use registration::{Registration, RegistrationState};
 pub use resolver::{Balance, Resolver};
 pub use shutdown::{deregister_on_shutdown, shutdown_signal};
-pub use watch::{IDLE_LIMIT, RECONNECT_CAP, ServiceSet, Watch};
+pub use watch::{IDLE_LIMIT, RECONNECT_CAP, ServiceSet, StreamEvent, Watch, WatchStream};
 
 /// The wire types shared with the control plane (requests, answers, problems).
 pub use waypost_model as model;

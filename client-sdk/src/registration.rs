@@ -19,7 +19,7 @@ use waypost_model::{
 
 use crate::{
     Client, Error,
-    client::{Transport, backoff, jitter},
+    transport::{Transport, backoff, jitter},
 };
 
 /// Where a [`Registration`] stands, as its heartbeat task last saw it.

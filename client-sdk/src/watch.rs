@@ -1,31 +1,30 @@
-//! [`Watch`]: one service's instance sets as a `Stream`, fed by the control plane's `/watch`
-//! Server-Sent Events stream.
+//! The control plane's change stream (`GET /watch`, Server-Sent Events) as Rust streams.
 //!
-//! A background task holds the connection. It applies the snapshot and change events to its
-//! own copy of the service, and sends the whole set after each change. On any failure (refused
-//! connection, reset, a silent connection past the idle limit) it waits with backoff and
-//! jitter, moves to the next endpoint, and reconnects with `Last-Event-ID` set to the last event
-//! it applied: the control plane then sends exactly the changes after it, or a fresh snapshot
-//! when it no longer has them. The task ends when the `Watch` is dropped.
+//! [`WatchStream`] is the one subscription in the workspace (the sidecar uses it too). A
+//! background task holds the connection and forwards each event in order. On any failure
+//! (refused connection, reset, a connection silent past [`IDLE_LIMIT`]) it reports the
+//! disconnection, waits with backoff and jitter, moves to the next endpoint, and reconnects with
+//! `Last-Event-ID` set to the last event it forwarded: the control plane then sends exactly the
+//! changes after it, or a fresh snapshot when it no longer has them (or its epoch changed). The
+//! task ends when the stream is dropped.
+//!
+//! [`Watch`] folds one service's events into whole instance sets.
 
 use std::{
     collections::BTreeMap,
     pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
+    task::{Context, Poll, ready},
     time::Duration,
 };
 
 use eventsource_stream::Eventsource;
 use futures_util::{Stream, StreamExt};
-use reqwest::header;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
+use url::Url;
 use waypost_model::{Instance, Revision, Status, WatchEvent};
 
-use crate::{
-    Error,
-    client::{Transport, backoff, read},
-};
+use crate::transport::{Transport, backoff};
 
 /// The instances of one service at one revision.
 ///
@@ -71,6 +70,115 @@ impl ServiceSet {
     }
 }
 
+/// What a [`WatchStream`] reports, in order.
+///
+/// ```
+/// use waypost_client::StreamEvent;
+///
+/// let event = StreamEvent::Connected { endpoint: "http://127.0.0.1:9000/".into() };
+/// assert!(matches!(event, StreamEvent::Connected { .. }));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    /// Connected to a control plane. Events follow: a `snapshot` first, unless the stream
+    /// resumed after the last event forwarded.
+    Connected {
+        /// The control plane's base URL.
+        endpoint: String,
+    },
+    /// One change-stream event.
+    Event {
+        /// Its SSE id, `<epoch>-<revision>`.
+        id: String,
+        /// The event.
+        event: WatchEvent,
+    },
+    /// The connection failed or ended; a reconnection follows after a backoff.
+    Disconnected {
+        /// The control plane's base URL.
+        endpoint: String,
+        /// Why.
+        error: String,
+    },
+}
+
+/// The control plane's change stream with reconnection and resume: every [`WatchEvent`] in
+/// order, with connection changes in between. Made by
+/// [`Client::watch_events`](crate::Client::watch_events). Never ends on its own.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), waypost_client::Error> {
+/// # let cp = waypost_control::testkit::TestControlPlane::in_memory(|_| {}).await;
+/// use futures_util::StreamExt;
+/// use waypost_client::{StreamEvent, model::WatchEvent};
+///
+/// let client = waypost_client::Client::new(&cp.url)?;
+/// let mut events = client.watch_events(None); // every service
+/// assert!(matches!(events.next().await, Some(StreamEvent::Connected { .. })));
+/// match events.next().await {
+///     Some(StreamEvent::Event { event: WatchEvent::Snapshot { revision, .. }, .. }) => {
+///         println!("the registry at revision {revision}");
+///     }
+///     other => panic!("expected a snapshot first, got {other:?}"),
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct WatchStream {
+    events: mpsc::Receiver<StreamEvent>,
+    resync: Arc<Notify>,
+}
+
+impl WatchStream {
+    pub(crate) fn start(transport: Arc<Transport>, service: Option<String>) -> Self {
+        // Small: a consumer that stops reading holds the task (and its connection) back
+        // rather than letting events pile up.
+        let (tx, events) = mpsc::channel(64);
+        let resync = Arc::new(Notify::new());
+        let query = service
+            .map(|s| vec![("service".to_owned(), s)])
+            .unwrap_or_default();
+        tokio::spawn(follow(transport, query, tx, resync.clone()));
+        Self { events, resync }
+    }
+
+    /// Drops the connection and starts again from a fresh snapshot: for a consumer that found
+    /// a gap in what it received (a revision skipped) and will not guess across it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), waypost_client::Error> {
+    /// # let cp = waypost_control::testkit::TestControlPlane::in_memory(|_| {}).await;
+    /// use futures_util::StreamExt;
+    /// use waypost_client::{StreamEvent, model::WatchEvent};
+    ///
+    /// let client = waypost_client::Client::new(&cp.url)?;
+    /// let mut events = client.watch_events(None);
+    /// events.resync();
+    /// // Whatever was under way, a snapshot comes again.
+    /// loop {
+    ///     if let Some(StreamEvent::Event { event: WatchEvent::Snapshot { .. }, .. }) = events.next().await {
+    ///         break;
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn resync(&self) {
+        self.resync.notify_one();
+    }
+}
+
+impl Stream for WatchStream {
+    type Item = StreamEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<StreamEvent>> {
+        self.events.poll_recv(cx)
+    }
+}
+
 /// A stream of a service's [`ServiceSet`]s: the current set first, then one set per change,
 /// in revision order, across reconnections. Made by [`Client::watch`](crate::Client::watch).
 ///
@@ -93,7 +201,8 @@ impl ServiceSet {
 /// ```
 #[derive(Debug)]
 pub struct Watch {
-    sets: mpsc::Receiver<ServiceSet>,
+    events: WatchStream,
+    view: View,
 }
 
 /// A connection silent for this long (no event, no keep-alive comment: the control plane
@@ -115,12 +224,16 @@ const RECONNECT_BASE: Duration = Duration::from_millis(100);
 pub const RECONNECT_CAP: Duration = Duration::from_secs(5);
 
 impl Watch {
-    pub(crate) fn start(transport: Arc<Transport>, service: String) -> Self {
-        // Small: a consumer that stops reading holds the task (and its connection) back
-        // rather than letting sets pile up.
-        let (tx, sets) = mpsc::channel(16);
-        tokio::spawn(follow(transport, service, tx));
-        Self { sets }
+    pub(crate) fn new(events: WatchStream, service: String) -> Self {
+        Self {
+            events,
+            view: View {
+                service,
+                revision: 0,
+                instances: BTreeMap::new(),
+                sent: false,
+            },
+        }
     }
 }
 
@@ -128,17 +241,30 @@ impl Stream for Watch {
     type Item = ServiceSet;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ServiceSet>> {
-        self.sets.poll_recv(cx)
+        loop {
+            match ready!(self.events.poll_next_unpin(cx)) {
+                None => return Poll::Ready(None),
+                Some(StreamEvent::Event { event, .. }) => {
+                    if self.view.apply(event) {
+                        self.view.sent = true;
+                        return Poll::Ready(Some(self.view.set()));
+                    }
+                }
+                Some(StreamEvent::Disconnected { endpoint, error }) => {
+                    tracing::warn!(%endpoint, service = %self.view.service, %error, "watch disconnected");
+                }
+                Some(StreamEvent::Connected { .. }) => {}
+            }
+        }
     }
 }
 
-/// The task's view of the service.
+/// One service as the events so far describe it.
+#[derive(Debug)]
 struct View {
     service: String,
     revision: Revision,
     instances: BTreeMap<String, Arc<Instance>>,
-    /// The SSE id of the last event applied, sent back as `Last-Event-ID`.
-    last_event_id: Option<String>,
     /// Whether any set was sent yet (the first snapshot is always sent, even when empty).
     sent: bool,
 }
@@ -194,30 +320,41 @@ impl View {
     }
 }
 
-async fn follow(transport: Arc<Transport>, service: String, tx: mpsc::Sender<ServiceSet>) {
-    let mut view = View {
-        service,
-        revision: 0,
-        instances: BTreeMap::new(),
-        last_event_id: None,
-        sent: false,
-    };
+async fn follow(
+    transport: Arc<Transport>,
+    query: Vec<(String, String)>,
+    tx: mpsc::Sender<StreamEvent>,
+    resync: Arc<Notify>,
+) {
+    let mut last_event_id: Option<String> = None;
     let mut failures = 0u32;
     loop {
         for (idx, base) in transport.rotation() {
-            match stream_from(&transport, base, &mut view, &tx, &mut failures).await {
-                Ok(Ended::Receiver) => return,
-                Ok(Ended::Stream) => {
+            let mut connection = Connection {
+                transport: &transport,
+                base,
+                tx: &tx,
+                last_event_id: &mut last_event_id,
+                failures: &mut failures,
+            };
+            let error = match connection.run(&query, &resync).await {
+                Ended::Receiver => return,
+                Ended::Resync => {
+                    last_event_id = None;
+                    "resynchronising from a fresh snapshot".to_owned()
+                }
+                Ended::Failed(error) => error,
+                Ended::Closed => {
                     transport.prefer(idx);
-                    tracing::debug!(endpoint = %base, "watch stream ended; reconnecting");
+                    "the control plane closed the stream".to_owned()
                 }
-                Err(err) => {
-                    if !tx.is_closed() {
-                        tracing::warn!(endpoint = %base, service = %view.service, %err, "watch disconnected");
-                    }
-                }
-            }
-            if tx.is_closed() {
+            };
+            let endpoint = base.to_string();
+            if tx
+                .send(StreamEvent::Disconnected { endpoint, error })
+                .await
+                .is_err()
+            {
                 return;
             }
             failures += 1;
@@ -227,91 +364,87 @@ async fn follow(transport: Arc<Transport>, service: String, tx: mpsc::Sender<Ser
 }
 
 enum Ended {
-    /// The `Watch` was dropped.
+    /// The consumer dropped the stream.
     Receiver,
-    /// The server closed the stream (a shutdown, a restart).
-    Stream,
+    /// The consumer asked for a fresh snapshot.
+    Resync,
+    /// The server ended the stream (a shutdown, a restart).
+    Closed,
+    /// Connecting or reading failed.
+    Failed(String),
 }
 
-/// One connection: read events until it fails, ends or the receiver goes away. A connection
-/// that was accepted resets `failures`, so backoff grows only while nothing answers.
-async fn stream_from(
-    transport: &Transport,
-    base: &url::Url,
-    view: &mut View,
-    tx: &mpsc::Sender<ServiceSet>,
-    failures: &mut u32,
-) -> Result<Ended, Error> {
-    let url = Transport::url(
-        base,
-        &["watch"],
-        &[("service".to_owned(), view.service.clone())],
-    );
-    let mut request = transport
-        .http
-        .get(url)
-        .header(header::ACCEPT, "text/event-stream");
-    if let Some(id) = &view.last_event_id {
-        request = request.header("last-event-id", id);
-    }
-    let transport_err = |source| Error::Transport {
-        endpoint: base.to_string(),
-        source,
-    };
-    let response = request.send().await.map_err(transport_err)?;
-    if !response.status().is_success() {
-        return Err(read::<serde_json::Value>(base, response)
+/// One connection to one endpoint.
+struct Connection<'a> {
+    transport: &'a Transport,
+    base: &'a Url,
+    tx: &'a mpsc::Sender<StreamEvent>,
+    last_event_id: &'a mut Option<String>,
+    failures: &'a mut u32,
+}
+
+impl Connection<'_> {
+    /// Reads events until the connection fails or ends, the consumer goes away or asks for a
+    /// resync. An accepted connection resets the failure count, so backoff grows only while
+    /// nothing answers.
+    async fn run(&mut self, query: &[(String, String)], resync: &Notify) -> Ended {
+        let opened = tokio::select! {
+            opened = self.transport.open_events(self.base, query, self.last_event_id.as_deref()) => opened,
+            () = self.tx.closed() => return Ended::Receiver,
+        };
+        let bytes = match opened {
+            Ok(bytes) => bytes,
+            Err(err) => return Ended::Failed(err.to_string()),
+        };
+        *self.failures = 0;
+        let endpoint = self.base.to_string();
+        if self
+            .tx
+            .send(StreamEvent::Connected { endpoint })
             .await
-            .err()
-            .unwrap_or(Error::Unexpected {
-                endpoint: base.to_string(),
-                status: 0,
-                body: "a success status with an error".into(),
-            }));
-    }
-    *failures = 0;
-    let mut events = response.bytes_stream().eventsource();
-    loop {
-        let next = tokio::select! {
-            next = tokio::time::timeout(IDLE_LIMIT, events.next()) => next,
-            () = tx.closed() => return Ok(Ended::Receiver),
-        };
-        let event = match next {
-            Err(_) => {
-                return Err(Error::Unexpected {
-                    endpoint: base.to_string(),
-                    status: 200,
-                    body: format!("no event or keep-alive for {IDLE_LIMIT:?}"),
-                });
-            }
-            Ok(None) => return Ok(Ended::Stream),
-            Ok(Some(Err(err))) => {
-                return Err(Error::Unexpected {
-                    endpoint: base.to_string(),
-                    status: 200,
-                    body: format!("broken event stream: {err}"),
-                });
-            }
-            Ok(Some(Ok(event))) => event,
-        };
-        let parsed: WatchEvent = match serde_json::from_str(&event.data) {
-            Ok(parsed) => parsed,
-            Err(err) => {
-                // An event kind from a newer server: skip it, but never skip a revision we
-                // could not apply silently.
-                tracing::warn!(%err, kind = %event.event, "unreadable watch event; resyncing");
-                view.last_event_id = None;
-                return Ok(Ended::Stream);
-            }
-        };
-        if view.apply(parsed) {
-            view.sent = true;
-            if tx.send(view.set()).await.is_err() {
-                return Ok(Ended::Receiver);
-            }
+            .is_err()
+        {
+            return Ended::Receiver;
         }
-        if !event.id.is_empty() {
-            view.last_event_id = Some(event.id);
+        let mut events = bytes.eventsource();
+        loop {
+            let next = tokio::select! {
+                next = tokio::time::timeout(IDLE_LIMIT, events.next()) => next,
+                () = resync.notified() => return Ended::Resync,
+                () = self.tx.closed() => return Ended::Receiver,
+            };
+            let event = match next {
+                Err(_) => {
+                    return Ended::Failed(format!("no event or keep-alive for {IDLE_LIMIT:?}"));
+                }
+                Ok(None) => return Ended::Closed,
+                Ok(Some(Err(err))) => return Ended::Failed(format!("broken event stream: {err}")),
+                Ok(Some(Ok(event))) => event,
+            };
+            let parsed: WatchEvent = match serde_json::from_str(&event.data) {
+                Ok(parsed) => parsed,
+                Err(err) => {
+                    // An event this client cannot read (a newer server's kind): never skip a
+                    // change silently; start again from a snapshot instead.
+                    tracing::warn!(%err, kind = %event.event, "unreadable watch event; resyncing");
+                    return Ended::Resync;
+                }
+            };
+            let id = event.id;
+            if self
+                .tx
+                .send(StreamEvent::Event {
+                    id: id.clone(),
+                    event: parsed,
+                })
+                .await
+                .is_err()
+            {
+                return Ended::Receiver;
+            }
+            if !id.is_empty() {
+                *self.last_event_id = Some(id);
+            }
         }
     }
 }

@@ -1,0 +1,204 @@
+//! The one place that speaks HTTP to the control plane: endpoint rotation and fail-over,
+//! JSON and problem+json decoding, the event-stream request, and the retry timing shared by the
+//! heartbeat task and the watch.
+
+use std::{
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
+
+use futures_util::Stream;
+use reqwest::{Method, header};
+use serde::{Serialize, de::DeserializeOwned};
+use url::Url;
+use waypost_model::Problem;
+
+use crate::Error;
+
+/// What requests need; shared with background tasks, which must not keep the [`Client`]
+/// itself alive (the heartbeat task ends when the last client and handle are gone).
+#[derive(Debug)]
+pub(crate) struct Transport {
+    http: reqwest::Client,
+    endpoints: Vec<Url>,
+    /// The endpoint that answered last; calls start there.
+    preferred: AtomicUsize,
+    timeout: Duration,
+}
+
+impl Transport {
+    pub(crate) fn new(http: reqwest::Client, endpoints: Vec<Url>, timeout: Duration) -> Self {
+        Self {
+            http,
+            endpoints,
+            preferred: AtomicUsize::new(0),
+            timeout,
+        }
+    }
+
+    pub(crate) fn endpoints(&self) -> &[Url] {
+        &self.endpoints
+    }
+
+    /// Opens `GET {base}/watch` as an event stream (no overall timeout: the caller bounds
+    /// silence instead), resuming after `last_event_id` when given.
+    pub(crate) async fn open_events(
+        &self,
+        base: &Url,
+        query: &[(String, String)],
+        last_event_id: Option<&str>,
+    ) -> Result<impl Stream<Item = reqwest::Result<bytes::Bytes>> + use<>, Error> {
+        let url = Self::url(base, &["watch"], query);
+        let mut request = self
+            .http
+            .get(url)
+            .header(header::ACCEPT, "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await.map_err(|source| Error::Transport {
+            endpoint: base.to_string(),
+            source,
+        })?;
+        if !response.status().is_success() {
+            let status = response.status().as_u16();
+            return Err(read::<serde_json::Value>(base, response)
+                .await
+                .err()
+                .unwrap_or_else(|| Error::Unexpected {
+                    endpoint: base.to_string(),
+                    status,
+                    body: "a JSON body instead of an event stream".into(),
+                }));
+        }
+        Ok(response.bytes_stream())
+    }
+    /// The endpoints to try for one call, preferred first.
+    pub(crate) fn rotation(&self) -> impl Iterator<Item = (usize, &Url)> {
+        let n = self.endpoints.len();
+        let start = self.preferred.load(Ordering::Relaxed) % n;
+        (0..n).map(move |i| {
+            let idx = (start + i) % n;
+            (idx, &self.endpoints[idx])
+        })
+    }
+
+    /// Remembers the endpoint that answered, so the next call starts there.
+    pub(crate) fn prefer(&self, idx: usize) {
+        self.preferred.store(idx, Ordering::Relaxed);
+    }
+
+    /// `base` with path segments appended (each percent-encoded) and query pairs added.
+    pub(crate) fn url(base: &Url, segments: &[&str], query: &[(String, String)]) -> Url {
+        let mut url = base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        url
+    }
+
+    /// One call with fail-over: endpoints are tried in turn while the failure is one another
+    /// endpoint may not have (no connection, timeout, 502/503/504/429). Every call here is
+    /// idempotent by instance identity, so repeating it elsewhere is safe.
+    pub(crate) async fn call<T: DeserializeOwned, B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(String, String)],
+        body: Option<&B>,
+    ) -> Result<T, Error> {
+        let mut last = None;
+        let mut tried = 0;
+        for (idx, base) in self.rotation() {
+            tried += 1;
+            let url = Self::url(base, segments, query);
+            let mut request = self
+                .http
+                .request(method.clone(), url)
+                .timeout(self.timeout)
+                .header(header::ACCEPT, "application/json");
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let outcome = match request.send().await {
+                Ok(response) => read(base, response).await,
+                Err(source) => Err(Error::Transport {
+                    endpoint: base.to_string(),
+                    source,
+                }),
+            };
+            match outcome {
+                Ok(value) => {
+                    self.prefer(idx);
+                    return Ok(value);
+                }
+                Err(err) if err.is_retryable() => {
+                    tracing::debug!(endpoint = %base, %err, "trying the next endpoint");
+                    last = Some(err);
+                }
+                Err(err) => {
+                    // The server answered and refused: it is up, so keep it preferred.
+                    self.prefer(idx);
+                    return Err(err);
+                }
+            }
+        }
+        let last = last.expect("at least one endpoint is configured");
+        Err(Error::Unavailable {
+            tried,
+            last: Box::new(last),
+        })
+    }
+}
+
+/// Reads a JSON answer, or turns a refusal into [`Error::Problem`].
+pub(crate) async fn read<T: DeserializeOwned>(
+    base: &Url,
+    response: reqwest::Response,
+) -> Result<T, Error> {
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(|source| Error::Transport {
+        endpoint: base.to_string(),
+        source,
+    })?;
+    let snippet = || {
+        let text = String::from_utf8_lossy(&bytes);
+        text.chars().take(200).collect::<String>()
+    };
+    if status.is_success() {
+        return serde_json::from_slice(&bytes).map_err(|e| Error::Unexpected {
+            endpoint: base.to_string(),
+            status: status.as_u16(),
+            body: format!("{e}: {}", snippet()),
+        });
+    }
+    match serde_json::from_slice::<Problem>(&bytes) {
+        Ok(problem) => Err(Error::Problem {
+            endpoint: base.to_string(),
+            status: status.as_u16(),
+            problem,
+        }),
+        Err(_) => Err(Error::Unexpected {
+            endpoint: base.to_string(),
+            status: status.as_u16(),
+            body: snippet(),
+        }),
+    }
+}
+
+/// A delay of `base * 2^(attempt-1)`, at most `cap`, with jitter: a random point in its upper
+/// half, so that many clients that failed together do not retry together.
+pub(crate) fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    let full = exp.min(cap);
+    full.mul_f64(rand::random_range(0.5..=1.0))
+}
+
+/// `interval` shortened by up to 15%, so instances started together spread their heartbeats
+/// and a heartbeat never arrives later than the interval the control plane asked for.
+pub(crate) fn jitter(interval: Duration) -> Duration {
+    interval.mul_f64(rand::random_range(0.85..=1.0))
+}
