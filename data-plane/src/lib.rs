@@ -1,2 +1,172 @@
-//! `waypost-sidecar`, the per-host data plane (DNS responder, HTTP and TCP proxies).
-//! Not built yet: see issues 4 and 5. The crate exists so the workspace has its final shape.
+//! `waypost-sidecar`, the per-host data plane. It follows the control plane's change stream,
+//! keeps an immutable snapshot of every service, and answers DNS for them.
+//!
+//! # Layout
+//! - [`config`]: the one `Config` (flags > `WAYPOST_*` env > TOML), loaded before binding.
+//! - `subscription`: the only writer: change stream → [`snapshot::Registry`] → published
+//!   [`snapshot::Snapshot`] → saved to disk ([`persist`]).
+//! - [`snapshot`]: the snapshot and its lock-free read handle, [`snapshot::Snapshots`].
+//! - [`dns`]: the hickory server and our handler (names, records, forwarding).
+//! - `admin`: `/health`, `/ready`, `/metrics`, `/snapshot`.
+
+pub mod config;
+pub mod dns;
+pub mod metrics;
+pub mod persist;
+pub mod snapshot;
+
+mod admin;
+mod subscription;
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+use metrics::{Metrics, Status};
+use snapshot::Snapshots;
+
+/// Why the sidecar could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SidecarError {
+    /// A listener could not be bound.
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The control-plane client could not be built (a bad URL).
+    #[error(transparent)]
+    Client(#[from] waypost_client::Error),
+    /// The data directory is unusable.
+    #[error("data directory: {0}")]
+    DataDir(std::io::Error),
+}
+
+/// A started sidecar.
+#[derive(Debug)]
+pub struct Running {
+    /// The DNS address (UDP and TCP).
+    pub dns_addr: SocketAddr,
+    /// The admin HTTP address.
+    pub admin_addr: SocketAddr,
+    /// The snapshot readers use.
+    pub snapshots: Snapshots,
+    /// The subscription's status.
+    pub status: Arc<Status>,
+    /// Finishes after shutdown: listeners closed, the last snapshot saved.
+    pub join: JoinHandle<()>,
+}
+
+/// Binds the listeners, serves the saved snapshot if there is one, follows the control plane,
+/// and serves until `shutdown` is cancelled.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, SidecarError> {
+    let mut builder = waypost_client::Client::builder()
+        .user_agent(concat!("waypost-sidecar/", env!("CARGO_PKG_VERSION")));
+    for url in &config.control {
+        builder = builder.endpoint(url);
+    }
+    let client = builder.build()?;
+    let (udp, tcp) = dns::bind(config.dns_listen)
+        .await
+        .map_err(|source| SidecarError::Bind {
+            what: "DNS",
+            addr: config.dns_listen,
+            source,
+        })?;
+    let dns_addr = udp.local_addr().map_err(|source| SidecarError::Bind {
+        what: "DNS",
+        addr: config.dns_listen,
+        source,
+    })?;
+    let admin_listener = tokio::net::TcpListener::bind(config.admin_listen)
+        .await
+        .map_err(|source| SidecarError::Bind {
+            what: "admin",
+            addr: config.admin_listen,
+            source,
+        })?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|source| SidecarError::Bind {
+            what: "admin",
+            addr: config.admin_listen,
+            source,
+        })?;
+    let file = match &config.data_dir {
+        Some(dir) => Some(persist::SnapshotFile::new(dir).map_err(SidecarError::DataDir)?),
+        None => None,
+    };
+
+    let metrics = Arc::new(Metrics::new());
+    let status = Arc::new(Status::default());
+    let records = dns::records::RecordBuilder::new(config.domain.clone(), config.dns_ttl);
+    let (publisher, snapshots) = snapshot::channel();
+    let mut subscription = subscription::Subscription {
+        events: client.watch_events(None),
+        registry: snapshot::Registry::default(),
+        publisher,
+        records: records.clone(),
+        names: HashMap::new(),
+        status: status.clone(),
+        metrics: metrics.clone(),
+        file,
+    };
+    subscription.restore().await;
+    let following = tokio::spawn(subscription.run(shutdown.clone()));
+
+    let handler = dns::handler::Handler {
+        snapshots: snapshots.clone(),
+        records,
+        forwarder: dns::forward::Forwarder::new(&config.upstreams),
+        metrics: metrics.clone(),
+    };
+    let mut dns_server = dns::serve(udp, tcp, handler);
+    let admin = admin::router(admin::Admin {
+        snapshots: snapshots.clone(),
+        status: status.clone(),
+        metrics,
+        started_ms: metrics::now_ms(),
+    });
+    let admin_shutdown = shutdown.clone();
+    let admin_server = tokio::spawn(async move {
+        let served = axum::serve(admin_listener, admin)
+            .with_graceful_shutdown(async move { admin_shutdown.cancelled().await })
+            .await;
+        if let Err(err) = served {
+            tracing::error!(%err, "admin listener failed");
+        }
+    });
+    tracing::info!(dns = %dns_addr, admin = %admin_addr, "listening");
+
+    let grace = config.shutdown_grace;
+    let join = tokio::spawn(async move {
+        shutdown.cancelled().await;
+        let stopping = async {
+            if let Err(err) = dns_server.shutdown_gracefully().await {
+                tracing::warn!(%err, "DNS server stopped with an error");
+            }
+            let _ = admin_server.await;
+            // The subscription saves the last snapshot as it ends.
+            let _ = following.await;
+        };
+        if tokio::time::timeout(grace, stopping).await.is_err() {
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "shutdown exceeded the grace period"
+            );
+        }
+    });
+    Ok(Running {
+        dns_addr,
+        admin_addr,
+        snapshots,
+        status,
+        join,
+    })
+}

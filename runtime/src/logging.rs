@@ -28,9 +28,14 @@ impl FromStr for LogFormat {
     }
 }
 
+/// The filter when `RUST_LOG` is unset: `info`, except hickory's per-query lines (the DNS
+/// server logs every answer at `info`, which would flood the log under load).
+pub const DEFAULT_FILTER: &str = "info,hickory_server=warn,hickory_proto=warn,hickory_net=warn";
+
 /// Installs the global subscriber, writing to stderr. Call once, from `main`.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1,0 +1,225 @@
+//! The sidecar's one configuration struct, loaded before anything binds.
+//!
+//! Layers, lowest first: built-in defaults < TOML file (`--config`) < `WAYPOST_*` environment
+//! < command-line flags, as for the control plane. [`Settings`] is both the clap argument set
+//! and the TOML file's shape.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser};
+use hickory_proto::rr::Name;
+use serde::Deserialize;
+use waypost_runtime::{config::ConfigError, logging::LogFormat};
+
+/// Every setting, each optional so that layers can be merged.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Control-plane base URLs, comma-separated (fail-over in order) [default: http://127.0.0.1:9000]
+    #[arg(long, env = "WAYPOST_CONTROL", value_delimiter = ',')]
+    pub control: Option<Vec<String>>,
+    /// Admin HTTP listener (/health, /ready, /metrics, /snapshot) [default: 127.0.0.1:9100]
+    #[arg(long, env = "WAYPOST_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// DNS listener, UDP and TCP on the same address [default: 127.0.0.1:8600]
+    #[arg(long, env = "WAYPOST_DNS_LISTEN")]
+    pub dns_listen: Option<SocketAddr>,
+    /// The DNS domain answered [default: waypost.]
+    #[arg(long, env = "WAYPOST_DOMAIN")]
+    pub domain: Option<String>,
+    /// TTL of the DNS answers [default: 5s]
+    #[arg(long, env = "WAYPOST_DNS_TTL", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub dns_ttl: Option<Duration>,
+    /// Resolvers for names outside the domain, comma-separated `ip:port`; none: REFUSED [default: none]
+    #[arg(long, env = "WAYPOST_UPSTREAMS", value_delimiter = ',')]
+    pub upstreams: Option<Vec<SocketAddr>>,
+    /// Where the last snapshot is kept, to serve from at a start without the control plane [default: waypost-sidecar-data]
+    #[arg(long, env = "WAYPOST_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// How long shutdown waits for in-flight work [default: 5s]
+    #[arg(long, env = "WAYPOST_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub shutdown_grace: Option<Duration>,
+    /// `text` or `json` [default: text]
+    #[arg(long, env = "WAYPOST_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let s = Option::<String>::deserialize(d)?;
+        s.map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "waypost-sidecar",
+    version,
+    about = "Waypost sidecar: follows the control plane and answers DNS for its services"
+)]
+pub struct Cli {
+    /// A TOML file with any of the settings below (flags and env override it).
+    #[arg(long, env = "WAYPOST_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The settings given as flags or environment variables.
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// The merged configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Control-plane base URLs.
+    pub control: Vec<String>,
+    /// Admin listener.
+    pub admin_listen: SocketAddr,
+    /// DNS listener (UDP and TCP).
+    pub dns_listen: SocketAddr,
+    /// The domain, fully qualified and lowercase (`waypost.`).
+    pub domain: Name,
+    /// TTL of answers.
+    pub dns_ttl: Duration,
+    /// Upstream resolvers for other names.
+    pub upstreams: Vec<SocketAddr>,
+    /// Snapshot directory; `None` keeps nothing on disk.
+    pub data_dir: Option<PathBuf>,
+    /// Shutdown grace period.
+    pub shutdown_grace: Duration,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Parses flags and env (`args` as from `std::env::args_os`), reads the TOML file if one is
+    /// named, and merges.
+    pub fn load<I, T>(args: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let cli = Cli::try_parse_from(args).map_err(|e| match e.kind() {
+            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                e.exit()
+            }
+            _ => ConfigError::Invalid(e.to_string().trim().to_owned()),
+        })?;
+        let file: Settings = waypost_runtime::config::read_toml(cli.config.as_deref())?;
+        Self::from_layers(cli.settings, file)
+    }
+
+    /// Merges `over` (flags and env) onto `under` (file), then applies defaults and checks.
+    pub fn from_layers(over: Settings, under: Settings) -> Result<Config, ConfigError> {
+        macro_rules! pick {
+            ($field:ident, $default:expr) => {
+                over.$field.or(under.$field).unwrap_or_else(|| $default)
+            };
+        }
+        let domain_text = pick!(domain, "waypost.".to_owned());
+        let config = Config {
+            control: pick!(control, vec!["http://127.0.0.1:9000".to_owned()]),
+            admin_listen: pick!(admin_listen, SocketAddr::from(([127, 0, 0, 1], 9100))),
+            dns_listen: pick!(dns_listen, SocketAddr::from(([127, 0, 0, 1], 8600))),
+            domain: parse_domain(&domain_text)?,
+            dns_ttl: pick!(dns_ttl, Duration::from_secs(5)),
+            upstreams: pick!(upstreams, Vec::new()),
+            data_dir: Some(pick!(data_dir, PathBuf::from("waypost-sidecar-data"))),
+            shutdown_grace: pick!(shutdown_grace, Duration::from_secs(5)),
+            log_format: pick!(log_format, LogFormat::Text),
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.control.is_empty() {
+            return Err(ConfigError::Invalid("give at least one control URL".into()));
+        }
+        let ttl = self.dns_ttl.as_secs();
+        if ttl > 86_400 || self.dns_ttl.subsec_nanos() != 0 {
+            return Err(ConfigError::Invalid(format!(
+                "dns_ttl must be whole seconds up to 24h, not {:?}",
+                self.dns_ttl
+            )));
+        }
+        Ok(())
+    }
+
+    /// For tests: every listener on `127.0.0.1:0`, the given control plane and data directory.
+    pub fn for_test(control: &str, data_dir: Option<PathBuf>) -> Config {
+        let mut config = Self::from_layers(Settings::default(), Settings::default())
+            .unwrap_or_else(|e| unreachable!("defaults are valid: {e}"));
+        config.control = vec![control.to_owned()];
+        config.admin_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.dns_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.data_dir = data_dir;
+        config.shutdown_grace = Duration::from_secs(2);
+        config
+    }
+}
+
+fn parse_domain(text: &str) -> Result<Name, ConfigError> {
+    let mut name = Name::from_ascii(text.to_ascii_lowercase())
+        .map_err(|e| ConfigError::Invalid(format!("domain {text:?} is not a DNS name: {e}")))?;
+    name.set_fqdn(true);
+    if name.is_root() {
+        return Err(ConfigError::Invalid("the domain cannot be the root".into()));
+    }
+    Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(args: &[&str], file: &str) -> Result<Config, ConfigError> {
+        let cli =
+            Cli::try_parse_from(std::iter::once("waypost-sidecar").chain(args.iter().copied()))
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let file: Settings = waypost_runtime::config::parse_toml(file)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        Config::from_layers(cli.settings, file)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = load(&[], "").unwrap();
+        assert_eq!(c.control, vec!["http://127.0.0.1:9000"]);
+        assert_eq!(c.dns_listen, "127.0.0.1:8600".parse().unwrap());
+        assert_eq!(c.admin_listen, "127.0.0.1:9100".parse().unwrap());
+        assert_eq!(c.domain.to_ascii(), "waypost.");
+        assert_eq!(c.dns_ttl, Duration::from_secs(5));
+        assert!(c.upstreams.is_empty());
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file =
+            "domain = \"Corp.Internal\"\ndns_ttl = \"30s\"\nupstreams = [\"127.0.0.53:53\"]\n";
+        let c = load(
+            &["--dns-ttl", "1s", "--control", "http://a:1,http://b:2"],
+            file,
+        )
+        .unwrap();
+        assert_eq!(c.domain.to_ascii(), "corp.internal.");
+        assert_eq!(c.dns_ttl, Duration::from_secs(1));
+        assert_eq!(c.upstreams, vec!["127.0.0.53:53".parse().unwrap()]);
+        assert_eq!(c.control, vec!["http://a:1", "http://b:2"]);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(load(&["--domain", "."], "").is_err());
+        assert!(load(&["--dns-ttl", "1500ms"], "").is_err());
+        assert!(load(&[], "unknown = 1").is_err());
+    }
+}

@@ -1,0 +1,167 @@
+//! Every metric of the sidecar, named and registered in one place, and the subscription's
+//! status that `/health` and the metrics report.
+
+use std::{
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+/// A DNS query's type and answer code, as static strings (no allocation per query).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct QueryLabels {
+    pub(crate) qtype: &'static str,
+    pub(crate) rcode: &'static str,
+}
+
+/// The subscription's state, written by the subscription task, read by `/health`, `/ready`
+/// and `/metrics`.
+#[derive(Debug, Default)]
+pub struct Status {
+    /// The stream is connected and has delivered its snapshot.
+    pub(crate) live: AtomicBool,
+    /// A snapshot (live or from disk) is being served.
+    pub(crate) serving: AtomicBool,
+    /// Unix milliseconds when the stream was last known to be live (0: never).
+    pub(crate) live_at_ms: AtomicU64,
+    /// Reconnections so far.
+    pub(crate) reconnects: AtomicU64,
+}
+
+impl Status {
+    /// `true` while the answers may be out of date: not connected, or never synchronised.
+    pub fn stale(&self) -> bool {
+        !self.live.load(Ordering::Relaxed)
+    }
+
+    /// `true` once any snapshot is served.
+    pub fn serving(&self) -> bool {
+        self.serving.load(Ordering::Relaxed)
+    }
+
+    /// How far behind the control plane the answers may be: 0 while live, else the seconds
+    /// since the stream was last live (since start when it never was).
+    pub fn lag_seconds(&self, started_ms: u64) -> f64 {
+        if !self.stale() {
+            return 0.0;
+        }
+        let since = match self.live_at_ms.load(Ordering::Relaxed) {
+            0 => started_ms,
+            at => at,
+        };
+        now_ms().saturating_sub(since) as f64 / 1000.0
+    }
+
+    pub(crate) fn set_live(&self, live: bool) {
+        self.live.store(live, Ordering::Relaxed);
+        if live {
+            self.live_at_ms.store(now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// Marks the stream as live now (called for every applied event while connected).
+    pub(crate) fn touch(&self) {
+        if !self.stale() {
+            self.live_at_ms.store(now_ms(), Ordering::Relaxed);
+        }
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The metrics registry.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    pub(crate) queries: Family<QueryLabels, Counter>,
+    pub(crate) revision: Gauge,
+    pub(crate) stale: Gauge,
+    pub(crate) lag: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub(crate) reconnects: Gauge,
+    pub(crate) services: Gauge,
+    pub(crate) instances: Gauge,
+    pub(crate) forwarded: Family<QueryLabels, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        let m = Self {
+            registry: Mutex::new(Registry::with_prefix("waypost_sidecar")),
+            queries: Family::default(),
+            revision: Gauge::default(),
+            stale: Gauge::default(),
+            lag: Gauge::default(),
+            reconnects: Gauge::default(),
+            services: Gauge::default(),
+            instances: Gauge::default(),
+            forwarded: Family::default(),
+        };
+        {
+            let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
+            r.register(
+                "dns_queries",
+                "DNS queries answered, by query type and response code",
+                m.queries.clone(),
+            );
+            r.register(
+                "dns_forwarded",
+                "DNS queries forwarded upstream, by query type and response code",
+                m.forwarded.clone(),
+            );
+            r.register(
+                "revision_applied",
+                "Revision of the snapshot served",
+                m.revision.clone(),
+            );
+            r.register(
+                "stale",
+                "1 while the snapshot may be out of date (stream down or not yet synchronised)",
+                m.stale.clone(),
+            );
+            r.register(
+                "lag_seconds",
+                "Seconds since the stream was last live (0 while live)",
+                m.lag.clone(),
+            );
+            r.register(
+                "reconnects",
+                "Reconnections of the change stream since start",
+                m.reconnects.clone(),
+            );
+            r.register("services", "Services in the snapshot", m.services.clone());
+            r.register(
+                "instances",
+                "Instances in the snapshot (all statuses)",
+                m.instances.clone(),
+            );
+        }
+        m
+    }
+
+    /// Prometheus text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let r = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &r);
+        out
+    }
+}

@@ -1,0 +1,347 @@
+//! The sidecar's view of the registry: the mutable [`Registry`] that the subscription task
+//! alone writes, and the immutable [`Snapshot`] it publishes after every change, with
+//! everything readers need already derived (DNS record sets per service).
+//!
+//! Readers hold a [`Snapshots`] handle and load the current `Arc<Snapshot>` without a lock
+//! (`arc-swap`), so a DNS query never waits for the writer and never sees half an update.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
+    sync::Arc,
+};
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use waypost_model::{Instance, Revision, Status, WatchEvent};
+
+use crate::dns::records::{RecordBuilder, ServiceRecords};
+
+/// One service as readers see it.
+#[derive(Debug)]
+pub struct ServiceView {
+    /// Every instance (draining ones too), ordered by id.
+    pub instances: Vec<Arc<Instance>>,
+    /// `up` instances with the addresses they are reached at.
+    pub up: Vec<Target>,
+    /// DNS answers for the service, built once per change.
+    pub records: ServiceRecords,
+}
+
+/// An `up` instance and its addresses: the instance's IP, or what its host name resolved to
+/// when the snapshot was built.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The instance.
+    pub instance: Arc<Instance>,
+    /// Its addresses (empty when its host name did not resolve).
+    pub addrs: Vec<IpAddr>,
+}
+
+/// The registry at one revision, immutable.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// The control plane's epoch (`None` before the first snapshot).
+    pub epoch: Option<String>,
+    /// The last revision applied.
+    pub revision: Revision,
+    /// Services with at least one instance, by name.
+    pub services: HashMap<String, Arc<ServiceView>>,
+}
+
+impl Snapshot {
+    /// Every instance, for `/snapshot` and the file on disk, as a `snapshot` event.
+    pub fn to_event(&self) -> WatchEvent {
+        let mut names: Vec<&String> = self.services.keys().collect();
+        names.sort();
+        WatchEvent::Snapshot {
+            epoch: self.epoch.clone().unwrap_or_default(),
+            revision: self.revision,
+            instances: names
+                .into_iter()
+                .flat_map(|n| self.services[n].instances.iter().map(|i| (**i).clone()))
+                .collect(),
+        }
+    }
+}
+
+/// The read handle on the current snapshot: lock-free loads, and a notification per change.
+#[derive(Debug, Clone)]
+pub struct Snapshots {
+    current: Arc<ArcSwap<Snapshot>>,
+    changed: watch::Receiver<Revision>,
+}
+
+/// The write side, held by the subscription task only.
+#[derive(Debug)]
+pub(crate) struct Publisher {
+    current: Arc<ArcSwap<Snapshot>>,
+    changed: watch::Sender<Revision>,
+}
+
+/// A new pair around an empty snapshot.
+pub(crate) fn channel() -> (Publisher, Snapshots) {
+    let current = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
+    let (tx, rx) = watch::channel(0);
+    (
+        Publisher {
+            current: current.clone(),
+            changed: tx,
+        },
+        Snapshots {
+            current,
+            changed: rx,
+        },
+    )
+}
+
+impl Publisher {
+    pub(crate) fn publish(&self, snapshot: Snapshot) {
+        let revision = snapshot.revision;
+        self.current.store(Arc::new(snapshot));
+        self.changed.send_replace(revision);
+    }
+
+    pub(crate) fn current(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+}
+
+impl Snapshots {
+    /// The snapshot in force now.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Waits until a snapshot satisfying `ready` is published (for tests and readiness).
+    pub async fn wait_for(&self, mut ready: impl FnMut(&Snapshot) -> bool) -> Arc<Snapshot> {
+        let mut changed = self.changed.clone();
+        loop {
+            let snapshot = self.current();
+            if ready(&snapshot) {
+                return snapshot;
+            }
+            if changed.changed().await.is_err() {
+                // The writer is gone; nothing will change any more.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// A revision arrived out of order: something was missed, and only a fresh snapshot heals it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Gap {
+    pub(crate) applied: Revision,
+    pub(crate) received: Revision,
+}
+
+/// The writer's state: every instance by service and id.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    pub(crate) epoch: Option<String>,
+    pub(crate) revision: Revision,
+    services: BTreeMap<String, BTreeMap<String, Arc<Instance>>>,
+}
+
+/// What one applied event changed.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Changed {
+    /// Nothing visible (a duplicate, an event already applied).
+    Nothing,
+    /// These services.
+    Services(BTreeSet<String>),
+    /// Everything (a snapshot replaced the registry).
+    All,
+}
+
+impl Registry {
+    /// Applies one event of the full (unfiltered) change stream. Changes must come with the
+    /// next revision; an older one is a duplicate and ignored, a later one is a [`Gap`].
+    pub(crate) fn apply(&mut self, event: WatchEvent) -> Result<Changed, Gap> {
+        match event {
+            WatchEvent::Snapshot {
+                epoch,
+                revision,
+                instances,
+            } => {
+                self.services.clear();
+                for instance in instances {
+                    self.services
+                        .entry(instance.service.as_str().to_owned())
+                        .or_default()
+                        .insert(instance.id.as_str().to_owned(), Arc::new(instance));
+                }
+                self.epoch = Some(epoch);
+                self.revision = revision;
+                Ok(Changed::All)
+            }
+            WatchEvent::Upsert {
+                revision, instance, ..
+            } => {
+                if !self.next(revision)? {
+                    return Ok(Changed::Nothing);
+                }
+                let service = instance.service.as_str().to_owned();
+                self.services
+                    .entry(service.clone())
+                    .or_default()
+                    .insert(instance.id.as_str().to_owned(), Arc::new(instance));
+                Ok(Changed::Services(BTreeSet::from([service])))
+            }
+            WatchEvent::Remove {
+                revision,
+                service,
+                id,
+                ..
+            } => {
+                if !self.next(revision)? {
+                    return Ok(Changed::Nothing);
+                }
+                let name = service.as_str();
+                if let Some(instances) = self.services.get_mut(name) {
+                    instances.remove(id.as_str());
+                    if instances.is_empty() {
+                        self.services.remove(name);
+                    }
+                }
+                Ok(Changed::Services(BTreeSet::from([name.to_owned()])))
+            }
+        }
+    }
+
+    /// `Ok(true)` for the next revision (now applied), `Ok(false)` for one already applied.
+    fn next(&mut self, revision: Revision) -> Result<bool, Gap> {
+        if revision <= self.revision {
+            return Ok(false);
+        }
+        if revision != self.revision + 1 {
+            return Err(Gap {
+                applied: self.revision,
+                received: revision,
+            });
+        }
+        self.revision = revision;
+        Ok(true)
+    }
+
+    /// Every host name (not an IP) that an `up` instance uses.
+    pub(crate) fn host_names(&self) -> BTreeSet<String> {
+        self.services
+            .values()
+            .flat_map(|m| m.values())
+            .filter(|i| i.host.parse::<IpAddr>().is_err())
+            .map(|i| i.host.clone())
+            .collect()
+    }
+
+    /// Builds the next snapshot: services in `changed` (or all) are rebuilt, the others are
+    /// shared with `previous`.
+    pub(crate) fn build(
+        &self,
+        previous: &Snapshot,
+        changed: &Changed,
+        names: &HashMap<String, Vec<IpAddr>>,
+        records: &RecordBuilder,
+    ) -> Snapshot {
+        let view = |name: &str| -> Option<Arc<ServiceView>> {
+            let instances = self.services.get(name)?;
+            let all: Vec<Arc<Instance>> = instances.values().cloned().collect();
+            let up: Vec<Target> = all
+                .iter()
+                .filter(|i| i.status == Status::Up)
+                .map(|i| Target {
+                    instance: i.clone(),
+                    addrs: match i.host.parse::<IpAddr>() {
+                        Ok(ip) => vec![ip],
+                        Err(_) => names.get(&i.host).cloned().unwrap_or_default(),
+                    },
+                })
+                .collect();
+            let records = records.service(name, &up);
+            Some(Arc::new(ServiceView {
+                instances: all,
+                up,
+                records,
+            }))
+        };
+        let services = match changed {
+            Changed::All => self
+                .services
+                .keys()
+                .filter_map(|n| Some((n.clone(), view(n)?)))
+                .collect(),
+            Changed::Services(set) => {
+                let mut services = previous.services.clone();
+                for name in set {
+                    match view(name) {
+                        Some(v) => services.insert(name.clone(), v),
+                        None => services.remove(name),
+                    };
+                }
+                services
+            }
+            Changed::Nothing => previous.services.clone(),
+        };
+        Snapshot {
+            epoch: self.epoch.clone(),
+            revision: self.revision,
+            services,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use waypost_model::{ChangeReason, InstanceId, ServiceName};
+
+    fn instance(service: &str, id: &str, revision: u64) -> Instance {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "service": service, "address": format!("{id}:80"), "host": "10.0.0.1",
+            "port": 80, "tags": [], "metadata": {}, "weight": 1, "status": "up",
+            "ttl_seconds": 30, "registered_at": "2026-11-23T00:00:00Z", "revision": revision
+        }))
+        .unwrap()
+    }
+
+    fn upsert(service: &str, id: &str, revision: u64) -> WatchEvent {
+        WatchEvent::Upsert {
+            revision,
+            reason: ChangeReason::Registered,
+            instance: instance(service, id, revision),
+        }
+    }
+
+    #[test]
+    fn changes_apply_in_order_and_gaps_are_refused() {
+        let mut r = Registry::default();
+        let snap = WatchEvent::Snapshot {
+            epoch: "e".into(),
+            revision: 5,
+            instances: vec![instance("web", "a", 5)],
+        };
+        assert_eq!(r.apply(snap), Ok(Changed::All));
+        assert_eq!(
+            r.apply(upsert("web", "b", 6)),
+            Ok(Changed::Services(BTreeSet::from(["web".to_owned()])))
+        );
+        assert_eq!(r.apply(upsert("web", "b", 6)), Ok(Changed::Nothing));
+        assert_eq!(
+            r.apply(upsert("db", "c", 9)),
+            Err(Gap {
+                applied: 6,
+                received: 9
+            })
+        );
+        let remove = WatchEvent::Remove {
+            revision: 7,
+            reason: ChangeReason::Deregistered,
+            service: ServiceName::new("web").unwrap(),
+            id: InstanceId::new("a").unwrap(),
+        };
+        assert!(r.apply(remove).is_ok());
+        assert_eq!(r.revision, 7);
+        assert_eq!(r.services["web"].len(), 1);
+    }
+}

@@ -1,0 +1,228 @@
+//! The one writer: follows the control plane's change stream, applies each event to the
+//! [`Registry`], builds and publishes the next [`Snapshot`](crate::snapshot::Snapshot), and
+//! saves it to disk at most once a second.
+//!
+//! Events that are already waiting are applied together and published once, so a burst of
+//! changes costs one rebuild. A revision gap is never guessed across: the stream is asked for a
+//! fresh snapshot. Instances registered by host name are resolved here, when the snapshot is
+//! built (and again every [`RESOLVE_EVERY`]), so DNS answers carry addresses, not CNAMEs.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::IpAddr,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use futures_util::{FutureExt, StreamExt};
+use tokio_util::sync::CancellationToken;
+use waypost_client::{StreamEvent, WatchStream};
+use waypost_model::WatchEvent;
+
+use crate::{
+    dns::records::RecordBuilder,
+    metrics::{Metrics, Status},
+    persist::SnapshotFile,
+    snapshot::{Changed, Publisher, Registry},
+};
+
+/// How often host names are resolved again.
+pub(crate) const RESOLVE_EVERY: Duration = Duration::from_secs(30);
+/// How long one host name lookup may take.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The most often the snapshot file is rewritten.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+
+pub(crate) struct Subscription {
+    pub(crate) events: WatchStream,
+    pub(crate) registry: Registry,
+    pub(crate) publisher: Publisher,
+    pub(crate) records: RecordBuilder,
+    pub(crate) names: HashMap<String, Vec<IpAddr>>,
+    pub(crate) status: Arc<Status>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) file: Option<SnapshotFile>,
+}
+
+impl Subscription {
+    /// Serves the saved snapshot, if any, until the control plane's arrives.
+    pub(crate) async fn restore(&mut self) {
+        let Some(saved) = self.file.as_ref().and_then(SnapshotFile::load) else {
+            return;
+        };
+        if self.registry.apply(saved).is_ok() {
+            self.publish(Changed::All).await;
+            self.status.serving.store(true, Ordering::Relaxed);
+            tracing::info!(
+                revision = self.registry.revision,
+                "serving the saved snapshot until the control plane answers"
+            );
+        }
+    }
+
+    pub(crate) async fn run(mut self, shutdown: CancellationToken) {
+        let mut save = tokio::time::interval(SAVE_EVERY);
+        let mut resolve = tokio::time::interval(RESOLVE_EVERY);
+        resolve.reset();
+        let mut dirty = false;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                next = self.events.next() => {
+                    let Some(first) = next else { break };
+                    let mut changed = self.handle(first);
+                    // Apply whatever else is already waiting, then publish once.
+                    while let Some(Some(more)) = self.events.next().now_or_never() {
+                        changed = merge(changed, self.handle(more));
+                    }
+                    if changed != Changed::Nothing {
+                        self.publish(changed).await;
+                        dirty = true;
+                    }
+                }
+                _ = save.tick(), if dirty => {
+                    dirty = false;
+                    self.save().await;
+                }
+                _ = resolve.tick() => {
+                    if self.resolve_all().await {
+                        self.publish(Changed::All).await;
+                    }
+                }
+            }
+        }
+        if dirty {
+            self.save().await;
+        }
+    }
+
+    /// Applies one stream event; returns what changed.
+    fn handle(&mut self, event: StreamEvent) -> Changed {
+        match event {
+            StreamEvent::Connected { endpoint } => {
+                tracing::info!(%endpoint, "following the control plane");
+                self.status.set_live(true);
+                Changed::Nothing
+            }
+            StreamEvent::Disconnected { endpoint, error } => {
+                if !self.status.stale() {
+                    tracing::warn!(%endpoint, %error, "change stream lost; serving the last snapshot");
+                }
+                self.status.set_live(false);
+                self.status.reconnects.fetch_add(1, Ordering::Relaxed);
+                Changed::Nothing
+            }
+            StreamEvent::Event { event, .. } => {
+                let is_snapshot = matches!(event, WatchEvent::Snapshot { .. });
+                match self.registry.apply(event) {
+                    Ok(changed) => {
+                        if is_snapshot {
+                            self.status.serving.store(true, Ordering::Relaxed);
+                        }
+                        self.status.touch();
+                        changed
+                    }
+                    Err(gap) => {
+                        tracing::warn!(
+                            applied = gap.applied,
+                            received = gap.received,
+                            "revision gap in the change stream; asking for a fresh snapshot"
+                        );
+                        self.status.set_live(false);
+                        self.events.resync();
+                        Changed::Nothing
+                    }
+                }
+            }
+        }
+    }
+
+    async fn publish(&mut self, changed: Changed) {
+        let missing: Vec<String> = self
+            .registry
+            .host_names()
+            .into_iter()
+            .filter(|n| !self.names.contains_key(n))
+            .collect();
+        for (name, addrs) in resolve(missing).await {
+            self.names.insert(name, addrs);
+        }
+        let previous = self.publisher.current();
+        let snapshot = self
+            .registry
+            .build(&previous, &changed, &self.names, &self.records);
+        self.metrics.revision.set(snapshot.revision as i64);
+        self.metrics.services.set(snapshot.services.len() as i64);
+        self.metrics.instances.set(
+            snapshot
+                .services
+                .values()
+                .map(|s| s.instances.len() as i64)
+                .sum(),
+        );
+        self.publisher.publish(snapshot);
+    }
+
+    /// Resolves every host name again; `true` when an answer changed.
+    async fn resolve_all(&mut self) -> bool {
+        let wanted = self.registry.host_names();
+        self.names.retain(|n, _| wanted.contains(n));
+        let mut changed = false;
+        for (name, addrs) in resolve(wanted.into_iter().collect()).await {
+            if self.names.get(&name) != Some(&addrs) {
+                changed = true;
+                self.names.insert(name, addrs);
+            }
+        }
+        changed
+    }
+
+    async fn save(&self) {
+        let Some(file) = self.file.clone() else {
+            return;
+        };
+        let event = self.publisher.current().to_event();
+        let outcome = tokio::task::spawn_blocking(move || file.save(&event)).await;
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(%err, "cannot save the snapshot"),
+            Err(err) => tracing::warn!(%err, "the snapshot writer failed"),
+        }
+    }
+}
+
+fn merge(a: Changed, b: Changed) -> Changed {
+    match (a, b) {
+        (Changed::All, _) | (_, Changed::All) => Changed::All,
+        (Changed::Nothing, x) | (x, Changed::Nothing) => x,
+        (Changed::Services(mut x), Changed::Services(y)) => {
+            x.extend(y);
+            Changed::Services(x)
+        }
+    }
+}
+
+/// Looks up host names concurrently; a name that fails to resolve gets no addresses (and is
+/// tried again at the next round).
+async fn resolve(names: Vec<String>) -> Vec<(String, Vec<IpAddr>)> {
+    let lookups = names.into_iter().map(|name| async move {
+        let found = tokio::time::timeout(
+            RESOLVE_TIMEOUT,
+            tokio::net::lookup_host(format!("{name}:0")),
+        )
+        .await;
+        let addrs: BTreeSet<IpAddr> = match found {
+            Ok(Ok(addrs)) => addrs.map(|a| a.ip()).collect(),
+            Ok(Err(err)) => {
+                tracing::warn!(host = %name, %err, "cannot resolve an instance's host name");
+                BTreeSet::new()
+            }
+            Err(_) => {
+                tracing::warn!(host = %name, "resolving an instance's host name timed out");
+                BTreeSet::new()
+            }
+        };
+        (name, addrs.into_iter().collect())
+    });
+    futures_util::future::join_all(lookups).await
+}
