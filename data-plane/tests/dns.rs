@@ -1,0 +1,462 @@
+//! The sidecar against a real control plane, queried with real DNS over UDP and TCP on
+//! 127.0.0.1 (messages built and read with hickory-proto).
+
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, SocketAddr},
+    path::Path,
+    time::Duration,
+};
+
+use hickory_proto::{
+    op::{Edns, Message, MessageType, OpCode, Query, ResponseCode},
+    rr::{Name, RData, Record, RecordType},
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpStream, UdpSocket},
+};
+use tokio_util::sync::CancellationToken;
+use waypost_client::{Client, model::InstanceRef, model::RegisterRequest};
+use waypost_control::testkit::{TestControlPlane, eventually};
+use waypost_sidecar::{Config, Running};
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+struct Sidecar {
+    running: Running,
+    token: CancellationToken,
+}
+
+impl Sidecar {
+    async fn start(control: &str, dir: Option<&Path>, tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::for_test(control, dir.map(Path::to_path_buf));
+        tweak(&mut config);
+        let token = CancellationToken::new();
+        let running = waypost_sidecar::start(config, token.clone())
+            .await
+            .expect("start the sidecar");
+        Self { running, token }
+    }
+
+    fn dns(&self) -> SocketAddr {
+        self.running.dns_addr
+    }
+
+    fn admin(&self, path: &str) -> String {
+        format!("http://{}{path}", self.running.admin_addr)
+    }
+
+    /// Waits until the sidecar serves at least `revision`.
+    async fn caught_up(&self, revision: u64) {
+        tokio::time::timeout(
+            DEADLINE,
+            self.running.snapshots.wait_for(|s| s.revision >= revision),
+        )
+        .await
+        .expect("the sidecar catches up");
+    }
+
+    async fn stop(self) {
+        self.token.cancel();
+        let _ = tokio::time::timeout(DEADLINE, self.running.join).await;
+    }
+}
+
+fn message(name: &str, rtype: RecordType, edns: Option<u16>) -> Vec<u8> {
+    let mut m = Message::new(rand::random(), MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
+    if let Some(size) = edns {
+        let mut e = Edns::new();
+        e.set_max_payload(size);
+        m.set_edns(e);
+    }
+    m.to_vec().unwrap()
+}
+
+async fn udp_raw(server: SocketAddr, bytes: &[u8]) -> Option<Message> {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.send_to(bytes, server).await.unwrap();
+    let mut buf = vec![0u8; 65_535];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf))
+        .await
+        .ok()?
+        .unwrap();
+    Some(Message::from_vec(&buf[..n]).expect("a well-formed answer"))
+}
+
+async fn udp(server: SocketAddr, name: &str, rtype: RecordType) -> Message {
+    udp_raw(server, &message(name, rtype, None))
+        .await
+        .expect("an answer within 2 s")
+}
+
+async fn udp_edns(server: SocketAddr, name: &str, rtype: RecordType, size: u16) -> Message {
+    udp_raw(server, &message(name, rtype, Some(size)))
+        .await
+        .expect("an answer within 2 s")
+}
+
+async fn tcp(server: SocketAddr, name: &str, rtype: RecordType) -> Message {
+    let query = message(name, rtype, None);
+    let mut stream = TcpStream::connect(server).await.unwrap();
+    stream
+        .write_all(&(query.len() as u16).to_be_bytes())
+        .await
+        .unwrap();
+    stream.write_all(&query).await.unwrap();
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).await.unwrap();
+    let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut answer).await.unwrap();
+    Message::from_vec(&answer).unwrap()
+}
+
+fn ips(records: &[Record]) -> BTreeSet<IpAddr> {
+    records
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ip_set(list: &[&str]) -> BTreeSet<IpAddr> {
+    list.iter().map(|s| s.parse().unwrap()).collect()
+}
+
+fn has_soa(m: &Message) -> bool {
+    m.authorities
+        .iter()
+        .any(|r| r.record_type() == RecordType::SOA)
+}
+
+async fn register(client: &Client, service: &str, address: &str, tags: &[&str]) -> u64 {
+    let request = RegisterRequest {
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        ttl_seconds: Some(600),
+        ..RegisterRequest::new(service, address)
+    };
+    client.register_once(&request).await.unwrap().revision
+}
+
+#[tokio::test]
+async fn answers_a_aaaa_srv_tags_and_negatives() {
+    let cp = TestControlPlane::in_memory(|_| {}).await;
+    let client = Client::new(&cp.url).unwrap();
+    register(&client, "web", "127.0.0.2:8001", &["v2"]).await;
+    register(&client, "web", "127.0.0.3:8002", &[]).await;
+    register(&client, "web", "[::1]:8003", &[]).await;
+    let last = register(&client, "db", "http://localhost:5432", &[]).await;
+    let sidecar = Sidecar::start(&cp.url, None, |_| {}).await;
+    sidecar.caught_up(last).await;
+    let dns = sidecar.dns();
+
+    let a = udp(dns, "web.service.waypost.", RecordType::A).await;
+    assert_eq!(a.metadata.response_code, ResponseCode::NoError);
+    assert!(a.metadata.authoritative);
+    assert_eq!(ips(&a.answers), ip_set(&["127.0.0.2", "127.0.0.3"]));
+    assert!(a.answers.iter().all(|r| r.ttl == 5), "the default TTL");
+
+    let aaaa = udp(dns, "web.service.waypost.", RecordType::AAAA).await;
+    assert_eq!(ips(&aaaa.answers), ip_set(&["::1"]));
+
+    // Names are case-insensitive.
+    let upper = udp(dns, "WEB.Service.WAYPOST.", RecordType::A).await;
+    assert_eq!(ips(&upper.answers), ip_set(&["127.0.0.2", "127.0.0.3"]));
+
+    // SRV, both forms, with the targets' addresses in the additional section.
+    for name in ["_web._tcp.service.waypost.", "web.service.waypost."] {
+        let srv = udp(dns, name, RecordType::SRV).await;
+        let mut ports: Vec<u16> = srv
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::SRV(s) => Some(s.port),
+                _ => None,
+            })
+            .collect();
+        ports.sort_unstable();
+        assert_eq!(ports, vec![8001, 8002, 8003], "{name}");
+        for record in &srv.answers {
+            let RData::SRV(s) = &record.data else {
+                unreachable!()
+            };
+            assert!(
+                srv.additionals.iter().any(|x| x.name == s.target),
+                "no address for SRV target {}",
+                s.target
+            );
+        }
+        assert_eq!(
+            ips(&srv.additionals),
+            ip_set(&["127.0.0.2", "127.0.0.3", "::1"])
+        );
+    }
+
+    // A host name is resolved when the snapshot is built: localhost answers as an address.
+    let db = udp(dns, "db.service.waypost.", RecordType::A).await;
+    assert!(ips(&db.answers).contains(&"127.0.0.1".parse().unwrap()));
+
+    // A tag narrows the answer; an unknown tag is no such name.
+    let tagged = udp(dns, "v2.web.service.waypost.", RecordType::A).await;
+    assert_eq!(ips(&tagged.answers), ip_set(&["127.0.0.2"]));
+    let no_tag = udp(dns, "v9.web.service.waypost.", RecordType::A).await;
+    assert_eq!(no_tag.metadata.response_code, ResponseCode::NXDomain);
+
+    // Unknown service: NXDOMAIN with the SOA for negative caching.
+    let nx = udp(dns, "nobody.service.waypost.", RecordType::A).await;
+    assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
+    assert!(nx.answers.is_empty() && has_soa(&nx));
+
+    // Known name, absent type: NOERROR, no answers, SOA.
+    let nodata = udp(dns, "web.service.waypost.", RecordType::TXT).await;
+    assert_eq!(nodata.metadata.response_code, ResponseCode::NoError);
+    assert!(nodata.answers.is_empty() && has_soa(&nodata));
+
+    // Outside the domain without upstreams: REFUSED.
+    let refused = udp(dns, "example.com.", RecordType::A).await;
+    assert_eq!(refused.metadata.response_code, ResponseCode::Refused);
+
+    // The same over TCP.
+    let over_tcp = tcp(dns, "web.service.waypost.", RecordType::A).await;
+    assert_eq!(ips(&over_tcp.answers), ip_set(&["127.0.0.2", "127.0.0.3"]));
+
+    // Metrics count queries by type and code; /snapshot shows what the sidecar believes.
+    let metrics = reqwest::get(sidecar.admin("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("waypost_sidecar_dns_queries_total")
+                && l.contains("qtype=\"A\"")
+                && l.contains("rcode=\"NXDOMAIN\"")),
+        "{metrics}"
+    );
+    let snapshot: serde_json::Value = reqwest::get(sidecar.admin("/snapshot"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        snapshot["services"]["web"]["instances"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn large_answers_are_truncated_over_udp_and_whole_over_tcp() {
+    let cp = TestControlPlane::in_memory(|_| {}).await;
+    let client = Client::new(&cp.url).unwrap();
+    let mut last = 0;
+    for i in 1..=100 {
+        last = register(&client, "big", &format!("127.0.1.{i}:80"), &[]).await;
+    }
+    let sidecar = Sidecar::start(&cp.url, None, |_| {}).await;
+    sidecar.caught_up(last).await;
+
+    // Without EDNS a UDP answer is at most 512 bytes: truncated, TC set.
+    let small = udp(sidecar.dns(), "big.service.waypost.", RecordType::A).await;
+    assert!(small.metadata.truncation, "TC must be set");
+    assert!(small.answers.len() < 100);
+    // EDNS raises the limit (capped at 1232 bytes): more fits, still not all 100.
+    let edns = udp_edns(sidecar.dns(), "big.service.waypost.", RecordType::A, 4096).await;
+    assert!(edns.answers.len() > small.answers.len());
+    assert!(edns.metadata.truncation && edns.answers.len() < 100);
+    // An answer that fits carries EDNS back, with our buffer size.
+    let register_one = register(&client, "one", "127.0.0.5:80", &[]).await;
+    sidecar.caught_up(register_one).await;
+    let fits = udp_edns(sidecar.dns(), "one.service.waypost.", RecordType::A, 4096).await;
+    assert_eq!(fits.edns.map(|e| e.max_payload()), Some(1232));
+    // Over TCP the whole answer comes.
+    let whole = tcp(sidecar.dns(), "big.service.waypost.", RecordType::A).await;
+    assert!(!whole.metadata.truncation);
+    assert_eq!(whole.answers.len(), 100);
+    sidecar.stop().await;
+}
+
+async fn a_records(dns: SocketAddr, name: &str) -> BTreeSet<IpAddr> {
+    ips(&udp(dns, name, RecordType::A).await.answers)
+}
+
+/// Waits until `name` answers exactly `want`.
+async fn answers(dns: SocketAddr, name: &str, want: &[&str]) {
+    let want = ip_set(want);
+    eventually(DEADLINE, &format!("{name} to answer {want:?}"), || async {
+        (a_records(dns, name).await == want).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn answers_follow_register_deregister_and_expiry() {
+    let cp = TestControlPlane::in_memory(|_| {}).await;
+    let client = Client::new(&cp.url).unwrap();
+    let sidecar = Sidecar::start(&cp.url, None, |_| {}).await;
+    let dns = sidecar.dns();
+    let name = "api.service.waypost.";
+
+    register(&client, "api", "127.0.0.2:80", &[]).await;
+    answers(dns, name, &["127.0.0.2"]).await;
+    register(&client, "api", "127.0.0.3:80", &[]).await;
+    answers(dns, name, &["127.0.0.2", "127.0.0.3"]).await;
+    client
+        .deregister(InstanceRef::by_id("api", "127.0.0.2:80"))
+        .await
+        .unwrap();
+    answers(dns, name, &["127.0.0.3"]).await;
+    let short = RegisterRequest {
+        ttl_seconds: Some(1),
+        ..RegisterRequest::new("api", "127.0.0.4:80")
+    };
+    client.register_once(&short).await.unwrap();
+    answers(dns, name, &["127.0.0.3", "127.0.0.4"]).await;
+    // Not heartbeated: it expires, and DNS follows.
+    answers(dns, name, &["127.0.0.3"]).await;
+    // Draining leaves DNS too.
+    client
+        .drain(InstanceRef::by_id("api", "127.0.0.3:80"), true)
+        .await
+        .unwrap();
+    answers(dns, name, &[]).await;
+    let nodata = udp(dns, name, RecordType::A).await;
+    assert_eq!(
+        nodata.metadata.response_code,
+        ResponseCode::NoError,
+        "known, none up"
+    );
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn answers_continue_without_the_control_plane_and_a_restart_serves_the_saved_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = TestControlPlane::in_memory(|_| {}).await;
+    let url = cp.url.clone();
+    let client = Client::new(&cp.url).unwrap();
+    let last = register(&client, "pay", "127.0.0.9:443", &[]).await;
+    let sidecar = Sidecar::start(&url, Some(dir.path()), |_| {}).await;
+    sidecar.caught_up(last).await;
+    let name = "pay.service.waypost.";
+    answers(sidecar.dns(), name, &["127.0.0.9"]).await;
+
+    // The control plane goes away: answers continue, marked stale.
+    cp.stop().await;
+    eventually(DEADLINE, "the sidecar to notice", || async {
+        let health: serde_json::Value = reqwest::get(sidecar.admin("/health"))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (health["stale"] == true).then_some(())
+    })
+    .await;
+    assert_eq!(a_records(sidecar.dns(), name).await, ip_set(&["127.0.0.9"]));
+    sidecar.stop().await;
+
+    // Restarted while the control plane is still down: the saved snapshot answers.
+    let restarted = Sidecar::start(&url, Some(dir.path()), |_| {}).await;
+    assert_eq!(
+        a_records(restarted.dns(), name).await,
+        ip_set(&["127.0.0.9"])
+    );
+    let ready = reqwest::get(restarted.admin("/ready")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["stale"], true);
+    let metrics = reqwest::get(restarted.admin("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("waypost_sidecar_stale 1"), "{metrics}");
+    restarted.stop().await;
+}
+
+#[tokio::test]
+async fn names_outside_the_domain_go_to_the_upstream_resolvers() {
+    let cp = TestControlPlane::in_memory(|_| {}).await;
+    let client = Client::new(&cp.url).unwrap();
+    let last = register(&client, "ledger", "127.0.0.7:80", &[]).await;
+    // The upstream is another real DNS server: a second sidecar serving the domain `corp.`.
+    let upstream = Sidecar::start(&cp.url, None, |c| {
+        c.domain = Name::from_ascii("corp.").unwrap();
+    })
+    .await;
+    upstream.caught_up(last).await;
+    let upstream_addr = upstream.dns();
+    let sidecar = Sidecar::start(&cp.url, None, |c| c.upstreams = vec![upstream_addr]).await;
+    sidecar.caught_up(last).await;
+
+    let forwarded = udp(sidecar.dns(), "ledger.service.corp.", RecordType::A).await;
+    assert_eq!(forwarded.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(ips(&forwarded.answers), ip_set(&["127.0.0.7"]));
+    let nx = udp(sidecar.dns(), "nobody.service.corp.", RecordType::A).await;
+    assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
+    // Its own domain is still answered locally.
+    assert_eq!(
+        a_records(sidecar.dns(), "ledger.service.waypost.").await,
+        ip_set(&["127.0.0.7"])
+    );
+    sidecar.stop().await;
+    upstream.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_packets_never_stop_the_responder_and_answers_are_shuffled() {
+    let cp = TestControlPlane::in_memory(|_| {}).await;
+    let client = Client::new(&cp.url).unwrap();
+    let mut last = 0;
+    for i in 1..=6 {
+        last = register(&client, "mix", &format!("127.0.2.{i}:80"), &[]).await;
+    }
+    let sidecar = Sidecar::start(&cp.url, None, |_| {}).await;
+    sidecar.caught_up(last).await;
+    let dns = sidecar.dns();
+
+    // Too short for a header: dropped. A header that promises a question it lacks: FORMERR.
+    assert!(udp_raw(dns, b"\x12\x34\x01").await.is_none());
+    let broken = [
+        0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 3, b'w', b'e',
+    ];
+    if let Some(answer) = udp_raw(dns, &broken).await {
+        assert_eq!(answer.metadata.response_code, ResponseCode::FormErr);
+    }
+    let mut garbage = message("mix.service.waypost.", RecordType::A, None);
+    garbage.truncate(garbage.len() - 3);
+    if let Some(answer) = udp_raw(dns, &garbage).await {
+        assert_eq!(answer.metadata.response_code, ResponseCode::FormErr);
+    }
+
+    // Still serving, and the order changes between answers (6 records: 720 orders).
+    let mut orders = BTreeSet::new();
+    for _ in 0..20 {
+        let m = udp(dns, "mix.service.waypost.", RecordType::A).await;
+        assert_eq!(m.answers.len(), 6);
+        orders.insert(
+            m.answers
+                .iter()
+                .map(|r| r.data.to_string())
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert!(
+        orders.len() > 1,
+        "20 answers in the same order: not shuffled"
+    );
+    sidecar.stop().await;
+}
