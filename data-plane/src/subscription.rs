@@ -65,6 +65,9 @@ impl Subscription {
         let mut resolve = tokio::time::interval(RESOLVE_EVERY);
         resolve.reset();
         let mut dirty = false;
+        // At most one save in flight, off this task: a write (with its fsync) must never hold
+        // back the next change.
+        let mut saving: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -81,8 +84,10 @@ impl Subscription {
                     }
                 }
                 _ = save.tick(), if dirty => {
-                    dirty = false;
-                    self.save().await;
+                    if saving.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
+                        dirty = false;
+                        saving = self.save();
+                    }
                 }
                 _ = resolve.tick() => {
                     if self.resolve_all().await {
@@ -91,8 +96,11 @@ impl Subscription {
                 }
             }
         }
-        if dirty {
-            self.save().await;
+        if let Some(pending) = saving {
+            let _ = pending.await;
+        }
+        if dirty && let Some(last) = self.save() {
+            let _ = last.await;
         }
     }
 
@@ -177,17 +185,15 @@ impl Subscription {
         changed
     }
 
-    async fn save(&self) {
-        let Some(file) = self.file.clone() else {
-            return;
-        };
-        let event = self.publisher.current().to_event();
-        let outcome = tokio::task::spawn_blocking(move || file.save(&event)).await;
-        match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::warn!(%err, "cannot save the snapshot"),
-            Err(err) => tracing::warn!(%err, "the snapshot writer failed"),
-        }
+    /// Starts writing the current snapshot to disk on a blocking thread.
+    fn save(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let file = self.file.clone()?;
+        let snapshot = self.publisher.current();
+        Some(tokio::task::spawn_blocking(move || {
+            if let Err(err) = file.save(&snapshot.to_event()) {
+                tracing::warn!(%err, "cannot save the snapshot");
+            }
+        }))
     }
 }
 

@@ -16,6 +16,7 @@
 mod baseline;
 mod bench;
 mod client;
+mod dns;
 mod memory;
 mod procfs;
 mod scenario;
@@ -58,6 +59,10 @@ enum Command {
     },
     /// Register many instances and report the server's resident memory per instance.
     Memory(memory::MemoryArgs),
+    /// Register N services for the DNS benchmark and write dnsmasq's and dnsperf's files.
+    DnsSeed(dns::SeedArgs),
+    /// Time register-to-DNS-answer through a sidecar (p50/p99 over many trials).
+    Propagation(dns::PropagationArgs),
 }
 
 #[tokio::main]
@@ -70,6 +75,8 @@ async fn main() -> std::process::ExitCode {
             capture_from,
         } => baseline::serve(listen, &capture_from).await,
         Command::Memory(args) => memory::run(args).await,
+        Command::DnsSeed(args) => dns::seed(args).await,
+        Command::Propagation(args) => dns::propagation(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
