@@ -217,6 +217,33 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_documents_every_setting() {
+        use clap::CommandFactory;
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split("Sidecar configuration")
+            .nth(1)
+            .expect("README.md has a sidecar configuration table");
+        for arg in Cli::command().get_arguments() {
+            let (Some(long), Some(env)) = (arg.get_long(), arg.get_env()) else {
+                continue;
+            };
+            if long == "config" {
+                continue;
+            }
+            let row = format!(
+                "| `{}` / `--{long}` | `{}` |",
+                long.replace('-', "_"),
+                env.to_string_lossy()
+            );
+            assert!(
+                section.contains(&row),
+                "README.md lacks the sidecar row {row}"
+            );
+        }
+    }
+
+    #[test]
     fn bad_values_are_refused() {
         assert!(load(&["--domain", "."], "").is_err());
         assert!(load(&["--dns-ttl", "1500ms"], "").is_err());

@@ -1,5 +1,6 @@
-//! `waypost-load`: measures the control plane for issue 2, so that the targets in
-//! `BENCHMARKS.md` are figures anyone can reproduce with `tools/bench.sh`, not impressions.
+//! `waypost-load`: measures the control plane (issue 2) and the sidecar's DNS (issue 4), so
+//! that the targets in `BENCHMARKS.md` are figures anyone can reproduce with `tools/bench.sh`
+//! and `tools/dns-bench.sh`, not impressions.
 //!
 //! Subcommands:
 //! - `seed`: registers 100 services x 10 instances, the data set every read scenario uses.
@@ -9,6 +10,9 @@
 //! - `baseline`: a bare axum server answering the same routes with bytes captured from a real
 //!   control plane, doing no registry work: the yardstick for "at least 70% of a bare handler".
 //! - `memory`: registers many instances and reports the server's resident memory per instance.
+//! - `dns-seed`: registers N services x 2 instances and writes the same names for dnsmasq and
+//!   the query files for dnsperf.
+//! - `propagation`: times register-acknowledged to answered-by-the-sidecar, p50/p99/max.
 //!
 //! The tool only talks to loopback addresses: it is a benchmark, not a way to load someone else's
 //! server.
