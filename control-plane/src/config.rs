@@ -28,11 +28,11 @@ pub struct Settings {
     pub in_memory: Option<bool>,
     /// TTL of registrations that give none [default: 30s].
     #[arg(long, env = "WAYPOST_DEFAULT_TTL", value_parser = humantime::parse_duration)]
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "waypost_runtime::config::opt_duration")]
     pub default_ttl: Option<Duration>,
     /// Heartbeat interval suggested to clients [default: 10s].
     #[arg(long, env = "WAYPOST_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration)]
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "waypost_runtime::config::opt_duration")]
     pub heartbeat_interval: Option<Duration>,
     /// Hold expiry when too many instances would expire at once [default: true].
     #[arg(long, env = "WAYPOST_SELF_PRESERVATION", num_args = 0..=1, default_missing_value = "true")]
@@ -42,7 +42,7 @@ pub struct Settings {
     pub self_preservation_threshold: Option<f64>,
     /// The window over which expiries are counted [default: 30s].
     #[arg(long, env = "WAYPOST_SELF_PRESERVATION_WINDOW", value_parser = humantime::parse_duration)]
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "waypost_runtime::config::opt_duration")]
     pub self_preservation_window: Option<Duration>,
     /// Fewer expiries than this in a window are never held [default: 10].
     #[arg(long, env = "WAYPOST_SELF_PRESERVATION_MIN")]
@@ -55,11 +55,11 @@ pub struct Settings {
     pub max_instances: Option<usize>,
     /// Interval of keep-alive comments on idle `/watch` streams [default: 15s].
     #[arg(long, env = "WAYPOST_WATCH_KEEPALIVE", value_parser = humantime::parse_duration)]
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "waypost_runtime::config::opt_duration")]
     pub watch_keepalive: Option<Duration>,
     /// How long shutdown waits for in-flight requests [default: 10s].
     #[arg(long, env = "WAYPOST_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "waypost_runtime::config::opt_duration")]
     pub shutdown_grace: Option<Duration>,
     /// Page cache of the store in MiB [default: 4].
     #[arg(long, env = "WAYPOST_STORE_CACHE_MB")]
@@ -67,20 +67,6 @@ pub struct Settings {
     /// Log format: text or json [default: text].
     #[arg(long, env = "WAYPOST_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
-}
-
-mod opt_duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        let s = Option::<String>::deserialize(d)?;
-        s.map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
-            .transpose()
-    }
 }
 
 /// The command line of `waypost-control`.

@@ -29,7 +29,7 @@ pub struct Settings {
     pub domain: Option<String>,
     /// TTL of the DNS answers [default: 5s]
     #[arg(long, env = "WAYPOST_DNS_TTL", value_parser = humantime::parse_duration)]
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "waypost_runtime::config::opt_duration")]
     pub dns_ttl: Option<Duration>,
     /// Resolvers for names outside the domain, comma-separated `ip:port`; none: REFUSED [default: none]
     #[arg(long, env = "WAYPOST_UPSTREAMS", value_delimiter = ',')]
@@ -39,25 +39,11 @@ pub struct Settings {
     pub data_dir: Option<PathBuf>,
     /// How long shutdown waits for in-flight work [default: 5s]
     #[arg(long, env = "WAYPOST_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
-    #[serde(default, with = "opt_duration")]
+    #[serde(default, with = "waypost_runtime::config::opt_duration")]
     pub shutdown_grace: Option<Duration>,
     /// `text` or `json` [default: text]
     #[arg(long, env = "WAYPOST_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
-}
-
-mod opt_duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        let s = Option::<String>::deserialize(d)?;
-        s.map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
-            .transpose()
-    }
 }
 
 /// The command line.

@@ -72,32 +72,22 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         builder = builder.endpoint(url);
     }
     let client = builder.build()?;
-    let (udp, tcp) = dns::bind(config.dns_listen)
-        .await
-        .map_err(|source| SidecarError::Bind {
-            what: "DNS",
-            addr: config.dns_listen,
-            source,
-        })?;
-    let dns_addr = udp.local_addr().map_err(|source| SidecarError::Bind {
+    let dns_error = |source| SidecarError::Bind {
         what: "DNS",
         addr: config.dns_listen,
         source,
-    })?;
+    };
+    let (udp, tcp) = dns::bind(config.dns_listen).await.map_err(dns_error)?;
+    let dns_addr = udp.local_addr().map_err(dns_error)?;
+    let admin_error = |source| SidecarError::Bind {
+        what: "admin",
+        addr: config.admin_listen,
+        source,
+    };
     let admin_listener = tokio::net::TcpListener::bind(config.admin_listen)
         .await
-        .map_err(|source| SidecarError::Bind {
-            what: "admin",
-            addr: config.admin_listen,
-            source,
-        })?;
-    let admin_addr = admin_listener
-        .local_addr()
-        .map_err(|source| SidecarError::Bind {
-            what: "admin",
-            addr: config.admin_listen,
-            source,
-        })?;
+        .map_err(admin_error)?;
+    let admin_addr = admin_listener.local_addr().map_err(admin_error)?;
     let file = match &config.data_dir {
         Some(dir) => Some(persist::SnapshotFile::new(dir).map_err(SidecarError::DataDir)?),
         None => None,

@@ -51,3 +51,18 @@ pub fn read_toml<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result<T
 pub fn parse_toml<T: DeserializeOwned>(text: &str) -> Result<T, toml::de::Error> {
     toml::from_str(text)
 }
+
+/// Reads an optional duration written like `30s` or `250ms` in a TOML file. Use as
+/// `#[serde(default, with = "waypost_runtime::config::opt_duration")]`.
+pub mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    /// The deserializer.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s = Option::<String>::deserialize(d)?;
+        s.map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}

@@ -74,7 +74,9 @@ impl RequestHandler for Handler {
                 let qtype = info.query.query_type();
                 let lookup = names::parse(info.query.name(), self.records.domain());
                 if lookup == Lookup::Outside {
-                    return self.outside(request, qtype, response, metadata).await;
+                    return self
+                        .outside(request, builder, qtype, response, metadata)
+                        .await;
                 }
                 metadata.authoritative = true;
                 (qtype, self.answer(&lookup, qtype))
@@ -203,15 +205,11 @@ impl Handler {
     async fn outside<R: ResponseHandler>(
         &self,
         request: &Request,
+        builder: MessageResponseBuilder<'_>,
         qtype: RecordType,
         mut response: R,
         mut metadata: Metadata,
     ) -> ResponseInfo {
-        let edns = response_edns(request.edns.as_ref());
-        let mut builder = MessageResponseBuilder::from_message_request(request);
-        if let Some(edns) = &edns {
-            builder.edns(edns);
-        }
         let Some(forwarder) = &self.forwarder else {
             metadata.response_code = ResponseCode::Refused;
             self.count(&self.metrics.queries, qtype, ResponseCode::Refused);
