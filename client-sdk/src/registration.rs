@@ -421,14 +421,17 @@ async fn heartbeat(
             }
         }
         Ok(HeartbeatAnswer::Batch(answer)) => {
-            for (key, outcome) in keys.iter().zip(&answer.results) {
+            for (i, key) in keys.iter().enumerate() {
                 let Some(entry) = entries.get_mut(key) else {
                     continue;
                 };
-                match outcome.status.as_str() {
-                    "ok" => succeeded(entry, answer.heartbeat_interval_seconds),
-                    "instance_not_found" => lost.push(*key),
-                    other => failed_with(entry, format!("heartbeat refused: {other}")),
+                // Every entry is rescheduled, even one the answer left out (a server bug), so
+                // that nothing is retried in a tight loop.
+                match answer.results.get(i).map(|o| o.status.as_str()) {
+                    Some("ok") => succeeded(entry, answer.heartbeat_interval_seconds),
+                    Some("instance_not_found") => lost.push(*key),
+                    Some(other) => failed_with(entry, format!("heartbeat refused: {other}")),
+                    None => failed_with(entry, "the batch answer left this instance out".into()),
                 }
             }
         }
