@@ -11,6 +11,11 @@ use hickory_proto::rr::Name;
 use serde::Deserialize;
 use waypost_runtime::{config::ConfigError, logging::LogFormat};
 
+use crate::proxy::{
+    ProxyConfig,
+    balance::{Outlier, Policy},
+};
+
 /// Every setting, each optional so that layers can be merged.
 #[derive(Debug, Clone, Default, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +42,40 @@ pub struct Settings {
     /// Where the last snapshot is kept, to serve from at a start without the control plane [default: waypost-sidecar-data]
     #[arg(long, env = "WAYPOST_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// HTTP proxy listener [default: 127.0.0.1:8081]
+    #[arg(long, env = "WAYPOST_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+    /// Also route `/<service>/...` when the Host header names no service [default: false]
+    #[arg(long, env = "WAYPOST_ROUTE_BY_PATH", num_args = 0..=1, default_missing_value = "true")]
+    pub route_by_path: Option<bool>,
+    /// Balancing: least_request (power of two choices), round_robin or weighted [default: least_request]
+    #[arg(long, env = "WAYPOST_BALANCE")]
+    pub balance: Option<Policy>,
+    /// Connecting to an instance [default: 1s]
+    #[arg(long, env = "WAYPOST_CONNECT_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "waypost_runtime::config::opt_duration")]
+    pub connect_timeout: Option<Duration>,
+    /// From request to response headers [default: 15s]
+    #[arg(long, env = "WAYPOST_REQUEST_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "waypost_runtime::config::opt_duration")]
+    pub request_timeout: Option<Duration>,
+    /// A response body silent this long is cut; idle upstream connections close [default: 60s]
+    #[arg(long, env = "WAYPOST_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "waypost_runtime::config::opt_duration")]
+    pub idle_timeout: Option<Duration>,
+    /// Consecutive failures that eject an instance [default: 5]
+    #[arg(long, env = "WAYPOST_OUTLIER_FAILURES")]
+    pub outlier_failures: Option<u32>,
+    /// First ejection's length; it grows with each ejection, up to 5m [default: 10s]
+    #[arg(long, env = "WAYPOST_OUTLIER_EJECTION", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "waypost_runtime::config::opt_duration")]
+    pub outlier_ejection: Option<Duration>,
+    /// Below this share of usable instances, balance over all of them [default: 0.5]
+    #[arg(long, env = "WAYPOST_PANIC_THRESHOLD")]
+    pub panic_threshold: Option<f64>,
+    /// Retries may add at most this share of requests [default: 0.2]
+    #[arg(long, env = "WAYPOST_RETRY_BUDGET")]
+    pub retry_budget: Option<f64>,
     /// How long shutdown waits for in-flight work [default: 5s]
     #[arg(long, env = "WAYPOST_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
     #[serde(default, with = "waypost_runtime::config::opt_duration")]
@@ -79,6 +118,10 @@ pub struct Config {
     pub upstreams: Vec<SocketAddr>,
     /// Snapshot directory; `None` keeps nothing on disk.
     pub data_dir: Option<PathBuf>,
+    /// HTTP proxy listener.
+    pub http_listen: SocketAddr,
+    /// The proxies' settings.
+    pub proxy: ProxyConfig,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
     /// Log format.
@@ -119,6 +162,24 @@ impl Config {
             dns_ttl: pick!(dns_ttl, Duration::from_secs(5)),
             upstreams: pick!(upstreams, Vec::new()),
             data_dir: Some(pick!(data_dir, PathBuf::from("waypost-sidecar-data"))),
+            http_listen: pick!(http_listen, SocketAddr::from(([127, 0, 0, 1], 8081))),
+            proxy: {
+                let d = ProxyConfig::default();
+                ProxyConfig {
+                    route_by_path: pick!(route_by_path, d.route_by_path),
+                    balance: pick!(balance, d.balance),
+                    connect_timeout: pick!(connect_timeout, d.connect_timeout),
+                    request_timeout: pick!(request_timeout, d.request_timeout),
+                    idle_timeout: pick!(idle_timeout, d.idle_timeout),
+                    outlier: Outlier {
+                        failures: pick!(outlier_failures, d.outlier.failures),
+                        base: pick!(outlier_ejection, d.outlier.base),
+                        max: d.outlier.max,
+                    },
+                    panic_threshold: pick!(panic_threshold, d.panic_threshold),
+                    retry_budget: pick!(retry_budget, d.retry_budget),
+                }
+            },
             shutdown_grace: pick!(shutdown_grace, Duration::from_secs(5)),
             log_format: pick!(log_format, LogFormat::Text),
         };
@@ -137,6 +198,21 @@ impl Config {
                 self.dns_ttl
             )));
         }
+        let p = &self.proxy;
+        if !(0.0..=1.0).contains(&p.panic_threshold) || !(0.0..=1.0).contains(&p.retry_budget) {
+            return Err(ConfigError::Invalid(
+                "panic_threshold and retry_budget must be from 0 to 1".into(),
+            ));
+        }
+        if p.outlier.failures == 0
+            || p.connect_timeout.is_zero()
+            || p.request_timeout.is_zero()
+            || p.idle_timeout.is_zero()
+        {
+            return Err(ConfigError::Invalid(
+                "outlier_failures and the proxy timeouts must be above zero".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -147,6 +223,7 @@ impl Config {
         config.control = vec![control.to_owned()];
         config.admin_listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.dns_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.http_listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.data_dir = data_dir;
         config.shutdown_grace = Duration::from_secs(2);
         config

@@ -13,6 +13,7 @@ pub mod config;
 pub mod dns;
 pub mod metrics;
 pub mod persist;
+pub mod proxy;
 pub mod snapshot;
 
 mod admin;
@@ -55,6 +56,8 @@ pub struct Running {
     pub dns_addr: SocketAddr,
     /// The admin HTTP address.
     pub admin_addr: SocketAddr,
+    /// The HTTP proxy's address.
+    pub http_addr: SocketAddr,
     /// The snapshot readers use.
     pub snapshots: Snapshots,
     /// The subscription's status.
@@ -88,6 +91,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .await
         .map_err(admin_error)?;
     let admin_addr = admin_listener.local_addr().map_err(admin_error)?;
+    let http_error = |source| SidecarError::Bind {
+        what: "HTTP proxy",
+        addr: config.http_listen,
+        source,
+    };
+    let http_listener = tokio::net::TcpListener::bind(config.http_listen)
+        .await
+        .map_err(http_error)?;
+    let http_addr = http_listener.local_addr().map_err(http_error)?;
     let file = match &config.data_dir {
         Some(dir) => Some(persist::SnapshotFile::new(dir).map_err(SidecarError::DataDir)?),
         None => None,
@@ -117,6 +129,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         metrics: metrics.clone(),
     };
     let mut dns_server = dns::serve(udp, tcp, handler);
+    let http_proxy = Arc::new(proxy::http::HttpProxy::new(
+        snapshots.clone(),
+        config.proxy.clone(),
+        metrics.clone(),
+        &config.domain.to_ascii(),
+    ));
+    let proxying = tokio::spawn(proxy::serve_http(
+        http_listener,
+        http_proxy,
+        shutdown.clone(),
+        config.shutdown_grace,
+    ));
     let admin = admin::router(admin::Admin {
         snapshots: snapshots.clone(),
         status: status.clone(),
@@ -132,7 +156,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             tracing::error!(%err, "admin listener failed");
         }
     });
-    tracing::info!(dns = %dns_addr, admin = %admin_addr, "listening");
+    tracing::info!(dns = %dns_addr, http = %http_addr, admin = %admin_addr, "listening");
 
     let grace = config.shutdown_grace;
     let join = tokio::spawn(async move {
@@ -142,6 +166,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                 tracing::warn!(%err, "DNS server stopped with an error");
             }
             let _ = admin_server.await;
+            let _ = proxying.await;
             // The subscription saves the last snapshot as it ends.
             let _ = following.await;
         };
@@ -155,6 +180,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     Ok(Running {
         dns_addr,
         admin_addr,
+        http_addr,
         snapshots,
         status,
         join,

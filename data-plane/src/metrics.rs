@@ -93,6 +93,15 @@ pub struct Metrics {
     pub(crate) services: Gauge,
     pub(crate) instances: Gauge,
     pub(crate) forwarded: Family<QueryLabels, Counter>,
+    proxy_requests: Family<OutcomeLabel, Counter>,
+    pub(crate) proxy_retries: Counter,
+    pub(crate) proxy_ejections: Counter,
+    pub(crate) proxy_panic: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -113,6 +122,10 @@ impl Metrics {
             services: Gauge::default(),
             instances: Gauge::default(),
             forwarded: Family::default(),
+            proxy_requests: Family::default(),
+            proxy_retries: Counter::default(),
+            proxy_ejections: Counter::default(),
+            proxy_panic: Counter::default(),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
@@ -148,12 +161,38 @@ impl Metrics {
             );
             r.register("services", "Services in the snapshot", m.services.clone());
             r.register(
+                "proxy_requests",
+                "Proxied HTTP requests by outcome (ok, or the proxy's error code)",
+                m.proxy_requests.clone(),
+            );
+            r.register(
+                "proxy_retries",
+                "Requests retried on another instance",
+                m.proxy_retries.clone(),
+            );
+            r.register(
+                "proxy_ejections",
+                "Instances ejected after consecutive failures",
+                m.proxy_ejections.clone(),
+            );
+            r.register(
+                "proxy_panic",
+                "Choices made in panic mode (too few healthy instances: balanced over all)",
+                m.proxy_panic.clone(),
+            );
+            r.register(
                 "instances",
                 "Instances in the snapshot (all statuses)",
                 m.instances.clone(),
             );
         }
         m
+    }
+
+    pub(crate) fn proxy_outcome(&self, outcome: &'static str) {
+        self.proxy_requests
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
     }
 
     /// Prometheus text.

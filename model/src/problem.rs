@@ -31,6 +31,14 @@ pub enum ErrorCode {
     StoreUnavailable,
     /// 503: the registry holds its configured maximum of instances.
     RegistryFull,
+    /// 404 (sidecar proxy): no service by that name.
+    UnknownService,
+    /// 503 (sidecar proxy): the service has no healthy instance.
+    NoHealthyInstance,
+    /// 502 (sidecar proxy): no instance could be reached.
+    UpstreamUnavailable,
+    /// 504 (sidecar proxy): the instance did not answer in time.
+    UpstreamTimeout,
     /// 503: the control plane is shutting down.
     ShuttingDown,
     /// 500: anything else; the detail is only in the server's log.
@@ -56,6 +64,10 @@ impl ErrorCode {
             Self::InstanceNotFound => "instance_not_found",
             Self::StoreUnavailable => "store_unavailable",
             Self::RegistryFull => "registry_full",
+            Self::UnknownService => "unknown_service",
+            Self::NoHealthyInstance => "no_healthy_instance",
+            Self::UpstreamUnavailable => "upstream_unavailable",
+            Self::UpstreamTimeout => "upstream_timeout",
             Self::ShuttingDown => "shutting_down",
             Self::Internal => "internal",
             Self::Unknown => "unknown",
@@ -77,6 +89,10 @@ impl ErrorCode {
             Self::InstanceNotFound => "Instance not found",
             Self::StoreUnavailable => "Store unavailable",
             Self::RegistryFull => "Registry full",
+            Self::UnknownService => "Unknown service",
+            Self::NoHealthyInstance => "No healthy instance",
+            Self::UpstreamUnavailable => "Upstream unavailable",
+            Self::UpstreamTimeout => "Upstream timeout",
             Self::ShuttingDown => "Shutting down",
             Self::Internal => "Internal error",
             Self::Unknown => "Unknown error",

@@ -1,0 +1,503 @@
+//! The HTTP proxy: routes by `Host` (or a path prefix), balances over the service's `up`
+//! instances, streams bodies both ways, passes upgrades (WebSocket) through, retries
+//! idempotent requests that failed before any response byte, and ejects failing instances.
+
+use std::{
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header,
+};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioIo},
+};
+use tokio::time::Sleep;
+
+use super::{
+    BoxError, ProxyBody, ProxyConfig,
+    balance::{Balancer, Endpoint, Policy, Stats},
+    error::ProxyError,
+};
+use crate::{metrics::Metrics, snapshot::Snapshots};
+
+/// Instance metadata naming the balancing policy of its service.
+pub const BALANCE_KEY: &str = "waypost.balance";
+/// Instance metadata `h2c`: the instance speaks HTTP/2 without TLS (prior knowledge).
+pub const PROTOCOL_KEY: &str = "waypost.protocol";
+
+/// The proxy's shared state.
+pub struct HttpProxy {
+    pub(crate) snapshots: Snapshots,
+    pub(crate) balancer: Balancer,
+    pub(crate) config: ProxyConfig,
+    pub(crate) metrics: Arc<Metrics>,
+    /// `.service.<domain>` without the final dot, for matching Host headers.
+    pub(crate) host_suffix: String,
+    h1: Client<HttpConnector, ProxyBody>,
+    h2: Client<HttpConnector, ProxyBody>,
+    budget: RetryBudget,
+}
+
+impl std::fmt::Debug for HttpProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HttpProxy")
+    }
+}
+
+impl HttpProxy {
+    pub(crate) fn new(
+        snapshots: Snapshots,
+        config: ProxyConfig,
+        metrics: Arc<Metrics>,
+        domain: &str,
+    ) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        let h1 = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.idle_timeout)
+            .build(connector.clone());
+        let h2 = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.idle_timeout)
+            .http2_only(true)
+            .build(connector);
+        Self {
+            snapshots,
+            balancer: Balancer::new(config.outlier, config.panic_threshold),
+            budget: RetryBudget::new(config.retry_budget),
+            host_suffix: format!(".service.{}", domain.trim_end_matches('.')),
+            config,
+            metrics,
+            h1,
+            h2,
+        }
+    }
+
+    /// Answers one request (never fails: errors become problem+json answers).
+    pub(crate) async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Response<ProxyBody> {
+        match self.forward(req, client).await {
+            Ok(response) => {
+                self.metrics.proxy_outcome("ok");
+                response
+            }
+            Err(err) => {
+                self.metrics.proxy_outcome(match &err {
+                    ProxyError::NoRoute | ProxyError::UnknownService(_) => "unknown_service",
+                    ProxyError::NoHealthyInstance(_) => "no_healthy_instance",
+                    ProxyError::Unavailable { .. } => "upstream_unavailable",
+                    ProxyError::Timeout(_) => "upstream_timeout",
+                });
+                err.into_response()
+            }
+        }
+    }
+
+    /// The service a request is for, and the path to send upstream.
+    fn route(&self, req: &Request<Incoming>) -> Option<(String, Option<String>)> {
+        let host = req
+            .uri()
+            .host()
+            .map(str::to_owned)
+            .or_else(|| {
+                let h = req.headers().get(header::HOST)?.to_str().ok()?;
+                Some(h.parse::<http::uri::Authority>().ok()?.host().to_owned())
+            })
+            .map(|h| h.to_ascii_lowercase());
+        if let Some(host) = host {
+            let name = host
+                .strip_suffix('.')
+                .unwrap_or(&host)
+                .strip_suffix(&self.host_suffix)
+                .unwrap_or(&host);
+            let known = self.snapshots.current().services.contains_key(name);
+            // With path routing on, a Host that names no known service falls through to the
+            // path (`Host: localhost:8081` with `/payments/...`).
+            if (known || !self.config.route_by_path) && !name.contains('.') && !name.is_empty() {
+                return Some((name.to_owned(), None));
+            }
+        }
+        if self.config.route_by_path {
+            let path = req.uri().path();
+            let rest = path.strip_prefix('/')?;
+            let (service, tail) = rest.split_once('/').unwrap_or((rest, ""));
+            if !service.is_empty() {
+                let query = req
+                    .uri()
+                    .query()
+                    .map(|q| format!("?{q}"))
+                    .unwrap_or_default();
+                return Some((service.to_owned(), Some(format!("/{tail}{query}"))));
+            }
+        }
+        None
+    }
+
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let (service, rewritten) = self.route(&req).ok_or(ProxyError::NoRoute)?;
+        let snapshot = self.snapshots.current();
+        let view = snapshot
+            .services
+            .get(&service)
+            .ok_or_else(|| ProxyError::UnknownService(service.clone()))?;
+        let endpoints: Vec<Endpoint> = view
+            .up
+            .iter()
+            .filter_map(|t| {
+                Some(Endpoint {
+                    id: t.instance.id.as_str().to_owned(),
+                    addr: SocketAddr::new(*t.addrs.first()?, t.instance.port),
+                    weight: t.instance.weight,
+                    h2c: t.instance.metadata.get(PROTOCOL_KEY).map(String::as_str) == Some("h2c"),
+                })
+            })
+            .collect();
+        if endpoints.is_empty() {
+            return Err(ProxyError::NoHealthyInstance(service));
+        }
+        let policy = view
+            .instances
+            .iter()
+            .find_map(|i| i.metadata.get(BALANCE_KEY)?.parse::<Policy>().ok())
+            .unwrap_or(self.config.balance);
+        drop(snapshot);
+
+        let upgrade = is_upgrade(&req);
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let path = rewritten.unwrap_or_else(|| {
+            req.uri()
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned())
+        });
+        let method = req.method().clone();
+        let version = req.version();
+        let mut headers = req.headers().clone();
+        strip_hop_by_hop(&mut headers, upgrade);
+        add_forwarding(&mut headers, client, version);
+        let empty_body = req.body().is_end_stream() || req.body().size_hint().exact() == Some(0);
+        // Retried only when nothing can be lost: an idempotent method without a body.
+        let retryable = !upgrade && empty_body && is_idempotent(&method);
+        let mut body = Some(req.into_body());
+        self.budget.deposit();
+
+        let mut tried: Vec<String> = Vec::new();
+        loop {
+            let Some(choice) = self.balancer.choose(&service, &endpoints, policy, &tried) else {
+                return Err(ProxyError::Unavailable {
+                    service,
+                    detail: format!("every instance failed ({} tried)", tried.len()),
+                });
+            };
+            if choice.panic {
+                self.metrics.proxy_panic.inc();
+            }
+            let uri: Uri = format!("http://{}{path}", choice.endpoint.addr)
+                .parse()
+                .map_err(|e| ProxyError::Unavailable {
+                    service: service.clone(),
+                    detail: format!("bad upstream URI: {e}"),
+                })?;
+            let outgoing_body: ProxyBody = match (retryable, body.take()) {
+                (false, Some(incoming)) => incoming.map_err(BoxError::from).boxed_unsync(),
+                _ => Empty::new().map_err(|never| match never {}).boxed_unsync(),
+            };
+            let mut upstream_req = Request::builder()
+                .method(method.clone())
+                .uri(uri)
+                .body(outgoing_body)
+                .map_err(|e| ProxyError::Unavailable {
+                    service: service.clone(),
+                    detail: e.to_string(),
+                })?;
+            *upstream_req.headers_mut() = headers.clone();
+            let client = if choice.endpoint.h2c {
+                &self.h2
+            } else {
+                &self.h1
+            };
+            if choice.endpoint.h2c {
+                // HTTP/2 carries the authority in :authority, not Host.
+                upstream_req.headers_mut().remove(header::HOST);
+            }
+            let guard = InFlight::new(choice.stats.clone());
+            let sent =
+                tokio::time::timeout(self.config.request_timeout, client.request(upstream_req))
+                    .await;
+            match sent {
+                Ok(Ok(mut response)) => {
+                    if response.status().is_server_error() {
+                        if self.balancer.failed(&choice.stats) {
+                            self.ejected(&service, &choice.endpoint.id);
+                        }
+                    } else {
+                        self.balancer.succeeded(&choice.stats);
+                    }
+                    if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) =
+                        (client_upgrade, response.status())
+                    {
+                        let upstream_upgrade = hyper::upgrade::on(&mut response);
+                        tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+                        let (mut parts, _) = response.into_parts();
+                        parts.headers.append(header::VIA, via(parts.version));
+                        return Ok(Response::from_parts(
+                            parts,
+                            Empty::new().map_err(|never| match never {}).boxed_unsync(),
+                        ));
+                    }
+                    let (mut parts, incoming) = response.into_parts();
+                    strip_hop_by_hop(&mut parts.headers, false);
+                    parts.headers.append(header::VIA, via(parts.version));
+                    let body = Tracked {
+                        inner: incoming,
+                        _guard: guard,
+                        idle: self.config.idle_timeout,
+                        timer: None,
+                    };
+                    return Ok(Response::from_parts(parts, body.boxed_unsync()));
+                }
+                Ok(Err(err)) => {
+                    drop(guard);
+                    if self.balancer.failed(&choice.stats) {
+                        self.ejected(&service, &choice.endpoint.id);
+                    }
+                    let detail = format!("{}: {}", choice.endpoint.addr, error_chain(&err));
+                    tried.push(choice.endpoint.id);
+                    if retryable && tried.len() < endpoints.len() && self.budget.withdraw() {
+                        self.metrics.proxy_retries.inc();
+                        tracing::debug!(%service, %detail, "retrying on another instance");
+                        continue;
+                    }
+                    return Err(ProxyError::Unavailable { service, detail });
+                }
+                Err(_) => {
+                    if self.balancer.failed(&choice.stats) {
+                        self.ejected(&service, &choice.endpoint.id);
+                    }
+                    return Err(ProxyError::Timeout(service));
+                }
+            }
+        }
+    }
+
+    fn ejected(&self, service: &str, id: &str) {
+        self.metrics.proxy_ejections.inc();
+        tracing::warn!(%service, instance = %id, "ejected after consecutive failures");
+    }
+}
+
+/// Copies bytes both ways between an upgraded client connection and the upstream's.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(both) => both,
+        Err(err) => {
+            tracing::debug!(%err, "upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+}
+
+fn is_upgrade(req: &Request<Incoming>) -> bool {
+    req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// Removes the hop-by-hop headers of RFC 9110 section 7.6.1: those named in `Connection` and
+/// the fixed list. For an upgrade, `Connection: upgrade` and `Upgrade` go through.
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !(upgrade && n == header::UPGRADE))
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::CONNECTION);
+        headers.remove(header::UPGRADE);
+    }
+}
+
+fn add_forwarding(headers: &mut HeaderMap, client: SocketAddr, version: http::Version) {
+    let ip = client.ip().to_string();
+    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(earlier) => format!("{earlier}, {ip}"),
+        None => ip,
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert("x-forwarded-for", value);
+    }
+    if !headers.contains_key("x-forwarded-proto") {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    }
+    headers.append(header::VIA, via(version));
+}
+
+fn via(version: http::Version) -> HeaderValue {
+    HeaderValue::from_static(match version {
+        http::Version::HTTP_2 => "2 waypost",
+        http::Version::HTTP_10 => "1.0 waypost",
+        _ => "1.1 waypost",
+    })
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Counts a request in flight on its endpoint until the response body is done or dropped.
+struct InFlight(Arc<Stats>);
+
+impl InFlight {
+    fn new(stats: Arc<Stats>) -> Self {
+        stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(stats)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An upstream response body, streamed as it comes: it keeps its endpoint's in-flight count
+/// until done, and fails when no frame arrives for the idle timeout.
+struct Tracked {
+    inner: Incoming,
+    _guard: InFlight,
+    idle: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                self.timer = None;
+                Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
+            }
+            Poll::Pending => {
+                let idle = self.idle;
+                let timer = self
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(format!(
+                        "the upstream sent nothing for {idle:?}"
+                    )
+                    .into()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Retries may add at most `ratio` of the requests (plus a small reserve so that a quiet
+/// proxy can still retry): a failing service is not hit with a retry storm.
+struct RetryBudget {
+    /// Tokens in thousandths; a request deposits `ratio * 1000`, a retry costs 1000.
+    tokens: AtomicI64,
+    per_request: i64,
+}
+
+/// The reserve: ten retries' worth, also the cap on saved tokens beyond deposits.
+const RETRY_RESERVE: i64 = 10_000;
+
+impl RetryBudget {
+    fn new(ratio: f64) -> Self {
+        Self {
+            tokens: AtomicI64::new(RETRY_RESERVE),
+            per_request: (ratio * 1000.0) as i64,
+        }
+    }
+
+    fn deposit(&self) {
+        let _ = self
+            .tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                Some((t + self.per_request).min(RETRY_RESERVE * 10))
+            });
+    }
+
+    fn withdraw(&self) -> bool {
+        self.tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                (t >= 1000).then_some(t - 1000)
+            })
+            .is_ok()
+    }
+}

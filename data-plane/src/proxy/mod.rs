@@ -1,0 +1,115 @@
+//! The proxies: HTTP now (TCP and virtual IPs come next). They read the same snapshot as DNS
+//! and keep their own facts about instances (in flight, failures, ejections) to themselves.
+
+pub mod balance;
+pub mod error;
+pub mod http;
+
+use std::{convert::Infallible, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::service::service_fn;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use self::{
+    balance::{Outlier, Policy},
+    http::HttpProxy,
+};
+
+/// Errors carried by proxied bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type of the proxy's requests and answers: streamed, never buffered whole.
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// The proxies' settings (part of the sidecar's [`Config`](crate::Config)).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyConfig {
+    /// Also route `/<service>/...` when the Host names no service.
+    pub route_by_path: bool,
+    /// The default balancing policy (instances may name one in `waypost.balance` metadata).
+    pub balance: Policy,
+    /// Connecting to an instance.
+    pub connect_timeout: Duration,
+    /// From sending a request until the response headers arrive.
+    pub request_timeout: Duration,
+    /// A response body with no data for this long is cut; idle pooled connections close.
+    pub idle_timeout: Duration,
+    /// When failing instances are ejected, and for how long.
+    pub outlier: Outlier,
+    /// Below this share of usable instances, balance over all of them.
+    pub panic_threshold: f64,
+    /// Retries may add at most this share of requests.
+    pub retry_budget: f64,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            route_by_path: false,
+            balance: Policy::LeastRequest,
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(60),
+            outlier: Outlier {
+                failures: 5,
+                base: Duration::from_secs(10),
+                max: Duration::from_secs(300),
+            },
+            panic_threshold: 0.5,
+            retry_budget: 0.2,
+        }
+    }
+}
+
+/// Serves HTTP/1.1 and HTTP/2 (h2c, prior knowledge) on `listener` until `shutdown`, then lets
+/// open connections finish within `grace`.
+pub(crate) async fn serve_http(
+    listener: TcpListener,
+    proxy: Arc<HttpProxy>,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (stream, client) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!(%err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let proxy = proxy.clone();
+        let service = service_fn(move |req| {
+            let proxy = proxy.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(req, client).await) }
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(%err, "proxy connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("proxy connections outlived the grace period");
+    }
+}
