@@ -110,14 +110,13 @@ impl HttpProxy {
 
     /// The service a request is for, and the path to send upstream.
     fn route(&self, req: &Request<Incoming>) -> Option<(String, Option<String>)> {
+        // The Host header when there is one, else the request's authority (HTTP/2 :authority).
         let host = req
-            .uri()
-            .host()
-            .map(str::to_owned)
-            .or_else(|| {
-                let h = req.headers().get(header::HOST)?.to_str().ok()?;
-                Some(h.parse::<http::uri::Authority>().ok()?.host().to_owned())
-            })
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| Some(h.parse::<http::uri::Authority>().ok()?.host().to_owned()))
+            .or_else(|| req.uri().host().map(str::to_owned))
             .map(|h| h.to_ascii_lowercase());
         if let Some(host) = host {
             let name = host

@@ -1,0 +1,375 @@
+//! The sidecar's HTTP proxy with real upstreams: small hyper servers on 127.0.0.1:0 that the
+//! test can make fail or kill outright.
+
+use std::{
+    collections::BTreeMap,
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, body::Incoming, service::service_fn};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use tokio::{net::TcpListener, task::AbortHandle};
+use tokio_util::sync::CancellationToken;
+use waypost_client::{Client, model::InstanceRef, model::RegisterRequest};
+use waypost_control::testkit::{TestControlPlane, eventually};
+use waypost_sidecar::{Config, Running};
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// An upstream that answers `name version path via x-forwarded-for`, or 500 while failing.
+struct Upstream {
+    name: String,
+    addr: SocketAddr,
+    failing: Arc<AtomicBool>,
+    tasks: Arc<Mutex<Vec<AbortHandle>>>,
+}
+
+impl Upstream {
+    async fn start(name: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let failing = Arc::new(AtomicBool::new(false));
+        let tasks: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+        let (label, fail, spawned) = (name.to_owned(), failing.clone(), tasks.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (label, fail) = (label.clone(), fail.clone());
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let failing = fail.load(Ordering::Relaxed);
+                    let header = |n: &str| {
+                        req.headers()
+                            .get(n)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-")
+                            .to_owned()
+                    };
+                    let text = format!(
+                        "{label} {:?} {} {} {}",
+                        req.version(),
+                        req.uri().path(),
+                        header("via"),
+                        header("x-forwarded-for"),
+                    );
+                    async move {
+                        let mut response = Response::new(Full::new(Bytes::from(text)));
+                        if failing {
+                            *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                        }
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                let conn = tokio::spawn(async move {
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await;
+                });
+                spawned.lock().unwrap().push(conn.abort_handle());
+            }
+        });
+        tasks.lock().unwrap().push(accept.abort_handle());
+        Self {
+            name: name.to_owned(),
+            addr,
+            failing,
+            tasks,
+        }
+    }
+
+    /// Gone at once: listener closed, every connection reset.
+    fn kill(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+struct Setup {
+    _cp: TestControlPlane,
+    client: Client,
+    sidecar: Running,
+    token: CancellationToken,
+    upstreams: Vec<Upstream>,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+/// A control plane, `n` upstreams registered as `web` (with `meta` and weights), a sidecar.
+async fn setup(
+    n: usize,
+    meta: &[(&str, &str)],
+    weights: &[u32],
+    tweak: impl FnOnce(&mut Config),
+) -> Setup {
+    let cp = TestControlPlane::in_memory(|_| {}).await;
+    let client = Client::new(&cp.url).unwrap();
+    let mut upstreams = Vec::new();
+    let mut last = 0;
+    for i in 0..n {
+        let upstream = Upstream::start(&format!("u{i}")).await;
+        let request = RegisterRequest {
+            id: Some(upstream.name.clone()),
+            metadata: meta
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            weight: weights.get(i).copied(),
+            ttl_seconds: Some(600),
+            ..RegisterRequest::new("web", upstream.addr.to_string())
+        };
+        last = client.register_once(&request).await.unwrap().revision;
+        upstreams.push(upstream);
+    }
+    let mut config = Config::for_test(&cp.url, None);
+    tweak(&mut config);
+    let token = CancellationToken::new();
+    let sidecar = waypost_sidecar::start(config, token.clone()).await.unwrap();
+    tokio::time::timeout(DEADLINE, sidecar.snapshots.wait_for(|s| s.revision >= last))
+        .await
+        .unwrap();
+    Setup {
+        _cp: cp,
+        client,
+        sidecar,
+        token,
+        upstreams,
+    }
+}
+
+impl Setup {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.sidecar.http_addr)
+    }
+
+    async fn get(&self, http: &reqwest::Client, host: &str, path: &str) -> (u16, String) {
+        let response = http
+            .get(self.url(path))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }
+
+    /// Who answered `n` sequential GETs.
+    async fn spread(&self, n: usize) -> BTreeMap<String, usize> {
+        let http = reqwest::Client::new();
+        let mut counts = BTreeMap::new();
+        for _ in 0..n {
+            let (status, body) = self.get(&http, "web", "/").await;
+            assert_eq!(status, 200, "{body}");
+            *counts
+                .entry(body.split(' ').next().unwrap().to_owned())
+                .or_default() += 1;
+        }
+        counts
+    }
+}
+
+#[tokio::test]
+async fn round_robin_weighted_and_least_request_spread_requests() {
+    let rr = setup(3, &[("waypost.balance", "round_robin")], &[], |_| {}).await;
+    let counts = rr.spread(300).await;
+    assert_eq!(
+        counts.values().copied().collect::<Vec<_>>(),
+        vec![100, 100, 100]
+    );
+
+    let weighted = setup(2, &[("waypost.balance", "weighted")], &[1, 3], |_| {}).await;
+    let counts = weighted.spread(400).await;
+    // Expected 100 / 300 (standard deviation about 8.7).
+    assert!((60..140).contains(&counts["u0"]), "{counts:?}");
+
+    // Least request (the default): sequential requests find every instance idle, so the two
+    // random draws spread them over all three.
+    let least = setup(3, &[], &[], |_| {}).await;
+    let counts = least.spread(300).await;
+    assert!(
+        counts.len() == 3 && counts.values().all(|&n| n > 50),
+        "{counts:?}"
+    );
+}
+
+#[tokio::test]
+async fn routing_headers_and_errors() {
+    let s = setup(1, &[], &[], |c| c.proxy.route_by_path = true).await;
+    let http = reqwest::Client::new();
+
+    // By Host, with the domain, with a port; the request line's path goes through.
+    for host in ["web", "web.service.waypost", "WEB.service.waypost.:8081"] {
+        let (status, body) = s.get(&http, host, "/a/b").await;
+        assert_eq!(status, 200, "{host}: {body}");
+        assert!(body.starts_with("u0 HTTP/1.1 /a/b"), "{body}");
+    }
+    // Forwarding headers: Via and X-Forwarded-For (the client is 127.0.0.1).
+    let (_, body) = s.get(&http, "web", "/").await;
+    assert!(body.ends_with("1.1 waypost 127.0.0.1"), "{body}");
+    // By path prefix when the Host names no service: the prefix is removed.
+    let (status, body) = s.get(&http, "localhost", "/web/x?y=1").await;
+    assert_eq!(status, 200);
+    assert!(body.starts_with("u0 HTTP/1.1 /x"), "{body}");
+
+    // Unknown service: 404 problem+json; no healthy instance: 503.
+    let response = http
+        .get(s.url("/"))
+        .header("host", "nobody")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    assert_eq!(
+        response.headers()["x-waypost-proxy-error"],
+        "unknown_service"
+    );
+    let problem: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(problem["code"], "unknown_service");
+
+    let answer = s
+        .client
+        .drain(InstanceRef::by_id("web", "u0"), true)
+        .await
+        .unwrap();
+    s.sidecar
+        .snapshots
+        .wait_for(|snap| snap.revision >= answer.revision)
+        .await;
+    let response = http
+        .get(s.url("/"))
+        .header("host", "web")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response.headers()["x-waypost-proxy-error"],
+        "no_healthy_instance"
+    );
+}
+
+#[tokio::test]
+async fn http2_end_to_end_with_h2c_upstreams() {
+    let s = setup(1, &[("waypost.protocol", "h2c")], &[], |_| {}).await;
+    let http = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let response = http
+        .get(s.url("/h2"))
+        .header("host", "web")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    let body = response.text().await.unwrap();
+    assert!(body.starts_with("u0 HTTP/2.0 /h2"), "{body}");
+}
+
+#[tokio::test]
+async fn one_of_three_instances_killed_under_load_fails_no_idempotent_request() {
+    let s = setup(3, &[], &[], |_| {}).await;
+    let s = Arc::new(s);
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let mut workers = Vec::new();
+    // Bounded: 4 workers x 150 requests.
+    for w in 0..4 {
+        let (s, failures) = (s.clone(), failures.clone());
+        workers.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for i in 0..150 {
+                let (status, body) = s.get(&http, "web", "/").await;
+                if status != 200 {
+                    failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("{w}/{i}: {status} {body}"));
+                }
+                if w == 0 && i == 30 {
+                    s.upstreams[1].kill();
+                }
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let failures = failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    // The kill was felt and absorbed: requests to it were retried elsewhere.
+    let metrics = reqwest::get(format!("http://{}/metrics", s.sidecar.admin_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let retries: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("waypost_sidecar_proxy_retries_total "))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    assert!(retries >= 1.0, "no retry happened: {metrics}");
+}
+
+#[tokio::test]
+async fn a_failing_instance_is_ejected_and_readmitted() {
+    let s = setup(3, &[("waypost.balance", "round_robin")], &[], |c| {
+        c.proxy.outlier.failures = 3;
+        c.proxy.outlier.base = Duration::from_millis(500);
+    })
+    .await;
+    let http = reqwest::Client::new();
+    s.upstreams[0].failing.store(true, Ordering::Relaxed);
+    // Round robin reaches u0 every third request; after three 500s it is ejected.
+    let mut errors = 0;
+    for _ in 0..12 {
+        let (status, _) = s.get(&http, "web", "/").await;
+        if status == 500 {
+            errors += 1;
+        }
+    }
+    assert_eq!(errors, 3, "ejected after the third failure");
+    for _ in 0..30 {
+        let (status, body) = s.get(&http, "web", "/").await;
+        assert_eq!(status, 200, "an ejected instance gets no requests: {body}");
+    }
+    // Healed: after the ejection time it takes requests again.
+    s.upstreams[0].failing.store(false, Ordering::Relaxed);
+    eventually(DEADLINE, "u0 to be readmitted", || async {
+        let (_, body) = s.get(&http, "web", "/").await;
+        body.starts_with("u0 ").then_some(())
+    })
+    .await;
+    let metrics = reqwest::get(format!("http://{}/metrics", s.sidecar.admin_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("waypost_sidecar_proxy_ejections_total 1"),
+        "{metrics}"
+    );
+}
