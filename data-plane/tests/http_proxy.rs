@@ -373,3 +373,63 @@ async fn a_failing_instance_is_ejected_and_readmitted() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn websocket_echo_through_the_proxy() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+
+    // A WebSocket echo upstream.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(message)) = ws.next().await {
+                    if message.is_close() || ws.send(message).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let s = setup(0, &[], &[], |_| {}).await;
+    let revision = s
+        .client
+        .register_once(&RegisterRequest::new("ws", addr.to_string()))
+        .await
+        .unwrap()
+        .revision;
+    s.sidecar
+        .snapshots
+        .wait_for(|snap| snap.revision >= revision)
+        .await;
+
+    // Connect to the proxy; `Host: ws` names the service.
+    let stream = tokio::net::TcpStream::connect(s.sidecar.http_addr)
+        .await
+        .unwrap();
+    let request = "ws://ws/echo".into_client_request().unwrap();
+    let (mut ws, response) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .expect("the upgrade passes through the proxy");
+    assert_eq!(response.status(), 101);
+    for text in ["hello", "through", "waypost"] {
+        ws.send(Message::text(text)).await.unwrap();
+        let echoed = tokio::time::timeout(DEADLINE, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(echoed.into_text().unwrap(), text);
+    }
+    ws.send(Message::binary(vec![0u8, 1, 2, 255]))
+        .await
+        .unwrap();
+    let echoed = ws.next().await.unwrap().unwrap();
+    assert_eq!(echoed.into_data().as_ref(), &[0u8, 1, 2, 255]);
+    ws.close(None).await.unwrap();
+}
