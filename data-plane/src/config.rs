@@ -14,6 +14,7 @@ use waypost_runtime::{config::ConfigError, logging::LogFormat};
 use crate::proxy::{
     ProxyConfig,
     balance::{Outlier, Policy},
+    tcp::TcpRoute,
 };
 
 /// Every setting, each optional so that layers can be merged.
@@ -76,6 +77,9 @@ pub struct Settings {
     /// Retries may add at most this share of requests [default: 0.2]
     #[arg(long, env = "WAYPOST_RETRY_BUDGET")]
     pub retry_budget: Option<f64>,
+    /// TCP routes LISTEN=SERVICE, comma-separated (TOML: `[[tcp]]` tables with `listen` and `service`) [default: none]
+    #[arg(long, env = "WAYPOST_TCP", value_delimiter = ',')]
+    pub tcp: Option<Vec<TcpRoute>>,
     /// How long shutdown waits for in-flight work [default: 5s]
     #[arg(long, env = "WAYPOST_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
     #[serde(default, with = "waypost_runtime::config::opt_duration")]
@@ -122,6 +126,8 @@ pub struct Config {
     pub http_listen: SocketAddr,
     /// The proxies' settings.
     pub proxy: ProxyConfig,
+    /// Explicit TCP routes.
+    pub tcp: Vec<TcpRoute>,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
     /// Log format.
@@ -180,6 +186,7 @@ impl Config {
                     retry_budget: pick!(retry_budget, d.retry_budget),
                 }
             },
+            tcp: pick!(tcp, Vec::new()),
             shutdown_grace: pick!(shutdown_grace, Duration::from_secs(5)),
             log_format: pick!(log_format, LogFormat::Text),
         };
@@ -277,6 +284,9 @@ mod tests {
         assert_eq!(c.dns_ttl, Duration::from_secs(1));
         assert_eq!(c.upstreams, vec!["127.0.0.53:53".parse().unwrap()]);
         assert_eq!(c.control, vec!["http://a:1", "http://b:2"]);
+        assert_eq!(c.tcp, vec!["127.0.0.1:7001=db".parse().unwrap()]);
+        let c = load(&["--tcp", "127.0.0.1:7002=a,127.0.0.1:7003=b"], "").unwrap();
+        assert_eq!(c.tcp.len(), 2);
     }
 
     #[test]

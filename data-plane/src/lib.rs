@@ -58,6 +58,8 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     /// The HTTP proxy's address.
     pub http_addr: SocketAddr,
+    /// The TCP routes' addresses, in the order of the configuration.
+    pub tcp_addrs: Vec<SocketAddr>,
     /// The snapshot readers use.
     pub snapshots: Snapshots,
     /// The subscription's status.
@@ -100,6 +102,20 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .await
         .map_err(http_error)?;
     let http_addr = http_listener.local_addr().map_err(http_error)?;
+    let mut tcp_listeners = Vec::new();
+    for route in &config.tcp {
+        let tcp_error = |source| SidecarError::Bind {
+            what: "TCP proxy",
+            addr: route.listen,
+            source,
+        };
+        let listener = tokio::net::TcpListener::bind(route.listen)
+            .await
+            .map_err(tcp_error)?;
+        let addr = listener.local_addr().map_err(tcp_error)?;
+        tcp_listeners.push((listener, addr, route.service.clone()));
+    }
+    let tcp_addrs: Vec<SocketAddr> = tcp_listeners.iter().map(|(_, a, _)| *a).collect();
     let file = match &config.data_dir {
         Some(dir) => Some(persist::SnapshotFile::new(dir).map_err(SidecarError::DataDir)?),
         None => None,
@@ -135,6 +151,19 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         metrics.clone(),
         &config.domain.to_ascii(),
     ));
+    let tcp_proxy = Arc::new(proxy::tcp::TcpProxy {
+        snapshots: snapshots.clone(),
+        balancer: proxy::balance::Balancer::new(config.proxy.outlier, config.proxy.panic_threshold),
+        config: config.proxy.clone(),
+    });
+    for (listener, _, service) in tcp_listeners {
+        tokio::spawn(proxy::tcp::serve(
+            listener,
+            service,
+            tcp_proxy.clone(),
+            shutdown.clone(),
+        ));
+    }
     let proxying = tokio::spawn(proxy::serve_http(
         http_listener,
         http_proxy,
@@ -181,6 +210,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         dns_addr,
         admin_addr,
         http_addr,
+        tcp_addrs,
         snapshots,
         status,
         join,

@@ -1,9 +1,10 @@
-//! The proxies: HTTP now (TCP and virtual IPs come next). They read the same snapshot as DNS
+//! The proxies: HTTP, and TCP on explicit routes (virtual IPs come next). They read the same snapshot as DNS
 //! and keep their own facts about instances (in flight, failures, ejections) to themselves.
 
 pub mod balance;
 pub mod error;
 pub mod http;
+pub mod tcp;
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 

@@ -1,0 +1,219 @@
+//! The TCP proxy: explicit routes (`listen = "127.0.0.1:7001", service = "db"`). Each accepted
+//! connection goes to an `up` instance chosen by the same balancers as HTTP (least request
+//! counts open connections); a refused connect tries another instance. Bytes are copied both
+//! ways; when one side finishes sending, the other side's write half is shut down (half-close),
+//! and a connection silent in both directions for the idle timeout is closed.
+
+use std::{
+    net::SocketAddr,
+    pin::Pin,
+    str::FromStr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use tokio::{
+    io::{AsyncRead, AsyncWriteExt, ReadBuf},
+    net::{TcpListener, TcpStream},
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    ProxyConfig,
+    balance::{Balancer, Endpoint},
+};
+use crate::snapshot::Snapshots;
+
+/// One explicit TCP route.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpRoute {
+    /// Where the sidecar listens.
+    pub listen: SocketAddr,
+    /// The service connections go to.
+    pub service: String,
+}
+
+impl FromStr for TcpRoute {
+    type Err = String;
+
+    /// `127.0.0.1:7001=db`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (listen, service) = s
+            .split_once('=')
+            .ok_or_else(|| format!("{s:?}: write a TCP route as LISTEN=SERVICE"))?;
+        Ok(Self {
+            listen: listen
+                .parse()
+                .map_err(|e| format!("{s:?}: {listen:?} is not an address: {e}"))?,
+            service: service.to_owned(),
+        })
+    }
+}
+
+/// The shared state of every TCP listener.
+pub(crate) struct TcpProxy {
+    pub(crate) snapshots: Snapshots,
+    pub(crate) balancer: Balancer,
+    pub(crate) config: ProxyConfig,
+}
+
+/// Accepts on `listener` for `service` until `shutdown`; open connections end with the process.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    service: String,
+    proxy: Arc<TcpProxy>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let client = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    tracing::warn!(%err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let (proxy, service, shutdown) = (proxy.clone(), service.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = proxy.relay(client, &service) => {}
+            }
+        });
+    }
+}
+
+impl TcpProxy {
+    async fn relay(&self, client: TcpStream, service: &str) {
+        let endpoints: Vec<Endpoint> = {
+            let snapshot = self.snapshots.current();
+            let Some(view) = snapshot.services.get(service) else {
+                tracing::debug!(%service, "no such service; closing the connection");
+                return;
+            };
+            view.up
+                .iter()
+                .filter_map(|t| {
+                    Some(Endpoint {
+                        id: t.instance.id.as_str().to_owned(),
+                        addr: SocketAddr::new(*t.addrs.first()?, t.instance.port),
+                        weight: t.instance.weight,
+                        h2c: false,
+                    })
+                })
+                .collect()
+        };
+        let mut tried = Vec::new();
+        let (upstream, stats) = loop {
+            let Some(choice) =
+                self.balancer
+                    .choose(service, &endpoints, self.config.balance, &tried)
+            else {
+                tracing::debug!(%service, tried = tried.len(), "no instance reachable; closing");
+                return;
+            };
+            let connect = TcpStream::connect(choice.endpoint.addr);
+            match tokio::time::timeout(self.config.connect_timeout, connect).await {
+                Ok(Ok(stream)) => {
+                    self.balancer.succeeded(&choice.stats);
+                    break (stream, choice.stats);
+                }
+                _ => {
+                    self.balancer.failed(&choice.stats);
+                    tried.push(choice.endpoint.id);
+                }
+            }
+        };
+        stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _ = client.set_nodelay(true);
+        let _ = upstream.set_nodelay(true);
+        copy_both_ways(client, upstream, self.config.idle_timeout).await;
+        stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Copies both ways with half-close, until both directions end or both are silent for `idle`.
+pub(crate) async fn copy_both_ways(a: TcpStream, b: TcpStream, idle: Duration) {
+    let started = Instant::now();
+    let last = Arc::new(AtomicU64::new(0));
+    let (a_read, mut a_write) = a.into_split();
+    let (b_read, mut b_write) = b.into_split();
+    let mut a_read = Active::new(a_read, last.clone(), started);
+    let mut b_read = Active::new(b_read, last.clone(), started);
+    let forward = async {
+        let _ = tokio::io::copy(&mut a_read, &mut b_write).await;
+        let _ = b_write.shutdown().await;
+    };
+    let backward = async {
+        let _ = tokio::io::copy(&mut b_read, &mut a_write).await;
+        let _ = a_write.shutdown().await;
+    };
+    let watchdog = async {
+        loop {
+            tokio::time::sleep(idle / 4).await;
+            let quiet = started.elapsed().as_millis() as u64 - last.load(Ordering::Relaxed);
+            if quiet >= idle.as_millis() as u64 {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = async { tokio::join!(forward, backward) } => {}
+        () = watchdog => tracing::debug!("TCP connection idle; closing"),
+    }
+}
+
+/// A read half that records when it last read something.
+struct Active<R> {
+    inner: R,
+    last: Arc<AtomicU64>,
+    started: Instant,
+}
+
+impl<R> Active<R> {
+    fn new(inner: R, last: Arc<AtomicU64>, started: Instant) -> Self {
+        Self {
+            inner,
+            last,
+            started,
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Active<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            let now = self.started.elapsed().as_millis() as u64;
+            self.last.store(now, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_parse() {
+        let r: TcpRoute = "127.0.0.1:7001=db".parse().unwrap();
+        assert_eq!(r.listen, "127.0.0.1:7001".parse().unwrap());
+        assert_eq!(r.service, "db");
+        assert!("127.0.0.1:7001".parse::<TcpRoute>().is_err());
+        assert!("nowhere=db".parse::<TcpRoute>().is_err());
+    }
+}

@@ -1,0 +1,82 @@
+//! The TCP proxy on an explicit route, with real upstreams on 127.0.0.1.
+
+use std::{net::SocketAddr, time::Duration};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+use tokio_util::sync::CancellationToken;
+use waypost_client::{Client, model::RegisterRequest};
+use waypost_control::testkit::TestControlPlane;
+use waypost_sidecar::{Config, proxy::tcp::TcpRoute};
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// An echo server that answers only after the client has finished sending (it reads to EOF,
+/// then writes everything back prefixed with its name, then closes): it works only if the proxy
+/// passes the half-close through.
+async fn echo_after_eof(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut received = Vec::new();
+                if stream.read_to_end(&mut received).await.is_ok() {
+                    let mut answer = format!("{name}:").into_bytes();
+                    answer.extend(received);
+                    let _ = stream.write_all(&answer).await;
+                    let _ = stream.shutdown().await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn tcp_routes_relay_with_half_close_and_skip_dead_instances() {
+    let cp = TestControlPlane::in_memory(|_| {}).await;
+    let client = Client::new(&cp.url).unwrap();
+    let live = echo_after_eof("live").await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut last = 0;
+    for addr in [live, dead] {
+        last = client
+            .register_once(&RegisterRequest::new("db", addr.to_string()))
+            .await
+            .unwrap()
+            .revision;
+    }
+    let mut config = Config::for_test(&cp.url, None);
+    config.tcp = vec![TcpRoute {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        service: "db".into(),
+    }];
+    let token = CancellationToken::new();
+    let sidecar = waypost_sidecar::start(config, token.clone()).await.unwrap();
+    tokio::time::timeout(DEADLINE, sidecar.snapshots.wait_for(|s| s.revision >= last))
+        .await
+        .unwrap();
+    let route = sidecar.tcp_addrs[0];
+
+    // Every connection reaches the live instance (a refused connect tries the other), and the
+    // answer arrives only because our half-close reached the upstream.
+    for i in 0..20 {
+        let mut stream = TcpStream::connect(route).await.unwrap();
+        let payload = format!("ping {i} ").repeat(1000);
+        stream.write_all(payload.as_bytes()).await.unwrap();
+        stream.shutdown().await.unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(DEADLINE, stream.read_to_string(&mut answer))
+            .await
+            .expect("the upstream answers after EOF")
+            .unwrap();
+        assert_eq!(answer, format!("live:{payload}"));
+    }
+    token.cancel();
+}
