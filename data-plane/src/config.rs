@@ -273,8 +273,8 @@ mod tests {
 
     #[test]
     fn flags_override_the_file() {
-        let file =
-            "domain = \"Corp.Internal\"\ndns_ttl = \"30s\"\nupstreams = [\"127.0.0.53:53\"]\n";
+        let file = "domain = \"Corp.Internal\"\ndns_ttl = \"30s\"\nupstreams = [\"127.0.0.53:53\"]\n\
+                    [[tcp]]\nlisten = \"127.0.0.1:7001\"\nservice = \"db\"\n";
         let c = load(
             &["--dns-ttl", "1s", "--control", "http://a:1,http://b:2"],
             file,
