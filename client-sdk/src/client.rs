@@ -9,9 +9,9 @@ use reqwest::Method;
 use tokio::sync::mpsc;
 use url::Url;
 use waypost_model::{
-    BatchHeartbeatResponse, DeregisterResponse, DiscoverResponse, DrainRequest, DrainResponse,
-    HeartbeatAnswer, HeartbeatRequest, HeartbeatResponse, InstanceRef, RegisterRequest,
-    RegisterResponse, ServicesResponse,
+    BatchHeartbeatResponse, CheckReport, CheckResponse, DeregisterResponse, DiscoverResponse,
+    DrainRequest, DrainResponse, HeartbeatAnswer, HeartbeatRequest, HeartbeatResponse, InstanceRef,
+    RegisterRequest, RegisterResponse, ServicesResponse,
 };
 
 use crate::{
@@ -503,6 +503,33 @@ impl Client {
         self.inner
             .transport
             .call(Method::POST, &["drain"], &[], Some(&body))
+            .await
+    }
+
+    /// Reports a health check's result (what the sidecar does for the instances it checks).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), waypost_client::Error> {
+    /// # let cp = waypost_control::testkit::TestControlPlane::in_memory(|_| {}).await;
+    /// use waypost_client::{Client, Filter, model::{CheckReport, Health, InstanceRef, RegisterRequest}};
+    ///
+    /// let client = Client::new(&cp.url)?;
+    /// client.register_once(&RegisterRequest::new("web", "127.0.0.1:8001")).await?;
+    /// let report = CheckReport {
+    ///     instance: InstanceRef::by_id("web", "127.0.0.1:8001"),
+    ///     health: Health::Critical,
+    ///     output: Some("GET /healthz: 503".into()),
+    /// };
+    /// assert_eq!(client.report_check(&report).await?.health, Health::Critical);
+    /// assert_eq!(client.discover("web", &Filter::default()).await?.count, 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn report_check(&self, report: &CheckReport) -> Result<CheckResponse, Error> {
+        self.inner
+            .transport
+            .call(Method::POST, &["check"], &[], Some(report))
             .await
     }
 

@@ -22,7 +22,7 @@ use eventsource_stream::Eventsource;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::{Notify, mpsc};
 use url::Url;
-use waypost_model::{Instance, Revision, Status, WatchEvent};
+use waypost_model::{Instance, Revision, WatchEvent};
 
 use crate::transport::{Transport, backoff};
 
@@ -45,7 +45,7 @@ pub struct ServiceSet {
 }
 
 impl ServiceSet {
-    /// The instances that take new work (status `up`).
+    /// The instances that take new work (status `up`, health `passing`).
     ///
     /// ```
     /// # use waypost_client::ServiceSet;
@@ -55,7 +55,7 @@ impl ServiceSet {
     /// }
     /// ```
     pub fn up(&self) -> impl Iterator<Item = &Arc<Instance>> {
-        self.instances.iter().filter(|i| i.status == Status::Up)
+        self.instances.iter().filter(|i| i.takes_work())
     }
 
     /// The instance ids, in order (handy in logs and tests).
@@ -90,8 +90,8 @@ pub enum StreamEvent {
     Event {
         /// Its SSE id, `<epoch>-<revision>`.
         id: String,
-        /// The event.
-        event: WatchEvent,
+        /// The event (boxed: an instance is large next to the other variants).
+        event: Box<WatchEvent>,
     },
     /// The connection failed or ended; a reconnection follows after a backoff.
     Disconnected {
@@ -117,8 +117,8 @@ pub enum StreamEvent {
 /// let mut events = client.watch_events(None); // every service
 /// assert!(matches!(events.next().await, Some(StreamEvent::Connected { .. })));
 /// match events.next().await {
-///     Some(StreamEvent::Event { event: WatchEvent::Snapshot { revision, .. }, .. }) => {
-///         println!("the registry at revision {revision}");
+///     Some(StreamEvent::Event { event, .. }) if matches!(*event, WatchEvent::Snapshot { .. }) => {
+///         println!("the registry at revision {}", event.revision());
 ///     }
 ///     other => panic!("expected a snapshot first, got {other:?}"),
 /// }
@@ -159,8 +159,10 @@ impl WatchStream {
     /// events.resync();
     /// // Whatever was under way, a snapshot comes again.
     /// loop {
-    ///     if let Some(StreamEvent::Event { event: WatchEvent::Snapshot { .. }, .. }) = events.next().await {
-    ///         break;
+    ///     if let Some(StreamEvent::Event { event, .. }) = events.next().await {
+    ///         if matches!(*event, WatchEvent::Snapshot { .. }) {
+    ///             break;
+    ///         }
     ///     }
     /// }
     /// # Ok(())
@@ -245,7 +247,7 @@ impl Stream for Watch {
             match ready!(self.events.poll_next_unpin(cx)) {
                 None => return Poll::Ready(None),
                 Some(StreamEvent::Event { event, .. }) => {
-                    if self.view.apply(event) {
+                    if self.view.apply(*event) {
                         self.view.sent = true;
                         return Poll::Ready(Some(self.view.set()));
                     }
@@ -435,7 +437,7 @@ impl Connection<'_> {
                 .tx
                 .send(StreamEvent::Event {
                     id: id.clone(),
-                    event: parsed,
+                    event: Box::new(parsed),
                 })
                 .await
                 .is_err()

@@ -13,7 +13,7 @@ use std::{
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
-use waypost_model::{Instance, Revision, Status, WatchEvent};
+use waypost_model::{Instance, Revision, WatchEvent};
 
 use crate::dns::records::{RecordBuilder, ServiceRecords};
 
@@ -249,7 +249,7 @@ impl Registry {
             let all: Vec<Arc<Instance>> = instances.values().cloned().collect();
             let up: Vec<Target> = all
                 .iter()
-                .filter(|i| i.status == Status::Up)
+                .filter(|i| i.takes_work())
                 .map(|i| Target {
                     instance: i.clone(),
                     addrs: match i.host.parse::<IpAddr>() {

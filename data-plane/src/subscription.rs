@@ -121,8 +121,8 @@ impl Subscription {
                 Changed::Nothing
             }
             StreamEvent::Event { event, .. } => {
-                let is_snapshot = matches!(event, WatchEvent::Snapshot { .. });
-                match self.registry.apply(event) {
+                let is_snapshot = matches!(*event, WatchEvent::Snapshot { .. });
+                match self.registry.apply(*event) {
                     Ok(changed) => {
                         if is_snapshot {
                             self.status.serving.store(true, Ordering::Relaxed);

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Endpoint, ErrorCode, FieldError, Instance, InstanceId, ServiceName, Status,
+    Endpoint, ErrorCode, FieldError, Health, Instance, InstanceId, ServiceName, Status,
     limits::MAX_BATCH_HEARTBEAT,
 };
 
@@ -233,6 +233,33 @@ pub struct DrainResponse {
     /// The instance after the change.
     pub instance: Instance,
     /// The current revision (unchanged when the status already was the requested one).
+    pub revision: u64,
+}
+
+/// `POST /check`: a sidecar reports the result of an instance's health check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"service": "user-service", "id": "10.0.0.7:8001", "health": "critical", "output": "GET /healthz: 503"})))]
+pub struct CheckReport {
+    /// The instance, by `id` or `address`.
+    #[serde(flatten)]
+    pub instance: InstanceRef,
+    /// `passing` or `critical`.
+    pub health: Health,
+    /// What the check said (kept when critical; cut at 1024 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+}
+
+/// The answer to `POST /check`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CheckResponse {
+    /// The health now in force.
+    pub health: Health,
+    /// The instance after the report.
+    pub instance: Instance,
+    /// The revision of the change (unchanged when the health already was the reported one).
     pub revision: u64,
 }
 

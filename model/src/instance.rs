@@ -212,6 +212,25 @@ fn check_dns_name(host: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The result of an instance's health check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// The check passes (or no result was reported yet).
+    #[default]
+    Passing,
+    /// The check fails: the instance takes no work until it passes again.
+    Critical,
+}
+
+impl Instance {
+    /// `true` when the instance should get new work: status `up` and health `passing`.
+    pub fn takes_work(&self) -> bool {
+        self.status == Status::Up && self.health == Health::Passing
+    }
+}
+
 /// A registered instance as the control plane stores and returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -251,6 +270,18 @@ pub struct Instance {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     // Boxed: most instances have no check, and `None` then costs 8 bytes instead of 56.
     pub check: Option<Box<Check>>,
+    /// The host the instance runs on: the sidecar configured with this node name runs its check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub node: Option<Box<str>>,
+    /// The check's result as last reported: `passing` (also before any report) or `critical`.
+    /// A critical instance takes no work: it leaves default discovery, DNS and the proxies.
+    #[serde(default)]
+    pub health: Health,
+    /// What the last failing check said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub health_output: Option<Box<str>>,
     /// When the instance was first registered (RFC 3339, UTC). An update keeps it.
     pub registered_at: String,
     /// The revision of the last visible change to this instance.

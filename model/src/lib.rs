@@ -32,10 +32,11 @@ pub mod watch;
 
 pub use discover::{DiscoverResponse, DiscoveredInstance, ServiceSummary, ServicesResponse};
 pub use heartbeat::{
-    BatchHeartbeatResponse, DeregisterResponse, DrainRequest, DrainResponse, HeartbeatAnswer,
-    HeartbeatOutcome, HeartbeatRequest, HeartbeatResponse, InstanceRef,
+    BatchHeartbeatResponse, CheckReport, CheckResponse, DeregisterResponse, DrainRequest,
+    DrainResponse, HeartbeatAnswer, HeartbeatOutcome, HeartbeatRequest, HeartbeatResponse,
+    InstanceRef,
 };
-pub use instance::{Check, Endpoint, Instance, Status};
+pub use instance::{Check, Endpoint, Health, Instance, Status};
 pub use name::{InstanceId, NameError, ServiceName};
 pub use ops::{HealthResponse, ReadyResponse};
 pub use problem::{ErrorCode, Problem};

@@ -49,3 +49,9 @@ pub const MAX_BLOCKING_WAIT_SECONDS: u64 = 600;
 
 /// Longest URL-encoded `?tag=` or `?meta.K=V` filter value.
 pub const MAX_FILTER_LEN: usize = 512;
+
+/// Longest node name (a host name: letters, digits, `-`, `_`, `.`).
+pub const MAX_NODE_LEN: usize = 253;
+
+/// Longest health check output kept with an instance (longer output is cut).
+pub const MAX_CHECK_OUTPUT_LEN: usize = 1024;

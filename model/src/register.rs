@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     Check, Endpoint, ErrorCode, FieldError, Instance, InstanceId, ServiceName, Status,
     limits::{
-        MAX_METADATA_ENTRIES, MAX_METADATA_KEY_LEN, MAX_METADATA_VALUE_LEN, MAX_TAGS,
+        MAX_METADATA_ENTRIES, MAX_METADATA_KEY_LEN, MAX_METADATA_VALUE_LEN, MAX_NODE_LEN, MAX_TAGS,
         TTL_SECONDS_RANGE, WEIGHT_RANGE,
     },
     name::check_tag,
@@ -59,6 +59,10 @@ pub struct RegisterRequest {
     /// Initial status; `draining` registers an instance that takes no new work yet. Default `up`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
+    /// The host the instance runs on; the sidecar configured with this node name runs its
+    /// `check` (letters, digits, `-`, `_`, `.`; up to 253 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl RegisterRequest {
@@ -160,6 +164,21 @@ impl RegisterRequest {
         if let Some(check) = &self.check {
             check.validate()?;
         }
+        if let Some(node) = &self.node {
+            let ok = !node.is_empty()
+                && node.len() <= MAX_NODE_LEN
+                && node
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if !ok {
+                return Err(FieldError::new(
+                    "node",
+                    format!(
+                        "{node:?} must be 1 to {MAX_NODE_LEN} letters, digits, '-', '_' or '.'"
+                    ),
+                ));
+            }
+        }
         Ok(Registration {
             service,
             id,
@@ -171,6 +190,7 @@ impl RegisterRequest {
             ttl_seconds,
             check: self.check.clone(),
             status: self.status.unwrap_or_default(),
+            node: self.node.clone(),
         })
     }
 }
@@ -198,6 +218,8 @@ pub struct Registration {
     pub check: Option<Check>,
     /// Initial status.
     pub status: Status,
+    /// The node it runs on.
+    pub node: Option<String>,
 }
 
 /// The answer to `POST /register`: 201 when the instance is new, 200 when it was updated.

@@ -20,6 +20,8 @@ pub enum ChangeReason {
     Updated,
     /// Status moved between `up` and `draining`.
     StatusChanged,
+    /// The health check's result changed (`passing` / `critical`).
+    HealthChanged,
     /// Removed by `POST /deregister`.
     Deregistered,
     /// Removed because no heartbeat arrived within its TTL.

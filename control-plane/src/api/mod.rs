@@ -2,6 +2,7 @@
 //! limit, request metrics and the problem+json fallbacks.
 
 mod blocking;
+mod check;
 mod deregister;
 mod discover;
 mod docs;
@@ -79,7 +80,7 @@ deregister; anyone discovers, lists and watches. Errors are RFC 9457 problem+jso
     ),
     paths(docs::docs_page),
     tags(
-        (name = "registry", description = "Register, heartbeat, drain and deregister instances"),
+        (name = "registry", description = "Register, heartbeat, drain, report checks and deregister instances"),
         (name = "discovery", description = "Find instances, list services, watch changes"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     )
@@ -92,6 +93,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(heartbeat::heartbeat))
         .routes(routes!(deregister::deregister))
         .routes(routes!(drain::drain))
+        .routes(routes!(check::check))
         .routes(routes!(discover::discover))
         .routes(routes!(services::services))
         .routes(routes!(watch::watch))
@@ -149,6 +151,7 @@ const ROUTES: &[&str] = &[
     "/heartbeat",
     "/deregister",
     "/drain",
+    "/check",
     "/discover/{service}",
     "/services",
     "/watch",

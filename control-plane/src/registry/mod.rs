@@ -25,8 +25,8 @@ use std::{
 
 use tokio::sync::watch;
 use waypost_model::{
-    ChangeReason, DiscoveredInstance, Epoch, Instance, InstanceId, InstanceRef, RegisterRequest,
-    Revision, ServiceName, ServiceSummary, Status,
+    ChangeReason, DiscoveredInstance, Epoch, Health, Instance, InstanceId, InstanceRef,
+    RegisterRequest, Revision, ServiceName, ServiceSummary, Status, limits::MAX_CHECK_OUTPUT_LEN,
 };
 
 pub(crate) use self::changes::{Change, ChangeKind, Stale};
@@ -102,7 +102,7 @@ pub struct Filter {
 
 impl Filter {
     fn matches(&self, i: &Instance) -> bool {
-        (!self.healthy_only || i.status == Status::Up)
+        (!self.healthy_only || i.takes_work())
             && self.tags.iter().all(|t| i.tags.iter().any(|it| it == t))
             && self
                 .meta
@@ -291,6 +291,14 @@ impl Registry {
             status: reg.status,
             ttl_seconds: reg.ttl_seconds,
             check: reg.check.map(Box::new),
+            node: reg.node.map(String::into_boxed_str),
+            // Registering again keeps the last reported health: only checks change it.
+            health: existing
+                .as_ref()
+                .map_or(Health::Passing, |(old, _)| old.health),
+            health_output: existing
+                .as_ref()
+                .and_then(|(old, _)| old.health_output.clone()),
             registered_at,
             revision: 0,
         };
@@ -428,6 +436,50 @@ impl Registry {
             &mut inner,
             ChangeKind::Upsert {
                 reason: ChangeReason::StatusChanged,
+                instance: changed.clone(),
+            },
+        );
+        Ok((changed, revision))
+    }
+
+    /// Records a health check's result. A change of health is a visible change (a revision);
+    /// the same health again changes nothing (its output is not updated either).
+    pub fn report_check(
+        &self,
+        r: &InstanceRef,
+        health: Health,
+        output: Option<&str>,
+    ) -> Result<(Arc<Instance>, Revision), RegistryError> {
+        let (service, identity) = r.resolve()?;
+        self.ensure_writable()?;
+        let mut inner = self.lock();
+        let Some(found) = inner.state.find(&service, &identity) else {
+            return Err(RegistryError::NotFound {
+                id: identity_text(&identity),
+                service,
+            });
+        };
+        if found.instance.health == health {
+            return Ok((found.instance.clone(), found.instance.revision));
+        }
+        let revision = inner.head + 1;
+        let mut changed = Instance::clone(&found.instance);
+        changed.health = health;
+        changed.health_output = match health {
+            Health::Passing => None,
+            Health::Critical => output.map(|o| {
+                let cut: String = o.chars().take(MAX_CHECK_OUTPUT_LEN).collect();
+                cut.into_boxed_str()
+            }),
+        };
+        changed.revision = revision;
+        let changed = Arc::new(changed);
+        let entry = Entry::new(changed.clone(), found.registered, found.deadline);
+        inner.state.insert(entry, revision);
+        self.record(
+            &mut inner,
+            ChangeKind::Upsert {
+                reason: ChangeReason::HealthChanged,
                 instance: changed.clone(),
             },
         );

@@ -8,7 +8,7 @@ use std::{
 };
 
 use waypost_model::{
-    Instance, InstanceId, Revision, ServiceName, ServiceSummary, Status, heartbeat::Identity,
+    Instance, InstanceId, Revision, ServiceName, ServiceSummary, heartbeat::Identity,
 };
 
 /// One registered instance with the facts that are not on the wire.
@@ -92,10 +92,10 @@ impl State {
         let id = entry.instance.id.clone();
         let svc = self.services.entry(service).or_default();
         svc.modified = revision;
-        svc.active += usize::from(entry.instance.status == Status::Up);
+        svc.active += usize::from(entry.instance.takes_work());
         let old = svc.instances.insert(id, entry);
         match &old {
-            Some(o) => svc.active -= usize::from(o.instance.status == Status::Up),
+            Some(o) => svc.active -= usize::from(o.instance.takes_work()),
             None => self.count += 1,
         }
         old
@@ -110,7 +110,7 @@ impl State {
         let svc = self.services.get_mut(service)?;
         let old = svc.instances.remove(id)?;
         self.count -= 1;
-        svc.active -= usize::from(old.instance.status == Status::Up);
+        svc.active -= usize::from(old.instance.takes_work());
         svc.modified = revision;
         if svc.instances.is_empty() {
             self.tombstones.push_back((revision, service.clone()));

@@ -1,0 +1,44 @@
+//! `POST /check`.
+
+use axum::extract::State;
+use waypost_model::{CheckReport, CheckResponse};
+
+use super::{
+    AppState,
+    error::ApiError,
+    extract::Json,
+    responses::{NotFound, WriteErrors},
+};
+
+/// Report a health check's result.
+///
+/// Sent by the sidecar that runs the instance's `check` (the one whose node name matches the
+/// instance's `node`, or one told to check everything). A `critical` instance stays registered
+/// but takes no work: it leaves default discovery results, DNS and the proxies until a
+/// `passing` report brings it back. A change of health is a visible change with a revision;
+/// reporting the health already in force changes nothing.
+#[utoipa::path(
+    post,
+    path = "/check",
+    tag = "registry",
+    request_body = CheckReport,
+    responses(
+        (status = 200, description = "The health now in force", body = CheckResponse),
+        NotFound,
+        WriteErrors,
+    )
+)]
+pub(crate) async fn check(
+    State(app): State<AppState>,
+    Json(report): Json<CheckReport>,
+) -> Result<axum::Json<CheckResponse>, ApiError> {
+    let (instance, revision) =
+        app.registry
+            .report_check(&report.instance, report.health, report.output.as_deref())?;
+    app.registry.wait_committed(revision).await?;
+    Ok(axum::Json(CheckResponse {
+        health: instance.health,
+        revision,
+        instance: waypost_model::Instance::clone(&instance),
+    }))
+}
