@@ -67,6 +67,8 @@ async fn run(dev: Dev) -> Result<(), Box<dyn std::error::Error>> {
     sidecar.dns_listen = dev.dns_listen;
     sidecar.admin_listen = dev.admin_listen;
     sidecar.data_dir = None;
+    // One host: this sidecar runs every instance's health check.
+    sidecar.checks.check_all = true;
     let mut domain = hickory_proto::rr::Name::from_ascii(dev.domain.to_ascii_lowercase())?;
     domain.set_fqdn(true);
     sidecar.domain = domain;

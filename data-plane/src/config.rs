@@ -11,6 +11,7 @@ use hickory_proto::rr::Name;
 use serde::Deserialize;
 use waypost_runtime::{config::ConfigError, logging::LogFormat};
 
+use crate::checks::CheckConfig;
 use crate::proxy::{
     ProxyConfig,
     balance::{Outlier, Policy},
@@ -80,6 +81,16 @@ pub struct Settings {
     /// TCP routes LISTEN=SERVICE, comma-separated (TOML: `[[tcp]]` tables with `listen` and `service`) [default: none]
     #[arg(long, env = "WAYPOST_TCP", value_delimiter = ',')]
     pub tcp: Option<Vec<TcpRoute>>,
+    /// This host's node name: the checks of instances registered with it run here [default: none]
+    #[arg(long, env = "WAYPOST_NODE")]
+    pub node: Option<String>,
+    /// Run the checks of every instance (a single host) [default: false]
+    #[arg(long, env = "WAYPOST_CHECK_ALL", num_args = 0..=1, default_missing_value = "true")]
+    pub check_all: Option<bool>,
+    /// Deregister an instance whose check stays critical this long; 0s never [default: 10m]
+    #[arg(long, env = "WAYPOST_DEREGISTER_CRITICAL_AFTER", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "waypost_runtime::config::opt_duration")]
+    pub deregister_critical_after: Option<Duration>,
     /// How long shutdown waits for in-flight work [default: 5s]
     #[arg(long, env = "WAYPOST_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
     #[serde(default, with = "waypost_runtime::config::opt_duration")]
@@ -128,6 +139,8 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// Explicit TCP routes.
     pub tcp: Vec<TcpRoute>,
+    /// Which health checks run here.
+    pub checks: CheckConfig,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
     /// Log format.
@@ -187,6 +200,14 @@ impl Config {
                 }
             },
             tcp: pick!(tcp, Vec::new()),
+            checks: CheckConfig {
+                node: over.node.or(under.node),
+                check_all: pick!(check_all, false),
+                deregister_critical_after: pick!(
+                    deregister_critical_after,
+                    Duration::from_secs(600)
+                ),
+            },
             shutdown_grace: pick!(shutdown_grace, Duration::from_secs(5)),
             log_format: pick!(log_format, LogFormat::Text),
         };

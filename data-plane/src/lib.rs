@@ -9,6 +9,7 @@
 //! - [`dns`]: the hickory server and our handler (names, records, forwarding).
 //! - `admin`: `/health`, `/ready`, `/metrics`, `/snapshot`.
 
+pub mod checks;
 pub mod config;
 pub mod dns;
 pub mod metrics;
@@ -125,6 +126,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let status = Arc::new(Status::default());
     let records = dns::records::RecordBuilder::new(config.domain.clone(), config.dns_ttl);
     let (publisher, snapshots) = snapshot::channel();
+    let checker_client = client.clone();
     let mut subscription = subscription::Subscription {
         events: client.watch_events(None),
         registry: snapshot::Registry::default(),
@@ -151,6 +153,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         metrics.clone(),
         &config.domain.to_ascii(),
     ));
+    let checking = (config.checks.check_all || config.checks.node.is_some()).then(|| {
+        tokio::spawn(checks::run(
+            snapshots.clone(),
+            checker_client,
+            config.checks.clone(),
+            shutdown.clone(),
+        ))
+    });
     let tcp_proxy = Arc::new(proxy::tcp::TcpProxy {
         snapshots: snapshots.clone(),
         balancer: proxy::balance::Balancer::new(config.proxy.outlier, config.proxy.panic_threshold),
@@ -196,6 +206,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             }
             let _ = admin_server.await;
             let _ = proxying.await;
+            if let Some(checking) = checking {
+                let _ = checking.await;
+            }
             // The subscription saves the last snapshot as it ends.
             let _ = following.await;
         };

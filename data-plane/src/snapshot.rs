@@ -113,6 +113,14 @@ impl Snapshots {
         self.current.load_full()
     }
 
+    /// Waits for the next published snapshot (at once if one came since the last call).
+    pub async fn changed(&mut self) {
+        if self.changed.changed().await.is_err() {
+            // The writer is gone; nothing will change any more.
+            std::future::pending::<()>().await;
+        }
+    }
+
     /// Waits until a snapshot satisfying `ready` is published (for tests and readiness).
     pub async fn wait_for(&self, mut ready: impl FnMut(&Snapshot) -> bool) -> Arc<Snapshot> {
         let mut changed = self.changed.clone();
