@@ -92,9 +92,13 @@ pub(crate) async fn run(
             keep
         });
         for (key, check) in wanted {
-            if !running.contains_key(&key) {
-                let task = tokio::spawn(check_loop(shared.clone(), key.clone(), check.clone()));
-                running.insert(key, (check, task));
+            if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(key) {
+                let task = tokio::spawn(check_loop(
+                    shared.clone(),
+                    slot.key().clone(),
+                    check.clone(),
+                ));
+                slot.insert((check, task));
             }
         }
         drop(snapshot);
