@@ -10,6 +10,7 @@
 //! - `baseline`: a bare axum server answering the same routes with bytes captured from a real
 //!   control plane, doing no registry work: the yardstick for "at least 70% of a bare handler".
 //! - `memory`: registers many instances and reports the server's resident memory per instance.
+//! - `backend`: a bare upstream for the proxy benchmark (`tools/proxy-bench.sh`).
 //! - `dns-seed`: registers N services x 2 instances and writes the same names for dnsmasq and
 //!   the query files for dnsperf.
 //! - `propagation`: times register-acknowledged to answered-by-the-sidecar, p50/p99/max.
@@ -17,6 +18,7 @@
 //! The tool only talks to loopback addresses: it is a benchmark, not a way to load someone else's
 //! server.
 
+mod backend;
 mod baseline;
 mod bench;
 mod client;
@@ -63,6 +65,12 @@ enum Command {
     },
     /// Register many instances and report the server's resident memory per instance.
     Memory(memory::MemoryArgs),
+    /// Serve a bare upstream for the proxy benchmark (same small body for every request).
+    Backend {
+        /// Address to listen on (loopback).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
     /// Register N services for the DNS benchmark and write dnsmasq's and dnsperf's files.
     DnsSeed(dns::SeedArgs),
     /// Time register-to-DNS-answer through a sidecar (p50/p99 over many trials).
@@ -80,6 +88,7 @@ async fn main() -> std::process::ExitCode {
         } => baseline::serve(listen, &capture_from).await,
         Command::Memory(args) => memory::run(args).await,
         Command::DnsSeed(args) => dns::seed(args).await,
+        Command::Backend { listen } => backend::serve(listen).await,
         Command::Propagation(args) => dns::propagation(args).await,
     };
     match result {
