@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 use waypost_runtime::{config::ConfigError, logging::LogFormat};
 
-use crate::registry::expiry::SelfPreservation;
+use crate::registry::{VipRange, expiry::SelfPreservation};
 
 /// Every setting, optional, as given by one layer.
 #[derive(Debug, Clone, Default, Args, Deserialize)]
@@ -67,6 +67,9 @@ pub struct Settings {
     /// Log format: text or json [default: text].
     #[arg(long, env = "WAYPOST_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// IPv4 range of services' virtual IPs, `a.b.c.d/len`, or `off` [default: 127.100.0.0/16]
+    #[arg(long, env = "WAYPOST_VIP_CIDR")]
+    pub vip_cidr: Option<String>,
 }
 
 /// The command line of `waypost-control`.
@@ -126,6 +129,8 @@ pub struct Config {
     pub store_cache_bytes: usize,
     /// Log format.
     pub log_format: LogFormat,
+    /// Where services' virtual IPs come from (`None`: off).
+    pub vip_range: Option<VipRange>,
 }
 
 impl Config {
@@ -171,6 +176,15 @@ impl Config {
             shutdown_grace: pick!(shutdown_grace, Duration::from_secs(10)),
             store_cache_bytes: pick!(store_cache_mb, 4) * 1024 * 1024,
             log_format: pick!(log_format, LogFormat::Text),
+            vip_range: match over.vip_cidr.or(under.vip_cidr).as_deref() {
+                None => Some(
+                    "127.100.0.0/16"
+                        .parse()
+                        .unwrap_or_else(|e| unreachable!("the default range parses: {e}")),
+                ),
+                Some("off") => None,
+                Some(text) => Some(text.parse().map_err(ConfigError::Invalid)?),
+            },
         };
         config.check()?;
         Ok(config)

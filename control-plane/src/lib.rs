@@ -94,6 +94,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             history: config.history,
             max_instances: config.max_instances,
             self_preservation: config.self_preservation,
+            vip_range: config.vip_range,
         },
         loaded,
         writer,

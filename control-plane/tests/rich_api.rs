@@ -83,8 +83,37 @@ async fn discovery_filters_by_tag_metadata_and_health() {
     let s = get(&cp, "/services").await;
     assert_eq!(
         s.body["services"]["api"],
-        json!({"total_instances": 3, "active_instances": 2})
+        json!({"total_instances": 3, "active_instances": 2, "vip": "127.100.0.1"})
     );
+    // A failing health check takes an instance out too, with its output; passing brings it back.
+    let c = post(
+        &cp,
+        "/check",
+        json!({"service": "api", "id": "c", "health": "critical", "output": "GET /healthz: 503"}),
+    )
+    .await;
+    assert_eq!(c.status, 200, "{}", c.body);
+    assert_eq!(c.body["instance"]["health_output"], "GET /healthz: 503");
+    assert_eq!(ids(&cp, "api", "").await, ["a"]);
+    let c = post(
+        &cp,
+        "/check",
+        json!({"service": "api", "id": "c", "health": "passing"}),
+    )
+    .await;
+    assert_eq!(c.body["health"], "passing");
+    assert_eq!(ids(&cp, "api", "").await, ["a", "c"]);
+    let unknown = post(
+        &cp,
+        "/check",
+        json!({"service": "api", "id": "zz", "health": "passing"}),
+    )
+    .await;
+    assert_eq!(unknown.status, 404);
+    // Every answer about the service carries its virtual IP.
+    let found = get(&cp, "/discover/api").await;
+    assert_eq!(found.body["vip"], "127.100.0.1");
+    assert_eq!(found.body["instances"][0]["vip"], "127.100.0.1");
     // And back, by address this time.
     let u = post(
         &cp,

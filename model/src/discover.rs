@@ -33,6 +33,10 @@ pub struct DiscoverResponse {
     pub count: usize,
     /// The control plane's revision when the answer was read (also in `X-Waypost-Index`).
     pub revision: u64,
+    /// The service's virtual IP, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "127.100.0.1"))]
+    pub vip: Option<std::net::IpAddr>,
 }
 
 /// Counts for one service in `GET /services`.
@@ -41,8 +45,12 @@ pub struct DiscoverResponse {
 pub struct ServiceSummary {
     /// Registered instances, draining included.
     pub total_instances: usize,
-    /// Instances that take work (status `up`).
+    /// Instances that take work (status `up`, health `passing`).
     pub active_instances: usize,
+    /// The service's virtual IP, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "127.100.0.1"))]
+    pub vip: Option<std::net::IpAddr>,
 }
 
 /// The answer to `GET /services`.

@@ -282,6 +282,11 @@ pub struct Instance {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub health_output: Option<Box<str>>,
+    /// The service's virtual IP (the same for every instance of the service), when the control
+    /// plane allocates them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "127.100.0.1"))]
+    pub vip: Option<std::net::IpAddr>,
     /// When the instance was first registered (RFC 3339, UTC). An update keeps it.
     pub registered_at: String,
     /// The revision of the last visible change to this instance.

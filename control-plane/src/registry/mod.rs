@@ -13,9 +13,11 @@ pub(crate) mod changes;
 mod error;
 pub mod expiry;
 pub(crate) mod state;
+mod vips;
 
 use std::{
     collections::BTreeMap,
+    net::IpAddr,
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicU64, Ordering},
@@ -31,10 +33,12 @@ use waypost_model::{
 
 pub(crate) use self::changes::{Change, ChangeKind, Stale};
 pub use self::error::RegistryError;
+pub use self::vips::VipRange;
 use self::{
     changes::ChangeLog,
     expiry::{ExpiryQueue, HOLD_RECHECK, Preservation, SelfPreservation, Verdict},
     state::{Entry, State},
+    vips::Vips,
 };
 use crate::{
     metrics::Metrics,
@@ -54,6 +58,8 @@ pub struct RegistryConfig {
     pub max_instances: usize,
     /// The self-preservation rule.
     pub self_preservation: SelfPreservation,
+    /// Where services' virtual IPs come from (`None`: no VIPs).
+    pub vip_range: Option<VipRange>,
 }
 
 /// The durable head, as published to readers.
@@ -130,6 +136,7 @@ struct Inner {
     expiry: ExpiryQueue,
     head: Revision,
     preservation: Preservation,
+    vips: Option<Vips>,
 }
 
 /// The single writer of registry state. Cheap to share behind an `Arc`.
@@ -165,7 +172,11 @@ impl Registry {
         let now = Instant::now();
         let mut state = State::default();
         let mut expiry = ExpiryQueue::default();
+        let mut vips = config.vip_range.map(Vips::new);
         for instance in loaded.instances {
+            if let (Some(vips), Some(IpAddr::V4(vip))) = (vips.as_mut(), instance.vip) {
+                vips.restore(&instance.service, vip);
+            }
             let deadline = now + Duration::from_secs(instance.ttl_seconds.into());
             let registered = humantime::parse_rfc3339(&instance.registered_at)
                 .unwrap_or_else(|_| SystemTime::now());
@@ -192,6 +203,7 @@ impl Registry {
                 expiry,
                 head: loaded.revision,
                 preservation: Preservation::new(config.self_preservation),
+                vips,
             }),
             committed,
             store,
@@ -264,7 +276,8 @@ impl Registry {
         self.ensure_writable()?;
         let now = Instant::now();
         let deadline = now + Duration::from_secs(reg.ttl_seconds.into());
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         let existing = inner.state.get_mut(&reg.service, &reg.id).map(|e| {
             e.deadline = deadline;
             (e.instance.clone(), e.registered)
@@ -278,6 +291,21 @@ impl Registry {
                 let at = SystemTime::now();
                 (humantime::format_rfc3339_millis(at).to_string(), at)
             }
+        };
+        let vip = {
+            let state = &inner.state;
+            inner
+                .vips
+                .as_mut()
+                .and_then(|v| {
+                    v.assign(&reg.service, |s| {
+                        state
+                            .services
+                            .get(s)
+                            .is_some_and(|e| !e.instances.is_empty())
+                    })
+                })
+                .map(IpAddr::V4)
         };
         let mut instance = Instance {
             id: reg.id,
@@ -299,6 +327,7 @@ impl Registry {
             health_output: existing
                 .as_ref()
                 .and_then(|(old, _)| old.health_output.clone()),
+            vip,
             registered_at,
             revision: 0,
         };
@@ -328,7 +357,7 @@ impl Registry {
             ChangeReason::Registered
         };
         let recorded = self.record(
-            &mut inner,
+            inner,
             ChangeKind::Upsert {
                 reason,
                 instance: instance.clone(),
@@ -615,15 +644,26 @@ impl Registry {
             }
         }
         let revision = inner.head;
+        let vip = inner.vips.as_ref().and_then(|v| v.get(service));
         drop(inner);
-        let _ = write!(body, "],\"count\":{count},\"revision\":{revision}}}");
+        let _ = write!(body, "],\"count\":{count},\"revision\":{revision}");
+        if let Some(vip) = vip {
+            let _ = write!(body, ",\"vip\":\"{vip}\"");
+        }
+        body.push('}');
         (body.into_bytes(), revision)
     }
 
     /// Summaries of every service and the head revision.
     pub fn services(&self) -> (BTreeMap<String, ServiceSummary>, Revision) {
         let inner = self.lock();
-        (inner.state.summaries(), inner.head)
+        let mut summaries = inner.state.summaries();
+        if let Some(vips) = &inner.vips {
+            for (name, summary) in &mut summaries {
+                summary.vip = vips.get(name).map(IpAddr::V4);
+            }
+        }
+        (summaries, inner.head)
     }
 
     /// The revision of the last change to `service` (or the oldest remembered revision).

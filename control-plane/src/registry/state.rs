@@ -55,6 +55,7 @@ impl ServiceEntry {
         ServiceSummary {
             total_instances: self.instances.len(),
             active_instances: self.active,
+            vip: None,
         }
     }
 }

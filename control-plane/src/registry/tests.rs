@@ -1,6 +1,6 @@
 use std::time::{Duration, Instant};
 
-use waypost_model::{InstanceRef, RegisterRequest, Status};
+use waypost_model::{Health, InstanceRef, RegisterRequest, Status};
 
 use super::*;
 
@@ -16,7 +16,42 @@ fn config() -> RegistryConfig {
             window: Duration::from_secs(30),
             min_instances: 10,
         },
+        vip_range: Some("127.100.0.0/16".parse().unwrap()),
     }
+}
+
+#[test]
+fn services_get_distinct_stable_vips_shown_in_discovery() {
+    let r = Registry::in_memory_for_test(RegistryConfig {
+        max_instances: 10,
+        ..config()
+    });
+    let a1 = r
+        .register(&RegisterRequest::new("a", "10.0.0.1:1"))
+        .unwrap();
+    let a2 = r
+        .register(&RegisterRequest::new("a", "10.0.0.1:2"))
+        .unwrap();
+    let b = r
+        .register(&RegisterRequest::new("b", "10.0.0.1:3"))
+        .unwrap();
+    let vip = |x: &Registered| x.instance.vip.unwrap();
+    assert_eq!(vip(&a1), vip(&a2), "one VIP per service");
+    assert_ne!(vip(&a1), vip(&b));
+    assert_eq!(vip(&a1).to_string(), "127.100.0.1");
+    assert_eq!(r.services().0["b"].vip, Some(vip(&b)));
+    let (body, _) = r.discover_body("a", &Filter::default());
+    let parsed: waypost_model::DiscoverResponse = serde_json::from_slice(&body).unwrap();
+    assert_eq!(parsed.vip, Some(vip(&a1)));
+    // Emptied and registered again: the same VIP.
+    r.deregister(&InstanceRef::by_id("a", "10.0.0.1:1"))
+        .unwrap();
+    r.deregister(&InstanceRef::by_id("a", "10.0.0.1:2"))
+        .unwrap();
+    let again = r
+        .register(&RegisterRequest::new("a", "10.0.0.1:4"))
+        .unwrap();
+    assert_eq!(vip(&again), vip(&a1));
 }
 
 #[test]
@@ -235,6 +270,21 @@ fn service_summaries_count_active_instances_through_every_change() {
     assert_eq!(summary(&r).active_instances, 3);
     r.drain(&InstanceRef::by_id("web", "10.0.0.1:1"), true)
         .unwrap();
+    assert_eq!(summary(&r).active_instances, 2);
+    // A critical check takes one more out of the count, a passing one brings it back.
+    r.report_check(
+        &InstanceRef::by_id("web", "10.0.0.1:2"),
+        Health::Critical,
+        Some("down"),
+    )
+    .unwrap();
+    assert_eq!(summary(&r).active_instances, 1);
+    r.report_check(
+        &InstanceRef::by_id("web", "10.0.0.1:2"),
+        Health::Passing,
+        None,
+    )
+    .unwrap();
     assert_eq!(summary(&r).active_instances, 2);
     // Re-registering a draining instance as up.
     r.register(&RegisterRequest::new("web", "10.0.0.1:1"))
