@@ -81,6 +81,9 @@ pub struct Settings {
     /// TCP routes LISTEN=SERVICE, comma-separated (TOML: `[[tcp]]` tables with `listen` and `service`) [default: none]
     #[arg(long, env = "WAYPOST_TCP", value_delimiter = ',')]
     pub tcp: Option<Vec<TcpRoute>>,
+    /// VIP mode: listen on each service's virtual IP (on every port its instances use) and answer its DNS name with the VIP [default: false]
+    #[arg(long, env = "WAYPOST_VIP_MODE", num_args = 0..=1, default_missing_value = "true")]
+    pub vip_mode: Option<bool>,
     /// This host's node name: the checks of instances registered with it run here [default: none]
     #[arg(long, env = "WAYPOST_NODE")]
     pub node: Option<String>,
@@ -141,6 +144,8 @@ pub struct Config {
     pub tcp: Vec<TcpRoute>,
     /// Which health checks run here.
     pub checks: CheckConfig,
+    /// Serve services on their virtual IPs.
+    pub vip_mode: bool,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
     /// Log format.
@@ -200,6 +205,7 @@ impl Config {
                 }
             },
             tcp: pick!(tcp, Vec::new()),
+            vip_mode: pick!(vip_mode, false),
             checks: CheckConfig {
                 node: over.node.or(under.node),
                 check_all: pick!(check_all, false),

@@ -136,6 +136,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         status: status.clone(),
         metrics: metrics.clone(),
         file,
+        vip_mode: config.vip_mode,
     };
     subscription.restore().await;
     let following = tokio::spawn(subscription.run(shutdown.clone()));
@@ -170,10 +171,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         tokio::spawn(proxy::tcp::serve(
             listener,
             service,
+            None,
             tcp_proxy.clone(),
             shutdown.clone(),
         ));
     }
+    let vip_listeners = config.vip_mode.then(|| {
+        tokio::spawn(proxy::vips::run(
+            snapshots.clone(),
+            tcp_proxy.clone(),
+            shutdown.clone(),
+        ))
+    });
     let proxying = tokio::spawn(proxy::serve_http(
         http_listener,
         http_proxy,
@@ -208,6 +217,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             let _ = proxying.await;
             if let Some(checking) = checking {
                 let _ = checking.await;
+            }
+            if let Some(vip_listeners) = vip_listeners {
+                let _ = vip_listeners.await;
             }
             // The subscription saves the last snapshot as it ends.
             let _ = following.await;

@@ -24,6 +24,8 @@ pub struct ServiceView {
     pub instances: Vec<Arc<Instance>>,
     /// `up` instances with the addresses they are reached at.
     pub up: Vec<Target>,
+    /// The service's virtual IP, when the control plane gave it one.
+    pub vip: Option<IpAddr>,
     /// DNS answers for the service, built once per change.
     pub records: ServiceRecords,
 }
@@ -251,6 +253,7 @@ impl Registry {
         changed: &Changed,
         names: &HashMap<String, Vec<IpAddr>>,
         records: &RecordBuilder,
+        vip_mode: bool,
     ) -> Snapshot {
         let view = |name: &str| -> Option<Arc<ServiceView>> {
             let instances = self.services.get(name)?;
@@ -266,10 +269,12 @@ impl Registry {
                     },
                 })
                 .collect();
-            let records = records.service(name, &up);
+            let vip = all.iter().find_map(|i| i.vip);
+            let records = records.service(name, &up, vip.filter(|_| vip_mode));
             Some(Arc::new(ServiceView {
                 instances: all,
                 up,
+                vip,
                 records,
             }))
         };

@@ -42,6 +42,8 @@ pub(crate) struct Subscription {
     pub(crate) status: Arc<Status>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) file: Option<SnapshotFile>,
+    /// DNS answers services' virtual IPs.
+    pub(crate) vip_mode: bool,
 }
 
 impl Subscription {
@@ -156,9 +158,13 @@ impl Subscription {
             self.names.insert(name, addrs);
         }
         let previous = self.publisher.current();
-        let snapshot = self
-            .registry
-            .build(&previous, &changed, &self.names, &self.records);
+        let snapshot = self.registry.build(
+            &previous,
+            &changed,
+            &self.names,
+            &self.records,
+            self.vip_mode,
+        );
         self.metrics.revision.set(snapshot.revision as i64);
         self.metrics.services.set(snapshot.services.len() as i64);
         self.metrics.instances.set(

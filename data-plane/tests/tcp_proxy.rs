@@ -80,3 +80,76 @@ async fn tcp_routes_relay_with_half_close_and_skip_dead_instances() {
     }
     token.cancel();
 }
+
+#[tokio::test]
+async fn vip_mode_answers_the_vip_and_relays_connections_to_it() {
+    use hickory_proto::{
+        op::{Message, MessageType, OpCode, Query},
+        rr::{Name, RData, RecordType},
+    };
+
+    let cp = TestControlPlane::in_memory(|_| {}).await;
+    let client = Client::new(&cp.url).unwrap();
+    let upstream = echo_after_eof("db").await;
+    let registered = client
+        .register_once(&RegisterRequest::new("db", upstream.to_string()))
+        .await
+        .unwrap();
+    let vip = registered
+        .instance
+        .vip
+        .expect("the control plane gives a VIP");
+    let mut config = Config::for_test(&cp.url, None);
+    config.vip_mode = true;
+    let token = CancellationToken::new();
+    let sidecar = waypost_sidecar::start(config, token.clone()).await.unwrap();
+    tokio::time::timeout(
+        DEADLINE,
+        sidecar
+            .snapshots
+            .wait_for(|s| s.revision >= registered.revision),
+    )
+    .await
+    .unwrap();
+
+    // DNS answers the VIP for the service's name.
+    let mut query = Message::new(3, MessageType::Query, OpCode::Query);
+    query.add_query(Query::query(
+        Name::from_ascii("db.service.waypost.").unwrap(),
+        RecordType::A,
+    ));
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket
+        .send_to(&query.to_vec().unwrap(), sidecar.dns_addr)
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 2048];
+    let (n, _) = socket.recv_from(&mut buf).await.unwrap();
+    let answer = Message::from_vec(&buf[..n]).unwrap();
+    let ips: Vec<std::net::IpAddr> = answer
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0.into()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ips, vec![vip]);
+
+    // A program that connects to VIP:port reaches the instance (the listener opens once the
+    // snapshot is seen, so wait for it).
+    let target = SocketAddr::new(vip, upstream.port());
+    let mut stream = waypost_control::testkit::eventually(DEADLINE, "the VIP listener", || async {
+        TcpStream::connect(target).await.ok()
+    })
+    .await;
+    stream.write_all(b"hello vip").await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer, "db:hello vip");
+    token.cancel();
+}

@@ -55,8 +55,10 @@ impl RecordBuilder {
         &self.domain
     }
 
-    /// The answers for `service`'s `up` instances.
-    pub fn service(&self, service: &str, up: &[Target]) -> ServiceRecords {
+    /// The answers for `service`'s `up` instances. With `vip` (VIP mode), the service's name
+    /// answers the virtual IP instead of the instances' addresses (SRV records still name
+    /// the instances).
+    pub fn service(&self, service: &str, up: &[Target], vip: Option<IpAddr>) -> ServiceRecords {
         let Ok(owner) = self.service_base.prepend_label(service) else {
             return ServiceRecords::default();
         };
@@ -65,7 +67,15 @@ impl RecordBuilder {
             .prepend_label("_tcp")
             .and_then(|n| n.prepend_label(format!("_{service}")))
             .ok();
-        self.build(&owner, rfc2782.as_ref(), up.iter())
+        let mut records = self.build(&owner, rfc2782.as_ref(), up.iter());
+        if let Some(vip) = vip.filter(|_| !up.is_empty()) {
+            let record = self.address(owner, vip);
+            (records.a, records.aaaa) = match vip {
+                IpAddr::V4(_) => (vec![record], Vec::new()),
+                IpAddr::V6(_) => (Vec::new(), vec![record]),
+            };
+        }
+        records
     }
 
     /// The answers for the instances of `service` with `tag` (built per query: tag lookups

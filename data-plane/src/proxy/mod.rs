@@ -1,10 +1,11 @@
-//! The proxies: HTTP, and TCP on explicit routes (virtual IPs come next). They read the same snapshot as DNS
+//! The proxies: HTTP, TCP on explicit routes, and TCP on services' virtual IPs. They read the same snapshot as DNS
 //! and keep their own facts about instances (in flight, failures, ejections) to themselves.
 
 pub mod balance;
 pub mod error;
 pub mod http;
 pub mod tcp;
+pub mod vips;
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 

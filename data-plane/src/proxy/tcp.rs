@@ -63,9 +63,11 @@ pub(crate) struct TcpProxy {
 }
 
 /// Accepts on `listener` for `service` until `shutdown`; open connections end with the process.
+/// With `port`, only instances on that port are used (a VIP listener per port).
 pub(crate) async fn serve(
     listener: TcpListener,
     service: String,
+    port: Option<u16>,
     proxy: Arc<TcpProxy>,
     shutdown: CancellationToken,
 ) {
@@ -85,14 +87,14 @@ pub(crate) async fn serve(
         tokio::spawn(async move {
             tokio::select! {
                 () = shutdown.cancelled() => {}
-                () = proxy.relay(client, &service) => {}
+                () = proxy.relay(client, &service, port) => {}
             }
         });
     }
 }
 
 impl TcpProxy {
-    async fn relay(&self, client: TcpStream, service: &str) {
+    async fn relay(&self, client: TcpStream, service: &str, port: Option<u16>) {
         let endpoints: Vec<Endpoint> = {
             let snapshot = self.snapshots.current();
             let Some(view) = snapshot.services.get(service) else {
@@ -101,6 +103,7 @@ impl TcpProxy {
             };
             view.up
                 .iter()
+                .filter(|t| port.is_none_or(|p| t.instance.port == p))
                 .filter_map(|t| {
                     Some(Endpoint {
                         id: t.instance.id.as_str().to_owned(),
