@@ -433,3 +433,53 @@ async fn websocket_echo_through_the_proxy() {
     assert_eq!(echoed.into_data().as_ref(), &[0u8, 1, 2, 255]);
     ws.close(None).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_sudden_mass_removal_spreads_over_all_recent_instances_but_draining_does_not() {
+    let s = setup(4, &[("waypost.balance", "round_robin")], &[], |_| {}).await;
+    assert_eq!(s.spread(8).await.len(), 4, "traffic flows before");
+    // Three of four vanish at once (their processes still answer, as during a control-plane
+    // accident): below the 50% threshold, so the proxy keeps spreading over all four.
+    let mut last = 0;
+    for name in ["u1", "u2", "u3"] {
+        last = s
+            .client
+            .deregister(InstanceRef::by_id("web", name))
+            .await
+            .unwrap()
+            .revision;
+    }
+    s.sidecar
+        .snapshots
+        .wait_for(|snap| snap.revision >= last)
+        .await;
+    let counts = s.spread(40).await;
+    assert_eq!(counts.len(), 4, "{counts:?}");
+    let metrics = reqwest::get(format!("http://{}/metrics", s.sidecar.admin_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains("waypost_sidecar_proxy_panic_total 0"),
+        "{metrics}"
+    );
+
+    // Draining is deliberate: drained instances get no new work, whatever their number.
+    let s = setup(4, &[("waypost.balance", "round_robin")], &[], |_| {}).await;
+    for name in ["u1", "u2", "u3"] {
+        last = s
+            .client
+            .drain(InstanceRef::by_id("web", name), true)
+            .await
+            .unwrap()
+            .revision;
+    }
+    s.sidecar
+        .snapshots
+        .wait_for(|snap| snap.revision >= last)
+        .await;
+    let counts = s.spread(20).await;
+    assert_eq!(counts.keys().collect::<Vec<_>>(), vec!["u0"], "{counts:?}");
+}

@@ -11,6 +11,7 @@ use std::{
     },
     task::{Context, Poll},
     time::Duration,
+    time::Instant,
 };
 
 use bytes::Bytes;
@@ -48,6 +49,7 @@ pub struct HttpProxy {
     h1: Client<HttpConnector, ProxyBody>,
     h2: Client<HttpConnector, ProxyBody>,
     budget: RetryBudget,
+    routes: Routes,
 }
 
 impl std::fmt::Debug for HttpProxy {
@@ -82,6 +84,7 @@ impl HttpProxy {
             metrics,
             h1,
             h2,
+            routes: Routes::default(),
         }
     }
 
@@ -153,32 +156,16 @@ impl HttpProxy {
         client: SocketAddr,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (service, rewritten) = self.route(&req).ok_or(ProxyError::NoRoute)?;
-        let snapshot = self.snapshots.current();
-        let view = snapshot
-            .services
-            .get(&service)
-            .ok_or_else(|| ProxyError::UnknownService(service.clone()))?;
-        let endpoints: Vec<Endpoint> = view
-            .up
-            .iter()
-            .filter_map(|t| {
-                Some(Endpoint {
-                    id: t.instance.id.as_str().to_owned(),
-                    addr: SocketAddr::new(*t.addrs.first()?, t.instance.port),
-                    weight: t.instance.weight,
-                    h2c: t.instance.metadata.get(PROTOCOL_KEY).map(String::as_str) == Some("h2c"),
-                })
-            })
-            .collect();
-        if endpoints.is_empty() {
-            return Err(ProxyError::NoHealthyInstance(service));
+        let route = self.routes.get(
+            &service,
+            &self.snapshots,
+            self.config.balance,
+            self.config.panic_threshold,
+        )?;
+        if route.mass_removal {
+            self.metrics.proxy_panic.inc();
         }
-        let policy = view
-            .instances
-            .iter()
-            .find_map(|i| i.metadata.get(BALANCE_KEY)?.parse::<Policy>().ok())
-            .unwrap_or(self.config.balance);
-        drop(snapshot);
+        let (endpoints, policy) = (&route.endpoints, route.policy);
 
         let upgrade = is_upgrade(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -200,7 +187,7 @@ impl HttpProxy {
 
         let mut tried: Vec<String> = Vec::new();
         loop {
-            let Some(choice) = self.balancer.choose(&service, &endpoints, policy, &tried) else {
+            let Some(choice) = self.balancer.choose(&service, endpoints, policy, &tried) else {
                 return Err(ProxyError::Unavailable {
                     service,
                     detail: format!("every instance failed ({} tried)", tried.len()),
@@ -498,5 +485,121 @@ impl RetryBudget {
                 (t >= 1000).then_some(t - 1000)
             })
             .is_ok()
+    }
+}
+
+/// How long an instance that left a service (removed, expired, critical) is remembered for the
+/// mass-removal rule.
+const RECENT_WINDOW: Duration = Duration::from_secs(30);
+
+/// One service's endpoints as of one snapshot revision: built once per change, not per request.
+#[derive(Debug)]
+pub(crate) struct Route {
+    revision: u64,
+    /// The endpoints to balance over.
+    pub(crate) endpoints: Vec<Endpoint>,
+    /// The service's policy.
+    pub(crate) policy: Policy,
+    /// Instances that left within the window, with when they left.
+    recent: Vec<(Endpoint, Instant)>,
+    /// Too many instances left at once: the recent ones are balanced over too.
+    pub(crate) mass_removal: bool,
+}
+
+/// The route cache.
+#[derive(Debug, Default)]
+struct Routes {
+    by_service: std::sync::Mutex<std::collections::HashMap<String, Arc<Route>>>,
+}
+
+impl Routes {
+    /// The route for `service` in the current snapshot. The panic rule of the balancer applies
+    /// to removals too: when fewer than `threshold` of the instances seen within the last
+    /// [`RECENT_WINDOW`] are still `up` (and the others did not simply start draining), the
+    /// ones that vanished are used as well, instead of piling everything onto the few left.
+    fn get(
+        &self,
+        service: &str,
+        snapshots: &crate::snapshot::Snapshots,
+        default_policy: Policy,
+        threshold: f64,
+    ) -> Result<Arc<Route>, ProxyError> {
+        let snapshot = snapshots.current();
+        let mut routes = self.by_service.lock().unwrap_or_else(|e| e.into_inner());
+        let previous = routes.get(service).cloned();
+        let fresh = |r: &&Arc<Route>| {
+            r.revision == snapshot.revision
+                && r.recent
+                    .iter()
+                    .all(|(_, left)| left.elapsed() < RECENT_WINDOW)
+        };
+        if let Some(route) = previous.as_ref().filter(fresh) {
+            return Self::usable(service, route.clone());
+        }
+        let Some(view) = snapshot.services.get(service) else {
+            routes.remove(service);
+            return Err(ProxyError::UnknownService(service.to_owned()));
+        };
+        let current: Vec<Endpoint> = view
+            .up
+            .iter()
+            .filter_map(|t| {
+                Some(Endpoint {
+                    id: t.instance.id.as_str().to_owned(),
+                    addr: SocketAddr::new(*t.addrs.first()?, t.instance.port),
+                    weight: t.instance.weight,
+                    h2c: t.instance.metadata.get(PROTOCOL_KEY).map(String::as_str) == Some("h2c"),
+                })
+            })
+            .collect();
+        let policy = view
+            .instances
+            .iter()
+            .find_map(|i| i.metadata.get(BALANCE_KEY)?.parse::<Policy>().ok())
+            .unwrap_or(default_policy);
+        let now = Instant::now();
+        let draining = |id: &str| {
+            view.instances
+                .iter()
+                .any(|i| i.id.as_str() == id && i.status == waypost_model::Status::Draining)
+        };
+        let mut recent: Vec<(Endpoint, Instant)> = Vec::new();
+        if let Some(previous) = &previous {
+            let gone = previous
+                .endpoints
+                .iter()
+                .filter(|e| !previous.recent.iter().any(|(r, _)| r.id == e.id))
+                .map(|e| (e.clone(), now))
+                .chain(previous.recent.iter().cloned());
+            for (endpoint, left) in gone {
+                let back = current.iter().any(|c| c.id == endpoint.id);
+                if !back && !draining(&endpoint.id) && now.duration_since(left) < RECENT_WINDOW {
+                    recent.push((endpoint, left));
+                }
+            }
+        }
+        let seen = current.len() + recent.len();
+        let mass_removal = !recent.is_empty() && (current.len() as f64) < threshold * seen as f64;
+        let mut endpoints = current;
+        if mass_removal {
+            endpoints.extend(recent.iter().map(|(e, _)| e.clone()));
+        }
+        let route = Arc::new(Route {
+            revision: snapshot.revision,
+            endpoints,
+            policy,
+            recent,
+            mass_removal,
+        });
+        routes.insert(service.to_owned(), route.clone());
+        Self::usable(service, route)
+    }
+
+    fn usable(service: &str, route: Arc<Route>) -> Result<Arc<Route>, ProxyError> {
+        if route.endpoints.is_empty() {
+            Err(ProxyError::NoHealthyInstance(service.to_owned()))
+        } else {
+            Ok(route)
+        }
     }
 }
