@@ -94,6 +94,8 @@ pub struct Metrics {
     pub(crate) instances: Gauge,
     pub(crate) forwarded: Family<QueryLabels, Counter>,
     proxy_requests: Family<OutcomeLabel, Counter>,
+    /// The counters of `proxy_requests`, looked up once (not per request).
+    outcomes: Vec<(&'static str, Counter)>,
     pub(crate) proxy_retries: Counter,
     pub(crate) proxy_ejections: Counter,
     pub(crate) proxy_panic: Counter,
@@ -123,10 +125,28 @@ impl Metrics {
             instances: Gauge::default(),
             forwarded: Family::default(),
             proxy_requests: Family::default(),
+            outcomes: Vec::new(),
             proxy_retries: Counter::default(),
             proxy_ejections: Counter::default(),
             proxy_panic: Counter::default(),
         };
+        let mut m = m;
+        m.outcomes = [
+            "ok",
+            "unknown_service",
+            "no_healthy_instance",
+            "upstream_unavailable",
+            "upstream_timeout",
+        ]
+        .into_iter()
+        .map(|outcome| {
+            let counter = m
+                .proxy_requests
+                .get_or_create(&OutcomeLabel { outcome })
+                .clone();
+            (outcome, counter)
+        })
+        .collect();
         {
             let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
             r.register(
@@ -190,9 +210,16 @@ impl Metrics {
     }
 
     pub(crate) fn proxy_outcome(&self, outcome: &'static str) {
-        self.proxy_requests
-            .get_or_create(&OutcomeLabel { outcome })
-            .inc();
+        match self.outcomes.iter().find(|(o, _)| *o == outcome) {
+            Some((_, counter)) => {
+                counter.inc();
+            }
+            None => {
+                self.proxy_requests
+                    .get_or_create(&OutcomeLabel { outcome })
+                    .inc();
+            }
+        }
     }
 
     /// Prometheus text.

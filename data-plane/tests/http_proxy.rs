@@ -466,7 +466,8 @@ async fn a_sudden_mass_removal_spreads_over_all_recent_instances_but_draining_do
         "{metrics}"
     );
 
-    // Draining is deliberate: drained instances get no new work, whatever their number.
+    // Draining is deliberate (and a critical check is a known reason): those instances are
+    // still registered and get no new work, whatever their number.
     let s = setup(4, &[("waypost.balance", "round_robin")], &[], |_| {}).await;
     for name in ["u1", "u2", "u3"] {
         last = s

@@ -54,6 +54,8 @@ pub struct Endpoint {
     pub weight: u32,
     /// Speaks HTTP/2 without TLS (prior knowledge).
     pub h2c: bool,
+    /// What the proxy has seen of it (shared across routes by [`Balancer::attach`]).
+    pub stats: Arc<Stats>,
 }
 
 /// What the proxy has seen of one endpoint.
@@ -98,12 +100,10 @@ pub struct Balancer {
 }
 
 /// The outcome of choosing.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct Choice {
-    /// The endpoint chosen.
-    pub endpoint: Endpoint,
-    /// Its stats (the caller records the outcome there).
-    pub stats: Arc<Stats>,
+    /// The index of the endpoint chosen.
+    pub index: usize,
     /// Chosen in panic mode: too few endpoints were healthy, so ejected ones were used too.
     pub panic: bool,
 }
@@ -128,42 +128,39 @@ impl Balancer {
         services.entry(name.to_owned()).or_default().clone()
     }
 
-    /// Chooses an endpoint of `service` by `policy`, skipping `tried` ones and ejected ones.
-    /// When fewer than the panic threshold's share are usable, ejection is ignored (better to
-    /// spread over all than to overload the few); `panic` then says so.
+    /// Gives each endpoint its lasting stats (kept per service and instance id across
+    /// snapshots), and forgets the stats of instances that left. Call when building a route.
+    pub fn attach(&self, service: &str, endpoints: &mut [Endpoint]) {
+        let state = self.service(service);
+        let mut map = state.stats.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > endpoints.len() * 2 {
+            map.retain(|id, _| endpoints.iter().any(|e| &e.id == id));
+        }
+        for endpoint in endpoints {
+            endpoint.stats = map.entry(endpoint.id.clone()).or_default().clone();
+        }
+    }
+
+    /// Chooses one of `endpoints` (of `service`) by `policy`, skipping the `tried` indexes and
+    /// ejected ones. When fewer than the panic threshold's share are usable, ejection is
+    /// ignored (better to spread over all than to overload the few); `panic` then says so.
     pub fn choose(
         &self,
         service: &str,
         endpoints: &[Endpoint],
         policy: Policy,
-        tried: &[String],
+        tried: &[usize],
     ) -> Option<Choice> {
         if endpoints.is_empty() {
             return None;
         }
-        let state = self.service(service);
         let now = self.now_ms();
-        let stats: Vec<Arc<Stats>> = {
-            let mut map = state.stats.lock().unwrap_or_else(|e| e.into_inner());
-            // Forget instances that left, so the map follows the registry.
-            if map.len() > endpoints.len() * 2 {
-                map.retain(|id, _| endpoints.iter().any(|e| &e.id == id));
-            }
-            endpoints
-                .iter()
-                .map(|e| map.entry(e.id.clone()).or_default().clone())
-                .collect()
-        };
-        let healthy: Vec<usize> = (0..endpoints.len())
-            .filter(|&i| stats[i].ejected_until_ms.load(Ordering::Relaxed) <= now)
+        let ejected = |i: usize| endpoints[i].stats.ejected_until_ms.load(Ordering::Relaxed) > now;
+        let healthy = (0..endpoints.len()).filter(|&i| !ejected(i)).count();
+        let panic = (healthy as f64) < self.panic_threshold * endpoints.len() as f64;
+        let pool: Vec<usize> = (0..endpoints.len())
+            .filter(|&i| (panic || !ejected(i)) && !tried.contains(&i))
             .collect();
-        let panic = (healthy.len() as f64) < self.panic_threshold * endpoints.len() as f64;
-        let mut pool: Vec<usize> = if panic {
-            (0..endpoints.len()).collect()
-        } else {
-            healthy
-        };
-        pool.retain(|&i| !tried.contains(&endpoints[i].id));
         if pool.is_empty() {
             return None;
         }
@@ -180,21 +177,20 @@ impl Balancer {
             pool[pool.len() - 1]
         };
         let mut rng = rand::rng();
-        let chosen = match policy {
-            Policy::RoundRobin => pool[state.cursor.fetch_add(1, Ordering::Relaxed) % pool.len()],
+        let index = match policy {
+            Policy::RoundRobin => {
+                let state = self.service(service);
+                pool[state.cursor.fetch_add(1, Ordering::Relaxed) % pool.len()]
+            }
             Policy::Weighted => by_weight(&mut rng),
             Policy::LeastRequest => {
                 let a = by_weight(&mut rng);
                 let b = by_weight(&mut rng);
-                let load = |i: usize| stats[i].in_flight.load(Ordering::Relaxed);
+                let load = |i: usize| endpoints[i].stats.in_flight.load(Ordering::Relaxed);
                 if load(b) < load(a) { b } else { a }
             }
         };
-        Some(Choice {
-            endpoint: endpoints[chosen].clone(),
-            stats: stats[chosen].clone(),
-            panic,
-        })
+        Some(Choice { index, panic })
     }
 
     /// Records a success: the failure streak ends.
@@ -226,8 +222,8 @@ impl Balancer {
 mod tests {
     use super::*;
 
-    fn endpoints(weights: &[u32]) -> Vec<Endpoint> {
-        weights
+    fn endpoints(b: &Balancer, weights: &[u32]) -> Vec<Endpoint> {
+        let mut eps: Vec<Endpoint> = weights
             .iter()
             .enumerate()
             .map(|(i, &w)| Endpoint {
@@ -235,8 +231,11 @@ mod tests {
                 addr: SocketAddr::from(([127, 0, 0, 1], 9000 + i as u16)),
                 weight: w,
                 h2c: false,
+                stats: Arc::default(),
             })
-            .collect()
+            .collect();
+        b.attach("s", &mut eps);
+        eps
     }
 
     fn balancer() -> Balancer {
@@ -253,25 +252,23 @@ mod tests {
     fn counts(b: &Balancer, eps: &[Endpoint], policy: Policy, n: usize) -> Vec<usize> {
         let mut counts = vec![0; eps.len()];
         for _ in 0..n {
-            let c = b.choose("s", eps, policy, &[]).unwrap();
-            counts[c.endpoint.id[1..].parse::<usize>().unwrap()] += 1;
+            counts[b.choose("s", eps, policy, &[]).unwrap().index] += 1;
         }
         counts
     }
 
     #[test]
     fn round_robin_is_even() {
-        let eps = endpoints(&[1, 1, 1]);
-        assert_eq!(
-            counts(&balancer(), &eps, Policy::RoundRobin, 300),
-            vec![100; 3]
-        );
+        let b = balancer();
+        let eps = endpoints(&b, &[1, 1, 1]);
+        assert_eq!(counts(&b, &eps, Policy::RoundRobin, 300), vec![100; 3]);
     }
 
     #[test]
     fn weighted_follows_weights() {
-        let eps = endpoints(&[1, 3]);
-        let c = counts(&balancer(), &eps, Policy::Weighted, 4000);
+        let b = balancer();
+        let eps = endpoints(&b, &[1, 3]);
+        let c = counts(&b, &eps, Policy::Weighted, 4000);
         // Expected 1000 / 3000 (standard deviation about 27).
         assert!((800..1200).contains(&c[0]), "{c:?}");
     }
@@ -279,34 +276,37 @@ mod tests {
     #[test]
     fn least_request_avoids_the_busy_one() {
         let b = balancer();
-        let eps = endpoints(&[1, 1]);
-        let busy = b.choose("s", &eps, Policy::RoundRobin, &[]).unwrap();
-        busy.stats.in_flight.store(10, Ordering::Relaxed);
+        let eps = endpoints(&b, &[1, 1]);
+        eps[0].stats.in_flight.store(10, Ordering::Relaxed);
         let c = counts(&b, &eps, Policy::LeastRequest, 400);
-        let busy_index: usize = busy.endpoint.id[1..].parse().unwrap();
         // Only when both draws hit the busy one (a quarter of the time) is it chosen.
-        assert!(c[busy_index] < 160, "{c:?}");
+        assert!(c[0] < 160, "{c:?}");
+    }
+
+    #[test]
+    fn stats_outlive_routes() {
+        let b = balancer();
+        let first = endpoints(&b, &[1, 1]);
+        first[1].stats.in_flight.store(3, Ordering::Relaxed);
+        let again = endpoints(&b, &[1, 1]);
+        assert_eq!(again[1].stats.in_flight.load(Ordering::Relaxed), 3);
     }
 
     #[test]
     fn ejection_and_panic() {
         let b = balancer();
-        let eps = endpoints(&[1, 1, 1, 1]);
-        let first = b.choose("s", &eps, Policy::RoundRobin, &[]).unwrap();
-        assert!(!b.failed(&first.stats) && !b.failed(&first.stats));
-        assert!(b.failed(&first.stats), "the third failure ejects");
+        let eps = endpoints(&b, &[1, 1, 1, 1]);
+        assert!(!b.failed(&eps[0].stats) && !b.failed(&eps[0].stats));
+        assert!(b.failed(&eps[0].stats), "the third failure ejects");
         let c = counts(&b, &eps, Policy::RoundRobin, 300);
-        let ejected: usize = first.endpoint.id[1..].parse().unwrap();
-        assert_eq!(c[ejected], 0, "{c:?}");
+        assert_eq!(c[0], 0, "{c:?}");
         // Eject two more: only one of four is left, below the 50% threshold: panic, all used.
-        for id in eps.iter().filter(|e| e.id != first.endpoint.id).take(2) {
-            let stats = b.service("s").stats.lock().unwrap()[&id.id].clone();
+        for ep in &eps[1..3] {
             for _ in 0..3 {
-                b.failed(&stats);
+                b.failed(&ep.stats);
             }
         }
-        let c = b.choose("s", &eps, Policy::RoundRobin, &[]).unwrap();
-        assert!(c.panic);
+        assert!(b.choose("s", &eps, Policy::RoundRobin, &[]).unwrap().panic);
         assert!(
             counts(&b, &eps, Policy::RoundRobin, 400)
                 .iter()
@@ -317,16 +317,15 @@ mod tests {
     #[test]
     fn tried_endpoints_are_skipped() {
         let b = balancer();
-        let eps = endpoints(&[1, 1]);
+        let eps = endpoints(&b, &[1, 1]);
         for _ in 0..20 {
-            let c = b
-                .choose("s", &eps, Policy::LeastRequest, &["e0".into()])
-                .unwrap();
-            assert_eq!(c.endpoint.id, "e1");
+            assert_eq!(
+                b.choose("s", &eps, Policy::LeastRequest, &[0])
+                    .unwrap()
+                    .index,
+                1
+            );
         }
-        assert!(
-            b.choose("s", &eps, Policy::LeastRequest, &["e0".into(), "e1".into()])
-                .is_none()
-        );
+        assert!(b.choose("s", &eps, Policy::LeastRequest, &[0, 1]).is_none());
     }
 }

@@ -158,6 +158,7 @@ impl HttpProxy {
         let (service, rewritten) = self.route(&req).ok_or(ProxyError::NoRoute)?;
         let route = self.routes.get(
             &service,
+            &self.balancer,
             &self.snapshots,
             self.config.balance,
             self.config.panic_threshold,
@@ -185,7 +186,7 @@ impl HttpProxy {
         let mut body = Some(req.into_body());
         self.budget.deposit();
 
-        let mut tried: Vec<String> = Vec::new();
+        let mut tried: Vec<usize> = Vec::new();
         loop {
             let Some(choice) = self.balancer.choose(&service, endpoints, policy, &tried) else {
                 return Err(ProxyError::Unavailable {
@@ -196,7 +197,8 @@ impl HttpProxy {
             if choice.panic {
                 self.metrics.proxy_panic.inc();
             }
-            let uri: Uri = format!("http://{}{path}", choice.endpoint.addr)
+            let endpoint = &endpoints[choice.index];
+            let uri: Uri = format!("http://{}{path}", endpoint.addr)
                 .parse()
                 .map_err(|e| ProxyError::Unavailable {
                     service: service.clone(),
@@ -215,27 +217,23 @@ impl HttpProxy {
                     detail: e.to_string(),
                 })?;
             *upstream_req.headers_mut() = headers.clone();
-            let client = if choice.endpoint.h2c {
-                &self.h2
-            } else {
-                &self.h1
-            };
-            if choice.endpoint.h2c {
+            let client = if endpoint.h2c { &self.h2 } else { &self.h1 };
+            if endpoint.h2c {
                 // HTTP/2 carries the authority in :authority, not Host.
                 upstream_req.headers_mut().remove(header::HOST);
             }
-            let guard = InFlight::new(choice.stats.clone());
+            let guard = InFlight::new(endpoint.stats.clone());
             let sent =
                 tokio::time::timeout(self.config.request_timeout, client.request(upstream_req))
                     .await;
             match sent {
                 Ok(Ok(mut response)) => {
                     if response.status().is_server_error() {
-                        if self.balancer.failed(&choice.stats) {
-                            self.ejected(&service, &choice.endpoint.id);
+                        if self.balancer.failed(&endpoint.stats) {
+                            self.ejected(&service, &endpoint.id);
                         }
                     } else {
-                        self.balancer.succeeded(&choice.stats);
+                        self.balancer.succeeded(&endpoint.stats);
                     }
                     if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) =
                         (client_upgrade, response.status())
@@ -262,11 +260,11 @@ impl HttpProxy {
                 }
                 Ok(Err(err)) => {
                     drop(guard);
-                    if self.balancer.failed(&choice.stats) {
-                        self.ejected(&service, &choice.endpoint.id);
+                    if self.balancer.failed(&endpoint.stats) {
+                        self.ejected(&service, &endpoint.id);
                     }
-                    let detail = format!("{}: {}", choice.endpoint.addr, error_chain(&err));
-                    tried.push(choice.endpoint.id);
+                    let detail = format!("{}: {}", endpoint.addr, error_chain(&err));
+                    tried.push(choice.index);
                     if retryable && tried.len() < endpoints.len() && self.budget.withdraw() {
                         self.metrics.proxy_retries.inc();
                         tracing::debug!(%service, %detail, "retrying on another instance");
@@ -275,8 +273,8 @@ impl HttpProxy {
                     return Err(ProxyError::Unavailable { service, detail });
                 }
                 Err(_) => {
-                    if self.balancer.failed(&choice.stats) {
-                        self.ejected(&service, &choice.endpoint.id);
+                    if self.balancer.failed(&endpoint.stats) {
+                        self.ejected(&service, &endpoint.id);
                     }
                     return Err(ProxyError::Timeout(service));
                 }
@@ -515,11 +513,13 @@ struct Routes {
 impl Routes {
     /// The route for `service` in the current snapshot. The panic rule of the balancer applies
     /// to removals too: when fewer than `threshold` of the instances seen within the last
-    /// [`RECENT_WINDOW`] are still `up` (and the others did not simply start draining), the
-    /// ones that vanished are used as well, instead of piling everything onto the few left.
+    /// [`RECENT_WINDOW`] are still `up`, the ones that vanished from the registry (removed or
+    /// expired; not those draining or reported critical, which are still registered) are used
+    /// as well, instead of piling everything onto the few left.
     fn get(
         &self,
         service: &str,
+        balancer: &Balancer,
         snapshots: &crate::snapshot::Snapshots,
         default_policy: Policy,
         threshold: f64,
@@ -549,6 +549,7 @@ impl Routes {
                     addr: SocketAddr::new(*t.addrs.first()?, t.instance.port),
                     weight: t.instance.weight,
                     h2c: t.instance.metadata.get(PROTOCOL_KEY).map(String::as_str) == Some("h2c"),
+                    stats: Arc::default(),
                 })
             })
             .collect();
@@ -558,11 +559,9 @@ impl Routes {
             .find_map(|i| i.metadata.get(BALANCE_KEY)?.parse::<Policy>().ok())
             .unwrap_or(default_policy);
         let now = Instant::now();
-        let draining = |id: &str| {
-            view.instances
-                .iter()
-                .any(|i| i.id.as_str() == id && i.status == waypost_model::Status::Draining)
-        };
+        // Still registered (draining, or reported critical): left on purpose or for a known
+        // reason, so not part of a removal the proxy should second-guess.
+        let present = |id: &str| view.instances.iter().any(|i| i.id.as_str() == id);
         let mut recent: Vec<(Endpoint, Instant)> = Vec::new();
         if let Some(previous) = &previous {
             let gone = previous
@@ -573,7 +572,7 @@ impl Routes {
                 .chain(previous.recent.iter().cloned());
             for (endpoint, left) in gone {
                 let back = current.iter().any(|c| c.id == endpoint.id);
-                if !back && !draining(&endpoint.id) && now.duration_since(left) < RECENT_WINDOW {
+                if !back && !present(&endpoint.id) && now.duration_since(left) < RECENT_WINDOW {
                     recent.push((endpoint, left));
                 }
             }
@@ -584,6 +583,7 @@ impl Routes {
         if mass_removal {
             endpoints.extend(recent.iter().map(|(e, _)| e.clone()));
         }
+        balancer.attach(service, &mut endpoints);
         let route = Arc::new(Route {
             revision: snapshot.revision,
             endpoints,

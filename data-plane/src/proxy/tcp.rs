@@ -95,7 +95,7 @@ pub(crate) async fn serve(
 
 impl TcpProxy {
     async fn relay(&self, client: TcpStream, service: &str, port: Option<u16>) {
-        let endpoints: Vec<Endpoint> = {
+        let mut endpoints: Vec<Endpoint> = {
             let snapshot = self.snapshots.current();
             let Some(view) = snapshot.services.get(service) else {
                 tracing::debug!(%service, "no such service; closing the connection");
@@ -110,10 +110,12 @@ impl TcpProxy {
                         addr: SocketAddr::new(*t.addrs.first()?, t.instance.port),
                         weight: t.instance.weight,
                         h2c: false,
+                        stats: Arc::default(),
                     })
                 })
                 .collect()
         };
+        self.balancer.attach(service, &mut endpoints);
         let mut tried = Vec::new();
         let (upstream, stats) = loop {
             let Some(choice) =
@@ -123,15 +125,16 @@ impl TcpProxy {
                 tracing::debug!(%service, tried = tried.len(), "no instance reachable; closing");
                 return;
             };
-            let connect = TcpStream::connect(choice.endpoint.addr);
+            let endpoint = &endpoints[choice.index];
+            let connect = TcpStream::connect(endpoint.addr);
             match tokio::time::timeout(self.config.connect_timeout, connect).await {
                 Ok(Ok(stream)) => {
-                    self.balancer.succeeded(&choice.stats);
-                    break (stream, choice.stats);
+                    self.balancer.succeeded(&endpoint.stats);
+                    break (stream, endpoint.stats.clone());
                 }
                 _ => {
-                    self.balancer.failed(&choice.stats);
-                    tried.push(choice.endpoint.id);
+                    self.balancer.failed(&endpoint.stats);
+                    tried.push(choice.index);
                 }
             }
         };
