@@ -23,26 +23,11 @@ done
 cargo build --release -q -p waypost-control -p waypost-sidecar -p waypost-loadgen
 load=target/release/waypost-load
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. tools/lib.sh
+bench_setup
 
 # Control plane (in memory: the DNS path is what is measured).
-taskset -c 1 target/release/waypost-control --in-memory --listen 127.0.0.1:0 --log-format json 2>"$work/control.log" &
-pids+=($!)
-for _ in $(seq 100); do
-  cp=$(grep -o '"http":"[^"]*"' "$work/control.log" | head -1 | cut -d'"' -f4 || true)
-  [ -n "$cp" ] && break
-  sleep 0.1
-done
-[ -n "$cp" ] || { cat "$work/control.log" >&2; exit 1; }
+bench_control_plane
 "$load" dns-seed --target "http://$cp" --services "$SERVICES" --out "$work"
 
 # The sidecar.

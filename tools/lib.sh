@@ -21,3 +21,34 @@ stop_control_plane() {
   [ -n "${CP_PID:-}" ] && kill "$CP_PID" 2>/dev/null || true
   rm -f "${CP_LOG:-}"
 }
+
+# For the benchmark scripts: a work directory, background processes stopped and the directory
+# removed at exit (`bench_setup`; add each started PID to `pids`), a free loopback port
+# (`free_port`), and a control plane started in memory on CPU 1 (`bench_control_plane`, sets
+# `cp` to its address).
+bench_setup() {
+  work=$(mktemp -d)
+  pids=()
+  trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+bench_control_plane() {
+  taskset -c 1 target/release/waypost-control --in-memory --listen 127.0.0.1:0 --log-format json 2>"$work/control.log" &
+  pids+=($!)
+  cp=""
+  for _ in $(seq 100); do
+    cp=$(grep -o '"http":"[^"]*"' "$work/control.log" | head -1 | cut -d'"' -f4 || true)
+    [ -n "$cp" ] && return 0
+    sleep 0.1
+  done
+  cat "$work/control.log" >&2
+  return 1
+}

@@ -21,15 +21,8 @@ for tool in wrk nginx haproxy iperf3 taskset curl python3; do
 done
 cargo build --release -q -p waypost-control -p waypost-sidecar -p waypost-loadgen
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. tools/lib.sh
+bench_setup
 wait_port() { for _ in $(seq 100); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "nothing on port $1" >&2; return 1; }
 
 backend_port=$(free_port)
@@ -40,13 +33,7 @@ taskset -c 1 iperf3 -s -p "$iperf_port" >/dev/null 2>&1 &
 pids+=($!)
 
 # Control plane and sidecar; the backend and the iperf3 server are registered services.
-taskset -c 1 target/release/waypost-control --in-memory --listen 127.0.0.1:0 --log-format json 2>"$work/control.log" &
-pids+=($!)
-for _ in $(seq 100); do
-  cp=$(grep -o '"http":"[^"]*"' "$work/control.log" | head -1 | cut -d'"' -f4 || true)
-  [ -n "$cp" ] && break
-  sleep 0.1
-done
+bench_control_plane
 for svc in "backend 127.0.0.1:$backend_port" "iperf 127.0.0.1:$iperf_port"; do
   set -- $svc
   curl -sf -X POST "http://$cp/register" -H 'content-type: application/json' \

@@ -151,6 +151,16 @@ async fn setup(
 }
 
 impl Setup {
+    /// The sidecar's Prometheus text.
+    async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.sidecar.admin_addr))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.sidecar.http_addr)
     }
@@ -319,12 +329,7 @@ async fn one_of_three_instances_killed_under_load_fails_no_idempotent_request() 
         &failures[..failures.len().min(5)]
     );
     // The kill was felt and absorbed: requests to it were retried elsewhere.
-    let metrics = reqwest::get(format!("http://{}/metrics", s.sidecar.admin_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     let retries: f64 = metrics
         .lines()
         .find(|l| l.starts_with("waypost_sidecar_proxy_retries_total "))
@@ -362,12 +367,7 @@ async fn a_failing_instance_is_ejected_and_readmitted() {
         body.starts_with("u0 ").then_some(())
     })
     .await;
-    let metrics = reqwest::get(format!("http://{}/metrics", s.sidecar.admin_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains("waypost_sidecar_proxy_ejections_total 1"),
         "{metrics}"
@@ -455,12 +455,7 @@ async fn a_sudden_mass_removal_spreads_over_all_recent_instances_but_draining_do
         .await;
     let counts = s.spread(40).await;
     assert_eq!(counts.len(), 4, "{counts:?}");
-    let metrics = reqwest::get(format!("http://{}/metrics", s.sidecar.admin_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         !metrics.contains("waypost_sidecar_proxy_panic_total 0"),
         "{metrics}"

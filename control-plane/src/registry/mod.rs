@@ -437,38 +437,18 @@ impl Registry {
         r: &InstanceRef,
         draining: bool,
     ) -> Result<(Arc<Instance>, Revision), RegistryError> {
-        let (service, identity) = r.resolve()?;
-        self.ensure_writable()?;
         let want = if draining {
             Status::Draining
         } else {
             Status::Up
         };
-        let mut inner = self.lock();
-        let Some(found) = inner.state.find(&service, &identity) else {
-            return Err(RegistryError::NotFound {
-                id: identity_text(&identity),
-                service,
-            });
-        };
-        if found.instance.status == want {
-            return Ok((found.instance.clone(), found.instance.revision));
-        }
-        let revision = inner.head + 1;
-        let mut changed = Instance::clone(&found.instance);
-        changed.status = want;
-        changed.revision = revision;
-        let changed = Arc::new(changed);
-        let entry = Entry::new(changed.clone(), found.registered, found.deadline);
-        inner.state.insert(entry, revision);
-        self.record(
-            &mut inner,
-            ChangeKind::Upsert {
-                reason: ChangeReason::StatusChanged,
-                instance: changed.clone(),
-            },
-        );
-        Ok((changed, revision))
+        self.amend(r, ChangeReason::StatusChanged, |i| {
+            if i.status == want {
+                return false;
+            }
+            i.status = want;
+            true
+        })
     }
 
     /// Records a health check's result. A change of health is a visible change (a revision);
@@ -479,6 +459,31 @@ impl Registry {
         health: Health,
         output: Option<&str>,
     ) -> Result<(Arc<Instance>, Revision), RegistryError> {
+        self.amend(r, ChangeReason::HealthChanged, |i| {
+            if i.health == health {
+                return false;
+            }
+            i.health = health;
+            i.health_output = match health {
+                Health::Passing => None,
+                Health::Critical => output.map(|o| {
+                    let cut: String = o.chars().take(MAX_CHECK_OUTPUT_LEN).collect();
+                    cut.into_boxed_str()
+                }),
+            };
+            true
+        })
+    }
+
+    /// Changes one field of a registered instance: `change` edits a copy and says whether it
+    /// changed anything visible; if so, the copy is stored with the next revision. Returns the
+    /// instance and the revision to wait for (its last change when nothing changed).
+    fn amend(
+        &self,
+        r: &InstanceRef,
+        reason: ChangeReason,
+        change: impl FnOnce(&mut Instance) -> bool,
+    ) -> Result<(Arc<Instance>, Revision), RegistryError> {
         let (service, identity) = r.resolve()?;
         self.ensure_writable()?;
         let mut inner = self.lock();
@@ -488,19 +493,11 @@ impl Registry {
                 service,
             });
         };
-        if found.instance.health == health {
+        let mut changed = Instance::clone(&found.instance);
+        if !change(&mut changed) {
             return Ok((found.instance.clone(), found.instance.revision));
         }
         let revision = inner.head + 1;
-        let mut changed = Instance::clone(&found.instance);
-        changed.health = health;
-        changed.health_output = match health {
-            Health::Passing => None,
-            Health::Critical => output.map(|o| {
-                let cut: String = o.chars().take(MAX_CHECK_OUTPUT_LEN).collect();
-                cut.into_boxed_str()
-            }),
-        };
         changed.revision = revision;
         let changed = Arc::new(changed);
         let entry = Entry::new(changed.clone(), found.registered, found.deadline);
@@ -508,7 +505,7 @@ impl Registry {
         self.record(
             &mut inner,
             ChangeKind::Upsert {
-                reason: ChangeReason::HealthChanged,
+                reason,
                 instance: changed.clone(),
             },
         );
