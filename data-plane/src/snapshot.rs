@@ -269,7 +269,7 @@ impl Registry {
                     },
                 })
                 .collect();
-            let vip = all.iter().find_map(|i| i.vip);
+            let vip = all.iter().find_map(|i| i.vip).map(IpAddr::V4);
             let records = records.service(name, &up, vip.filter(|_| vip_mode));
             Some(Arc::new(ServiceView {
                 instances: all,

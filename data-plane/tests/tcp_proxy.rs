@@ -134,11 +134,11 @@ async fn vip_mode_answers_the_vip_and_relays_connections_to_it() {
             _ => None,
         })
         .collect();
-    assert_eq!(ips, vec![vip]);
+    assert_eq!(ips, vec![std::net::IpAddr::V4(vip)]);
 
     // A program that connects to VIP:port reaches the instance (the listener opens once the
     // snapshot is seen, so wait for it).
-    let target = SocketAddr::new(vip, upstream.port());
+    let target = SocketAddr::new(vip.into(), upstream.port());
     let mut stream = waypost_control::testkit::eventually(DEADLINE, "the VIP listener", || async {
         TcpStream::connect(target).await.ok()
     })

@@ -3,6 +3,7 @@
 use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv6Addr},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use serde::{Deserialize, Serialize};
@@ -212,6 +213,53 @@ fn check_dns_name(host: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A UTC time with millisecond precision, written as RFC 3339 (`2026-11-22T10:00:00.000Z`).
+/// Kept as milliseconds since the Unix epoch: 8 bytes per instance instead of a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(u64);
+
+impl Timestamp {
+    /// Now.
+    pub fn now() -> Self {
+        Self::from(SystemTime::now())
+    }
+
+    /// As a [`SystemTime`].
+    pub fn to_system_time(self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.0)
+    }
+}
+
+impl From<SystemTime> for Timestamp {
+    fn from(t: SystemTime) -> Self {
+        Self(
+            t.duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        )
+    }
+}
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        humantime::format_rfc3339_millis(self.to_system_time()).fmt(f)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        humantime::parse_rfc3339_weak(&text)
+            .map(Self::from)
+            .map_err(|e| serde::de::Error::custom(format!("{text:?} is not an RFC 3339 time: {e}")))
+    }
+}
+
 /// The result of an instance's health check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -222,6 +270,13 @@ pub enum Health {
     Passing,
     /// The check fails: the instance takes no work until it passes again.
     Critical,
+}
+
+impl Health {
+    /// `true` for [`Health::Passing`].
+    pub fn is_passing(&self) -> bool {
+        *self == Self::Passing
+    }
 }
 
 impl Instance {
@@ -276,7 +331,8 @@ pub struct Instance {
     pub node: Option<Box<str>>,
     /// The check's result as last reported: `passing` (also before any report) or `critical`.
     /// A critical instance takes no work: it leaves default discovery, DNS and the proxies.
-    #[serde(default)]
+    /// Absent means `passing` (left out of answers to keep them, and memory, small).
+    #[serde(default, skip_serializing_if = "Health::is_passing")]
     pub health: Health,
     /// What the last failing check said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -286,9 +342,10 @@ pub struct Instance {
     /// plane allocates them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "127.100.0.1"))]
-    pub vip: Option<std::net::IpAddr>,
+    pub vip: Option<std::net::Ipv4Addr>,
     /// When the instance was first registered (RFC 3339, UTC). An update keeps it.
-    pub registered_at: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub registered_at: Timestamp,
     /// The revision of the last visible change to this instance.
     pub revision: u64,
 }

@@ -36,7 +36,7 @@ pub use heartbeat::{
     DrainResponse, HeartbeatAnswer, HeartbeatOutcome, HeartbeatRequest, HeartbeatResponse,
     InstanceRef,
 };
-pub use instance::{Check, Endpoint, Health, Instance, Status};
+pub use instance::{Check, Endpoint, Health, Instance, Status, Timestamp};
 pub use name::{InstanceId, NameError, ServiceName};
 pub use ops::{HealthResponse, ReadyResponse};
 pub use problem::{ErrorCode, Problem};

@@ -28,7 +28,8 @@ use std::{
 use tokio::sync::watch;
 use waypost_model::{
     ChangeReason, DiscoveredInstance, Epoch, Health, Instance, InstanceId, InstanceRef,
-    RegisterRequest, Revision, ServiceName, ServiceSummary, Status, limits::MAX_CHECK_OUTPUT_LEN,
+    RegisterRequest, Revision, ServiceName, ServiceSummary, Status, Timestamp,
+    limits::MAX_CHECK_OUTPUT_LEN,
 };
 
 pub(crate) use self::changes::{Change, ChangeKind, Stale};
@@ -174,12 +175,11 @@ impl Registry {
         let mut expiry = ExpiryQueue::default();
         let mut vips = config.vip_range.map(Vips::new);
         for instance in loaded.instances {
-            if let (Some(vips), Some(IpAddr::V4(vip))) = (vips.as_mut(), instance.vip) {
+            if let (Some(vips), Some(vip)) = (vips.as_mut(), instance.vip) {
                 vips.restore(&instance.service, vip);
             }
             let deadline = now + Duration::from_secs(instance.ttl_seconds.into());
-            let registered = humantime::parse_rfc3339(&instance.registered_at)
-                .unwrap_or_else(|_| SystemTime::now());
+            let registered = instance.registered_at.to_system_time();
             let revision = instance.revision;
             expiry.schedule(deadline, (instance.service.clone(), instance.id.clone()));
             state.insert(
@@ -286,26 +286,22 @@ impl Registry {
             return Err(RegistryError::Full(self.config.max_instances));
         }
         let (registered_at, registered) = match &existing {
-            Some((old, at)) => (old.registered_at.clone(), *at),
+            Some((old, at)) => (old.registered_at, *at),
             None => {
                 let at = SystemTime::now();
-                (humantime::format_rfc3339_millis(at).to_string(), at)
+                (Timestamp::from(at), at)
             }
         };
         let vip = {
             let state = &inner.state;
-            inner
-                .vips
-                .as_mut()
-                .and_then(|v| {
-                    v.assign(&reg.service, |s| {
-                        state
-                            .services
-                            .get(s)
-                            .is_some_and(|e| !e.instances.is_empty())
-                    })
+            inner.vips.as_mut().and_then(|v| {
+                v.assign(&reg.service, |s| {
+                    state
+                        .services
+                        .get(s)
+                        .is_some_and(|e| !e.instances.is_empty())
                 })
-                .map(IpAddr::V4)
+            })
         };
         let mut instance = Instance {
             id: reg.id,
