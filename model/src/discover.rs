@@ -36,7 +36,7 @@ pub struct DiscoverResponse {
     /// The service's virtual IP, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "127.100.0.1"))]
-    pub vip: Option<std::net::IpAddr>,
+    pub vip: Option<std::net::Ipv4Addr>,
 }
 
 /// Counts for one service in `GET /services`.
@@ -50,7 +50,7 @@ pub struct ServiceSummary {
     /// The service's virtual IP, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "127.100.0.1"))]
-    pub vip: Option<std::net::IpAddr>,
+    pub vip: Option<std::net::Ipv4Addr>,
 }
 
 /// The answer to `GET /services`.

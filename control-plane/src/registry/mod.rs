@@ -17,7 +17,6 @@ mod vips;
 
 use std::{
     collections::BTreeMap,
-    net::IpAddr,
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicU64, Ordering},
@@ -653,7 +652,7 @@ impl Registry {
         let mut summaries = inner.state.summaries();
         if let Some(vips) = &inner.vips {
             for (name, summary) in &mut summaries {
-                summary.vip = vips.get(name).map(IpAddr::V4);
+                summary.vip = vips.get(name);
             }
         }
         (summaries, inner.head)
