@@ -36,6 +36,11 @@ call "$W/discover/user-service"
 call "$W/discover/user-service?healthy=false"
 call -X POST "$W/drain" "${json[@]}" -d '{"service": "user-service", "id": "user-2", "draining": false}'
 
+step "Report a health check (what a sidecar does): critical takes the instance out, passing brings it back"
+call -X POST "$W/check" "${json[@]}" -d '{"service": "user-service", "id": "user-2", "health": "critical", "output": "GET /healthz: 503"}'
+call "$W/discover/user-service"
+call -X POST "$W/check" "${json[@]}" -d '{"service": "user-service", "id": "user-2", "health": "passing"}'
+
 step "Blocking query: returns when user-service changes after INDEX, or after 2 s"
 INDEX=$(curl -sS -o /dev/null -D - "$W/discover/user-service" | tr -d '\r' | awk 'tolower($1)=="x-waypost-index:" {print $2}')
 echo "X-Waypost-Index: $INDEX"
