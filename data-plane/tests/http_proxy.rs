@@ -165,13 +165,16 @@ impl Setup {
         format!("http://{}{path}", self.sidecar.http_addr)
     }
 
-    async fn get(&self, http: &reqwest::Client, host: &str, path: &str) -> (u16, String) {
-        let response = http
-            .get(self.url(path))
+    async fn send(&self, http: &reqwest::Client, host: &str, path: &str) -> reqwest::Response {
+        http.get(self.url(path))
             .header("host", host)
             .send()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    async fn get(&self, http: &reqwest::Client, host: &str, path: &str) -> (u16, String) {
+        let response = self.send(http, host, path).await;
         let status = response.status().as_u16();
         (status, response.text().await.unwrap())
     }
@@ -235,12 +238,7 @@ async fn routing_headers_and_errors() {
     assert!(body.starts_with("u0 HTTP/1.1 /x"), "{body}");
 
     // Unknown service: 404 problem+json; no healthy instance: 503.
-    let response = http
-        .get(s.url("/"))
-        .header("host", "nobody")
-        .send()
-        .await
-        .unwrap();
+    let response = s.send(&http, "nobody", "/").await;
     assert_eq!(response.status(), 404);
     assert_eq!(
         response.headers()["content-type"],
@@ -262,12 +260,7 @@ async fn routing_headers_and_errors() {
         .snapshots
         .wait_for(|snap| snap.revision >= answer.revision)
         .await;
-    let response = http
-        .get(s.url("/"))
-        .header("host", "web")
-        .send()
-        .await
-        .unwrap();
+    let response = s.send(&http, "web", "/").await;
     assert_eq!(response.status(), 503);
     assert_eq!(
         response.headers()["x-waypost-proxy-error"],
