@@ -151,6 +151,18 @@ async fn setup(
 }
 
 impl Setup {
+    /// Waits until the sidecar serves `revision` (or later).
+    async fn caught_up(&self, revision: u64) {
+        tokio::time::timeout(
+            DEADLINE,
+            self.sidecar
+                .snapshots
+                .wait_for(|snap| snap.revision >= revision),
+        )
+        .await
+        .expect("the sidecar catches up");
+    }
+
     /// The sidecar's Prometheus text.
     async fn metrics(&self) -> String {
         reqwest::get(format!("http://{}/metrics", self.sidecar.admin_addr))
@@ -256,10 +268,7 @@ async fn routing_headers_and_errors() {
         .drain(InstanceRef::by_id("web", "u0"), true)
         .await
         .unwrap();
-    s.sidecar
-        .snapshots
-        .wait_for(|snap| snap.revision >= answer.revision)
-        .await;
+    s.caught_up(answer.revision).await;
     let response = s.send(&http, "web", "/").await;
     assert_eq!(response.status(), 503);
     assert_eq!(
@@ -396,10 +405,7 @@ async fn websocket_echo_through_the_proxy() {
         .await
         .unwrap()
         .revision;
-    s.sidecar
-        .snapshots
-        .wait_for(|snap| snap.revision >= revision)
-        .await;
+    s.caught_up(revision).await;
 
     // Connect to the proxy; `Host: ws` names the service.
     let stream = tokio::net::TcpStream::connect(s.sidecar.http_addr)
@@ -442,10 +448,7 @@ async fn a_sudden_mass_removal_spreads_over_all_recent_instances_but_draining_do
             .unwrap()
             .revision;
     }
-    s.sidecar
-        .snapshots
-        .wait_for(|snap| snap.revision >= last)
-        .await;
+    s.caught_up(last).await;
     let counts = s.spread(40).await;
     assert_eq!(counts.len(), 4, "{counts:?}");
     let metrics = s.metrics().await;
@@ -465,10 +468,7 @@ async fn a_sudden_mass_removal_spreads_over_all_recent_instances_but_draining_do
             .unwrap()
             .revision;
     }
-    s.sidecar
-        .snapshots
-        .wait_for(|snap| snap.revision >= last)
-        .await;
+    s.caught_up(last).await;
     let counts = s.spread(20).await;
     assert_eq!(counts.keys().collect::<Vec<_>>(), vec!["u0"], "{counts:?}");
 }
