@@ -110,7 +110,8 @@ async fn the_caller_keeps_working_as_echo_instances_come_and_go() {
     // One instance leaves on SIGTERM: it deregisters (gone at once, not after its TTL).
     a.signal("-TERM");
     assert_eq!(a.exit_code().await, 0);
-    assert!(a.output().iter().any(|l| l.contains("deregistered")));
+    // The line is read by the collecting task, which may run after `wait` returns: wait for it.
+    a.line_with("deregistered").await;
     assert_eq!(ids(&client).await, vec![id_b.clone()]);
 
     // Another one arrives and the caller finds it without a restart.
