@@ -103,12 +103,14 @@ run() {
     timeout 600 "${load_cpu[@]}" "$load" "$@"
 }
 
+# The load generator is one client address sending far more writes than the default
+# per-client --write-rate allows: the servers run with the limit off, to measure them.
 echo "building release binaries..." >&2
 cargo build --release -p waypost-control -p waypost-loadgen >&2
 
-start memory "${server_cpu[@]}" "$control" --in-memory --listen 127.0.0.1:0
+start memory "${server_cpu[@]}" "$control" --in-memory --listen 127.0.0.1:0 --write-rate 0
 mem_url=$URL mem_pid=$PID
-start durable "${server_cpu[@]}" "$control" --data-dir "$work/data" --listen 127.0.0.1:0
+start durable "${server_cpu[@]}" "$control" --data-dir "$work/data" --listen 127.0.0.1:0 --write-rate 0
 dur_url=$URL dur_pid=$PID
 run seed --target "$mem_url"
 run seed --target "$dur_url"
@@ -147,7 +149,7 @@ stop "$dur_pid"
 stop "$base_pid"
 
 memrows=$work/memory.md
-start memory-fresh "${server_cpu[@]}" "$control" --in-memory --listen 127.0.0.1:0
+start memory-fresh "${server_cpu[@]}" "$control" --in-memory --listen 127.0.0.1:0 --write-rate 0
 echo "registering $INSTANCES instances in memory..." >&2
 run memory --target "$URL" --pid "$PID" --instances "$INSTANCES" --label "control (memory)" \
     --header | tee -a "$memrows" >&2
@@ -161,7 +163,7 @@ for scenario in services discover heartbeat; do
         --max-requests "$MAX_REQUESTS" --no-seed | tee -a "$scalerows" >&2
 done
 stop "$PID"
-start durable-fresh "${server_cpu[@]}" "$control" --data-dir "$work/data-memory" --listen 127.0.0.1:0
+start durable-fresh "${server_cpu[@]}" "$control" --data-dir "$work/data-memory" --listen 127.0.0.1:0 --write-rate 0
 echo "registering $INSTANCES instances durably..." >&2
 run memory --target "$URL" --pid "$PID" --instances "$INSTANCES" --label "control (durable)" \
     | tee -a "$memrows" >&2

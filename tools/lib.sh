@@ -1,10 +1,12 @@
 # Shared by the tools/*.sh checks: start a throwaway control plane and learn its address.
-# Usage: start_control_plane BIN  -> sets CP_PID and CP_ADDR; the caller traps `stop_control_plane`.
+# Usage: start_control_plane BIN [FLAG...]  -> sets CP_PID and CP_ADDR; the caller traps
+# `stop_control_plane`.
 
 start_control_plane() {
   local bin=$1
+  shift
   CP_LOG=$(mktemp)
-  "$bin" --in-memory --listen 127.0.0.1:0 --log-format json 2>"$CP_LOG" &
+  "$bin" --in-memory --listen 127.0.0.1:0 --log-format json "$@" 2>"$CP_LOG" &
   CP_PID=$!
   CP_ADDR=""
   for _ in $(seq 1 100); do
@@ -41,7 +43,7 @@ bench_cleanup() {
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 bench_control_plane() {
-  taskset -c 1 target/release/waypost-control --in-memory --listen 127.0.0.1:0 --log-format json 2>"$work/control.log" &
+  taskset -c 1 target/release/waypost-control --in-memory --listen 127.0.0.1:0 --write-rate 0 --log-format json 2>"$work/control.log" &
   pids+=($!)
   cp=""
   for _ in $(seq 100); do

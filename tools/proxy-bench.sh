@@ -64,6 +64,7 @@ http {
       proxy_pass http://backend;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
     }
   }
 }
@@ -72,6 +73,7 @@ taskset -c 1 nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" 2>"$work/nginx/s
 pids+=($!)
 
 # haproxy: one thread, http mode with connection reuse; and a tcp-mode listener for iperf3.
+# nginx and haproxy add X-Forwarded-For, as the sidecar does.
 haproxy_port=$(free_port)
 haproxy_tcp=$(free_port)
 cat >"$work/haproxy.cfg" <<EOF
@@ -89,6 +91,7 @@ frontend http
 backend backend
   mode http
   http-reuse always
+  option forwardfor
   server b1 127.0.0.1:$backend_port
 listen iperf
   mode tcp

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every check and test of the workspace. Needs cargo; the OpenAPI validation and the generated
 # clients need a Python with openapi-spec-validator and openapi-python-client (WAYPOST_PYTHON,
-# default .venv/bin/python), the TypeScript client needs node and npm, and the docs check needs
-# chromium: .ci/run installs them. Outside CI, a missing one is skipped with a note.
+# default .venv/bin/python), the conformance check schemathesis in the same Python, the
+# TypeScript client needs node and npm, the docs check needs chromium, and the fuzz smoke run
+# cargo-fuzz: .ci/run installs them. Outside CI, a missing one is skipped with a note.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 required=${CI:-}
@@ -40,6 +41,24 @@ elif [ -n "$required" ]; then
   echo "openapi-python-client or npm is missing" >&2; exit 1
 else
   echo "== (skipped: no openapi-python-client or npm for the generated-client check)"
+fi
+
+if [ -x "$py" ] && "$py" -c 'import schemathesis' 2>/dev/null; then
+  echo "== API conformance (schemathesis against a live control plane)"
+  bash tools/conformance.sh target/debug/waypost-control
+elif [ -n "$required" ]; then
+  echo "schemathesis is missing" >&2; exit 1
+else
+  echo "== (skipped: no schemathesis for the conformance check)"
+fi
+
+if command -v cargo-fuzz >/dev/null; then
+  echo "== fuzz smoke (cargo fuzz, each target briefly)"
+  bash tools/fuzz-smoke.sh
+elif [ -n "$required" ]; then
+  echo "cargo-fuzz is missing" >&2; exit 1
+else
+  echo "== (skipped: no cargo-fuzz for the fuzz smoke run)"
 fi
 
 echo "== curl walkthrough"

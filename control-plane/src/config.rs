@@ -9,6 +9,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
+use waypost_model::limits::MAX_BLOCKING_WAIT_SECONDS;
 use waypost_runtime::{config::ConfigError, logging::LogFormat};
 
 use crate::registry::{VipRange, expiry::SelfPreservation};
@@ -53,10 +54,38 @@ pub struct Settings {
     /// Most instances held at once [default: 1000000].
     #[arg(long, env = "WAYPOST_MAX_INSTANCES")]
     pub max_instances: Option<usize>,
+    /// Most instances in one service [default: 10000].
+    #[arg(long, env = "WAYPOST_MAX_INSTANCES_PER_SERVICE")]
+    pub max_instances_per_service: Option<usize>,
+    /// Writes (POST) per second allowed to one client address; 0 turns the limit off
+    /// [default: 1000].
+    #[arg(long, env = "WAYPOST_WRITE_RATE")]
+    pub write_rate: Option<u32>,
+    /// Writes one client address may send at once above its rate [default: 2000].
+    #[arg(long, env = "WAYPOST_WRITE_BURST")]
+    pub write_burst: Option<u32>,
+    /// Most HTTP connections open at once; more wait to be accepted [default: 10000].
+    #[arg(long, env = "WAYPOST_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Time a client has to send a request's headers [default: 10s].
+    #[arg(long, env = "WAYPOST_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "waypost_runtime::config::opt_duration")]
+    pub header_read_timeout: Option<Duration>,
+    /// Time to receive a write's body and answer it [default: 30s].
+    #[arg(long, env = "WAYPOST_REQUEST_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "waypost_runtime::config::opt_duration")]
+    pub request_timeout: Option<Duration>,
+    /// Most `/watch` streams open at once [default: 10000].
+    #[arg(long, env = "WAYPOST_MAX_WATCHERS")]
+    pub max_watchers: Option<usize>,
     /// Interval of keep-alive comments on idle `/watch` streams [default: 15s].
     #[arg(long, env = "WAYPOST_WATCH_KEEPALIVE", value_parser = humantime::parse_duration)]
     #[serde(default, with = "waypost_runtime::config::opt_duration")]
     pub watch_keepalive: Option<Duration>,
+    /// The longest a blocking query is held, whatever its `wait` [default: 10m].
+    #[arg(long, env = "WAYPOST_MAX_QUERY_TIME", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "waypost_runtime::config::opt_duration")]
+    pub max_query_time: Option<Duration>,
     /// How long shutdown waits for in-flight requests [default: 10s].
     #[arg(long, env = "WAYPOST_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
     #[serde(default, with = "waypost_runtime::config::opt_duration")]
@@ -121,8 +150,24 @@ pub struct Config {
     pub history: usize,
     /// Most instances.
     pub max_instances: usize,
+    /// Most instances in one service.
+    pub max_instances_per_service: usize,
+    /// Most `/watch` streams at once.
+    pub max_watchers: usize,
+    /// Most HTTP connections at once.
+    pub max_connections: usize,
+    /// Time to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// Time to receive a write and answer it.
+    pub request_timeout: Duration,
+    /// Writes per second per client address (0: no limit).
+    pub write_rate: u32,
+    /// Writes above the rate a client may send at once.
+    pub write_burst: u32,
     /// Keep-alive interval on `/watch`.
     pub watch_keepalive: Duration,
+    /// The longest a blocking query is held.
+    pub max_query_time: Duration,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
     /// Store page cache in bytes.
@@ -172,7 +217,18 @@ impl Config {
             },
             history: pick!(history, 10_000),
             max_instances: pick!(max_instances, 1_000_000),
+            max_instances_per_service: pick!(max_instances_per_service, 10_000),
+            max_watchers: pick!(max_watchers, 10_000),
+            max_connections: pick!(max_connections, 10_000),
+            header_read_timeout: pick!(header_read_timeout, Duration::from_secs(10)),
+            request_timeout: pick!(request_timeout, Duration::from_secs(30)),
+            write_rate: pick!(write_rate, 1_000),
+            write_burst: pick!(write_burst, 2_000),
             watch_keepalive: pick!(watch_keepalive, Duration::from_secs(15)),
+            max_query_time: pick!(
+                max_query_time,
+                Duration::from_secs(MAX_BLOCKING_WAIT_SECONDS)
+            ),
             shutdown_grace: pick!(shutdown_grace, Duration::from_secs(10)),
             store_cache_bytes: pick!(store_cache_mb, 4) * 1024 * 1024,
             log_format: pick!(log_format, LogFormat::Text),
@@ -208,8 +264,26 @@ impl Config {
                 "self_preservation_threshold must be in (0, 1], not {t}"
             ));
         }
-        if self.history == 0 || self.max_instances == 0 {
-            return bad("history and max_instances must be at least 1".into());
+        if self.history == 0
+            || self.max_instances == 0
+            || self.max_instances_per_service == 0
+            || self.max_watchers == 0
+            || self.max_connections == 0
+            || self.header_read_timeout.is_zero()
+            || self.request_timeout.is_zero()
+        {
+            return bad(
+                "history, max_instances, max_instances_per_service, max_watchers, max_connections, header_read_timeout and request_timeout must be above zero"
+                    .into(),
+            );
+        }
+        if self.max_query_time.is_zero()
+            || self.max_query_time > Duration::from_secs(MAX_BLOCKING_WAIT_SECONDS)
+        {
+            return bad(format!(
+                "max_query_time must be above zero and at most {MAX_BLOCKING_WAIT_SECONDS}s, not {:?}",
+                self.max_query_time
+            ));
         }
         if self.watch_keepalive.is_zero() {
             return bad("watch_keepalive must be above zero".into());

@@ -17,6 +17,7 @@ pub mod api;
 pub mod config;
 pub mod metrics;
 pub mod registry;
+mod serve;
 mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -93,6 +94,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             heartbeat_interval: config.heartbeat_interval,
             history: config.history,
             max_instances: config.max_instances,
+            max_instances_per_service: config.max_instances_per_service,
             self_preservation: config.self_preservation,
             vip_range: config.vip_range,
         },
@@ -119,30 +121,42 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         revision = registry.head(),
         "listening"
     );
+    // Write timeouts: one table and ticker instead of a timer per request.
+    let deadlines = Arc::new(waypost_runtime::deadline::Deadlines::new(
+        (config.request_timeout / 20).clamp(Duration::from_millis(5), Duration::from_millis(100)),
+    ));
+    tokio::spawn(deadlines.clone().run(shutdown.clone()));
     let state = AppState(Arc::new(api::App {
         registry: registry.clone(),
         metrics,
         shutdown: shutdown.clone(),
         watch_keepalive: config.watch_keepalive,
+        max_query_time: config.max_query_time,
+        watchers: Arc::new(tokio::sync::Semaphore::new(config.max_watchers)),
+        max_watchers: config.max_watchers,
+        write_limiter: api::limits::WriteLimiter::new(config.write_rate, config.write_burst),
+        request_timeout: config.request_timeout,
+        deadlines: deadlines.clone(),
         durable,
         openapi_json: api::openapi_pretty().into(),
     }));
+    let metrics = state.metrics.clone();
     let app = api::router(state);
+    let conn_limits = serve::ConnLimits {
+        max_connections: config.max_connections,
+        header_read_timeout: config.header_read_timeout,
+    };
     let expiry = tokio::spawn(expire(registry.clone(), shutdown.clone()));
     let reg = registry.clone();
     let grace = config.shutdown_grace;
     let join = tokio::spawn(async move {
         let token = shutdown.clone();
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-            token.cancelled().await;
-        });
-        let server = tokio::spawn(async move { server.await });
+        let server = tokio::spawn(serve::serve(listener, app, conn_limits, metrics, token));
         shutdown.cancelled().await;
         // Stop accepting; streams and blocking queries end on the token; in-flight writes
         // finish (they are bounded by the store's commit time) within the grace period.
         match tokio::time::timeout(grace, server).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(err))) => tracing::error!(%err, "server error"),
+            Ok(Ok(())) => {}
             Ok(Err(err)) => tracing::error!(%err, "server task failed"),
             Err(_) => tracing::warn!(
                 grace_ms = grace.as_millis() as u64,

@@ -41,6 +41,10 @@ pub struct Metrics {
     pub(crate) deregistrations: Counter,
     pub(crate) expirations: Counter,
     pub(crate) held: Counter,
+    pub(crate) rate_limited: Counter,
+    pub(crate) request_timeouts: Counter,
+    pub(crate) header_timeouts: Counter,
+    pub(crate) http_connections: Gauge,
     self_preservation: Gauge,
     pub(crate) revision: Gauge,
     pub(crate) watch_streams: Gauge,
@@ -72,6 +76,10 @@ impl Metrics {
             deregistrations: Counter::default(),
             expirations: Counter::default(),
             held: Counter::default(),
+            rate_limited: Counter::default(),
+            request_timeouts: Counter::default(),
+            header_timeouts: Counter::default(),
+            http_connections: Gauge::default(),
             self_preservation: Gauge::default(),
             revision: Gauge::default(),
             watch_streams: Gauge::default(),
@@ -101,6 +109,26 @@ impl Metrics {
                 "heartbeats",
                 "Heartbeats by result (ok, not_found)",
                 m.heartbeats.clone(),
+            );
+            r.register(
+                "rate_limited",
+                "Writes refused with 429: over a client's --write-rate",
+                m.rate_limited.clone(),
+            );
+            r.register(
+                "request_timeouts",
+                "Writes cut off with 408: not received and answered within --request-timeout",
+                m.request_timeouts.clone(),
+            );
+            r.register(
+                "header_timeouts",
+                "Connections closed for sending request headers slower than --header-read-timeout",
+                m.header_timeouts.clone(),
+            );
+            r.register(
+                "http_connections",
+                "Open HTTP connections (at most --max-connections)",
+                m.http_connections.clone(),
             );
             r.register(
                 "deregistrations",

@@ -71,6 +71,24 @@ async fn blocking_returns_at_the_wait_limit_with_the_same_index() {
 }
 
 #[tokio::test]
+async fn an_index_from_the_future_answers_at_once_with_the_current_index() {
+    let cp = TestControlPlane::in_memory(|_| {}).await;
+    register(&cp, seed("web", 1)).await;
+    let index = get(&cp, "/services").await.index();
+    // Held for the whole wait, this would outlast the deadline below.
+    for path in [
+        format!("/services?index={}&wait=10m", u64::MAX),
+        format!("/discover/web?index={}&wait=10m", index + 1000),
+    ] {
+        let a = tokio::time::timeout(DEADLINE, get(&cp, &path))
+            .await
+            .expect("answered at once, not held");
+        assert_eq!(a.status, 200);
+        assert_eq!(a.index(), index, "{path}");
+    }
+}
+
+#[tokio::test]
 async fn services_blocks_until_anything_changes() {
     let cp = TestControlPlane::in_memory(|_| {}).await;
     register(&cp, seed("web", 1)).await;
@@ -84,4 +102,25 @@ async fn services_blocks_until_anything_changes() {
         .unwrap();
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["total_services"], 2);
+}
+
+#[tokio::test]
+async fn max_query_time_caps_any_wait() {
+    let cp = TestControlPlane::in_memory(|c| c.max_query_time = Duration::from_millis(300)).await;
+    register(&cp, seed("web", 1)).await;
+    let index = get(&cp, "/services").await.index();
+    let started = Instant::now();
+    // Asked to wait ten minutes; the server holds it for its 300 ms cap.
+    let a = tokio::time::timeout(
+        DEADLINE,
+        get(&cp, &format!("/services?index={index}&wait=10m")),
+    )
+    .await
+    .expect("released at max_query_time");
+    assert_eq!(a.status, 200);
+    assert_eq!(a.index(), index);
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "held for the cap"
+    );
 }

@@ -7,7 +7,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -33,6 +33,17 @@ struct Upstream {
     addr: SocketAddr,
     failing: Arc<AtomicBool>,
     tasks: Arc<Mutex<Vec<AbortHandle>>>,
+    /// Connections open now.
+    open: Arc<AtomicUsize>,
+}
+
+/// Counts a connection as open until its task ends or is aborted.
+struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Upstream {
@@ -41,7 +52,9 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let failing = Arc::new(AtomicBool::new(false));
         let tasks: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+        let open: Arc<AtomicUsize> = Arc::default();
         let (label, fail, spawned) = (name.to_owned(), failing.clone(), tasks.clone());
+        let counted = open.clone();
         let accept = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let (label, fail) = (label.clone(), fail.clone());
@@ -69,7 +82,10 @@ impl Upstream {
                         Ok::<_, Infallible>(response)
                     }
                 });
+                counted.fetch_add(1, Ordering::SeqCst);
+                let guard = Open(counted.clone());
                 let conn = tokio::spawn(async move {
+                    let _guard = guard;
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .await;
@@ -83,7 +99,20 @@ impl Upstream {
             addr,
             failing,
             tasks,
+            open,
         }
+    }
+
+    /// Closes every connection (as an upstream does with idle keep-alive connections) and
+    /// waits until they are gone; the listener stays.
+    async fn close_connections(&self) {
+        for task in self.tasks.lock().unwrap().drain(1..) {
+            task.abort();
+        }
+        eventually(DEADLINE, "the upstream's connections close", || async {
+            (self.open.load(Ordering::SeqCst) == 0).then_some(())
+        })
+        .await;
     }
 
     /// Gone at once: listener closed, every connection reset.
@@ -471,4 +500,27 @@ async fn a_sudden_mass_removal_spreads_over_all_recent_instances_but_draining_do
     s.caught_up(last).await;
     let counts = s.spread(20).await;
     assert_eq!(counts.keys().collect::<Vec<_>>(), vec!["u0"], "{counts:?}");
+}
+
+#[tokio::test]
+async fn pooled_connections_closed_by_the_upstream_are_replaced_even_for_a_post() {
+    let setup = setup(1, &[], &[], |_| {}).await;
+    let http = reqwest::Client::new();
+    let (status, _) = setup.get(&http, "web", "/warm").await;
+    assert_eq!(status, 200);
+    // The sidecar now holds an idle keep-alive connection; the upstream closes it.
+    setup.upstreams[0].close_connections().await;
+    let response = http
+        .post(setup.url("/orders"))
+        .header("host", "web")
+        .body("a body that must not be lost")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    let metrics = setup.metrics().await;
+    assert!(
+        metrics.contains("waypost_sidecar_proxy_retries_total 0"),
+        "a closed idle connection is not an instance failure: {metrics}"
+    );
 }

@@ -41,6 +41,8 @@ pub use name::{InstanceId, NameError, ServiceName};
 pub use ops::{HealthResponse, ReadyResponse};
 pub use problem::{ErrorCode, Problem};
 pub use register::{RegisterRequest, RegisterResponse, Registration};
+#[cfg(feature = "openapi")]
+pub use watch::WatchMessage;
 pub use watch::{ChangeReason, WatchEvent};
 
 /// One global, monotonically increasing counter of visible changes (wire fields are plain `u64`

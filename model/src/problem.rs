@@ -31,6 +31,14 @@ pub enum ErrorCode {
     StoreUnavailable,
     /// 503: the registry holds its configured maximum of instances.
     RegistryFull,
+    /// 503: the service holds its configured maximum of instances.
+    ServiceFull,
+    /// 503: the configured maximum of `/watch` streams is open.
+    TooManyWatchers,
+    /// 429: this client sent more writes than its rate allows; see `Retry-After`.
+    RateLimited,
+    /// 408: the write was not received and answered in time (a body sent too slowly).
+    RequestTimeout,
     /// 404 (sidecar proxy): no service by that name.
     UnknownService,
     /// 503 (sidecar proxy): the service has no healthy instance.
@@ -64,6 +72,10 @@ impl ErrorCode {
             Self::InstanceNotFound => "instance_not_found",
             Self::StoreUnavailable => "store_unavailable",
             Self::RegistryFull => "registry_full",
+            Self::ServiceFull => "service_full",
+            Self::TooManyWatchers => "too_many_watchers",
+            Self::RateLimited => "rate_limited",
+            Self::RequestTimeout => "request_timeout",
             Self::UnknownService => "unknown_service",
             Self::NoHealthyInstance => "no_healthy_instance",
             Self::UpstreamUnavailable => "upstream_unavailable",
@@ -89,6 +101,10 @@ impl ErrorCode {
             Self::InstanceNotFound => "Instance not found",
             Self::StoreUnavailable => "Store unavailable",
             Self::RegistryFull => "Registry full",
+            Self::ServiceFull => "Service full",
+            Self::TooManyWatchers => "Too many watchers",
+            Self::RateLimited => "Rate limited",
+            Self::RequestTimeout => "Request timeout",
             Self::UnknownService => "Unknown service",
             Self::NoHealthyInstance => "No healthy instance",
             Self::UpstreamUnavailable => "Upstream unavailable",

@@ -28,6 +28,23 @@ pub enum ChangeReason {
     Expired,
 }
 
+/// One Server-Sent Event of `GET /watch` as it is framed on the wire, for the OpenAPI document
+/// (a `text/event-stream` body is a series of these; SSE-aware tools check each against it):
+/// the event name, its id, and `data`, a `WatchEvent` as JSON.
+#[cfg(feature = "openapi")]
+#[derive(Debug, Clone, utoipa::ToSchema)]
+pub struct WatchMessage {
+    /// The event's `type`.
+    #[schema(pattern = "^(snapshot|upsert|remove)$", example = "upsert")]
+    pub event: String,
+    /// `<epoch>-<revision>`; send it back as `Last-Event-ID` to resume after this event.
+    #[schema(pattern = "^[0-9a-f]{16}-[0-9]+$", example = "c44fa78add87a17f-42")]
+    pub id: String,
+    /// One `WatchEvent` (see its schema) as JSON.
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
+}
+
 /// One event of the watch stream; the SSE event name equals `type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

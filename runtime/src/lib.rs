@@ -1,9 +1,12 @@
 //! Process plumbing shared by `waypost-control` and `waypost-sidecar`, so neither binary writes
-//! it twice: the shutdown signal, the tracing subscriber, TOML config files and bounded drains.
+//! it twice: the shutdown signal, the tracing subscriber, TOML config files, bounded drains,
+//! accepting connections and request deadlines.
 //! It knows nothing of service discovery.
 
 pub mod config;
+pub mod deadline;
 pub mod logging;
+pub mod net;
 pub mod shutdown;
 pub mod signal;
 

@@ -45,9 +45,15 @@ impl Blocking {
     /// server shuts down. Without `index`, returns at once.
     pub(crate) async fn block(&self, app: &AppState, passed: impl Fn(Revision) -> bool) {
         let Some(index) = self.index else { return };
-        let wait = self.wait.unwrap_or(DEFAULT_WAIT);
+        let wait = self.wait.unwrap_or(DEFAULT_WAIT).min(app.max_query_time);
         // Subscribe before the first check, so a change between check and wait still wakes us.
         let mut rx = app.registry.subscribe();
+        // An index from the future (one from before an in-memory control plane restarted, or
+        // made up) names no state this server had: answer at once, so the client takes the
+        // current index, instead of holding it for the whole wait.
+        if index > rx.borrow().revision {
+            return;
+        }
         let until = async {
             while !passed(index) {
                 if rx.changed().await.is_err() {

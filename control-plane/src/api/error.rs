@@ -75,6 +75,11 @@ impl From<RegistryError> for ApiError {
                 ErrorCode::RegistryFull,
                 e.to_string(),
             ),
+            RegistryError::ServiceFull { .. } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::ServiceFull,
+                e.to_string(),
+            ),
             RegistryError::StoreUnavailable => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::StoreUnavailable,

@@ -10,6 +10,7 @@ mod drain;
 pub mod error;
 mod extract;
 mod heartbeat;
+pub mod limits;
 mod ops;
 mod register;
 mod responses;
@@ -63,6 +64,18 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// Keep-alive interval on `/watch`.
     pub watch_keepalive: Duration,
+    /// The longest a blocking query is held.
+    pub max_query_time: Duration,
+    /// One permit per open `/watch` stream.
+    pub watchers: Arc<tokio::sync::Semaphore>,
+    /// The number of permits.
+    pub max_watchers: usize,
+    /// Writes per client address (`None`: no limit).
+    pub write_limiter: Option<limits::WriteLimiter>,
+    /// Time to receive a write and answer it.
+    pub request_timeout: Duration,
+    /// The table that times writes out.
+    pub deadlines: Arc<waypost_runtime::deadline::Deadlines>,
     /// Whether a durable store backs the registry.
     pub durable: bool,
     /// The OpenAPI document, rendered once.
@@ -79,6 +92,8 @@ deregister; anyone discovers, lists and watches. Errors are RFC 9457 problem+jso
         license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0"),
     ),
     paths(docs::docs_page),
+    // Named by the watch stream's events (`WatchMessage.data`) rather than by a body.
+    components(schemas(waypost_model::WatchEvent)),
     tags(
         (name = "registry", description = "Register, heartbeat, drain, report checks and deregister instances"),
         (name = "discovery", description = "Find instances, list services, watch changes"),
@@ -124,6 +139,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limits::writes,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

@@ -20,7 +20,14 @@ pub enum WriteErrors {
     /// `invalid_body`: missing field or wrong type.
     #[response(status = 422, content_type = "application/problem+json")]
     Unprocessable(Problem),
-    /// `store_unavailable` (a durable commit failed) or `registry_full`.
+    /// `request_timeout`: the write was not received and answered within `--request-timeout`.
+    #[response(status = 408, content_type = "application/problem+json")]
+    Timeout(Problem),
+    /// `rate_limited`: more writes from this client address than `--write-rate`; retry after
+    /// the `Retry-After` seconds.
+    #[response(status = 429, content_type = "application/problem+json")]
+    RateLimited(Problem),
+    /// `store_unavailable` (a durable commit failed), `registry_full` or `service_full`.
     #[response(status = 503, content_type = "application/problem+json")]
     Unavailable(Problem),
 }

@@ -8,14 +8,14 @@ use std::convert::Infallible;
 
 use axum::{
     extract::State,
-    http::HeaderMap,
+    http::{HeaderMap, StatusCode},
     response::sse::{Event, KeepAlive, Sse},
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use utoipa::IntoParams;
 use waypost_model::{
-    Revision, ServiceName, WatchEvent,
+    ErrorCode, Revision, ServiceName, WatchEvent, WatchMessage,
     watch::{event_id, parse_event_id},
 };
 
@@ -54,9 +54,11 @@ const STREAM_BUFFER: usize = 64;
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id"),
     ),
     responses(
-        (status = 200, description = "An SSE stream; each event's `data` is one WatchEvent as JSON and its `event` name is the event's `type`",
-            content_type = "text/event-stream", body = WatchEvent),
+        (status = 200, description = "An SSE stream of WatchMessage events: each event's `data` is one WatchEvent as JSON and its `event` name is the event's `type`",
+            content_type = "text/event-stream", body = WatchMessage),
         ReadErrors,
+        (status = 503, description = "`too_many_watchers`: the limit of open streams is reached; retry later",
+            content_type = "application/problem+json", body = waypost_model::Problem),
     )
 )]
 pub(crate) async fn watch(
@@ -104,9 +106,24 @@ pub(crate) async fn watch(
     let committed = app.registry.subscribe().borrow().revision;
     let resume =
         since.filter(|r| epoch.is_none_or(|e| e == app.registry.epoch()) && *r <= committed);
+    // Each stream holds a permit until it ends: the memory and tasks of open streams are
+    // bounded by --max-watchers.
+    let permit = app.watchers.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::TooManyWatchers,
+            format!(
+                "{} watch streams are open, the limit (--max-watchers); retry later",
+                app.max_watchers
+            ),
+        )
+    })?;
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     let keepalive = app.watch_keepalive;
-    tokio::spawn(pump(app, service, resume, tx));
+    tokio::spawn(async move {
+        pump(app, service, resume, tx).await;
+        drop(permit);
+    });
     Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::new().interval(keepalive)))
 }
 

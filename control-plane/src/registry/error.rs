@@ -19,6 +19,14 @@ pub enum RegistryError {
     /// The registry holds its configured maximum of instances.
     #[error("the registry holds its limit of {0} instances")]
     Full(usize),
+    /// The service holds its configured maximum of instances.
+    #[error("service {service} holds its limit of {max} instances")]
+    ServiceFull {
+        /// The service.
+        service: ServiceName,
+        /// The limit.
+        max: usize,
+    },
     /// The durable store failed a commit; writes are refused until restart.
     #[error("the durable store failed; writes are refused until the control plane restarts")]
     StoreUnavailable,

@@ -56,6 +56,8 @@ pub struct RegistryConfig {
     pub history: usize,
     /// Most instances held at once.
     pub max_instances: usize,
+    /// Most instances in one service.
+    pub max_instances_per_service: usize,
     /// The self-preservation rule.
     pub self_preservation: SelfPreservation,
     /// Where services' virtual IPs come from (`None`: no VIPs).
@@ -169,7 +171,18 @@ impl Registry {
         committed: Arc<watch::Sender<Committed>>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let now = Instant::now();
+        Self::restore(config, loaded, store, committed, metrics, Instant::now())
+    }
+
+    /// [`Registry::new`] at a given instant (the model test drives the clock).
+    pub(crate) fn restore(
+        config: RegistryConfig,
+        loaded: Loaded,
+        store: Option<StoreWriter>,
+        committed: Arc<watch::Sender<Committed>>,
+        metrics: Arc<Metrics>,
+        now: Instant,
+    ) -> Self {
         let mut state = State::default();
         let mut expiry = ExpiryQueue::default();
         let mut vips = config.vip_range.map(Vips::new);
@@ -271,9 +284,17 @@ impl Registry {
 
     /// Registers or updates an instance. The caller waits for the returned revision.
     pub fn register(&self, req: &RegisterRequest) -> Result<Registered, RegistryError> {
+        self.register_at(req, Instant::now())
+    }
+
+    /// [`Registry::register`] at a given instant.
+    pub(crate) fn register_at(
+        &self,
+        req: &RegisterRequest,
+        now: Instant,
+    ) -> Result<Registered, RegistryError> {
         let reg = req.validate(self.config.default_ttl_seconds)?;
         self.ensure_writable()?;
-        let now = Instant::now();
         let deadline = now + Duration::from_secs(reg.ttl_seconds.into());
         let mut guard = self.lock();
         let inner = &mut *guard;
@@ -283,6 +304,17 @@ impl Registry {
         });
         if existing.is_none() && inner.state.count >= self.config.max_instances {
             return Err(RegistryError::Full(self.config.max_instances));
+        }
+        let in_service = inner
+            .state
+            .services
+            .get(&reg.service)
+            .map_or(0, |s| s.instances.len());
+        if existing.is_none() && in_service >= self.config.max_instances_per_service {
+            return Err(RegistryError::ServiceFull {
+                service: reg.service.clone(),
+                max: self.config.max_instances_per_service,
+            });
         }
         let (registered_at, registered) = match &existing {
             Some((old, at)) => (old.registered_at, *at),
@@ -368,6 +400,15 @@ impl Registry {
 
     /// Renews an instance's deadline. No revision, no store write.
     pub fn heartbeat(&self, r: &InstanceRef) -> Result<Renewed, RegistryError> {
+        self.heartbeat_at(r, Instant::now())
+    }
+
+    /// [`Registry::heartbeat`] at a given instant.
+    pub(crate) fn heartbeat_at(
+        &self,
+        r: &InstanceRef,
+        now: Instant,
+    ) -> Result<Renewed, RegistryError> {
         let (service, identity) = r.resolve()?;
         let mut inner = self.lock();
         let Some(found) = inner.state.find(&service, &identity) else {
@@ -382,7 +423,7 @@ impl Registry {
         let ttl_seconds = found.instance.ttl_seconds;
         let ttl = Duration::from_secs(ttl_seconds.into());
         if let Some(entry) = inner.state.get_mut(&service, &id) {
-            entry.deadline = Instant::now() + ttl;
+            entry.deadline = now + ttl;
         }
         drop(inner);
         self.metrics.heartbeat(true);
@@ -730,3 +771,6 @@ impl Registry {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod model_tests;

@@ -4,12 +4,13 @@ use waypost_model::{Health, InstanceRef, RegisterRequest, Status};
 
 use super::*;
 
-fn config() -> RegistryConfig {
+pub(super) fn config() -> RegistryConfig {
     RegistryConfig {
         default_ttl_seconds: 30,
         heartbeat_interval: Duration::from_secs(10),
         history: 100,
         max_instances: 3,
+        max_instances_per_service: 1_000,
         self_preservation: SelfPreservation {
             enabled: false,
             threshold: 0.5,
@@ -298,4 +299,31 @@ fn service_summaries_count_active_instances_through_every_change() {
         .unwrap();
     let s = summary(&r);
     assert_eq!((s.total_instances, s.active_instances), (1, 1));
+}
+
+#[test]
+fn a_full_service_refuses_new_instances_only() {
+    let r = Registry::in_memory_for_test(RegistryConfig {
+        max_instances: 10,
+        max_instances_per_service: 2,
+        ..config()
+    });
+    r.register(&RegisterRequest::new("a", "10.0.0.1:1"))
+        .unwrap();
+    r.register(&RegisterRequest::new("a", "10.0.0.1:2"))
+        .unwrap();
+    let head = r.head();
+    assert!(matches!(
+        r.register(&RegisterRequest::new("a", "10.0.0.1:3")),
+        Err(RegistryError::ServiceFull { max: 2, .. })
+    ));
+    assert_eq!(r.head(), head, "a refusal changes nothing");
+    assert!(
+        r.register(&RegisterRequest::new("a", "10.0.0.1:2")).is_ok(),
+        "updates pass"
+    );
+    assert!(
+        r.register(&RegisterRequest::new("b", "10.0.0.1:3")).is_ok(),
+        "other services too"
+    );
 }

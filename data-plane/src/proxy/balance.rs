@@ -125,6 +125,9 @@ impl Balancer {
 
     fn service(&self, name: &str) -> Arc<ServiceState> {
         let mut services = self.services.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(state) = services.get(name) {
+            return state.clone();
+        }
         services.entry(name.to_owned()).or_default().clone()
     }
 
@@ -156,31 +159,41 @@ impl Balancer {
         }
         let now = self.now_ms();
         let ejected = |i: usize| endpoints[i].stats.ejected_until_ms.load(Ordering::Relaxed) > now;
+        if endpoints.len() == 1 {
+            // The common single-instance case, without counting or drawing: the same answer
+            // as the general rule below.
+            let out = ejected(0);
+            let panic = out && self.panic_threshold > 0.0;
+            return (tried.is_empty() && (!out || panic)).then_some(Choice { index: 0, panic });
+        }
         let healthy = (0..endpoints.len()).filter(|&i| !ejected(i)).count();
         let panic = (healthy as f64) < self.panic_threshold * endpoints.len() as f64;
-        let pool: Vec<usize> = (0..endpoints.len())
-            .filter(|&i| (panic || !ejected(i)) && !tried.contains(&i))
-            .collect();
-        if pool.is_empty() {
+        // Filtered on the fly rather than collected: this runs for every request.
+        let usable = |i: &usize| (panic || !ejected(*i)) && !tried.contains(i);
+        let count = (0..endpoints.len()).filter(usable).count();
+        if count == 0 {
             return None;
         }
         let weight = |i: usize| u64::from(endpoints[i].weight.max(1));
         let by_weight = |rng: &mut rand::rngs::ThreadRng| {
-            let total: u64 = pool.iter().map(|&i| weight(i)).sum();
+            let total: u64 = (0..endpoints.len()).filter(usable).map(weight).sum();
             let mut point = rng.random_range(0..total);
-            for &i in &pool {
+            let mut last = 0;
+            for i in (0..endpoints.len()).filter(usable) {
                 if point < weight(i) {
                     return i;
                 }
                 point -= weight(i);
+                last = i;
             }
-            pool[pool.len() - 1]
+            last
         };
         let mut rng = rand::rng();
         let index = match policy {
             Policy::RoundRobin => {
                 let state = self.service(service);
-                pool[state.cursor.fetch_add(1, Ordering::Relaxed) % pool.len()]
+                let nth = state.cursor.fetch_add(1, Ordering::Relaxed) % count;
+                (0..endpoints.len()).filter(usable).nth(nth).unwrap_or(0)
             }
             Policy::Weighted => by_weight(&mut rng),
             Policy::LeastRequest => {

@@ -17,19 +17,19 @@ use std::{
 use bytes::Bytes;
 use http::{
     HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header,
+    uri::PathAndQuery,
 };
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::{TokioExecutor, TokioIo},
-};
+use hyper_util::rt::TokioIo;
 use tokio::time::Sleep;
+use waypost_runtime::deadline::Deadlines;
 
 use super::{
     BoxError, ProxyBody, ProxyConfig,
     balance::{Balancer, Endpoint, Policy, Stats},
     error::ProxyError,
+    pool::{Conn, Driven, Pool, UpstreamError, Upstreams},
 };
 use crate::{metrics::Metrics, snapshot::Snapshots};
 
@@ -46,8 +46,10 @@ pub struct HttpProxy {
     pub(crate) metrics: Arc<Metrics>,
     /// `.service.<domain>` without the final dot, for matching Host headers.
     pub(crate) host_suffix: String,
-    h1: Client<HttpConnector, ProxyBody>,
-    h2: Client<HttpConnector, ProxyBody>,
+    /// Upstream connections, per endpoint.
+    pub(crate) upstreams: Arc<Upstreams>,
+    /// The request timeouts.
+    pub(crate) deadlines: Arc<Deadlines>,
     budget: RetryBudget,
     routes: Routes,
 }
@@ -65,25 +67,18 @@ impl HttpProxy {
         metrics: Arc<Metrics>,
         domain: &str,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        let h1 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.idle_timeout)
-            .build(connector.clone());
-        let h2 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.idle_timeout)
-            .http2_only(true)
-            .build(connector);
         Self {
+            deadlines: Arc::new(Deadlines::new(
+                (config.request_timeout / 20)
+                    .clamp(Duration::from_millis(5), Duration::from_millis(100)),
+            )),
+            upstreams: Arc::new(Upstreams::new(config.connect_timeout, config.idle_timeout)),
             snapshots,
             balancer: Balancer::new(config.outlier, config.panic_threshold),
             budget: RetryBudget::new(config.retry_budget),
             host_suffix: format!(".service.{}", domain.trim_end_matches('.')),
             config,
             metrics,
-            h1,
-            h2,
             routes: Routes::default(),
         }
     }
@@ -92,7 +87,7 @@ impl HttpProxy {
     pub(crate) async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-        client: SocketAddr,
+        client: HeaderValue,
     ) -> Response<ProxyBody> {
         match self.forward(req, client).await {
             Ok(response) => {
@@ -118,20 +113,22 @@ impl HttpProxy {
             .headers()
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
-            .and_then(|h| Some(h.parse::<http::uri::Authority>().ok()?.host().to_owned()))
-            .or_else(|| req.uri().host().map(str::to_owned))
-            .map(|h| h.to_ascii_lowercase());
+            .map(host_of)
+            .or_else(|| req.uri().host());
         if let Some(host) = host {
-            let name = host
-                .strip_suffix('.')
-                .unwrap_or(&host)
-                .strip_suffix(&self.host_suffix)
-                .unwrap_or(&host);
-            let known = self.snapshots.current().services.contains_key(name);
+            // One allocation: lower-cased, then cut down to the service name in place.
+            let mut name = host.to_ascii_lowercase();
+            if name.ends_with('.') {
+                name.pop();
+            }
+            if name.ends_with(self.host_suffix.as_str()) {
+                name.truncate(name.len() - self.host_suffix.len());
+            }
             // With path routing on, a Host that names no known service falls through to the
             // path (`Host: localhost:8081` with `/payments/...`).
-            if (known || !self.config.route_by_path) && !name.contains('.') && !name.is_empty() {
-                return Some((name.to_owned(), None));
+            let known = || self.snapshots.current().services.contains_key(&name);
+            if !name.contains('.') && !name.is_empty() && (!self.config.route_by_path || known()) {
+                return Some((name, None));
             }
         }
         if self.config.route_by_path {
@@ -153,12 +150,13 @@ impl HttpProxy {
     async fn forward(
         &self,
         mut req: Request<Incoming>,
-        client: SocketAddr,
+        client: HeaderValue,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (service, rewritten) = self.route(&req).ok_or(ProxyError::NoRoute)?;
         let route = self.routes.get(
             &service,
             &self.balancer,
+            &self.upstreams,
             &self.snapshots,
             self.config.balance,
             self.config.panic_threshold,
@@ -170,20 +168,36 @@ impl HttpProxy {
 
         let upgrade = is_upgrade(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let path = rewritten.unwrap_or_else(|| {
-            req.uri()
+        let (parts, body) = req.into_parts();
+        let path = match rewritten {
+            Some(path) => path.parse().map_err(|e| ProxyError::Unavailable {
+                service: service.clone(),
+                detail: format!("bad rewritten path: {e}"),
+            })?,
+            None => parts
+                .uri
                 .path_and_query()
-                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned())
-        });
-        let method = req.method().clone();
-        let version = req.version();
-        let mut headers = req.headers().clone();
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        };
+        let mut headers = parts.headers;
+        if !headers.contains_key(header::HOST) {
+            // An HTTP/2 client names the host in :authority; an HTTP/1.1 upstream needs Host.
+            if let Some(value) = parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            {
+                headers.insert(header::HOST, value);
+            }
+        }
         strip_hop_by_hop(&mut headers, upgrade);
-        add_forwarding(&mut headers, client, version);
-        let empty_body = req.body().is_end_stream() || req.body().size_hint().exact() == Some(0);
+        add_forwarding(&mut headers, client, parts.version);
+        let empty_body = body.is_end_stream() || body.size_hint().exact() == Some(0);
         // Retried only when nothing can be lost: an idempotent method without a body.
-        let retryable = !upgrade && empty_body && is_idempotent(&method);
-        let mut body = Some(req.into_body());
+        let retryable = !upgrade && empty_body && is_idempotent(&parts.method);
+        let mut body = Some(body);
+        let mut headers = Some(headers);
         self.budget.deposit();
 
         let mut tried: Vec<usize> = Vec::new();
@@ -198,36 +212,48 @@ impl HttpProxy {
                 self.metrics.proxy_panic.inc();
             }
             let endpoint = &endpoints[choice.index];
-            let uri: Uri = format!("http://{}{path}", endpoint.addr)
-                .parse()
-                .map_err(|e| ProxyError::Unavailable {
-                    service: service.clone(),
-                    detail: format!("bad upstream URI: {e}"),
-                })?;
+            let pool = &route.pools[choice.index];
+            // The headers are copied only when another attempt may follow this one.
+            let may_retry = retryable && tried.len() + 1 < endpoints.len();
+            let attempt_headers = if may_retry {
+                headers.clone()
+            } else {
+                headers.take()
+            };
             let outgoing_body: ProxyBody = match (retryable, body.take()) {
                 (false, Some(incoming)) => incoming.map_err(BoxError::from).boxed_unsync(),
                 _ => Empty::new().map_err(|never| match never {}).boxed_unsync(),
             };
-            let mut upstream_req = Request::builder()
-                .method(method.clone())
-                .uri(uri)
-                .body(outgoing_body)
-                .map_err(|e| ProxyError::Unavailable {
-                    service: service.clone(),
-                    detail: e.to_string(),
-                })?;
-            *upstream_req.headers_mut() = headers.clone();
-            let client = if endpoint.h2c { &self.h2 } else { &self.h1 };
+            let mut upstream_req = Request::new(outgoing_body);
+            *upstream_req.method_mut() = parts.method.clone();
+            *upstream_req.headers_mut() = attempt_headers.unwrap_or_default();
             if endpoint.h2c {
                 // HTTP/2 carries the authority in :authority, not Host.
+                let mut uri = http::uri::Parts::default();
+                uri.scheme = Some(http::uri::Scheme::HTTP);
+                uri.authority = Some(pool.authority.clone());
+                uri.path_and_query = Some(path.clone());
+                *upstream_req.uri_mut() = Uri::from_parts(uri).unwrap_or_default();
+                *upstream_req.version_mut() = http::Version::HTTP_2;
                 upstream_req.headers_mut().remove(header::HOST);
+            } else {
+                *upstream_req.uri_mut() = Uri::from(path.clone());
             }
             let guard = InFlight::new(endpoint.stats.clone());
-            let sent =
-                tokio::time::timeout(self.config.request_timeout, client.request(upstream_req))
-                    .await;
+            // Let the other connections' ready requests be read first, so that requests go
+            // upstream in a burst, as an event loop that reads everything ready before writing
+            // would send them: under load this halves the times the proxy is preempted by the
+            // upstream it just woke when both share a core (BENCHMARKS.md).
+            tokio::task::yield_now().await;
+            let sent = self
+                .deadlines
+                .within(
+                    self.config.request_timeout,
+                    exchange(pool, upstream_req, upgrade),
+                )
+                .await;
             match sent {
-                Ok(Ok(mut response)) => {
+                Ok(Ok((mut response, conn))) => {
                     if response.status().is_server_error() {
                         if self.balancer.failed(&endpoint.stats) {
                             self.ejected(&service, &endpoint.id);
@@ -250,11 +276,17 @@ impl HttpProxy {
                     let (mut parts, incoming) = response.into_parts();
                     strip_hop_by_hop(&mut parts.headers, false);
                     parts.headers.append(header::VIA, via(parts.version));
+                    let lease = match conn {
+                        Conn::H1(driven) => Some((pool.clone(), driven)),
+                        Conn::Upgrade(_) | Conn::H2(_) => None,
+                    };
                     let body = Tracked {
                         inner: incoming,
                         _guard: guard,
                         idle: self.config.idle_timeout,
                         timer: None,
+                        lease,
+                        done: false,
                     };
                     return Ok(Response::from_parts(parts, body.boxed_unsync()));
                 }
@@ -265,7 +297,7 @@ impl HttpProxy {
                     }
                     let detail = format!("{}: {}", endpoint.addr, error_chain(&err));
                     tried.push(choice.index);
-                    if retryable && tried.len() < endpoints.len() && self.budget.withdraw() {
+                    if may_retry && self.budget.withdraw() {
                         self.metrics.proxy_retries.inc();
                         tracing::debug!(%service, %detail, "retrying on another instance");
                         continue;
@@ -285,6 +317,28 @@ impl HttpProxy {
     fn ejected(&self, service: &str, id: &str) {
         self.metrics.proxy_ejections.inc();
         tracing::warn!(%service, instance = %id, "ejected after consecutive failures");
+    }
+}
+
+/// Sends `req` on a connection from `pool`. A pooled connection that turns out closed before the
+/// request was written (the upstream ended it while idle) is not the instance's failure: the
+/// request goes out once more on a new connection, whatever its method.
+async fn exchange(
+    pool: &Pool,
+    mut req: Request<ProxyBody>,
+    upgrade: bool,
+) -> Result<(Response<Incoming>, Conn), UpstreamError> {
+    let mut fresh = false;
+    loop {
+        let mut conn = pool.checkout(fresh, upgrade).await?;
+        match conn.send(req).await {
+            Ok(response) => return Ok((response, conn)),
+            Err((_, Some(unsent))) if !fresh => {
+                fresh = true;
+                req = unsent;
+            }
+            Err((err, _)) => return Err(err),
+        }
     }
 }
 
@@ -320,50 +374,81 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-/// Removes the hop-by-hop headers of RFC 9110 section 7.6.1: those named in `Connection` and
-/// the fixed list. For an upgrade, `Connection: upgrade` and `Upgrade` go through.
-fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|n| !(upgrade && n == header::UPGRADE))
-        .collect();
-    for name in named {
-        headers.remove(name);
+/// The host part of a `Host` value: without the port (an IPv6 literal keeps its brackets).
+fn host_of(value: &str) -> &str {
+    if value.starts_with('[') {
+        return value.split_inclusive(']').next().unwrap_or(value);
     }
-    for name in [
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::PROXY_AUTHORIZATION,
-        header::PROXY_AUTHENTICATE,
-    ] {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
-    if upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::CONNECTION);
-        headers.remove(header::UPGRADE);
+    match value.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => value,
     }
 }
 
-fn add_forwarding(headers: &mut HeaderMap, client: SocketAddr, version: http::Version) {
-    let ip = client.ip().to_string();
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(earlier) => format!("{earlier}, {ip}"),
-        None => ip,
-    };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert("x-forwarded-for", value);
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// The fixed hop-by-hop headers (RFC 9110 section 7.6.1 and common practice).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::UPGRADE
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::PROXY_AUTHORIZATION
+        || name == header::PROXY_AUTHENTICATE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+}
+
+/// Removes the hop-by-hop headers of RFC 9110 section 7.6.1: those named in `Connection` and
+/// the fixed list. For an upgrade, `Connection: upgrade` and `Upgrade` go through.
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most messages carry none: one pass over the names they have (comparisons of known
+    // names, no hashing) instead of a removal per name that might be there.
+    if headers.keys().any(is_hop_by_hop) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .filter(|n| !(upgrade && n == header::UPGRADE))
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        let fixed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| is_hop_by_hop(n) && !(upgrade && *n == header::UPGRADE))
+            .cloned()
+            .collect();
+        for name in fixed {
+            headers.remove(name);
+        }
     }
-    if !headers.contains_key("x-forwarded-proto") {
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Adds the client's address to `X-Forwarded-For`, `X-Forwarded-Proto: http` unless set, and
+/// `Via`. `client` is the address as a header value, made once per connection.
+fn add_forwarding(headers: &mut HeaderMap, client: HeaderValue, version: http::Version) {
+    // Room for the three below at once (a parsed request's map is sized to what it holds).
+    headers.reserve(3);
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(earlier) => {
+            HeaderValue::from_str(&format!("{earlier}, {}", client.to_str().unwrap_or("")))
+                .unwrap_or(client)
+        }
+        None => client,
+    };
+    headers.insert(&X_FORWARDED_FOR, forwarded_for);
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
     headers.append(header::VIA, via(version));
 }
@@ -410,6 +495,22 @@ struct Tracked {
     _guard: InFlight,
     idle: Duration,
     timer: Option<Pin<Box<Sleep>>>,
+    /// The HTTP/1.1 connection it comes on: polled here while the body streams, returned to
+    /// its pool once the body has ended.
+    lease: Option<(Arc<Pool>, Box<Driven>)>,
+    done: bool,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        // A body dropped before its end leaves the connection mid-response: it is closed,
+        // not reused.
+        if let Some((pool, driven)) = self.lease.take()
+            && (self.done || self.inner.is_end_stream())
+        {
+            pool.checkin(driven);
+        }
+    }
 }
 
 impl Body for Tracked {
@@ -420,9 +521,21 @@ impl Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some((_, driven)) = &mut self.lease {
+            // Reads what the body is made of; a connection that ended makes the body end or
+            // fail below.
+            driven.poll_conn(cx);
+        }
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 self.timer = None;
+                if frame.is_none() {
+                    self.done = true;
+                    // One more turn lets the connection settle back to idle before it is pooled.
+                    if let Some((_, driven)) = &mut self.lease {
+                        driven.poll_conn(cx);
+                    }
+                }
                 Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
             }
             Poll::Pending => {
@@ -496,6 +609,8 @@ pub(crate) struct Route {
     revision: u64,
     /// The endpoints to balance over.
     pub(crate) endpoints: Vec<Endpoint>,
+    /// The connection pool of each endpoint (same order).
+    pools: Vec<Arc<Pool>>,
     /// The service's policy.
     pub(crate) policy: Policy,
     /// Instances that left within the window, with when they left.
@@ -520,6 +635,7 @@ impl Routes {
         &self,
         service: &str,
         balancer: &Balancer,
+        upstreams: &Upstreams,
         snapshots: &crate::snapshot::Snapshots,
         default_policy: Policy,
         threshold: f64,
@@ -584,9 +700,14 @@ impl Routes {
             endpoints.extend(recent.iter().map(|(e, _)| e.clone()));
         }
         balancer.attach(service, &mut endpoints);
+        let pools = endpoints
+            .iter()
+            .map(|e| upstreams.pool(e.addr, e.h2c))
+            .collect();
         let route = Arc::new(Route {
             revision: snapshot.revision,
             endpoints,
+            pools,
             policy,
             recent,
             mass_removal,

@@ -4,6 +4,7 @@
 pub mod balance;
 pub mod error;
 pub mod http;
+pub mod pool;
 pub mod tcp;
 pub mod vips;
 
@@ -77,24 +78,22 @@ pub(crate) async fn serve_http(
     shutdown: CancellationToken,
     grace: Duration,
 ) {
+    tokio::spawn(proxy.upstreams.clone().reap_until(shutdown.clone()));
+    tokio::spawn(proxy.deadlines.clone().run(shutdown.clone()));
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
     loop {
-        let (stream, client) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::warn!(%err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some((stream, client)) = waypost_runtime::net::accept(&listener, &shutdown).await
+        else {
+            break;
         };
-        let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
+        // X-Forwarded-For names the same address for every request of the connection.
+        let client = ::http::HeaderValue::from_str(&client.ip().to_string())
+            .expect("an IP address is a header value");
         let service = service_fn(move |req| {
             let proxy = proxy.clone();
+            let client = client.clone();
             async move { Ok::<_, Infallible>(proxy.handle(req, client).await) }
         });
         let connection = builder

@@ -1,0 +1,114 @@
+//! Limits on writes (POST): each client address may send `--write-rate` writes per second,
+//! with bursts up to `--write-burst`; beyond that it gets 429 `rate_limited` with
+//! `Retry-After`, and nothing changes. A write not received and answered within
+//! `--request-timeout` (a body sent too slowly, say) gets 408 `request_timeout`. Reads are not
+//! limited here: they carry no body, change nothing, and a blocking query or watch is the
+//! cheap way to follow changes; slow headers are cut by the server loop for every request.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    num::NonZeroU32,
+    sync::Arc,
+};
+
+use axum::{
+    extract::{ConnectInfo, Request, State},
+    http::{HeaderValue, Method, StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use governor::{
+    DefaultKeyedRateLimiter, Quota, RateLimiter,
+    clock::{Clock, DefaultClock},
+};
+use waypost_model::ErrorCode;
+use waypost_runtime::deadline::Elapsed;
+
+use super::{AppState, error::ApiError};
+
+/// Client addresses remembered before the idle ones are forgotten.
+const TRACKED_CLIENTS: usize = 10_000;
+
+/// The write budget of every client address.
+#[derive(Debug, Clone)]
+pub struct WriteLimiter {
+    limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    rate: u32,
+}
+
+impl WriteLimiter {
+    /// `rate` writes per second with bursts of `burst` (at least `rate`); `None` when `rate`
+    /// is 0 (no limit).
+    pub fn new(rate: u32, burst: u32) -> Option<Self> {
+        let per_second = NonZeroU32::new(rate)?;
+        let burst = NonZeroU32::new(burst.max(rate)).unwrap_or(per_second);
+        Some(Self {
+            limiter: Arc::new(RateLimiter::keyed(
+                Quota::per_second(per_second).allow_burst(burst),
+            )),
+            rate,
+        })
+    }
+
+    /// `Err(seconds to wait)` when `client` is over its budget.
+    fn check(&self, client: IpAddr) -> Result<(), u64> {
+        if self.limiter.len() > TRACKED_CLIENTS {
+            // Clients whose budget is full again are as good as new: forget them.
+            self.limiter.retain_recent();
+        }
+        self.limiter.check_key(&client).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+        })
+    }
+}
+
+/// The middleware: writes over a client's budget get 429.
+pub(crate) async fn writes(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    // Reads pass straight through: nothing below applies to them.
+    if req.method() != Method::POST {
+        return next.run(req).await;
+    }
+    // The peer is known when served with connect info (always, outside in-process tests).
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    if let (Some(limiter), Some(peer)) = (&app.write_limiter, peer)
+        && let Err(wait) = limiter.check(peer.ip())
+    {
+        app.metrics.rate_limited.inc();
+        let mut res = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited,
+            format!(
+                "{} sent more than {} writes per second (--write-rate); retry in {wait} s",
+                peer.ip(),
+                limiter.rate
+            ),
+        )
+        .into_response();
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(wait.max(1)));
+        return res;
+    }
+    match app
+        .deadlines
+        .within(app.request_timeout, next.run(req))
+        .await
+    {
+        Ok(res) => res,
+        Err(Elapsed) => {
+            app.metrics.request_timeouts.inc();
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                ErrorCode::RequestTimeout,
+                format!(
+                    "the write was not received and answered within {:?} (--request-timeout)",
+                    app.request_timeout
+                ),
+            )
+            .into_response()
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The HTTP server loop: accepts while fewer than `--max-connections` are open, gives every
+//! connection `--header-read-timeout` to send each request's headers (a client too slow is
+//! disconnected: there is no request to answer yet), serves HTTP/1.1 and HTTP/2, and on
+//! shutdown stops accepting and lets open connections finish.
+//!
+//! Written on hyper-util's connection builder rather than `axum::serve`, which offers neither
+//! a header timeout nor a connection cap.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{Router, extract::ConnectInfo};
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+    service::TowerToHyperService,
+};
+use tokio::{net::TcpListener, sync::Semaphore};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use crate::metrics::Metrics;
+
+/// The server's connection limits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnLimits {
+    pub(crate) max_connections: usize,
+    pub(crate) header_read_timeout: Duration,
+}
+
+/// Serves `app` on `listener` until `shutdown`, then waits for open connections to finish.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnLimits,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    loop {
+        // At the cap, stop accepting: new connections wait in the listen backlog.
+        let slot = tokio::select! {
+            () = shutdown.cancelled() => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
+        let Some((stream, peer)) = waypost_runtime::net::accept(&listener, &shutdown).await else {
+            break;
+        };
+        let app = app
+            .clone()
+            .map_request(move |mut req: axum::http::Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                req
+            });
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(app))
+            .into_owned();
+        let conn = graceful.watch(conn);
+        let metrics = metrics.clone();
+        metrics.http_connections.inc();
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                let timed_out = err
+                    .downcast_ref::<hyper::Error>()
+                    .is_some_and(hyper::Error::is_timeout);
+                if timed_out {
+                    metrics.header_timeouts.inc();
+                }
+                tracing::debug!(%err, %peer, "connection ended with an error");
+            }
+            metrics.http_connections.dec();
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
