@@ -12,7 +12,10 @@ use serde::Deserialize;
 use waypost_model::limits::MAX_BLOCKING_WAIT_SECONDS;
 use waypost_runtime::{config::ConfigError, logging::LogFormat};
 
-use crate::registry::{VipRange, expiry::SelfPreservation};
+use crate::{
+    auth::{AuthSettings, Tokens},
+    registry::{VipRange, expiry::SelfPreservation},
+};
 
 /// Every setting, optional, as given by one layer.
 #[derive(Debug, Clone, Default, Args, Deserialize)]
@@ -99,6 +102,14 @@ pub struct Settings {
     /// IPv4 range of services' virtual IPs, `a.b.c.d/len`, or `off` [default: 127.100.0.0/16]
     #[arg(long, env = "WAYPOST_VIP_CIDR")]
     pub vip_cidr: Option<String>,
+    /// Listen on a non-loopback address without auth tokens (anyone who can connect may
+    /// change any service) [default: false].
+    #[arg(long, env = "WAYPOST_INSECURE", num_args = 0..=1, default_missing_value = "true")]
+    pub insecure: Option<bool>,
+    /// Bearer tokens and their roles: the `[auth]` table of the config file only (tokens do
+    /// not belong in flags or the environment of every process).
+    #[arg(skip)]
+    pub auth: Option<AuthSettings>,
 }
 
 /// The command line of `waypost-control`.
@@ -131,6 +142,9 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Read a token from standard input (one line) and print the SHA-256 digest that
+    /// `[[auth.tokens]]` entries take as `sha256`.
+    HashToken,
 }
 
 /// The resolved configuration.
@@ -176,6 +190,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Where services' virtual IPs come from (`None`: off).
     pub vip_range: Option<VipRange>,
+    /// The configured tokens (none: authorization is off).
+    pub tokens: Tokens,
+    /// Whether serving a non-loopback address without tokens was asked for.
+    pub insecure: bool,
 }
 
 impl Config {
@@ -241,6 +259,9 @@ impl Config {
                 Some("off") => None,
                 Some(text) => Some(text.parse().map_err(ConfigError::Invalid)?),
             },
+            tokens: Tokens::from_settings(&over.auth.or(under.auth).unwrap_or_default())
+                .map_err(ConfigError::Invalid)?,
+            insecure: pick!(insecure, false),
         };
         config.check()?;
         Ok(config)
@@ -283,6 +304,14 @@ impl Config {
             return bad(format!(
                 "max_query_time must be above zero and at most {MAX_BLOCKING_WAIT_SECONDS}s, not {:?}",
                 self.max_query_time
+            ));
+        }
+        if !self.listen.ip().is_loopback() && !self.tokens.enabled() && !self.insecure {
+            return bad(format!(
+                "refusing to listen on {} without auth tokens: anyone who can reach it could \
+                 deregister any service. Add [[auth.tokens]] to the config file (see the README, \
+                 Authorization), listen on a loopback address, or pass --insecure",
+                self.listen
             ));
         }
         if self.watch_keepalive.is_zero() {
@@ -362,6 +391,40 @@ mod tests {
                 "README.md lacks the config row starting {row}"
             );
         }
+    }
+
+    #[test]
+    fn non_loopback_addresses_need_tokens_or_insecure() {
+        let err = load(&["--listen", "0.0.0.0:9000"], "").unwrap_err();
+        assert!(err.to_string().contains("--insecure"), "{err}");
+        assert!(load(&["--listen", "[::]:9000"], "").is_err());
+        assert!(load(&["--listen", "[::1]:9000"], "").is_ok());
+        let c = load(&["--listen", "0.0.0.0:9000", "--insecure"], "").unwrap();
+        assert!(c.insecure && !c.tokens.enabled());
+        let file = format!(
+            "[[auth.tokens]]\nname = \"ops\"\nsha256 = \"{}\"\nrole = \"operator\"\n\n\
+             [[auth.tokens]]\nname = \"pay\"\nsha256 = \"{}\"\nrole = \"service\"\n\
+             services = [\"payments\", \"billing-*\"]\n",
+            crate::auth::hash_token("a"),
+            crate::auth::hash_token("b"),
+        );
+        let c = load(&["--listen", "0.0.0.0:9000"], &file).unwrap();
+        assert!(c.tokens.enabled());
+        assert_eq!(c.tokens.find("b").unwrap().name, "pay");
+        assert!(
+            load(
+                &[],
+                "[[auth.tokens]]\nname = \"x\"\nsha256 = \"00\"\nrole = \"read\"\n"
+            )
+            .is_err()
+        );
+        assert!(
+            load(
+                &[],
+                "[[auth.tokens]]\nname = \"x\"\ntoken = \"plain\"\nrole = \"read\"\n"
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! queries. The expiry task feeds the same writer.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod metrics;
 pub mod registry;
@@ -113,8 +114,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         addr: config.listen,
         source,
     })?;
+    if config.insecure && !config.tokens.enabled() && !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "--insecure: serving a non-loopback address without auth tokens");
+    }
     tracing::info!(
         http = %addr,
+        auth = if config.tokens.enabled() { "tokens" } else { "off" },
         store = config.data_dir.as_ref().map_or_else(|| "memory".to_owned(), |d| d.display().to_string()),
         restored,
         epoch = %format!("{:016x}", registry.epoch()),
@@ -137,6 +142,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         write_limiter: api::limits::WriteLimiter::new(config.write_rate, config.write_burst),
         request_timeout: config.request_timeout,
         deadlines: deadlines.clone(),
+        tokens: config.tokens.clone(),
         durable,
         openapi_json: api::openapi_pretty().into(),
     }));

@@ -30,6 +30,27 @@ async fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::HashToken) = command {
+        // From standard input, so the token stays out of shell history and `ps`.
+        let mut line = String::new();
+        return match std::io::stdin().read_line(&mut line) {
+            Ok(_) if !line.trim_end_matches(['\r', '\n']).is_empty() => {
+                println!(
+                    "{}",
+                    waypost_control::auth::hash_token(line.trim_end_matches(['\r', '\n']))
+                );
+                ExitCode::SUCCESS
+            }
+            Ok(_) => {
+                eprintln!("waypost-control: give the token on standard input");
+                ExitCode::FAILURE
+            }
+            Err(err) => {
+                eprintln!("waypost-control: cannot read standard input: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     logging::init(config.log_format);
     let shutdown = CancellationToken::new();
     let running = match waypost_control::start(config, shutdown.clone()).await {

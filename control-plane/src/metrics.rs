@@ -42,6 +42,8 @@ pub struct Metrics {
     pub(crate) expirations: Counter,
     pub(crate) held: Counter,
     pub(crate) rate_limited: Counter,
+    pub(crate) unauthorized: Counter,
+    pub(crate) forbidden: Counter,
     pub(crate) request_timeouts: Counter,
     pub(crate) header_timeouts: Counter,
     pub(crate) http_connections: Gauge,
@@ -77,6 +79,8 @@ impl Metrics {
             expirations: Counter::default(),
             held: Counter::default(),
             rate_limited: Counter::default(),
+            unauthorized: Counter::default(),
+            forbidden: Counter::default(),
             request_timeouts: Counter::default(),
             header_timeouts: Counter::default(),
             http_connections: Gauge::default(),
@@ -114,6 +118,16 @@ impl Metrics {
                 "rate_limited",
                 "Writes refused with 429: over a client's --write-rate",
                 m.rate_limited.clone(),
+            );
+            r.register(
+                "unauthorized",
+                "Requests refused with 401: no bearer token, or one not configured",
+                m.unauthorized.clone(),
+            );
+            r.register(
+                "forbidden",
+                "Requests refused with 403: the token does not allow the action",
+                m.forbidden.clone(),
             );
             r.register(
                 "request_timeouts",

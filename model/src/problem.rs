@@ -39,6 +39,12 @@ pub enum ErrorCode {
     RateLimited,
     /// 408: the write was not received and answered in time (a body sent too slowly).
     RequestTimeout,
+    /// 401: authorization is on and the request has no bearer token, or one that is not
+    /// configured; see `WWW-Authenticate`.
+    Unauthorized,
+    /// 403: the token is valid but does not allow this (a read token writing, a service token
+    /// outside its services).
+    Forbidden,
     /// 404 (sidecar proxy): no service by that name.
     UnknownService,
     /// 503 (sidecar proxy): the service has no healthy instance.
@@ -76,6 +82,8 @@ impl ErrorCode {
             Self::TooManyWatchers => "too_many_watchers",
             Self::RateLimited => "rate_limited",
             Self::RequestTimeout => "request_timeout",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
             Self::UnknownService => "unknown_service",
             Self::NoHealthyInstance => "no_healthy_instance",
             Self::UpstreamUnavailable => "upstream_unavailable",
@@ -105,6 +113,8 @@ impl ErrorCode {
             Self::TooManyWatchers => "Too many watchers",
             Self::RateLimited => "Rate limited",
             Self::RequestTimeout => "Request timeout",
+            Self::Unauthorized => "Unauthorized",
+            Self::Forbidden => "Forbidden",
             Self::UnknownService => "Unknown service",
             Self::NoHealthyInstance => "No healthy instance",
             Self::UpstreamUnavailable => "Upstream unavailable",

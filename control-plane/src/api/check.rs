@@ -5,10 +5,12 @@ use waypost_model::{CheckReport, CheckResponse};
 
 use super::{
     AppState,
+    auth::check_write,
     error::ApiError,
     extract::Json,
     responses::{NotFound, WriteErrors},
 };
+use crate::auth::Caller;
 
 /// Report a health check's result.
 ///
@@ -20,6 +22,7 @@ use super::{
 #[utoipa::path(
     post,
     path = "/check",
+    security(("bearer" = []), ()),
     tag = "registry",
     request_body = CheckReport,
     responses(
@@ -30,8 +33,10 @@ use super::{
 )]
 pub(crate) async fn check(
     State(app): State<AppState>,
+    caller: Caller,
     Json(report): Json<CheckReport>,
 ) -> Result<axum::Json<CheckResponse>, ApiError> {
+    check_write(&app, &caller, [report.instance.service.as_str()])?;
     let (instance, revision) =
         app.registry
             .report_check(&report.instance, report.health, report.output.as_deref())?;

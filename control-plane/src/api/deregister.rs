@@ -5,10 +5,12 @@ use waypost_model::{DeregisterResponse, InstanceRef};
 
 use super::{
     AppState,
+    auth::check_write,
     error::ApiError,
     extract::Json,
     responses::{NotFound, WriteErrors},
 };
+use crate::auth::Caller;
 
 /// Remove an instance.
 ///
@@ -17,6 +19,7 @@ use super::{
 #[utoipa::path(
     post,
     path = "/deregister",
+    security(("bearer" = []), ()),
     tag = "registry",
     request_body(content = InstanceRef, examples(
         ("seed form" = (value = json!({"service": "user-service", "address": "http://localhost:8001"}))),
@@ -30,8 +33,10 @@ use super::{
 )]
 pub(crate) async fn deregister(
     State(app): State<AppState>,
+    caller: Caller,
     Json(req): Json<InstanceRef>,
 ) -> Result<axum::Json<DeregisterResponse>, ApiError> {
+    check_write(&app, &caller, [req.service.as_str()])?;
     let (service, id, revision) = app.registry.deregister(&req)?;
     app.registry.wait_committed(revision).await?;
     Ok(axum::Json(DeregisterResponse {

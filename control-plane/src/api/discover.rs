@@ -42,6 +42,7 @@ pub(crate) struct DiscoverParams {
 #[utoipa::path(
     get,
     path = "/discover/{service}",
+    security(("bearer" = []), ()),
     tag = "discovery",
     params(
         ("service" = String, Path, description = "Service name (RFC 1123 label)", example = "user-service"),

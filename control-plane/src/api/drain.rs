@@ -5,10 +5,12 @@ use waypost_model::{DrainRequest, DrainResponse};
 
 use super::{
     AppState,
+    auth::check_write,
     error::ApiError,
     extract::Json,
     responses::{NotFound, WriteErrors},
 };
+use crate::auth::Caller;
 
 /// Drain an instance, or undrain it.
 ///
@@ -19,6 +21,7 @@ use super::{
 #[utoipa::path(
     post,
     path = "/drain",
+    security(("bearer" = []), ()),
     tag = "registry",
     request_body = DrainRequest,
     responses(
@@ -29,8 +32,10 @@ use super::{
 )]
 pub(crate) async fn drain(
     State(app): State<AppState>,
+    caller: Caller,
     Json(req): Json<DrainRequest>,
 ) -> Result<axum::Json<DrainResponse>, ApiError> {
+    check_write(&app, &caller, [req.instance.service.as_str()])?;
     let (instance, revision) = app.registry.drain(&req.instance, req.draining)?;
     app.registry.wait_committed(revision).await?;
     Ok(axum::Json(DrainResponse {

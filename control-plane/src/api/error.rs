@@ -10,7 +10,7 @@ use axum::{
 };
 use waypost_model::{ErrorCode, FieldError, Problem};
 
-use crate::registry::RegistryError;
+use crate::{auth::Denied, registry::RegistryError};
 
 /// An error answer: status, stable code and a detail sentence.
 #[derive(Debug)]
@@ -86,6 +86,12 @@ impl From<RegistryError> for ApiError {
                 e.to_string(),
             ),
         }
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(d: Denied) -> Self {
+        Self::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, d.to_string())
     }
 }
 

@@ -11,11 +11,15 @@ use waypost_model::{
 
 use super::{
     AppState,
+    auth::check_write,
     error::ApiError,
     extract::Json,
     responses::{NotFound, WriteErrors},
 };
-use crate::registry::{RegistryError, Renewed};
+use crate::{
+    auth::Caller,
+    registry::{RegistryError, Renewed},
+};
 
 fn rfc3339(t: std::time::SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
@@ -31,6 +35,7 @@ fn rfc3339(t: std::time::SystemTime) -> String {
 #[utoipa::path(
     post,
     path = "/heartbeat",
+    security(("bearer" = []), ()),
     tag = "registry",
     request_body(content = HeartbeatRequest, examples(
         ("seed form" = (value = json!({"service": "user-service", "address": "http://localhost:8001"}))),
@@ -45,6 +50,7 @@ fn rfc3339(t: std::time::SystemTime) -> String {
 )]
 pub(crate) async fn heartbeat(
     State(app): State<AppState>,
+    caller: Caller,
     Json(req): Json<HeartbeatRequest>,
 ) -> Result<Response, ApiError> {
     let renewed = |r: Renewed| HeartbeatResponse {
@@ -55,7 +61,15 @@ pub(crate) async fn heartbeat(
         service: r.service,
         id: r.id,
     };
-    match req.form()? {
+    let form = req.form()?;
+    // A batch is all or nothing: one entry outside the token's services refuses the whole.
+    match &form {
+        HeartbeatForm::Single(r) => check_write(&app, &caller, [r.service.as_str()])?,
+        HeartbeatForm::Batch(list) => {
+            check_write(&app, &caller, list.iter().map(|r| r.service.as_str()))?
+        }
+    }
+    match form {
         HeartbeatForm::Single(r) => {
             let done = app.registry.heartbeat(&r)?;
             Ok(axum::Json(HeartbeatAnswer::Single(renewed(done))).into_response())

@@ -1,6 +1,7 @@
 //! The HTTP API: one module per endpoint, assembled here with the OpenAPI document, the body
 //! limit, request metrics and the problem+json fallbacks.
 
+mod auth;
 mod blocking;
 mod check;
 mod deregister;
@@ -76,6 +77,8 @@ pub struct App {
     pub request_timeout: Duration,
     /// The table that times writes out.
     pub deadlines: Arc<waypost_runtime::deadline::Deadlines>,
+    /// The configured tokens (none: authorization is off).
+    pub tokens: crate::auth::Tokens,
     /// Whether a durable store backs the registry.
     pub durable: bool,
     /// The OpenAPI document, rendered once.
@@ -92,6 +95,7 @@ deregister; anyone discovers, lists and watches. Errors are RFC 9457 problem+jso
         license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0"),
     ),
     paths(docs::docs_page),
+    modifiers(&BearerScheme),
     // Named by the watch stream's events (`WatchMessage.data`) rather than by a body.
     components(schemas(waypost_model::WatchEvent)),
     tags(
@@ -101,6 +105,31 @@ deregister; anyone discovers, lists and watches. Errors are RFC 9457 problem+jso
     )
 )]
 struct ApiDoc;
+
+/// The `bearer` security scheme that operations needing a token refer to.
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        doc.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A token from the control plane's config file (`[[auth.tokens]]`), needed \
+                         only when authorization is on: `operator` may do everything, `read` may \
+                         discover, list, watch and read metrics, `service` may also write the \
+                         services it names.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
 
 fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -141,10 +170,20 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(
             state.clone(),
+            auth::authenticate,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
             limits::writes,
         ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+        // Tokens never reach a log, whatever the trace layer is told to record.
+        .layer(
+            tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
+                axum::http::header::AUTHORIZATION,
+            ]),
+        )
         .with_state(state)
 }
 

@@ -7,7 +7,7 @@ use axum::{
 };
 use waypost_model::{ErrorCode, HealthResponse, ReadyResponse};
 
-use super::{AppState, error::ApiError};
+use super::{AppState, error::ApiError, responses::AuthErrors};
 
 /// Liveness, with details.
 ///
@@ -73,9 +73,9 @@ pub(crate) async fn ready(
 ///
 /// Instances per service, registrations, heartbeats, deregistrations, expiries,
 /// self-preservation, watch streams, store commits, and request latency by route and status.
-#[utoipa::path(get, path = "/metrics", tag = "operations",
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(("bearer" = []), ()),
     responses((status = 200, description = "Prometheus text exposition", body = String,
-        content_type = "text/plain; version=0.0.4")))]
+        content_type = "text/plain; version=0.0.4"), AuthErrors))]
 pub(crate) async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     (
         [(

@@ -3,7 +3,8 @@
 use axum::{extract::State, http::StatusCode};
 use waypost_model::{RegisterRequest, RegisterResponse};
 
-use super::{AppState, error::ApiError, extract::Json, responses::WriteErrors};
+use super::{AppState, auth::check_write, error::ApiError, extract::Json, responses::WriteErrors};
+use crate::auth::Caller;
 
 /// Register an instance, or update it.
 ///
@@ -14,6 +15,7 @@ use super::{AppState, error::ApiError, extract::Json, responses::WriteErrors};
 #[utoipa::path(
     post,
     path = "/register",
+    security(("bearer" = []), ()),
     tag = "registry",
     request_body(content = RegisterRequest, examples(
         ("seed form" = (value = json!({"service": "user-service", "address": "http://localhost:8001"}))),
@@ -29,8 +31,10 @@ use super::{AppState, error::ApiError, extract::Json, responses::WriteErrors};
 )]
 pub(crate) async fn register(
     State(app): State<AppState>,
+    caller: Caller,
     Json(req): Json<RegisterRequest>,
 ) -> Result<(StatusCode, axum::Json<RegisterResponse>), ApiError> {
+    check_write(&app, &caller, [req.service.as_str()])?;
     let done = app.registry.register(&req)?;
     app.registry.wait_committed(done.revision).await?;
     let i = &done.instance;

@@ -20,6 +20,13 @@ pub enum WriteErrors {
     /// `invalid_body`: missing field or wrong type.
     #[response(status = 422, content_type = "application/problem+json")]
     Unprocessable(Problem),
+    /// `unauthorized`: authorization is on and no configured token was sent.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    /// `forbidden`: the token may not change this service (a read token, or a service token
+    /// outside its services).
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem),
     /// `request_timeout`: the write was not received and answered within `--request-timeout`.
     #[response(status = 408, content_type = "application/problem+json")]
     Timeout(Problem),
@@ -48,4 +55,16 @@ pub enum ReadErrors {
     /// `invalid_query` or `invalid_service_name`.
     #[response(status = 400, content_type = "application/problem+json")]
     BadRequest(Problem),
+    /// `unauthorized`: authorization is on and no configured token was sent.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+}
+
+/// Errors of routes that need a token when authorization is on and have no others.
+#[derive(IntoResponses)]
+#[allow(dead_code, unreachable_pub)]
+pub enum AuthErrors {
+    /// `unauthorized`: authorization is on and no configured token was sent.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
 }

@@ -34,6 +34,7 @@ pub(crate) struct ServicesParams {
 #[utoipa::path(
     get,
     path = "/services",
+    security(("bearer" = []), ()),
     tag = "discovery",
     params(ServicesParams),
     responses(

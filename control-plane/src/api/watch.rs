@@ -48,6 +48,7 @@ const STREAM_BUFFER: usize = 64;
 #[utoipa::path(
     get,
     path = "/watch",
+    security(("bearer" = []), ()),
     tag = "discovery",
     params(
         WatchParams,

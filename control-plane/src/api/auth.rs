@@ -1,0 +1,122 @@
+//! Authorization at the HTTP edge: with tokens configured, every route except health,
+//! readiness and the API document needs `Authorization: Bearer <token>` (401 otherwise), a
+//! read token may not write (403 before the body is read), and each write handler checks the
+//! service it touches with [`Caller::may_write`] before the registry sees the request, so a
+//! refused request changes nothing.
+
+use axum::{
+    extract::{FromRequestParts, MatchedPath, Request, State},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use waypost_model::ErrorCode;
+
+use super::{AppState, error::ApiError};
+use crate::auth::Caller;
+
+/// Routes anyone may call: a load balancer's health probe and the API's own description.
+const PUBLIC: &[&str] = &[
+    "/health",
+    "/ready",
+    "/openapi.json",
+    "/docs",
+    "/docs/",
+    "/docs/{*rest}",
+];
+
+/// The middleware: authenticates the request and leaves its [`Caller`] for the handlers.
+pub(crate) async fn authenticate(
+    State(app): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    if !app.tokens.enabled() {
+        return next.run(req).await;
+    }
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
+    if route.is_some_and(|r| PUBLIC.contains(&r)) {
+        return next.run(req).await;
+    }
+    let Some(token) = bearer(req.headers()).and_then(|t| app.tokens.find(t)) else {
+        app.metrics.unauthorized.inc();
+        let mut res = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            "this control plane requires a token: send `Authorization: Bearer <token>` with a configured token",
+        )
+        .into_response();
+        res.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"waypost\""),
+        );
+        return res;
+    };
+    let caller = Caller::Token(token);
+    if req.method() == Method::POST
+        && let Err(denied) = caller.may_write_some()
+    {
+        app.metrics.forbidden.inc();
+        return ApiError::from(denied).into_response();
+    }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+/// The token of an `Authorization: Bearer ...` header (the scheme in any case).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        // No caller was set: authorization is off (or the route is public).
+        Ok(parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or(Caller::Anyone))
+    }
+}
+
+/// Checks that `caller` may change every service in `services`, counting a refusal.
+pub(crate) fn check_write<'a>(
+    app: &AppState,
+    caller: &Caller,
+    services: impl IntoIterator<Item = &'a str>,
+) -> Result<(), ApiError> {
+    for service in services {
+        if let Err(denied) = caller.may_write(service) {
+            app.metrics.forbidden.inc();
+            return Err(denied.into());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_are_read_from_the_authorization_header() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+            bearer(&h).map(str::to_owned)
+        };
+        assert_eq!(with("Bearer abc").as_deref(), Some("abc"));
+        assert_eq!(with("bearer  abc ").as_deref(), Some("abc"));
+        assert_eq!(with("Basic abc"), None);
+        assert_eq!(with("Bearer "), None);
+        assert_eq!(bearer(&HeaderMap::new()), None);
+    }
+}
