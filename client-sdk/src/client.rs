@@ -1,6 +1,7 @@
 //! [`Client`]: one or more control-plane endpoints behind typed calls, with fail-over.
 
 use std::{
+    path::PathBuf,
     sync::{Arc, OnceLock},
     time::Duration,
 };
@@ -56,6 +57,9 @@ pub struct ClientBuilder {
     timeout: Duration,
     connect_timeout: Duration,
     user_agent: String,
+    token: Option<String>,
+    ca_cert: Option<PathBuf>,
+    client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for ClientBuilder {
@@ -65,6 +69,9 @@ impl Default for ClientBuilder {
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             user_agent: concat!("waypost-client/", env!("CARGO_PKG_VERSION")).to_owned(),
+            token: None,
+            ca_cert: None,
+            client_cert: None,
         }
     }
 }
@@ -126,6 +133,62 @@ impl ClientBuilder {
         self
     }
 
+    /// The bearer token sent with every request, for a control plane with authorization on.
+    /// It is marked sensitive, so it does not show in debug output of requests.
+    ///
+    /// ```
+    /// let builder = waypost_client::Client::builder()
+    ///     .endpoint("http://127.0.0.1:9000")
+    ///     .token("s3cr3t-token");
+    /// # builder.build().unwrap();
+    /// ```
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// For `https://` endpoints: trust only the CA certificates in this PEM file (instead of
+    /// the system's roots).
+    pub fn ca_cert(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_cert = Some(path.into());
+        self
+    }
+
+    /// For a control plane that asks for client certificates (mTLS): the PEM certificate
+    /// chain and private key to present.
+    pub fn client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.client_cert = Some((cert.into(), key.into()));
+        self
+    }
+
+    /// Fills what is not set yet from the environment, as Consul's client does:
+    /// `WAYPOST_TOKEN`, `WAYPOST_CA_CERT`, and `WAYPOST_CLIENT_CERT` with
+    /// `WAYPOST_CLIENT_KEY`. [`Client::new`] calls this.
+    ///
+    /// ```
+    /// let client = waypost_client::Client::builder()
+    ///     .endpoint("http://127.0.0.1:9000")
+    ///     .env()
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(client);
+    /// ```
+    pub fn env(mut self) -> Self {
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        if self.token.is_none() {
+            self.token = var("WAYPOST_TOKEN").map(|v| v.to_string_lossy().into_owned());
+        }
+        if self.ca_cert.is_none() {
+            self.ca_cert = var("WAYPOST_CA_CERT").map(PathBuf::from);
+        }
+        if self.client_cert.is_none()
+            && let (Some(cert), Some(key)) = (var("WAYPOST_CLIENT_CERT"), var("WAYPOST_CLIENT_KEY"))
+        {
+            self.client_cert = Some((cert.into(), key.into()));
+        }
+        self
+    }
+
     /// Checks the endpoints and builds the client. No request is made.
     ///
     /// ```
@@ -145,7 +208,7 @@ impl ClientBuilder {
                 .map_err(|e| Error::Config(format!("endpoint {raw:?} is not a URL: {e}")))?;
             if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
                 return Err(Error::Config(format!(
-                    "endpoint {raw:?} must be an http:// URL"
+                    "endpoint {raw:?} must be an http:// or https:// URL"
                 )));
             }
             // A base path (a control plane behind a prefix) keeps its segments; calls append.
@@ -155,9 +218,46 @@ impl ClientBuilder {
             }
             endpoints.push(url);
         }
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
-            .user_agent(self.user_agent)
+            .user_agent(self.user_agent);
+        if let Some(token) = &self.token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| {
+                    Error::Config("the token has characters a header cannot carry".into())
+                })?;
+            value.set_sensitive(true);
+            let headers =
+                reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, value)]);
+            http = http.default_headers(headers);
+        }
+        let read = |path: &PathBuf| {
+            std::fs::read(path)
+                .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))
+        };
+        if let Some(path) = &self.ca_cert {
+            let certs = reqwest::Certificate::from_pem_bundle(&read(path)?)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| {
+                    Error::Config(format!("{} holds no PEM certificate", path.display()))
+                })?;
+            http = http.tls_certs_only(certs);
+        }
+        if let Some((cert, key)) = &self.client_cert {
+            let mut pem = read(cert)?;
+            pem.push(b'\n');
+            pem.extend(read(key)?);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                Error::Config(format!(
+                    "client certificate {} with key {}: {e}",
+                    cert.display(),
+                    key.display()
+                ))
+            })?;
+            http = http.identity(identity);
+        }
+        let http = http
             .build()
             .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(Client {
@@ -278,7 +378,8 @@ impl Filter {
 }
 
 impl Client {
-    /// A client of one control plane with default timeouts.
+    /// A client of one control plane with default timeouts, and a token and TLS files from
+    /// the environment when set there (see [`ClientBuilder::env`]).
     ///
     /// ```
     /// let client = waypost_client::Client::new("http://127.0.0.1:9000").unwrap();
@@ -286,7 +387,7 @@ impl Client {
     /// assert!(waypost_client::Client::new("not a url").is_err());
     /// ```
     pub fn new(endpoint: &str) -> Result<Self, Error> {
-        Self::builder().endpoint(endpoint).build()
+        Self::builder().endpoint(endpoint).env().build()
     }
 
     /// Starts a [`ClientBuilder`] (several endpoints, timeouts, user agent).

@@ -15,6 +15,7 @@ use waypost_runtime::{config::ConfigError, logging::LogFormat};
 use crate::{
     auth::{AuthSettings, Tokens},
     registry::{VipRange, expiry::SelfPreservation},
+    tls::TlsFiles,
 };
 
 /// Every setting, optional, as given by one layer.
@@ -106,6 +107,16 @@ pub struct Settings {
     /// change any service) [default: false].
     #[arg(long, env = "WAYPOST_INSECURE", num_args = 0..=1, default_missing_value = "true")]
     pub insecure: Option<bool>,
+    /// PEM certificate chain to serve HTTPS with (with `tls_key`) [default: none, plain HTTP].
+    #[arg(long, env = "WAYPOST_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert` [default: none].
+    #[arg(long, env = "WAYPOST_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates; when set, clients must present a certificate it signed (mTLS)
+    /// [default: none].
+    #[arg(long, env = "WAYPOST_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Bearer tokens and their roles: the `[auth]` table of the config file only (tokens do
     /// not belong in flags or the environment of every process).
     #[arg(skip)]
@@ -190,6 +201,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Where services' virtual IPs come from (`None`: off).
     pub vip_range: Option<VipRange>,
+    /// HTTPS files (`None`: plain HTTP).
+    pub tls: Option<TlsFiles>,
     /// The configured tokens (none: authorization is off).
     pub tokens: Tokens,
     /// Whether serving a non-loopback address without tokens was asked for.
@@ -262,6 +275,23 @@ impl Config {
             tokens: Tokens::from_settings(&over.auth.or(under.auth).unwrap_or_default())
                 .map_err(ConfigError::Invalid)?,
             insecure: pick!(insecure, false),
+            tls: match (
+                over.tls_cert.or(under.tls_cert),
+                over.tls_key.or(under.tls_key),
+                over.tls_client_ca.or(under.tls_client_ca),
+            ) {
+                (None, None, None) => None,
+                (Some(cert), Some(key), client_ca) => Some(TlsFiles {
+                    cert,
+                    key,
+                    client_ca,
+                }),
+                _ => {
+                    return Err(ConfigError::Invalid(
+                        "tls_cert and tls_key go together, and tls_client_ca needs them".into(),
+                    ));
+                }
+            },
         };
         config.check()?;
         Ok(config)

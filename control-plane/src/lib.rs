@@ -22,6 +22,7 @@ mod serve;
 mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod tls;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -51,6 +52,9 @@ pub enum StartError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The TLS files could not be used.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// A started control plane.
@@ -69,6 +73,11 @@ const EXPIRY_TICK: Duration = Duration::from_millis(250);
 
 /// Opens the store, binds `config.listen` and serves until `shutdown` is cancelled.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
+    // Certificate problems are reported before anything is opened or bound.
+    let tls = match &config.tls {
+        Some(files) => Some(tokio_rustls::TlsAcceptor::from(files.server_config()?)),
+        None => None,
+    };
     let metrics = Arc::new(Metrics::new());
     let (tx, _) = watch::channel(Committed {
         revision: 0,
@@ -119,6 +128,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     }
     tracing::info!(
         http = %addr,
+        tls = match &config.tls {
+            None => "off",
+            Some(t) if t.client_ca.is_some() => "mtls",
+            Some(_) => "on",
+        },
         auth = if config.tokens.enabled() { "tokens" } else { "off" },
         store = config.data_dir.as_ref().map_or_else(|| "memory".to_owned(), |d| d.display().to_string()),
         restored,
@@ -157,7 +171,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let grace = config.shutdown_grace;
     let join = tokio::spawn(async move {
         let token = shutdown.clone();
-        let server = tokio::spawn(serve::serve(listener, app, conn_limits, metrics, token));
+        let server = tokio::spawn(serve::serve(
+            listener,
+            app,
+            conn_limits,
+            metrics,
+            tls,
+            token,
+        ));
         shutdown.cancelled().await;
         // Stop accepting; streams and blocking queries end on the token; in-flight writes
         // finish (they are bounded by the store's commit time) within the grace period.

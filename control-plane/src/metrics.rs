@@ -46,6 +46,7 @@ pub struct Metrics {
     pub(crate) forbidden: Counter,
     pub(crate) request_timeouts: Counter,
     pub(crate) header_timeouts: Counter,
+    pub(crate) tls_handshake_failures: Counter,
     pub(crate) http_connections: Gauge,
     self_preservation: Gauge,
     pub(crate) revision: Gauge,
@@ -83,6 +84,7 @@ impl Metrics {
             forbidden: Counter::default(),
             request_timeouts: Counter::default(),
             header_timeouts: Counter::default(),
+            tls_handshake_failures: Counter::default(),
             http_connections: Gauge::default(),
             self_preservation: Gauge::default(),
             revision: Gauge::default(),
@@ -133,6 +135,11 @@ impl Metrics {
                 "request_timeouts",
                 "Writes cut off with 408: not received and answered within --request-timeout",
                 m.request_timeouts.clone(),
+            );
+            r.register(
+                "tls_handshake_failures",
+                "Connections closed because the TLS handshake failed or took longer than --header-read-timeout",
+                m.tls_handshake_failures.clone(),
             );
             r.register(
                 "header_timeouts",

@@ -1,7 +1,9 @@
 //! The HTTP server loop: accepts while fewer than `--max-connections` are open, gives every
 //! connection `--header-read-timeout` to send each request's headers (a client too slow is
 //! disconnected: there is no request to answer yet), serves HTTP/1.1 and HTTP/2, and on
-//! shutdown stops accepting and lets open connections finish.
+//! shutdown stops accepting and lets open connections finish. With TLS, the handshake runs on
+//! the connection's own task (a slow handshake never holds up accepting) and must finish within
+//! the header read timeout too.
 //!
 //! Written on hyper-util's connection builder rather than `axum::serve`, which offers neither
 //! a header timeout nor a connection cap.
@@ -15,7 +17,12 @@ use hyper_util::{
     server::{conn::auto, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpListener,
+    sync::Semaphore,
+};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -28,12 +35,15 @@ pub(crate) struct ConnLimits {
     pub(crate) header_read_timeout: Duration,
 }
 
+type Builder = auto::Builder<TokioExecutor>;
+
 /// Serves `app` on `listener` until `shutdown`, then waits for open connections to finish.
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnLimits,
     metrics: Arc<Metrics>,
+    tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -61,14 +71,33 @@ pub(crate) async fn serve(
                 req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
                 req
             });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(app))
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let tls = tls.clone();
         let metrics = metrics.clone();
         metrics.http_connections.inc();
         tokio::spawn(async move {
-            if let Err(err) = conn.await {
+            let served = match tls {
+                None => connection(&builder, stream, app, watcher).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+                    match handshake.await {
+                        Ok(Ok(stream)) => connection(&builder, stream, app, watcher).await,
+                        Ok(Err(err)) => {
+                            metrics.tls_handshake_failures.inc();
+                            tracing::debug!(%err, %peer, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            metrics.tls_handshake_failures.inc();
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(err) = served {
                 let timed_out = err
                     .downcast_ref::<hyper::Error>()
                     .is_some_and(hyper::Error::is_timeout);
@@ -83,4 +112,27 @@ pub(crate) async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Serves one connection (plain or TLS) until it ends or shutdown drains it.
+async fn connection<I, S>(
+    builder: &Builder,
+    io: I,
+    app: S,
+    watcher: hyper_util::server::graceful::Watcher,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: tower::Service<
+            axum::http::Request<Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let conn =
+        builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(app));
+    watcher.watch(conn.into_owned()).await
 }

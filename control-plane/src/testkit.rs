@@ -11,7 +11,7 @@ use crate::{Config, Running};
 /// A control plane started for a test; stops when dropped.
 #[derive(Debug)]
 pub struct TestControlPlane {
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` when TLS is configured).
     pub url: String,
     /// Cancels to shut down.
     pub token: CancellationToken,
@@ -42,12 +42,17 @@ impl TestControlPlane {
     ) -> Self {
         let mut config = Config::for_test(path);
         tweak(&mut config);
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let token = CancellationToken::new();
         let running = crate::start(config, token.clone())
             .await
             .expect("start the control plane");
         Self {
-            url: format!("http://{}", running.addr),
+            url: format!("{scheme}://{}", running.addr),
             token,
             running,
             dir,
@@ -90,4 +95,95 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Certificates made for one test with rcgen, as PEM files in a temporary directory: a CA, a
+/// server certificate for `127.0.0.1` and `localhost`, a client certificate from the same CA,
+/// and a client certificate from another CA (one the server does not trust).
+#[derive(Debug)]
+pub struct TestPki {
+    /// Holds the files.
+    pub dir: tempfile::TempDir,
+    /// The CA certificate.
+    pub ca: PathBuf,
+    /// The server's certificate and key.
+    pub server: (PathBuf, PathBuf),
+    /// A client certificate and key signed by `ca`.
+    pub client: (PathBuf, PathBuf),
+    /// A client certificate and key signed by another CA.
+    pub stranger: (PathBuf, PathBuf),
+}
+
+impl TestPki {
+    /// Generates everything.
+    pub fn new() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        let write = |name: &str, pem: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, pem).expect("write a PEM file");
+            path
+        };
+        let ca = |name: &str| {
+            let key = KeyPair::generate().expect("CA key");
+            let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.distinguished_name.push(DnType::CommonName, name);
+            let cert = params.self_signed(&key).expect("self-sign the CA");
+            (cert.pem(), Issuer::new(params, key))
+        };
+        let leaf = |issuer: &Issuer<'_, KeyPair>, names: &[&str], file: &str| {
+            let key = KeyPair::generate().expect("leaf key");
+            let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+            let mut params = CertificateParams::new(names).expect("leaf params");
+            params.distinguished_name.push(DnType::CommonName, file);
+            let cert = params.signed_by(&key, issuer).expect("sign the leaf");
+            (
+                write(&format!("{file}.pem"), cert.pem()),
+                write(&format!("{file}-key.pem"), key.serialize_pem()),
+            )
+        };
+        let (ca_pem, issuer) = ca("waypost test CA");
+        let (_, other) = ca("another CA");
+        Self {
+            ca: write("ca.pem", ca_pem),
+            server: leaf(&issuer, &["127.0.0.1", "localhost"], "server"),
+            client: leaf(&issuer, &["client.test"], "client"),
+            stranger: leaf(&other, &["stranger.test"], "stranger"),
+            dir,
+        }
+    }
+
+    /// The control plane's TLS files; with `mtls`, client certificates from [`Self::ca`] are
+    /// required.
+    pub fn server_files(&self, mtls: bool) -> crate::tls::TlsFiles {
+        crate::tls::TlsFiles {
+            cert: self.server.0.clone(),
+            key: self.server.1.clone(),
+            client_ca: mtls.then(|| self.ca.clone()),
+        }
+    }
+}
+
+impl Default for TestPki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Tokens for a test: `(secret, role, services)`, each named after its secret.
+pub fn tokens(entries: &[(&str, crate::auth::Role, &[&str])]) -> crate::auth::Tokens {
+    use crate::auth::{AuthSettings, TokenSettings, hash_token};
+    crate::auth::Tokens::from_settings(&AuthSettings {
+        tokens: entries
+            .iter()
+            .map(|(secret, role, services)| TokenSettings {
+                name: format!("{}-token", role.as_str()),
+                sha256: hash_token(secret),
+                role: *role,
+                services: services.iter().map(|s| (*s).to_owned()).collect(),
+            })
+            .collect(),
+    })
+    .expect("valid test tokens")
 }

@@ -8,36 +8,22 @@ use std::io::Write;
 
 use common::*;
 use serde_json::{Value, json};
-use waypost_control::auth::{AuthSettings, Role, TokenSettings, Tokens, hash_token};
+use waypost_control::{
+    auth::{Role, hash_token},
+    testkit::tokens,
+};
 
 const OPERATOR: &str = "op-3f9c2a";
 const READER: &str = "read-77b1e0";
 const PAYMENTS: &str = "svc-payments-d41c";
 
-fn token(name: &str, secret: &str, role: Role, services: &[&str]) -> TokenSettings {
-    TokenSettings {
-        name: name.to_owned(),
-        sha256: hash_token(secret),
-        role,
-        services: services.iter().map(|s| (*s).to_owned()).collect(),
-    }
-}
-
 async fn with_tokens() -> TestControlPlane {
     TestControlPlane::in_memory(|c| {
-        c.tokens = Tokens::from_settings(&AuthSettings {
-            tokens: vec![
-                token("ops", OPERATOR, Role::Operator, &[]),
-                token("dashboard", READER, Role::Read, &[]),
-                token(
-                    "payments",
-                    PAYMENTS,
-                    Role::Service,
-                    &["payments", "billing-*"],
-                ),
-            ],
-        })
-        .unwrap();
+        c.tokens = tokens(&[
+            (OPERATOR, Role::Operator, &[]),
+            (READER, Role::Read, &[]),
+            (PAYMENTS, Role::Service, &["payments", "billing-*"]),
+        ]);
     })
     .await
 }

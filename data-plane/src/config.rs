@@ -9,7 +9,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Args, Parser};
 use hickory_proto::rr::Name;
 use serde::Deserialize;
-use waypost_runtime::{config::ConfigError, logging::LogFormat};
+use waypost_runtime::{
+    config::{ConfigError, Secret},
+    logging::LogFormat,
+};
 
 use crate::checks::CheckConfig;
 use crate::proxy::{
@@ -101,6 +104,20 @@ pub struct Settings {
     /// `text` or `json` [default: text]
     #[arg(long, env = "WAYPOST_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Bearer token for a control plane with authorization on (read role, or a service
+    /// token covering the checked services); prefer the environment or the file to the flag
+    /// [default: none]
+    #[arg(long, env = "WAYPOST_TOKEN", hide_env_values = true)]
+    pub token: Option<Secret>,
+    /// PEM CA certificates to trust for `https://` control URLs instead of the system's [default: none]
+    #[arg(long, env = "WAYPOST_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// PEM client certificate for a control plane that requires one (mTLS), with `client_key` [default: none]
+    #[arg(long, env = "WAYPOST_CLIENT_CERT")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert` [default: none]
+    #[arg(long, env = "WAYPOST_CLIENT_KEY")]
+    pub client_key: Option<PathBuf>,
 }
 
 /// The command line.
@@ -150,6 +167,12 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Log format.
     pub log_format: LogFormat,
+    /// Bearer token sent to the control plane.
+    pub token: Option<Secret>,
+    /// CA certificates for `https://` control URLs.
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate and key (mTLS).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl Config {
@@ -216,6 +239,20 @@ impl Config {
             },
             shutdown_grace: pick!(shutdown_grace, Duration::from_secs(5)),
             log_format: pick!(log_format, LogFormat::Text),
+            token: over.token.or(under.token),
+            ca_cert: over.ca_cert.or(under.ca_cert),
+            client_cert: match (
+                over.client_cert.or(under.client_cert),
+                over.client_key.or(under.client_key),
+            ) {
+                (None, None) => None,
+                (Some(cert), Some(key)) => Some((cert, key)),
+                _ => {
+                    return Err(ConfigError::Invalid(
+                        "client_cert and client_key go together".into(),
+                    ));
+                }
+            },
         };
         config.check()?;
         Ok(config)

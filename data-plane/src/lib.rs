@@ -77,6 +77,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     for url in &config.control {
         builder = builder.endpoint(url);
     }
+    if let Some(token) = &config.token {
+        builder = builder.token(token.expose());
+    }
+    if let Some(ca) = &config.ca_cert {
+        builder = builder.ca_cert(ca);
+    }
+    if let Some((cert, key)) = &config.client_cert {
+        builder = builder.client_cert(cert, key);
+    }
     let client = builder.build()?;
     let dns_error = |source| SidecarError::Bind {
         what: "DNS",
