@@ -164,14 +164,19 @@ pub fn openapi_pretty() -> String {
 /// Builds the router. `openapi_json` in `state` should be [`openapi_pretty`].
 pub fn router(state: AppState) -> Router {
     let (api, _) = api_router().split_for_parts();
-    api.merge(docs::swagger_ui())
+    let mut router = api
+        .merge(docs::swagger_ui())
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    // Without tokens there is nothing to check: no layer, no cost per request.
+    if state.tokens.enabled() {
+        router = router.layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
-        ))
+        ));
+    }
+    router
         .layer(middleware::from_fn_with_state(
             state.clone(),
             limits::writes,
