@@ -51,7 +51,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientBuilder {
     endpoints: Vec<String>,
     timeout: Duration,
@@ -60,6 +60,21 @@ pub struct ClientBuilder {
     token: Option<String>,
     ca_cert: Option<PathBuf>,
     client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    // By hand, so that the token never shows.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("endpoints", &self.endpoints)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("user_agent", &self.user_agent)
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .field("ca_cert", &self.ca_cert)
+            .field("client_cert", &self.client_cert)
+            .finish()
+    }
 }
 
 impl Default for ClientBuilder {
@@ -173,10 +188,15 @@ impl ClientBuilder {
     ///     .unwrap();
     /// # drop(client);
     /// ```
-    pub fn env(mut self) -> Self {
-        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    pub fn env(self) -> Self {
+        self.env_from(|name| std::env::var(name).ok())
+    }
+
+    /// [`Self::env`] with the variables read through `var`.
+    fn env_from(mut self, var: impl Fn(&str) -> Option<String>) -> Self {
+        let var = |name: &str| var(name).filter(|v| !v.is_empty());
         if self.token.is_none() {
-            self.token = var("WAYPOST_TOKEN").map(|v| v.to_string_lossy().into_owned());
+            self.token = var("WAYPOST_TOKEN");
         }
         if self.ca_cert.is_none() {
             self.ca_cert = var("WAYPOST_CA_CERT").map(PathBuf::from);
@@ -739,5 +759,40 @@ impl Client {
     /// ```
     pub fn watch_events(&self, service: Option<&str>) -> WatchStream {
         WatchStream::start(self.inner.transport.clone(), service.map(str::to_owned))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_environment_fills_only_what_is_unset_and_the_token_never_shows() {
+        let vars = |name: &str| {
+            Some(
+                match name {
+                    "WAYPOST_TOKEN" => "from-env",
+                    "WAYPOST_CA_CERT" => "/etc/ca.pem",
+                    "WAYPOST_CLIENT_CERT" => "/etc/c.pem",
+                    "WAYPOST_CLIENT_KEY" => "/etc/k.pem",
+                    _ => return None,
+                }
+                .to_owned(),
+            )
+        };
+        let b = ClientBuilder::default().env_from(vars);
+        assert_eq!(b.token.as_deref(), Some("from-env"));
+        assert_eq!(b.ca_cert, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(
+            b.client_cert,
+            Some((PathBuf::from("/etc/c.pem"), PathBuf::from("/etc/k.pem")))
+        );
+        assert!(!format!("{b:?}").contains("from-env"));
+        let b = ClientBuilder::default().token("given").env_from(vars);
+        assert_eq!(b.token.as_deref(), Some("given"));
+        // A key without its certificate (or an empty value) is not half-used.
+        let b = ClientBuilder::default()
+            .env_from(|n| (n == "WAYPOST_CLIENT_KEY" || n == "WAYPOST_TOKEN").then(String::new));
+        assert_eq!((b.token, b.client_cert), (None, None));
     }
 }

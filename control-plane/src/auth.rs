@@ -200,6 +200,9 @@ impl Tokens {
         for t in &settings.tokens {
             let digest = parse_digest(&t.sha256)
                 .ok_or_else(|| format!("auth token {:?}: sha256 must be 64 hex digits (see `waypost-control hash-token`)", t.name))?;
+            if entries.iter().any(|(_, e)| e.name == t.name) {
+                return Err(format!("auth token {:?}: the name is used twice", t.name));
+            }
             if entries.iter().any(|(d, _)| *d == digest) {
                 return Err(format!(
                     "auth token {:?}: the same token is configured twice",

@@ -158,6 +158,15 @@ pub enum Command {
     HashToken,
 }
 
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Loaded {
+    /// Serve with this configuration.
+    Serve(Box<Config>),
+    /// Run a subcommand that does not serve.
+    Command(Command),
+}
+
 /// The resolved configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -210,9 +219,12 @@ pub struct Config {
 }
 
 impl Config {
-    /// Parses flags and env (`args` as from `std::env::args_os`), reads the TOML file if one is
-    /// named, and merges. Pure except for reading that file.
-    pub fn load<I, T>(args: I) -> Result<(Config, Option<Command>), ConfigError>
+    /// Parses flags and env (`args` as from `std::env::args_os`); for serving, reads the TOML
+    /// file if one is named and merges. Subcommands that do not serve (`openapi`,
+    /// `hash-token`) are returned before the settings are checked, so that a config that would
+    /// be refused (a non-loopback address still waiting for its tokens) does not stop them.
+    /// Pure except for reading that file.
+    pub fn load<I, T>(args: I) -> Result<Loaded, ConfigError>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
@@ -223,8 +235,15 @@ impl Config {
             }
             _ => ConfigError::Invalid(e.to_string().trim().to_owned()),
         })?;
+        match cli.command {
+            None | Some(Command::Serve) => {}
+            Some(command) => return Ok(Loaded::Command(command)),
+        }
         let file: Settings = waypost_runtime::config::read_toml(cli.config.as_deref())?;
-        Ok((Self::from_layers(cli.settings, file)?, cli.command))
+        Ok(Loaded::Serve(Box::new(Self::from_layers(
+            cli.settings,
+            file,
+        )?)))
     }
 
     /// Merges `over` (flags and env) onto `under` (file), then applies defaults and checks.
@@ -336,16 +355,24 @@ impl Config {
                 self.max_query_time
             ));
         }
+        self.check_exposure().map_err(ConfigError::Invalid)?;
+        if self.watch_keepalive.is_zero() {
+            return bad("watch_keepalive must be above zero".into());
+        }
+        Ok(())
+    }
+
+    /// Refuses a non-loopback listen address without tokens unless `insecure` is set. Part of
+    /// the checks at load, and checked again by [`crate::start`] for configurations built in
+    /// code (`waypost dev`).
+    pub fn check_exposure(&self) -> Result<(), String> {
         if !self.listen.ip().is_loopback() && !self.tokens.enabled() && !self.insecure {
-            return bad(format!(
+            return Err(format!(
                 "refusing to listen on {} without auth tokens: anyone who can reach it could \
                  deregister any service. Add [[auth.tokens]] to the config file (see the README, \
                  Authorization), listen on a loopback address, or pass --insecure",
                 self.listen
             ));
-        }
-        if self.watch_keepalive.is_zero() {
-            return bad("watch_keepalive must be above zero".into());
         }
         Ok(())
     }

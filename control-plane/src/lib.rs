@@ -52,6 +52,9 @@ pub enum StartError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A non-loopback address without tokens and without `insecure`.
+    #[error("{0}")]
+    Exposed(String),
     /// The TLS files could not be used.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
@@ -73,6 +76,7 @@ const EXPIRY_TICK: Duration = Duration::from_millis(250);
 
 /// Opens the store, binds `config.listen` and serves until `shutdown` is cancelled.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
+    config.check_exposure().map_err(StartError::Exposed)?;
     // Certificate problems are reported before anything is opened or bound.
     let tls = match &config.tls {
         Some(files) => Some(tokio_rustls::TlsAcceptor::from(files.server_config()?)),

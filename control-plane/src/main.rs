@@ -2,55 +2,22 @@
 
 use std::process::ExitCode;
 
-use waypost_control::{Config, config::Command};
+use waypost_control::{
+    Config,
+    config::{Command, Loaded},
+};
 use waypost_runtime::{CancellationToken, config::EXIT_BAD_CONFIG, logging, signal};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let (config, command) = match Config::load(std::env::args_os()) {
-        Ok(loaded) => loaded,
+    let config = match Config::load(std::env::args_os()) {
+        Ok(Loaded::Serve(config)) => *config,
+        Ok(Loaded::Command(command)) => return run(command),
         Err(err) => {
             eprintln!("waypost-control: {err}");
             return ExitCode::from(EXIT_BAD_CONFIG as u8);
         }
     };
-    if let Some(Command::Openapi { out }) = command {
-        let doc = waypost_control::api::openapi_pretty();
-        return match out {
-            Some(path) => match std::fs::write(&path, doc) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(err) => {
-                    eprintln!("waypost-control: cannot write {}: {err}", path.display());
-                    ExitCode::FAILURE
-                }
-            },
-            None => {
-                print!("{doc}");
-                ExitCode::SUCCESS
-            }
-        };
-    }
-    if let Some(Command::HashToken) = command {
-        // From standard input, so the token stays out of shell history and `ps`.
-        let mut line = String::new();
-        return match std::io::stdin().read_line(&mut line) {
-            Ok(_) if !line.trim_end_matches(['\r', '\n']).is_empty() => {
-                println!(
-                    "{}",
-                    waypost_control::auth::hash_token(line.trim_end_matches(['\r', '\n']))
-                );
-                ExitCode::SUCCESS
-            }
-            Ok(_) => {
-                eprintln!("waypost-control: give the token on standard input");
-                ExitCode::FAILURE
-            }
-            Err(err) => {
-                eprintln!("waypost-control: cannot read standard input: {err}");
-                ExitCode::FAILURE
-            }
-        };
-    }
     logging::init(config.log_format);
     let shutdown = CancellationToken::new();
     let running = match waypost_control::start(config, shutdown.clone()).await {
@@ -69,4 +36,46 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// The subcommands that do not serve.
+fn run(command: Command) -> ExitCode {
+    match command {
+        Command::Serve => unreachable!("serving is not a separate command"),
+        Command::Openapi { out } => {
+            let doc = waypost_control::api::openapi_pretty();
+            match out {
+                Some(path) => match std::fs::write(&path, doc) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(err) => {
+                        eprintln!("waypost-control: cannot write {}: {err}", path.display());
+                        ExitCode::FAILURE
+                    }
+                },
+                None => {
+                    print!("{doc}");
+                    ExitCode::SUCCESS
+                }
+            }
+        }
+        Command::HashToken => {
+            // From standard input, so the token stays out of shell history and `ps`. Trimmed
+            // as the server trims the `Authorization` header, so the digest can match.
+            let mut line = String::new();
+            match std::io::stdin().read_line(&mut line) {
+                Ok(_) if !line.trim().is_empty() => {
+                    println!("{}", waypost_control::auth::hash_token(line.trim()));
+                    ExitCode::SUCCESS
+                }
+                Ok(_) => {
+                    eprintln!("waypost-control: give the token on standard input");
+                    ExitCode::FAILURE
+                }
+                Err(err) => {
+                    eprintln!("waypost-control: cannot read standard input: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
 }

@@ -75,6 +75,7 @@ pub(crate) async fn serve(
         let builder = builder.clone();
         let tls = tls.clone();
         let metrics = metrics.clone();
+        let shutdown = shutdown.clone();
         metrics.http_connections.inc();
         tokio::spawn(async move {
             let served = match tls {
@@ -82,7 +83,12 @@ pub(crate) async fn serve(
                 Some(acceptor) => {
                     let handshake =
                         tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
-                    match handshake.await {
+                    // A handshake still going at shutdown is dropped, not waited for.
+                    let handshake = tokio::select! {
+                        done = handshake => done,
+                        () = shutdown.cancelled() => Ok(Err(std::io::Error::other("shutting down"))),
+                    };
+                    match handshake {
                         Ok(Ok(stream)) => connection(&builder, stream, app, watcher).await,
                         Ok(Err(err)) => {
                             metrics.tls_handshake_failures.inc();

@@ -171,14 +171,15 @@ impl Default for TestPki {
     }
 }
 
-/// Tokens for a test: `(secret, role, services)`, each named after its secret.
+/// Tokens for a test: `(secret, role, services)`, named `<role>-<position>`.
 pub fn tokens(entries: &[(&str, crate::auth::Role, &[&str])]) -> crate::auth::Tokens {
     use crate::auth::{AuthSettings, TokenSettings, hash_token};
     crate::auth::Tokens::from_settings(&AuthSettings {
         tokens: entries
             .iter()
-            .map(|(secret, role, services)| TokenSettings {
-                name: format!("{}-token", role.as_str()),
+            .enumerate()
+            .map(|(i, (secret, role, services))| TokenSettings {
+                name: format!("{}-{i}", role.as_str()),
                 sha256: hash_token(secret),
                 role: *role,
                 services: services.iter().map(|s| (*s).to_owned()).collect(),

@@ -232,15 +232,27 @@ fn the_binary_refuses_a_non_loopback_address_without_tokens() {
     );
 }
 
+#[tokio::test]
+async fn start_refuses_a_non_loopback_address_without_tokens_whoever_built_the_config() {
+    // As `waypost dev` does: a configuration built in code, not loaded.
+    let mut config = waypost_control::Config::for_test(None);
+    config.listen = "0.0.0.0:0".parse().unwrap();
+    let err = waypost_control::start(config, Default::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("--insecure"), "{err}");
+}
+
 #[test]
 fn hash_token_prints_the_digest_from_standard_input() {
+    // Also when the rest of the configuration would be refused: the tokens are not there yet.
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_waypost-control"))
-        .arg("hash-token")
+        .args(["--listen", "0.0.0.0:0", "hash-token"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"abc\n").unwrap();
+    child.stdin.take().unwrap().write_all(b" abc \n").unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     assert_eq!(

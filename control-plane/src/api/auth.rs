@@ -31,21 +31,17 @@ pub(crate) async fn authenticate(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let route = req
+    let public = req
         .extensions()
         .get::<MatchedPath>()
-        .map(MatchedPath::as_str);
-    if route.is_some_and(|r| PUBLIC.contains(&r)) {
+        .is_some_and(|r| PUBLIC.contains(&r.as_str()));
+    if public {
         return next.run(req).await;
     }
     let Some(token) = bearer(req.headers()).and_then(|t| app.tokens.find(t)) else {
         app.metrics.unauthorized.inc();
-        let mut res = ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            ErrorCode::Unauthorized,
-            "this control plane requires a token: send `Authorization: Bearer <token>` with a configured token",
-        )
-        .into_response();
+        tracing::debug!(path = req.uri().path(), "refused: no configured token");
+        let mut res = unauthorized().into_response();
         res.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer realm=\"waypost\""),
@@ -57,6 +53,7 @@ pub(crate) async fn authenticate(
         && let Err(denied) = caller.may_write_some()
     {
         app.metrics.forbidden.inc();
+        tracing::info!(token = %denied.token, action = %denied.action, "refused");
         return ApiError::from(denied).into_response();
     }
     req.extensions_mut().insert(caller);
@@ -71,17 +68,28 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Caller {
-    type Rejection = std::convert::Infallible;
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        // No caller was set: authorization is off (or the route is public).
-        Ok(parts
-            .extensions
-            .get::<Caller>()
-            .cloned()
-            .unwrap_or(Caller::Anyone))
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
+        }
+        // Fail closed: with tokens configured, a handler that needs a caller never runs
+        // without one, whatever the route table says.
+        if app.tokens.enabled() {
+            return Err(unauthorized());
+        }
+        Ok(Caller::Anyone)
     }
+}
+
+fn unauthorized() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        ErrorCode::Unauthorized,
+        "this control plane requires a token: send `Authorization: Bearer <token>` with a configured token",
+    )
 }
 
 /// Checks that `caller` may change every service in `services`, counting a refusal.
@@ -93,6 +101,7 @@ pub(crate) fn check_write<'a>(
     for service in services {
         if let Err(denied) = caller.may_write(service) {
             app.metrics.forbidden.inc();
+            tracing::info!(token = %denied.token, action = %denied.action, "refused");
             return Err(denied.into());
         }
     }

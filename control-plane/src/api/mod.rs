@@ -259,7 +259,10 @@ async fn observe(State(app): State<AppState>, req: Request, next: Next) -> Respo
     let route = route_label(req.extensions().get::<MatchedPath>());
     let method = method_label(req.method());
     let mut res = next.run(req).await;
-    if !res.headers().contains_key(&blocking::INDEX_HEADER) {
+    // A caller without a token learns nothing about the registry, not even its revision.
+    if res.status() != StatusCode::UNAUTHORIZED
+        && !res.headers().contains_key(&blocking::INDEX_HEADER)
+    {
         let head = app.registry.head();
         res.headers_mut()
             .insert(blocking::INDEX_HEADER.clone(), blocking::index_value(head));
