@@ -68,7 +68,10 @@ pub(crate) async fn serve(
         let app = app
             .clone()
             .map_request(move |mut req: axum::http::Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                // Only the write limits read it: reads skip the insert.
+                if req.method() == axum::http::Method::POST {
+                    req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                }
                 req
             });
         let watcher = graceful.watcher();

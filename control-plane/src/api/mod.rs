@@ -26,11 +26,12 @@ use std::{
 use axum::{
     Router,
     extract::{DefaultBodyLimit, MatchedPath, Request, State},
-    http::StatusCode,
+    http::{StatusCode, header::AUTHORIZATION},
     middleware::{self, Next},
     response::Response,
 };
 use tokio_util::sync::CancellationToken;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use waypost_model::{ErrorCode, limits::MAX_BODY_BYTES};
@@ -131,13 +132,20 @@ impl utoipa::Modify for BearerScheme {
     }
 }
 
-fn api_router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// The writes (POST): the write limits wrap these routes only, so reads never pass through
+/// that middleware.
+fn write_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .routes(routes!(register::register))
         .routes(routes!(heartbeat::heartbeat))
         .routes(routes!(deregister::deregister))
         .routes(routes!(drain::drain))
         .routes(routes!(check::check))
+}
+
+/// Everything else.
+fn read_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .routes(routes!(discover::discover))
         .routes(routes!(services::services))
         .routes(routes!(watch::watch))
@@ -147,9 +155,15 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(docs::openapi_json))
 }
 
+fn api_router(writes: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(writes)
+        .merge(read_routes())
+}
+
 /// The OpenAPI document, as served at `/openapi.json` and committed in `openapi/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router().split_for_parts().1
+    api_router(write_routes()).split_for_parts().1
 }
 
 /// The OpenAPI document as pretty JSON with a final newline: the committed file's exact bytes.
@@ -163,7 +177,11 @@ pub fn openapi_pretty() -> String {
 
 /// Builds the router. `openapi_json` in `state` should be [`openapi_pretty`].
 pub fn router(state: AppState) -> Router {
-    let (api, _) = api_router().split_for_parts();
+    let writes = write_routes().route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        limits::writes,
+    ));
+    let (api, _) = api_router(writes).split_for_parts();
     let mut router = api
         .merge(docs::swagger_ui())
         .fallback(route_not_found)
@@ -171,24 +189,17 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     // Without tokens there is nothing to check: no layer, no cost per request.
     if state.tokens.enabled() {
-        router = router.layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::authenticate,
-        ));
+        router = router
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                auth::authenticate,
+            ))
+            // Tokens never reach a log, whatever the trace layer is told to record.
+            .layer(SetSensitiveRequestHeadersLayer::new([AUTHORIZATION]));
     }
     router
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            limits::writes,
-        ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(tower_http::trace::TraceLayer::new_for_http())
-        // Tokens never reach a log, whatever the trace layer is told to record.
-        .layer(
-            tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
-                axum::http::header::AUTHORIZATION,
-            ]),
-        )
         .with_state(state)
 }
 
