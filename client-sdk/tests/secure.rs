@@ -18,6 +18,15 @@ fn code(err: &Error) -> Option<ErrorCode> {
     }
 }
 
+/// How many instances of `service` `client` discovers.
+async fn count(client: &Client, service: &str) -> usize {
+    client
+        .discover(service, &Filter::default())
+        .await
+        .expect("discover")
+        .count
+}
+
 /// The whole cause chain of a connection-level failure (no answer from the control plane);
 /// panics on any other error.
 fn transport_failure(err: &Error) -> String {
@@ -66,14 +75,7 @@ async fn https_with_the_configured_ca_and_both_http_versions_by_alpn() {
         .register_once(&RegisterRequest::new("web", "127.0.0.1:8001"))
         .await
         .unwrap();
-    assert_eq!(
-        client
-            .discover("web", &Filter::default())
-            .await
-            .unwrap()
-            .count,
-        1
-    );
+    assert_eq!(count(&client, "web").await, 1);
 
     // ALPN: HTTP/2 when the client offers it, HTTP/1.1 otherwise.
     for (http1_only, version) in [
@@ -154,14 +156,7 @@ async fn mtls_needs_a_client_certificate_from_the_configured_ca() {
         .parse()
         .unwrap();
     assert!(failures >= 2.0, "{failures}");
-    assert_eq!(
-        with_cert
-            .discover("web", &Filter::default())
-            .await
-            .unwrap()
-            .count,
-        1
-    );
+    assert_eq!(count(&with_cert, "web").await, 1);
 }
 
 #[tokio::test]
@@ -192,21 +187,7 @@ async fn tokens_from_the_builder_are_sent_and_refusals_are_problems() {
         .unwrap_err();
     assert_eq!(code(&err), Some(ErrorCode::Unauthorized), "{err}");
 
-    assert_eq!(
-        scoped
-            .discover("payments", &Filter::default())
-            .await
-            .unwrap()
-            .count,
-        1
-    );
+    assert_eq!(count(&scoped, "payments").await, 1);
     handle.deregister().await.unwrap();
-    assert_eq!(
-        scoped
-            .discover("payments", &Filter::default())
-            .await
-            .unwrap()
-            .count,
-        0
-    );
+    assert_eq!(count(&scoped, "payments").await, 0);
 }
