@@ -104,6 +104,10 @@ pub struct Settings {
     /// `text` or `json` [default: text]
     #[arg(long, env = "WAYPOST_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Threads serving traffic, 1 to 1024; with 1, a single-threaded scheduler
+    /// [default: the CPUs this process may use]
+    #[arg(long, env = "WAYPOST_WORKERS")]
+    pub workers: Option<usize>,
     /// Bearer token for a control plane with authorization on (read role, or a service
     /// token covering the checked services); prefer the environment or the file to the flag
     /// [default: none]
@@ -167,6 +171,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Log format.
     pub log_format: LogFormat,
+    /// Worker threads of the binary's runtime (`main` builds it; [`start`](crate::start) runs
+    /// on whatever runtime calls it).
+    pub workers: usize,
     /// Bearer token sent to the control plane.
     pub token: Option<Secret>,
     /// CA certificates for `https://` control URLs.
@@ -239,6 +246,10 @@ impl Config {
             },
             shutdown_grace: pick!(shutdown_grace, Duration::from_secs(5)),
             log_format: pick!(log_format, LogFormat::Text),
+            workers: pick!(
+                workers,
+                std::thread::available_parallelism().map_or(1, usize::from)
+            ),
             token: over.token.or(under.token),
             ca_cert: over.ca_cert.or(under.ca_cert),
             client_cert: match (
@@ -267,6 +278,12 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "dns_ttl must be whole seconds up to 24h, not {:?}",
                 self.dns_ttl
+            )));
+        }
+        if !(1..=MAX_WORKERS).contains(&self.workers) {
+            return Err(ConfigError::Invalid(format!(
+                "workers must be from 1 to {MAX_WORKERS}, not {}",
+                self.workers
             )));
         }
         let p = &self.proxy;
@@ -301,6 +318,9 @@ impl Config {
     }
 }
 
+/// The most worker threads the sidecar runs.
+pub const MAX_WORKERS: usize = 1024;
+
 fn parse_domain(text: &str) -> Result<Name, ConfigError> {
     let mut name = Name::from_ascii(text.to_ascii_lowercase())
         .map_err(|e| ConfigError::Invalid(format!("domain {text:?} is not a DNS name: {e}")))?;
@@ -322,6 +342,20 @@ mod tests {
         let file: Settings = waypost_runtime::config::parse_toml(file)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Config::from_layers(cli.settings, file)
+    }
+
+    #[test]
+    fn workers_are_bounded() {
+        assert_eq!(load(&["--workers", "1"], "").unwrap().workers, 1);
+        assert_eq!(load(&[], "workers = 3").unwrap().workers, 3);
+        assert!(
+            load(&[], "").unwrap().workers >= 1,
+            "the default is the usable CPUs"
+        );
+        for bad in ["0", "1025"] {
+            let err = load(&["--workers", bad], "").unwrap_err().to_string();
+            assert!(err.contains("workers must be from 1 to 1024"), "{err}");
+        }
     }
 
     #[test]

@@ -524,3 +524,90 @@ async fn pooled_connections_closed_by_the_upstream_are_replaced_even_for_a_post(
         "a closed idle connection is not an instance failure: {metrics}"
     );
 }
+
+/// The binary itself with `--workers 1` (the single-threaded scheduler `main` picks for one
+/// worker): it follows the control plane and proxies, reusing its upstream connection.
+#[tokio::test]
+async fn the_binary_on_one_worker_proxies() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let cp = TestControlPlane::in_memory(|_| {}).await;
+    let upstream = Upstream::start("solo").await;
+    let client = Client::new(&cp.url).unwrap();
+    let request = RegisterRequest {
+        ttl_seconds: Some(600),
+        ..RegisterRequest::new("web", upstream.addr.to_string())
+    };
+    client.register_once(&request).await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_waypost-sidecar"))
+        .args([
+            "--control",
+            &cp.url,
+            "--workers",
+            "1",
+            "--log-format",
+            "json",
+        ])
+        .args([
+            "--http-listen",
+            "127.0.0.1:0",
+            "--dns-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--admin-listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // The proxy's address, from the "listening" log line.
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let proxy = tokio::time::timeout(DEADLINE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if let Some(http) = entry["http"].as_str() {
+                return http.to_owned();
+            }
+        }
+        panic!("the sidecar exited without listening");
+    })
+    .await
+    .expect("the sidecar listens");
+    let http = reqwest::Client::new();
+    let answer = |path: &'static str| {
+        let (http, proxy) = (http.clone(), proxy.clone());
+        async move {
+            let response = http
+                .get(format!("http://{proxy}{path}"))
+                .header("host", "web")
+                .send()
+                .await
+                .ok()?;
+            (response.status() == 200).then_some(response.text().await.ok()?)
+        }
+    };
+    let first = eventually(DEADLINE, "the binary proxies to the upstream", || {
+        answer("/one")
+    })
+    .await;
+    assert!(
+        first.starts_with("solo HTTP/1.1 /one 1.1 waypost 127.0.0.1"),
+        "{first}"
+    );
+    for _ in 0..20 {
+        let text = answer("/again")
+            .await
+            .expect("every later request is answered");
+        assert!(text.starts_with("solo HTTP/1.1 /again"), "{text}");
+    }
+    assert_eq!(
+        upstream.open.load(Ordering::SeqCst),
+        1,
+        "one pooled upstream connection serves them all"
+    );
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+}

@@ -531,10 +531,6 @@ impl Body for Tracked {
                 self.timer = None;
                 if frame.is_none() {
                     self.done = true;
-                    // One more turn lets the connection settle back to idle before it is pooled.
-                    if let Some((_, driven)) = &mut self.lease {
-                        driven.poll_conn(cx);
-                    }
                 }
                 Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
             }

@@ -116,18 +116,19 @@ impl Upstreams {
 /// An HTTP/1.1 connection polled by whoever holds it, not by a task of its own: the request
 /// that borrows it drives it (in [`Conn::send`], then from the response body), so its socket
 /// events wake the proxied request's task directly instead of hopping through a connection task.
-/// In the pool nobody polls it; a connection the upstream closed meanwhile is noticed at
-/// checkout.
+/// In the pool nobody polls it; a connection the upstream closed meanwhile is noticed when the
+/// next request is handed to it, and that request goes out again on a new connection.
 pub struct Driven {
     sender: http1::SendRequest<ProxyBody>,
-    conn: http1::Connection<TokioIo<TcpStream>, ProxyBody>,
-    ended: bool,
+    /// `None` once the connection has ended: dropped at once, so that a request handed over
+    /// but never written comes back to its sender (see [`Conn::send`]).
+    conn: Option<http1::Connection<TokioIo<TcpStream>, ProxyBody>>,
 }
 
 impl std::fmt::Debug for Driven {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Driven")
-            .field("ended", &self.ended)
+            .field("ended", &self.conn.is_none())
             .finish()
     }
 }
@@ -135,14 +136,29 @@ impl std::fmt::Debug for Driven {
 impl Driven {
     /// Moves the connection along (reads, writes, state changes); `true` while it is open.
     pub fn poll_conn(&mut self, cx: &mut Context<'_>) -> bool {
-        if !self.ended && Pin::new(&mut self.conn).poll(cx).is_ready() {
-            self.ended = true;
+        if let Some(conn) = &mut self.conn
+            && Pin::new(conn).poll(cx).is_ready()
+        {
+            self.conn = None;
         }
-        !self.ended
+        self.conn.is_some()
     }
 
-    /// Ready for a request: polls the connection until it wants one, or ends.
+    /// Settles the connection after an exchange, with a waker that does nothing. The
+    /// connection keeps the waker it was last polled with (for its socket, and for the next
+    /// request's hand-over); left as the last borrower's, handing the next request over would
+    /// wake that other task for nothing. The next borrower's first poll registers its own.
+    fn settle(&mut self) {
+        self.poll_conn(&mut Context::from_waker(std::task::Waker::noop()));
+    }
+
+    /// Ready for a request: usually at once (settled when it came back to the pool); else
+    /// polls the connection until it wants one, or ends. One the upstream closed while idle may
+    /// still look ready here: its request comes back unsent and goes out on a new connection.
     async fn ready(mut self: Box<Self>) -> Option<Box<Self>> {
+        if self.sender.is_ready() {
+            return Some(self);
+        }
         let ok = std::future::poll_fn(|cx| {
             if !self.poll_conn(cx) {
                 return Poll::Ready(false);
@@ -155,7 +171,7 @@ impl Driven {
 
     /// Done with one exchange and fit for another.
     pub fn reusable(&self) -> bool {
-        !self.ended && !self.sender.is_closed()
+        self.conn.is_some() && !self.sender.is_closed()
     }
 }
 
@@ -200,7 +216,8 @@ impl Conn {
                 let mut response = std::pin::pin!(driven.sender.try_send_request(req));
                 std::future::poll_fn(|cx| {
                     // The connection first (it writes the request and reads the answer), then
-                    // the answer; a connection that ended has answered by then (an error).
+                    // the answer. A connection that ended has been dropped, which answers with
+                    // an error, and with the request when it was never written.
                     driven.poll_conn(cx);
                     response.as_mut().poll(cx)
                 })
@@ -282,13 +299,13 @@ impl Pool {
             .map_err(UpstreamError::Handshake)?;
         Ok(Conn::H1(Box::new(Driven {
             sender,
-            conn,
-            ended: false,
+            conn: Some(conn),
         })))
     }
 
     /// Takes back an HTTP/1.1 connection whose exchange is over.
-    pub fn checkin(&self, driven: Box<Driven>) {
+    pub fn checkin(&self, mut driven: Box<Driven>) {
+        driven.settle();
         if !driven.reusable() {
             return;
         }
