@@ -35,6 +35,9 @@ struct Upstream {
     tasks: Arc<Mutex<Vec<AbortHandle>>>,
     /// Connections open now.
     open: Arc<AtomicUsize>,
+    /// `/held` requests arrived, and the permits that let them be answered.
+    held: Arc<AtomicUsize>,
+    release: Arc<tokio::sync::Semaphore>,
 }
 
 /// Counts a connection as open until its task ends or is aborted.
@@ -53,12 +56,18 @@ impl Upstream {
         let failing = Arc::new(AtomicBool::new(false));
         let tasks: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
         let open: Arc<AtomicUsize> = Arc::default();
+        let held: Arc<AtomicUsize> = Arc::default();
+        let release = Arc::new(tokio::sync::Semaphore::new(0));
         let (label, fail, spawned) = (name.to_owned(), failing.clone(), tasks.clone());
+        let (arrived, gate) = (held.clone(), release.clone());
         let counted = open.clone();
         let accept = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let (label, fail) = (label.clone(), fail.clone());
+                let (arrived, gate) = (arrived.clone(), gate.clone());
                 let service = service_fn(move |req: Request<Incoming>| {
+                    let hold = req.uri().path() == "/held";
+                    let (arrived, gate) = (arrived.clone(), gate.clone());
                     let failing = fail.load(Ordering::Relaxed);
                     let header = |n: &str| {
                         req.headers()
@@ -75,6 +84,10 @@ impl Upstream {
                         header("x-forwarded-for"),
                     );
                     async move {
+                        if hold {
+                            arrived.fetch_add(1, Ordering::SeqCst);
+                            gate.acquire().await.unwrap().forget();
+                        }
                         let mut response = Response::new(Full::new(Bytes::from(text)));
                         if failing {
                             *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
@@ -100,6 +113,8 @@ impl Upstream {
             failing,
             tasks,
             open,
+            held,
+            release,
         }
     }
 
@@ -610,4 +625,68 @@ async fn the_binary_on_one_worker_proxies() {
     );
     child.start_kill().unwrap();
     child.wait().await.unwrap();
+}
+
+/// Shutdown closes idle keep-alive connections at once and lets the answer in flight finish.
+#[tokio::test]
+async fn shutdown_closes_idle_connections_and_lets_the_answer_in_flight_finish() {
+    let mut setup = setup(1, &[], &[], |_| {}).await;
+    // An idle keep-alive connection, after one exchange.
+    let stream = tokio::net::TcpStream::connect(setup.sidecar.http_addr)
+        .await
+        .unwrap();
+    let (mut idle, conn) =
+        hyper::client::conn::http1::handshake::<_, http_body_util::Empty<Bytes>>(TokioIo::new(
+            stream,
+        ))
+        .await
+        .unwrap();
+    let idle_conn = tokio::spawn(conn);
+    let request = || {
+        Request::builder()
+            .uri("/warm")
+            .header("host", "web")
+            .body(http_body_util::Empty::new())
+            .unwrap()
+    };
+    assert_eq!(idle.send_request(request()).await.unwrap().status(), 200);
+    // A request the upstream holds.
+    let in_flight = tokio::spawn({
+        let url = setup.url("/held");
+        async move {
+            let response = reqwest::Client::new()
+                .get(url)
+                .header("host", "web")
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    });
+    let upstream = &setup.upstreams[0];
+    eventually(
+        DEADLINE,
+        "the held request reaches the upstream",
+        || async { (upstream.held.load(Ordering::SeqCst) == 1).then_some(()) },
+    )
+    .await;
+    setup.token.cancel();
+    // The idle connection is closed by the proxy while the held answer is still pending.
+    tokio::time::timeout(DEADLINE, idle_conn)
+        .await
+        .expect("the idle connection closes at shutdown")
+        .unwrap()
+        .unwrap();
+    assert!(!in_flight.is_finished());
+    upstream.release.add_permits(1);
+    let (status, body) = tokio::time::timeout(DEADLINE, in_flight)
+        .await
+        .expect("the answer in flight finishes")
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("u0 HTTP/1.1 /held"), "{body}");
+    tokio::time::timeout(DEADLINE, &mut setup.sidecar.join)
+        .await
+        .expect("the sidecar stops once its connections are done")
+        .unwrap();
 }

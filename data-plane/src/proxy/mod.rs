@@ -2,6 +2,7 @@
 //! and keep their own facts about instances (in flight, failures, ejections) to themselves.
 
 pub mod balance;
+mod drain;
 pub mod error;
 pub mod http;
 pub mod pool;
@@ -15,13 +16,14 @@ use http_body_util::combinators::UnsyncBoxBody;
 use hyper::service::service_fn;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::conn::auto,
 };
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use self::{
     balance::{Outlier, Policy},
+    drain::Drain,
     http::HttpProxy,
 };
 
@@ -80,7 +82,8 @@ pub(crate) async fn serve_http(
 ) {
     tokio::spawn(proxy.upstreams.clone().reap_until(shutdown.clone()));
     tokio::spawn(proxy.deadlines.clone().run(shutdown.clone()));
-    let graceful = GracefulShutdown::new();
+    let drain = Arc::new(Drain::default());
+    let connections = TaskTracker::new();
     let builder = auto::Builder::new(TokioExecutor::new());
     loop {
         let Some((stream, client)) = waypost_runtime::net::accept(&listener, &shutdown).await
@@ -99,15 +102,17 @@ pub(crate) async fn serve_http(
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
+        let connection = drain.watch(connection);
+        connections.spawn(async move {
             if let Err(err) = connection.await {
                 tracing::debug!(%err, "proxy connection ended with an error");
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
+    drain.close();
+    connections.close();
+    if tokio::time::timeout(grace, connections.wait())
         .await
         .is_err()
     {
