@@ -294,7 +294,10 @@ impl Pool {
         }
         let io = self.connect().await?;
         // A new connection takes its first request before it has been polled.
-        let (sender, conn) = http1::handshake(io)
+        // Flattened writes, as on the client side (`serve_http`).
+        let (sender, conn) = http1::Builder::new()
+            .writev(false)
+            .handshake(io)
             .await
             .map_err(UpstreamError::Handshake)?;
         Ok(Conn::H1(Box::new(Driven {
