@@ -437,18 +437,29 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 /// Adds the client's address to `X-Forwarded-For`, `X-Forwarded-Proto: http` unless set, and
 /// `Via`. `client` is the address as a header value, made once per connection.
 fn add_forwarding(headers: &mut HeaderMap, client: HeaderValue, version: http::Version) {
+    // Whether the two may-be-present names are there: one pass of comparisons over the few
+    // names a request has, instead of a hashed look-up for each.
+    let (mut forwarded_for, mut forwarded_proto) = (false, false);
+    for name in headers.keys() {
+        forwarded_for |= name == X_FORWARDED_FOR;
+        forwarded_proto |= name == X_FORWARDED_PROTO;
+    }
     // Room for the three below at once (a parsed request's map is sized to what it holds).
     headers.reserve(3);
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(earlier) => {
-            HeaderValue::from_str(&format!("{earlier}, {}", client.to_str().unwrap_or("")))
-                .unwrap_or(client)
-        }
-        None => client,
-    };
-    headers.insert(&X_FORWARDED_FOR, forwarded_for);
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    if forwarded_for {
+        let earlier = headers
+            .get(&X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok())
+            .map(|earlier| format!("{earlier}, {}", client.to_str().unwrap_or("")));
+        let value = earlier
+            .and_then(|v| HeaderValue::from_str(&v).ok())
+            .unwrap_or(client);
+        headers.insert(&X_FORWARDED_FOR, value);
+    } else {
+        headers.append(&X_FORWARDED_FOR, client);
+    }
+    if !forwarded_proto {
+        headers.append(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
     headers.append(header::VIA, via(version));
 }
@@ -718,5 +729,44 @@ impl Routes {
         } else {
             Ok(route)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(given: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in given {
+            headers.append(*name, HeaderValue::from_static(value));
+        }
+        add_forwarding(
+            &mut headers,
+            HeaderValue::from_static("10.0.0.7"),
+            http::Version::HTTP_11,
+        );
+        headers
+    }
+
+    #[test]
+    fn forwarding_headers_are_added_or_extended() {
+        let fresh = forwarded(&[("host", "web")]);
+        assert_eq!(fresh["x-forwarded-for"], "10.0.0.7");
+        assert_eq!(fresh["x-forwarded-proto"], "http");
+        assert_eq!(fresh["via"], "1.1 waypost");
+
+        let behind = forwarded(&[
+            ("x-forwarded-for", "192.0.2.1"),
+            ("x-forwarded-proto", "https"),
+            ("via", "1.1 edge"),
+        ]);
+        assert_eq!(behind["x-forwarded-for"], "192.0.2.1, 10.0.0.7");
+        assert_eq!(
+            behind["x-forwarded-proto"], "https",
+            "kept as the first hop saw it"
+        );
+        let via: Vec<_> = behind.get_all("via").iter().collect();
+        assert_eq!(via, ["1.1 edge", "1.1 waypost"]);
     }
 }
