@@ -27,6 +27,9 @@ use self::{
     http::HttpProxy,
 };
 
+/// What an HTTP/2 client with prior knowledge sends first (RFC 9113, section 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /// Errors carried by proxied bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type of the proxy's requests and answers: streamed, never buffered whole.
@@ -84,10 +87,12 @@ pub(crate) async fn serve_http(
     tokio::spawn(proxy.deadlines.clone().run(shutdown.clone()));
     let drain = Arc::new(Drain::default());
     let connections = TaskTracker::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
     // One write(2) of a copied head and body instead of writev(2) of the pieces: answers are
     // mostly small, and the copy costs less than the vectored call (BENCHMARKS.md).
-    builder.http1().writev(false);
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1.writev(false);
+    let mut either = auto::Builder::new(TokioExecutor::new());
+    either.http1().writev(false);
     loop {
         let Some((stream, client)) = waypost_runtime::net::accept(&listener, &shutdown).await
         else {
@@ -102,12 +107,38 @@ pub(crate) async fn serve_http(
             let client = client.clone();
             async move { Ok::<_, Infallible>(proxy.handle(req, client).await) }
         });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = drain.watch(connection);
+        let (http1, either, drain, shutdown) = (
+            http1.clone(),
+            either.clone(),
+            drain.clone(),
+            shutdown.clone(),
+        );
         connections.spawn(async move {
-            if let Err(err) = connection.await {
+            // HTTP/1.1 unless the client opens with HTTP/2's preface (h2c, prior knowledge).
+            // Peeking leaves the bytes in the socket, so an HTTP/1.1 connection is served
+            // straight from it, without the layer that hyper-util's auto connection puts under
+            // every read to replay what it looked at. A partial preface goes that way too.
+            let mut head = [0u8; H2_PREFACE.len()];
+            let peeked = tokio::select! {
+                peeked = stream.peek(&mut head) => peeked,
+                () = shutdown.cancelled() => return,
+            };
+            let result = match peeked {
+                Ok(0) | Err(_) => return,
+                Ok(n) if !H2_PREFACE.starts_with(&head[..n]) => {
+                    let connection = http1
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades();
+                    drain.watch(connection).await.map_err(BoxError::from)
+                }
+                Ok(_) => {
+                    let connection = either
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    drain.watch(connection).await
+                }
+            };
+            if let Err(err) = result {
                 tracing::debug!(%err, "proxy connection ended with an error");
             }
         });
