@@ -280,7 +280,12 @@ async fn routing_headers_and_errors() {
     let http = reqwest::Client::new();
 
     // By Host, with the domain, with a port; the request line's path goes through.
-    for host in ["web", "web.service.waypost", "WEB.service.waypost.:8081"] {
+    for host in [
+        "web",
+        "web.service.waypost",
+        "WEB.service.waypost.:8081",
+        "web.SERVICE.Waypost",
+    ] {
         let (status, body) = s.get(&http, host, "/a/b").await;
         assert_eq!(status, 200, "{host}: {body}");
         assert!(body.starts_with("u0 HTTP/1.1 /a/b"), "{body}");

@@ -3,6 +3,7 @@
 //! idempotent requests that failed before any response byte, and ejects failing instances.
 
 use std::{
+    borrow::Cow,
     net::SocketAddr,
     pin::Pin,
     sync::{
@@ -106,8 +107,9 @@ impl HttpProxy {
         }
     }
 
-    /// The service a request is for, and the path to send upstream.
-    fn route(&self, req: &Request<Incoming>) -> Option<(String, Option<String>)> {
+    /// The service a request is for, and the path to send upstream. The name borrows from the
+    /// request when the Host is already lower-case, as it nearly always is.
+    fn route<'r>(&self, req: &'r Request<Incoming>) -> Option<(Cow<'r, str>, Option<String>)> {
         // The Host header when there is one, else the request's authority (HTTP/2 :authority).
         let host = req
             .headers()
@@ -116,17 +118,31 @@ impl HttpProxy {
             .map(host_of)
             .or_else(|| req.uri().host());
         if let Some(host) = host {
-            // One allocation: lower-cased, then cut down to the service name in place.
-            let mut name = host.to_ascii_lowercase();
-            if name.ends_with('.') {
-                name.pop();
-            }
-            if name.ends_with(self.host_suffix.as_str()) {
-                name.truncate(name.len() - self.host_suffix.len());
-            }
+            // Without a final dot, and without `.service.<domain>` in any case.
+            let host = host.strip_suffix('.').unwrap_or(host);
+            let host = host
+                .len()
+                .checked_sub(self.host_suffix.len())
+                .and_then(|cut| {
+                    let suffix = host.get(cut..)?;
+                    suffix
+                        .eq_ignore_ascii_case(&self.host_suffix)
+                        .then(|| &host[..cut])
+                })
+                .unwrap_or(host);
+            let name: Cow<'r, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+                Cow::Owned(host.to_ascii_lowercase())
+            } else {
+                Cow::Borrowed(host)
+            };
             // With path routing on, a Host that names no known service falls through to the
             // path (`Host: localhost:8081` with `/payments/...`).
-            let known = || self.snapshots.current().services.contains_key(&name);
+            let known = || {
+                self.snapshots
+                    .current()
+                    .services
+                    .contains_key(name.as_ref())
+            };
             if !name.contains('.') && !name.is_empty() && (!self.config.route_by_path || known()) {
                 return Some((name, None));
             }
@@ -141,7 +157,7 @@ impl HttpProxy {
                     .query()
                     .map(|q| format!("?{q}"))
                     .unwrap_or_default();
-                return Some((service.to_owned(), Some(format!("/{tail}{query}"))));
+                return Some((Cow::Borrowed(service), Some(format!("/{tail}{query}"))));
             }
         }
         None
@@ -152,15 +168,20 @@ impl HttpProxy {
         mut req: Request<Incoming>,
         client: HeaderValue,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let (service, rewritten) = self.route(&req).ok_or(ProxyError::NoRoute)?;
-        let route = self.routes.get(
-            &service,
-            &self.balancer,
-            &self.upstreams,
-            &self.snapshots,
-            self.config.balance,
-            self.config.panic_threshold,
-        )?;
+        let (route, rewritten) = {
+            let (service, rewritten) = self.route(&req).ok_or(ProxyError::NoRoute)?;
+            let route = self.routes.get(
+                &service,
+                &self.balancer,
+                &self.upstreams,
+                &self.snapshots,
+                self.config.balance,
+                self.config.panic_threshold,
+            )?;
+            (route, rewritten)
+        };
+        // The name as the route keeps it: the request it was read from is taken apart below.
+        let service = route.service.as_str();
         if route.mass_removal {
             self.metrics.proxy_panic.inc();
         }
@@ -171,7 +192,7 @@ impl HttpProxy {
         let (parts, body) = req.into_parts();
         let path = match rewritten {
             Some(path) => path.parse().map_err(|e| ProxyError::Unavailable {
-                service: service.clone(),
+                service: service.to_owned(),
                 detail: format!("bad rewritten path: {e}"),
             })?,
             None => parts
@@ -202,9 +223,9 @@ impl HttpProxy {
 
         let mut tried: Vec<usize> = Vec::new();
         loop {
-            let Some(choice) = self.balancer.choose(&service, endpoints, policy, &tried) else {
+            let Some(choice) = self.balancer.choose(service, endpoints, policy, &tried) else {
                 return Err(ProxyError::Unavailable {
-                    service,
+                    service: service.to_owned(),
                     detail: format!("every instance failed ({} tried)", tried.len()),
                 });
             };
@@ -256,7 +277,7 @@ impl HttpProxy {
                 Ok(Ok((mut response, conn))) => {
                     if response.status().is_server_error() {
                         if self.balancer.failed(&endpoint.stats) {
-                            self.ejected(&service, &endpoint.id);
+                            self.ejected(service, &endpoint.id);
                         }
                     } else {
                         self.balancer.succeeded(&endpoint.stats);
@@ -293,7 +314,7 @@ impl HttpProxy {
                 Ok(Err(err)) => {
                     drop(guard);
                     if self.balancer.failed(&endpoint.stats) {
-                        self.ejected(&service, &endpoint.id);
+                        self.ejected(service, &endpoint.id);
                     }
                     let detail = format!("{}: {}", endpoint.addr, error_chain(&err));
                     tried.push(choice.index);
@@ -302,13 +323,16 @@ impl HttpProxy {
                         tracing::debug!(%service, %detail, "retrying on another instance");
                         continue;
                     }
-                    return Err(ProxyError::Unavailable { service, detail });
+                    return Err(ProxyError::Unavailable {
+                        service: service.to_owned(),
+                        detail,
+                    });
                 }
                 Err(_) => {
                     if self.balancer.failed(&endpoint.stats) {
-                        self.ejected(&service, &endpoint.id);
+                        self.ejected(service, &endpoint.id);
                     }
-                    return Err(ProxyError::Timeout(service));
+                    return Err(ProxyError::Timeout(service.to_owned()));
                 }
             }
         }
@@ -613,6 +637,8 @@ const RECENT_WINDOW: Duration = Duration::from_secs(30);
 /// One service's endpoints as of one snapshot revision: built once per change, not per request.
 #[derive(Debug)]
 pub(crate) struct Route {
+    /// The service's name.
+    service: String,
     revision: u64,
     /// The endpoints to balance over.
     pub(crate) endpoints: Vec<Endpoint>,
@@ -712,6 +738,7 @@ impl Routes {
             .map(|e| upstreams.pool(e.addr, e.h2c))
             .collect();
         let route = Arc::new(Route {
+            service: service.to_owned(),
             revision: snapshot.revision,
             endpoints,
             pools,
