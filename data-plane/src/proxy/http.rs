@@ -187,7 +187,8 @@ impl HttpProxy {
         }
         let (endpoints, policy) = (&route.endpoints, route.policy);
 
-        let upgrade = is_upgrade(&req);
+        let names = Names::of(req.headers());
+        let upgrade = names.upgrade && is_upgrade(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
         let path = match rewritten {
@@ -202,7 +203,7 @@ impl HttpProxy {
                 .unwrap_or_else(|| PathAndQuery::from_static("/")),
         };
         let mut headers = parts.headers;
-        if !headers.contains_key(header::HOST) {
+        if !names.host {
             // An HTTP/2 client names the host in :authority; an HTTP/1.1 upstream needs Host.
             if let Some(value) = parts
                 .uri
@@ -212,8 +213,7 @@ impl HttpProxy {
                 headers.insert(header::HOST, value);
             }
         }
-        strip_hop_by_hop(&mut headers, upgrade);
-        add_forwarding(&mut headers, client, parts.version);
+        forward_headers(&mut headers, names, upgrade, client, parts.version);
         let empty_body = body.is_end_stream() || body.size_hint().exact() == Some(0);
         // Retried only when nothing can be lost: an idempotent method without a body.
         let retryable = !upgrade && empty_body && is_idempotent(&parts.method);
@@ -295,7 +295,9 @@ impl HttpProxy {
                         ));
                     }
                     let (mut parts, incoming) = response.into_parts();
-                    strip_hop_by_hop(&mut parts.headers, false);
+                    if parts.headers.keys().any(is_hop_by_hop) {
+                        strip_hop_by_hop(&mut parts.headers, false);
+                    }
                     parts.headers.append(header::VIA, via(parts.version));
                     let lease = match conn {
                         Conn::H1(driven) => Some((pool.clone(), driven)),
@@ -380,15 +382,14 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
 }
 
+/// `Connection` names `upgrade` (the caller has seen an `Upgrade` header).
 fn is_upgrade(req: &Request<Incoming>) -> bool {
-    req.headers().contains_key(header::UPGRADE)
-        && req
-            .headers()
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    req.headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
 fn is_idempotent(method: &Method) -> bool {
@@ -427,50 +428,98 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name == PROXY_CONNECTION
 }
 
+/// What one pass over a request's header names found: comparisons of known names, no hashing,
+/// instead of a hashed look-up for each name that might be there.
+#[derive(Debug, Clone, Copy)]
+struct Names {
+    host: bool,
+    upgrade: bool,
+    hop_by_hop: bool,
+    forwarded_for: bool,
+    forwarded_proto: bool,
+}
+
+impl Names {
+    fn of(headers: &HeaderMap) -> Self {
+        let mut seen = Self {
+            host: false,
+            upgrade: false,
+            hop_by_hop: false,
+            forwarded_for: false,
+            forwarded_proto: false,
+        };
+        for name in headers.keys() {
+            seen.host |= name == header::HOST;
+            seen.upgrade |= name == header::UPGRADE;
+            seen.hop_by_hop |= is_hop_by_hop(name);
+            seen.forwarded_for |= name == X_FORWARDED_FOR;
+            seen.forwarded_proto |= name == X_FORWARDED_PROTO;
+        }
+        seen
+    }
+}
+
 /// Removes the hop-by-hop headers of RFC 9110 section 7.6.1: those named in `Connection` and
-/// the fixed list. For an upgrade, `Connection: upgrade` and `Upgrade` go through.
+/// the fixed list. For an upgrade, `Connection: upgrade` and `Upgrade` go through. Most
+/// messages carry none, so callers check with [`is_hop_by_hop`] (or [`Names`]) first.
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // Most messages carry none: one pass over the names they have (comparisons of known
-    // names, no hashing) instead of a removal per name that might be there.
-    if headers.keys().any(is_hop_by_hop) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .filter(|n| !(upgrade && n == header::UPGRADE))
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
-        let fixed: Vec<HeaderName> = headers
-            .keys()
-            .filter(|n| is_hop_by_hop(n) && !(upgrade && *n == header::UPGRADE))
-            .cloned()
-            .collect();
-        for name in fixed {
-            headers.remove(name);
-        }
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !(upgrade && n == header::UPGRADE))
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    let fixed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n) && !(upgrade && *n == header::UPGRADE))
+        .cloned()
+        .collect();
+    for name in fixed {
+        headers.remove(name);
     }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
 }
 
-/// Adds the client's address to `X-Forwarded-For`, `X-Forwarded-Proto: http` unless set, and
-/// `Via`. `client` is the address as a header value, made once per connection.
-fn add_forwarding(headers: &mut HeaderMap, client: HeaderValue, version: http::Version) {
-    // Whether the two may-be-present names are there: one pass of comparisons over the few
-    // names a request has, instead of a hashed look-up for each.
-    let (mut forwarded_for, mut forwarded_proto) = (false, false);
-    for name in headers.keys() {
-        forwarded_for |= name == X_FORWARDED_FOR;
-        forwarded_proto |= name == X_FORWARDED_PROTO;
+/// A request's headers as they go upstream: hop-by-hop ones removed, forwarding ones added.
+/// `names` is what [`Names::of`] found in them.
+fn forward_headers(
+    headers: &mut HeaderMap,
+    names: Names,
+    upgrade: bool,
+    client: HeaderValue,
+    version: http::Version,
+) {
+    if names.hop_by_hop || upgrade {
+        strip_hop_by_hop(headers, upgrade);
     }
+    // What was removed as hop-by-hop may have been a forwarding header.
+    let names = if names.hop_by_hop {
+        Names::of(headers)
+    } else {
+        names
+    };
+    add_forwarding(headers, client, version, names);
+}
+
+/// Adds the client's address to `X-Forwarded-For`, `X-Forwarded-Proto: http` unless set, and
+/// `Via`. `client` is the address as a header value, made once per connection; `names` says
+/// which of the first two are there.
+fn add_forwarding(
+    headers: &mut HeaderMap,
+    client: HeaderValue,
+    version: http::Version,
+    names: Names,
+) {
     // Room for the three below at once (a parsed request's map is sized to what it holds).
     headers.reserve(3);
-    if forwarded_for {
+    if names.forwarded_for {
         let earlier = headers
             .get(&X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
@@ -482,7 +531,7 @@ fn add_forwarding(headers: &mut HeaderMap, client: HeaderValue, version: http::V
     } else {
         headers.append(&X_FORWARDED_FOR, client);
     }
-    if !forwarded_proto {
+    if !names.forwarded_proto {
         headers.append(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
     headers.append(header::VIA, via(version));
@@ -763,17 +812,63 @@ impl Routes {
 mod tests {
     use super::*;
 
-    fn forwarded(given: &[(&'static str, &'static str)]) -> HeaderMap {
+    fn forwarded_as(given: &[(&'static str, &'static str)], upgrade: bool) -> HeaderMap {
         let mut headers = HeaderMap::new();
         for (name, value) in given {
             headers.append(*name, HeaderValue::from_static(value));
         }
-        add_forwarding(
+        let names = Names::of(&headers);
+        forward_headers(
             &mut headers,
+            names,
+            upgrade,
             HeaderValue::from_static("10.0.0.7"),
             http::Version::HTTP_11,
         );
         headers
+    }
+
+    fn forwarded(given: &[(&'static str, &'static str)]) -> HeaderMap {
+        forwarded_as(given, false)
+    }
+
+    #[test]
+    fn hop_by_hop_headers_stay_behind() {
+        let sent = forwarded(&[
+            ("host", "web"),
+            ("connection", "keep-alive, x-secret, x-forwarded-proto"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("x-secret", "hop"),
+            ("x-forwarded-proto", "https"),
+            ("proxy-authorization", "Basic abc"),
+            ("accept", "*/*"),
+        ]);
+        for gone in [
+            "connection",
+            "keep-alive",
+            "te",
+            "x-secret",
+            "proxy-authorization",
+        ] {
+            assert!(!sent.contains_key(gone), "{gone} went upstream: {sent:?}");
+        }
+        assert_eq!(sent["host"], "web");
+        assert_eq!(sent["accept"], "*/*");
+        // Named in Connection, so this hop's own: replaced by what this proxy saw.
+        assert_eq!(sent["x-forwarded-proto"], "http");
+
+        let upgrade = forwarded_as(
+            &[
+                ("connection", "Upgrade, keep-alive"),
+                ("upgrade", "websocket"),
+                ("keep-alive", "timeout=5"),
+            ],
+            true,
+        );
+        assert_eq!(upgrade["upgrade"], "websocket");
+        assert_eq!(upgrade["connection"], "upgrade");
+        assert!(!upgrade.contains_key("keep-alive"));
     }
 
     #[test]
