@@ -54,3 +54,49 @@ bench_control_plane() {
   cat "$work/control.log" >&2
   return 1
 }
+
+# For the proxy benchmarks. `wait_port PORT`: something accepts on 127.0.0.1:PORT (about 10 s,
+# longer under valgrind: WAIT_TRIES tenths of a second). `wait_routed PORT`: a proxy there
+# answers `Host: backend` with 200. `haproxy_http_cfg PORT BACKEND_PORT`: haproxy's config for
+# an http-mode front end on PORT to the backend, one thread, connection reuse, X-Forwarded-For
+# (callers may append sections).
+wait_port() {
+  for _ in $(seq "${WAIT_TRIES:-100}"); do
+    (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing on port $1" >&2
+  return 1
+}
+
+wait_routed() {
+  local code=""
+  for _ in $(seq "${WAIT_TRIES:-100}"); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: backend' "http://127.0.0.1:$1/" || true)
+    [ "$code" = 200 ] && return 0
+    sleep 0.1
+  done
+  echo "the proxy on port $1 never routed to the backend (last status: $code)" >&2
+  return 1
+}
+
+haproxy_http_cfg() {
+  cat <<EOF
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  timeout connect 1s
+  timeout client 30s
+  timeout server 30s
+frontend http
+  mode http
+  bind 127.0.0.1:$1
+  default_backend backend
+backend backend
+  mode http
+  http-reuse always
+  option forwardfor
+  server b1 127.0.0.1:$2
+EOF
+}

@@ -15,7 +15,6 @@ cargo build --release -q -p waypost-control -p waypost-loadgen
 . tools/lib.sh
 bench_setup
 DURATION=${DURATION:-8}; ROUNDS=${ROUNDS:-3}; CONNS=${CONNS:-16}
-wait_port() { for _ in $(seq 100); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 backend_port=$(free_port)
 taskset -c 1 target/release/waypost-load backend --listen "127.0.0.1:$backend_port" >/dev/null & pids+=($!)
 bench_control_plane
@@ -28,27 +27,10 @@ for label in A B; do
   pidof[$label]=$!; pids+=($!)
 done
 hp=$(free_port)
-cat >"$work/haproxy.cfg" <<EOC
-global
-  nbthread 1
-  maxconn 4096
-defaults
-  timeout connect 1s
-  timeout client 30s
-  timeout server 30s
-frontend http
-  mode http
-  bind 127.0.0.1:$hp
-  default_backend backend
-backend backend
-  mode http
-  http-reuse always
-  option forwardfor
-  server b1 127.0.0.1:$backend_port
-EOC
+haproxy_http_cfg "$hp" "$backend_port" >"$work/haproxy.cfg"
 taskset -c 1 haproxy -db -f "$work/haproxy.cfg" 2>"$work/haproxy.log" & pidof[H]=$!; pids+=($!); port[H]=$hp
 for l in A B H; do wait_port ${port[$l]}; done
-for l in A B; do for _ in $(seq 100); do c=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: backend' "http://127.0.0.1:${port[$l]}/" || true); [ "$c" = 200 ] && break; sleep 0.1; done; done
+for l in A B; do wait_routed "${port[$l]}"; done
 ticks() { awk '{print $14+$15}' /proc/$1/stat; }
 uticks() { awk '{print $14}' /proc/$1/stat; }
 csw() { cat /proc/$1/task/*/status | awk '/ctxt_switches/ {s+=$2} END {print s}'; }

@@ -23,7 +23,6 @@ cargo build --release -q -p waypost-control -p waypost-sidecar -p waypost-loadge
 
 . tools/lib.sh
 bench_setup
-wait_port() { for _ in $(seq 100); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "nothing on port $1" >&2; return 1; }
 
 backend_port=$(free_port)
 taskset -c 1 target/release/waypost-load backend --listen "127.0.0.1:$backend_port" >/dev/null &
@@ -76,38 +75,20 @@ pids+=($!)
 # nginx and haproxy add X-Forwarded-For, as the sidecar does.
 haproxy_port=$(free_port)
 haproxy_tcp=$(free_port)
-cat >"$work/haproxy.cfg" <<EOF
-global
-  nbthread 1
-  maxconn 4096
-defaults
-  timeout connect 1s
-  timeout client 30s
-  timeout server 30s
-frontend http
-  mode http
-  bind 127.0.0.1:$haproxy_port
-  default_backend backend
-backend backend
-  mode http
-  http-reuse always
-  option forwardfor
-  server b1 127.0.0.1:$backend_port
+{
+  haproxy_http_cfg "$haproxy_port" "$backend_port"
+  cat <<EOF
 listen iperf
   mode tcp
   bind 127.0.0.1:$haproxy_tcp
   server i1 127.0.0.1:$iperf_port
 EOF
+} >"$work/haproxy.cfg"
 taskset -c 1 haproxy -db -f "$work/haproxy.cfg" 2>"$work/haproxy.log" &
 pids+=($!)
 
 for port in "$backend_port" "$sidecar_http" "$nginx_port" "$haproxy_port" "$iperf_port"; do wait_port "$port"; done
-for _ in $(seq 100); do
-  code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: backend' "http://127.0.0.1:$sidecar_http/" || true)
-  [ "$code" = 200 ] && break
-  sleep 0.1
-done
-[ "$code" = 200 ] || { echo "the sidecar never routed to the backend" >&2; cat "$work/sidecar.log" >&2; exit 1; }
+wait_routed "$sidecar_http" || { cat "$work/sidecar.log" >&2; exit 1; }
 
 echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -h | awk '/Mem:/ {print $2}') RAM"
 echo "wrk -t1 -c$CONNS -d${DURATION}s on CPU 0; backend and proxy on CPU 1; $ROUNDS rounds; $(nginx -v 2>&1 | cut -d/ -f2), haproxy $(haproxy -v | head -1 | awk '{print $3}')"

@@ -13,7 +13,7 @@ cd "$root"
 cargo build --release -q -p waypost-control -p waypost-loadgen
 . tools/lib.sh
 bench_setup
-wait_port() { for _ in $(seq 300); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+export WAIT_TRIES=300  # valgrind starts slowly
 backend_port=$(free_port)
 taskset -c 1 target/release/waypost-load backend --listen "127.0.0.1:$backend_port" >/dev/null & pids+=($!)
 bench_control_plane
@@ -21,29 +21,13 @@ curl -sf -X POST "http://$cp/register" -H 'content-type: application/json' -d "{
 sp=$(free_port)
 OUT=${OUT:-$work/callgrind.out}
 if [ "${HAP:-0}" = 1 ]; then
-cat >"$work/haproxy.cfg" <<EOC
-global
-  nbthread 1
-defaults
-  timeout connect 1s
-  timeout client 30s
-  timeout server 30s
-frontend http
-  mode http
-  bind 127.0.0.1:$sp
-  default_backend backend
-backend backend
-  mode http
-  http-reuse always
-  option forwardfor
-  server b1 127.0.0.1:$backend_port
-EOC
+haproxy_http_cfg "$sp" "$backend_port" >"$work/haproxy.cfg"
 taskset -c 1 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=$OUT haproxy -db -f "$work/haproxy.cfg" 2>"$work/vg.log" & vpid=$!; pids+=($!)
 else
 taskset -c 1 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=$OUT $A --control "http://$cp" --http-listen "127.0.0.1:$sp" --dns-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$work/sc" --log-format json 2>"$work/vg.log" & vpid=$!; pids+=($!)
 fi
 wait_port $sp
-for _ in $(seq 300); do c=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: backend' "http://127.0.0.1:$sp/" || true); [ "$c" = 200 ] && break; sleep 0.1; done
+wait_routed "$sp"
 taskset -c 0 wrk -t1 -c16 -d3s -H 'Host: backend' "http://127.0.0.1:$sp/" >/dev/null
 callgrind_control -i on $vpid >/dev/null
 out=$(taskset -c 0 wrk -t1 -c16 -d${D:-10}s -H 'Host: backend' "http://127.0.0.1:$sp/")
