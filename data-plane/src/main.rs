@@ -1,4 +1,5 @@
-//! `waypost-sidecar`: parse the config, build the runtime, install logging, serve until SIGINT/SIGTERM.
+//! `waypost-sidecar`: parse the config, build the runtime, install logging, serve until
+//! SIGINT/SIGTERM.
 
 use std::process::ExitCode;
 

@@ -117,7 +117,8 @@ pub(crate) async fn serve_http(
             // HTTP/1.1 unless the client opens with HTTP/2's preface (h2c, prior knowledge).
             // Peeking leaves the bytes in the socket, so an HTTP/1.1 connection is served
             // straight from it, without the layer that hyper-util's auto connection puts under
-            // every read to replay what it looked at. A partial preface goes that way too.
+            // every read to replay what it looked at. h2c, and the start of a preface that has
+            // not all arrived yet, go to the auto connection, which reads the rest.
             let mut head = [0u8; H2_PREFACE.len()];
             let peeked = tokio::select! {
                 peeked = stream.peek(&mut head) => peeked,
