@@ -52,6 +52,11 @@ pub struct Settings {
     /// Fewer expiries than this in a window are never held [default: 10].
     #[arg(long, env = "WAYPOST_SELF_PRESERVATION_MIN")]
     pub self_preservation_min: Option<usize>,
+    /// The longest self-preservation holds an instance; after it, held instances expire at
+    /// the threshold's rate (at most that share per window) [default: 5m].
+    #[arg(long, env = "WAYPOST_SELF_PRESERVATION_MAX_HOLD", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "waypost_runtime::config::opt_duration")]
+    pub self_preservation_max_hold: Option<Duration>,
     /// Changes kept for `/watch` clients to resume from [default: 10000].
     #[arg(long, env = "WAYPOST_HISTORY")]
     pub history: Option<usize>,
@@ -264,6 +269,7 @@ impl Config {
                 threshold: pick!(self_preservation_threshold, 0.5),
                 window: pick!(self_preservation_window, Duration::from_secs(30)),
                 min_instances: pick!(self_preservation_min, 10),
+                max_hold: pick!(self_preservation_max_hold, Duration::from_secs(300)),
             },
             history: pick!(history, 10_000),
             max_instances: pick!(max_instances, 1_000_000),
@@ -333,6 +339,9 @@ impl Config {
             return bad(format!(
                 "self_preservation_threshold must be in (0, 1], not {t}"
             ));
+        }
+        if self.self_preservation.max_hold.is_zero() {
+            return bad("self_preservation_max_hold must be above zero".into());
         }
         if self.history == 0
             || self.max_instances == 0

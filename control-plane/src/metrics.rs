@@ -49,6 +49,7 @@ pub struct Metrics {
     pub(crate) tls_handshake_failures: Counter,
     pub(crate) http_connections: Gauge,
     self_preservation: Gauge,
+    held_instances: Gauge,
     pub(crate) revision: Gauge,
     pub(crate) watch_streams: Gauge,
     store_commits: Counter,
@@ -87,6 +88,7 @@ impl Metrics {
             tls_handshake_failures: Counter::default(),
             http_connections: Gauge::default(),
             self_preservation: Gauge::default(),
+            held_instances: Gauge::default(),
             revision: Gauge::default(),
             watch_streams: Gauge::default(),
             store_commits: Counter::default(),
@@ -171,6 +173,11 @@ impl Metrics {
                 "1 while self-preservation holds expiry",
                 m.self_preservation.clone(),
             );
+            r.register(
+                "self_preservation_held_instances",
+                "Overdue instances kept registered by self-preservation right now",
+                m.held_instances.clone(),
+            );
             r.register("revision", "Current head revision", m.revision.clone());
             r.register(
                 "watch_streams",
@@ -212,8 +219,9 @@ impl Metrics {
         self.heartbeats.get_or_create(&ResultLabel { result }).inc();
     }
 
-    pub(crate) fn set_self_preservation(&self, active: bool) {
+    pub(crate) fn set_self_preservation(&self, active: bool, held: usize) {
         self.self_preservation.set(i64::from(active));
+        self.held_instances.set(held as i64);
     }
 
     pub(crate) fn store_commit(&self, writes: usize) {

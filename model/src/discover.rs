@@ -18,6 +18,11 @@ pub struct DiscoveredInstance {
     /// Seconds since the instance was first registered.
     #[cfg_attr(feature = "openapi", schema(example = 45.2))]
     pub uptime_seconds: f64,
+    /// `true` while the instance's TTL has run out without a heartbeat and self-preservation
+    /// keeps it registered (absent otherwise): it is probably gone, or the control plane
+    /// cannot hear it. Held instances are released after the maximum hold (see the README).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
 }
 
 /// The answer to `GET /discover/{service}`. An unknown service is an empty list, not an error.

@@ -36,7 +36,7 @@ pub use self::error::RegistryError;
 pub use self::vips::VipRange;
 use self::{
     changes::ChangeLog,
-    expiry::{ExpiryQueue, HOLD_RECHECK, Preservation, SelfPreservation, Verdict},
+    expiry::{ExpiryQueue, HOLD_RECHECK, Key, Preservation, Queued, SelfPreservation, Verdict},
     state::{Entry, State},
     vips::Vips,
 };
@@ -193,9 +193,10 @@ impl Registry {
             let deadline = now + Duration::from_secs(instance.ttl_seconds.into());
             let registered = instance.registered_at.to_system_time();
             let revision = instance.revision;
-            expiry.schedule(deadline, (instance.service.clone(), instance.id.clone()));
+            let key = (instance.service.clone(), instance.id.clone());
+            let queued = expiry.schedule(deadline, key, revision);
             state.insert(
-                Entry::new(Arc::new(instance), registered, deadline),
+                Entry::new(Arc::new(instance), registered, deadline, queued),
                 revision,
             );
         }
@@ -298,10 +299,13 @@ impl Registry {
         let deadline = now + Duration::from_secs(reg.ttl_seconds.into());
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let existing = inner.state.get_mut(&reg.service, &reg.id).map(|e| {
-            e.deadline = deadline;
-            (e.instance.clone(), e.registered)
-        });
+        let existing = inner
+            .state
+            .get_mut(&reg.service, &reg.id)
+            .map(|e| (e.instance.clone(), e.registered, e.queued));
+        if existing.is_some() {
+            inner.state.renew(&reg.service, &reg.id, deadline);
+        }
         if existing.is_none() && inner.state.count >= self.config.max_instances {
             return Err(RegistryError::Full(self.config.max_instances));
         }
@@ -317,7 +321,7 @@ impl Registry {
             });
         }
         let (registered_at, registered) = match &existing {
-            Some((old, at)) => (old.registered_at, *at),
+            Some((old, at, _)) => (old.registered_at, *at),
             None => {
                 let at = SystemTime::now();
                 (Timestamp::from(at), at)
@@ -350,16 +354,16 @@ impl Registry {
             // Registering again keeps the last reported health: only checks change it.
             health: existing
                 .as_ref()
-                .map_or(Health::Passing, |(old, _)| old.health),
+                .map_or(Health::Passing, |(old, _, _)| old.health),
             health_output: existing
                 .as_ref()
-                .and_then(|(old, _)| old.health_output.clone()),
+                .and_then(|(old, _, _)| old.health_output.clone()),
             vip,
             registered_at,
             revision: 0,
         };
         self.metrics.registrations.inc();
-        if let Some((old, _)) = &existing {
+        if let Some((old, _, _)) = &existing {
             instance.revision = old.revision;
             if **old == instance {
                 // Same fields again: a renewal, not a visible change.
@@ -374,10 +378,17 @@ impl Registry {
         instance.revision = revision;
         let instance = Arc::new(instance);
         let key = (instance.service.clone(), instance.id.clone());
-        inner
-            .state
-            .insert(Entry::new(instance.clone(), registered, deadline), revision);
-        inner.expiry.schedule(deadline, key);
+        // An update keeps its registration's queue entry unless its deadline moved earlier
+        // (a shorter TTL); a new registration gets its own.
+        let queued = match &existing {
+            Some((_, _, queued)) if queued.at <= deadline => *queued,
+            Some((_, _, queued)) => inner.expiry.schedule(deadline, key, queued.registration),
+            None => inner.expiry.schedule(deadline, key, revision),
+        };
+        inner.state.insert(
+            Entry::new(instance.clone(), registered, deadline, queued),
+            revision,
+        );
         let reason = if existing.is_some() {
             ChangeReason::Updated
         } else {
@@ -422,9 +433,7 @@ impl Registry {
         let id = found.instance.id.clone();
         let ttl_seconds = found.instance.ttl_seconds;
         let ttl = Duration::from_secs(ttl_seconds.into());
-        if let Some(entry) = inner.state.get_mut(&service, &id) {
-            entry.deadline = now + ttl;
-        }
+        inner.state.renew(&service, &id, now + ttl);
         drop(inner);
         self.metrics.heartbeat(true);
         Ok(Renewed {
@@ -536,7 +545,13 @@ impl Registry {
         let revision = inner.head + 1;
         changed.revision = revision;
         let changed = Arc::new(changed);
-        let entry = Entry::new(changed.clone(), found.registered, found.deadline);
+        let mut entry = Entry::new(
+            changed.clone(),
+            found.registered,
+            found.deadline,
+            found.queued,
+        );
+        entry.held = found.held;
         inner.state.insert(entry, revision);
         self.record(
             &mut inner,
@@ -569,62 +584,79 @@ impl Registry {
         }
         let mut inner = self.lock();
         let inner = &mut *inner;
-        let mut candidates: Vec<(ServiceName, InstanceId)> = Vec::new();
-        for (_, (service, id)) in inner.expiry.pop_due(now) {
-            let Some(entry) = inner.state.get_mut(&service, &id) else {
+        // In deadline order: a partial release expires the longest-silent first.
+        let mut candidates: Vec<(Key, Queued)> = Vec::new();
+        for (key, queued) in inner.expiry.pop_due(now) {
+            let Some(entry) = inner.state.get_mut(&key.0, &key.1) else {
                 continue; // removed since it was queued
             };
+            if entry.queued != queued {
+                continue; // stale: the instance's live entry is another one
+            }
             if entry.deadline <= now {
-                candidates.push((service, id));
+                candidates.push((key, queued));
             } else {
                 // Renewed meanwhile: queue it again at its real deadline.
                 let at = entry.deadline;
-                inner.expiry.schedule(at, (service, id));
+                entry.queued = inner.expiry.schedule(at, key, queued.registration);
             }
         }
-        if candidates.is_empty() {
-            inner.preservation.judge(now, 0, inner.state.count);
-            self.metrics
-                .set_self_preservation(inner.preservation.active());
-            return;
-        }
-        match inner
+        let verdict = inner
             .preservation
-            .judge(now, candidates.len(), inner.state.count)
-        {
+            .judge(now, candidates.len(), inner.state.count);
+        let expire = match verdict {
             Verdict::Hold { became_active } => {
                 if became_active {
                     tracing::warn!(
                         overdue = candidates.len(),
                         instances = inner.state.count,
+                        max_hold_s = self.config.self_preservation.max_hold.as_secs(),
                         "self-preservation: holding expiry, too many instances stopped heartbeating at once"
                     );
                 }
-                self.metrics.held.inc_by(candidates.len() as u64);
-                let again = now + HOLD_RECHECK;
-                for key in candidates {
-                    inner.expiry.schedule(again, key);
-                }
+                0
             }
-            Verdict::Expire => {
-                for (service, id) in candidates {
-                    let revision = inner.head + 1;
-                    inner.state.remove(&service, &id, revision);
-                    tracing::info!(%service, %id, revision, "instance expired");
-                    self.record(
-                        inner,
-                        ChangeKind::Remove {
-                            reason: ChangeReason::Expired,
-                            service,
-                            id,
-                        },
-                    );
-                    self.metrics.expirations.inc();
+            Verdict::Expire { count } => count,
+        };
+        let held = candidates.split_off(expire);
+        if !held.is_empty() {
+            if expire > 0 {
+                tracing::warn!(
+                    expired = expire,
+                    still_held = held.len(),
+                    "self-preservation: releasing instances held longer than the maximum hold"
+                );
+            }
+            self.metrics.held.inc_by(held.len() as u64);
+            let again = now + HOLD_RECHECK;
+            for (key, queued) in held {
+                inner.state.hold(&key.0, &key.1);
+                let requeued = inner
+                    .expiry
+                    .schedule(again, key.clone(), queued.registration);
+                if let Some(entry) = inner.state.get_mut(&key.0, &key.1) {
+                    entry.queued = requeued;
                 }
             }
         }
+        for ((service, id), _) in candidates {
+            let revision = inner.head + 1;
+            if inner.state.remove(&service, &id, revision).is_none() {
+                continue;
+            }
+            tracing::info!(%service, %id, revision, "instance expired");
+            self.record(
+                inner,
+                ChangeKind::Remove {
+                    reason: ChangeReason::Expired,
+                    service,
+                    id,
+                },
+            );
+            self.metrics.expirations.inc();
+        }
         self.metrics
-            .set_self_preservation(inner.preservation.active());
+            .set_self_preservation(inner.preservation.active(), inner.state.held);
     }
 
     /// Matching instances of `service` and the head revision they were read at.
@@ -645,6 +677,7 @@ impl Registry {
                             .duration_since(e.registered)
                             .unwrap_or_default()
                             .as_secs_f64(),
+                        held: e.held,
                     })
                     .collect()
             })
@@ -673,7 +706,8 @@ impl Registry {
                 body.push_str(&e.json);
                 let uptime = now.duration_since(e.registered).unwrap_or_default();
                 // f64's Display never uses exponents, so it is valid JSON.
-                let _ = write!(body, ",\"uptime_seconds\":{}}}", uptime.as_secs_f64());
+                let _ = write!(body, ",\"uptime_seconds\":{}", uptime.as_secs_f64());
+                body.push_str(if e.held { ",\"held\":true}" } else { "}" });
             }
         }
         let revision = inner.head;

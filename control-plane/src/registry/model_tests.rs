@@ -1,7 +1,10 @@
-//! The registry against a model (proptest): random sequences of register, heartbeat,
-//! deregister, clock advances and restarts of a durable registry, checked after every step
-//! against a map of what should be registered. Revisions only grow, and the change log,
-//! replayed from the start, rebuilds exactly the registry's state, across restarts too.
+//! The registry against a model (proptest): random sequences of register (new, update with
+//! other tags or TTL, again after a deregistration), heartbeat, deregister, clock advances
+//! (expiry) and restarts of a durable registry, checked after every step against a map of what
+//! should be registered. Revisions only grow, one per visible change: every `upsert` in the
+//! change log changes what the log has built so far and every `remove` removes something in
+//! it, so an instance that expires once is removed once. The log, replayed from the start,
+//! rebuilds exactly the registry's state, across restarts too.
 
 use std::{
     collections::BTreeMap,
@@ -20,16 +23,30 @@ use crate::store;
 /// A step. Two services with three possible instances each keep collisions frequent.
 #[derive(Debug, Clone)]
 enum Op {
-    Register { svc: u8, inst: u8, ttl: u32 },
-    Heartbeat { svc: u8, inst: u8 },
-    Deregister { svc: u8, inst: u8 },
-    Advance { millis: u64 },
+    Register {
+        svc: u8,
+        inst: u8,
+        ttl: u32,
+        tag: u8,
+    },
+    Heartbeat {
+        svc: u8,
+        inst: u8,
+    },
+    Deregister {
+        svc: u8,
+        inst: u8,
+    },
+    Advance {
+        millis: u64,
+    },
     Restart,
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0..2u8, 0..3u8, 1..=4u32).prop_map(|(svc, inst, ttl)| Op::Register { svc, inst, ttl }),
+        4 => (0..2u8, 0..3u8, 1..=4u32, 0..2u8)
+            .prop_map(|(svc, inst, ttl, tag)| Op::Register { svc, inst, ttl, tag }),
         3 => (0..2u8, 0..3u8).prop_map(|(svc, inst)| Op::Heartbeat { svc, inst }),
         2 => (0..2u8, 0..3u8).prop_map(|(svc, inst)| Op::Deregister { svc, inst }),
         3 => (0..5_000u64).prop_map(|millis| Op::Advance { millis }),
@@ -45,11 +62,14 @@ fn id(inst: u8) -> String {
     format!("i{inst}")
 }
 
-/// What should be registered: (service, id) -> (ttl, deadline).
-type Model = BTreeMap<(String, String), (u32, Instant)>;
+/// What should be registered: (service, id) -> ((ttl, tag), deadline).
+type Model = BTreeMap<(String, String), (Fields, Instant)>;
 
-/// Instances as (service, id) -> ttl, from the registry or from a replayed change log.
-type Seen = BTreeMap<(String, String), u32>;
+/// The fields a step can change: TTL and the one tag.
+type Fields = (u32, String);
+
+/// Instances as (service, id) -> fields, from the registry or from a replayed change log.
+type Seen = BTreeMap<(String, String), Fields>;
 
 fn config() -> RegistryConfig {
     RegistryConfig {
@@ -77,14 +97,18 @@ fn registered(r: &Registry) -> Seen {
     r.snapshot(None)
         .0
         .into_iter()
-        .map(|i| ((i.service.to_string(), i.id.to_string()), i.ttl_seconds))
+        .map(|i| ((i.service.to_string(), i.id.to_string()), fields(&i)))
         .collect()
+}
+
+fn fields(i: &Instance) -> Fields {
+    (i.ttl_seconds, i.tags.concat())
 }
 
 fn expected(model: &Model) -> Seen {
     model
         .iter()
-        .map(|(k, (ttl, _))| (k.clone(), *ttl))
+        .map(|(k, (fields, _))| (k.clone(), fields.clone()))
         .collect()
 }
 
@@ -100,13 +124,22 @@ fn replay(r: &Registry, seen: &mut Revision, replayed: &mut Seen) -> Result<(), 
         *seen = change.revision;
         match change.kind {
             ChangeKind::Upsert { instance, .. } => {
-                replayed.insert(
-                    (instance.service.to_string(), instance.id.to_string()),
-                    instance.ttl_seconds,
+                let key = (instance.service.to_string(), instance.id.to_string());
+                let new = fields(&instance);
+                let old = replayed.insert(key.clone(), new.clone());
+                prop_assert!(
+                    old.as_ref() != Some(&new),
+                    "revision {} upserts {key:?} without a change",
+                    change.revision
                 );
             }
             ChangeKind::Remove { service, id, .. } => {
-                replayed.remove(&(service.to_string(), id.to_string()));
+                let key = (service.to_string(), id.to_string());
+                prop_assert!(
+                    replayed.remove(&key).is_some(),
+                    "revision {} removes {key:?}, which is not there",
+                    change.revision
+                );
             }
         }
     }
@@ -129,10 +162,17 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     for op in ops {
         let r = &registry;
         match op {
-            Op::Register { svc, inst, ttl } => {
+            Op::Register {
+                svc,
+                inst,
+                ttl,
+                tag,
+            } => {
+                let tag = format!("t{tag}");
                 let req = RegisterRequest {
                     id: Some(id(inst)),
                     ttl_seconds: Some(ttl),
+                    tags: vec![tag.clone()],
                     ..RegisterRequest::new(
                         service(svc),
                         format!("10.0.0.{svc}:{}", 8000 + u16::from(inst)),
@@ -141,14 +181,14 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 r.register_at(&req, now).expect("a valid registration");
                 model.insert(
                     (service(svc), id(inst)),
-                    (ttl, now + Duration::from_secs(ttl.into())),
+                    ((ttl, tag), now + Duration::from_secs(ttl.into())),
                 );
             }
             Op::Heartbeat { svc, inst } => {
                 let key = (service(svc), id(inst));
                 let renewed = r.heartbeat_at(&InstanceRef::by_id(service(svc), id(inst)), now);
                 match model.get_mut(&key) {
-                    Some((ttl, deadline)) => {
+                    Some(((ttl, _), deadline)) => {
                         prop_assert!(renewed.is_ok(), "{key:?} renews: {renewed:?}");
                         *deadline = now + Duration::from_secs((*ttl).into());
                     }
@@ -177,7 +217,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 registry = open(dir.path(), now);
                 prop_assert_eq!(registry.head(), head, "the head survives a restart");
                 // Restored instances get a fresh TTL from the restart.
-                for (ttl, deadline) in model.values_mut() {
+                for ((ttl, _), deadline) in model.values_mut() {
                     *deadline = now + Duration::from_secs((*ttl).into());
                 }
             }

@@ -7,6 +7,7 @@ use std::{
     time::{Instant, SystemTime},
 };
 
+use super::expiry::Queued;
 use waypost_model::{
     Instance, InstanceId, Revision, ServiceName, ServiceSummary, heartbeat::Identity,
 };
@@ -23,10 +24,19 @@ pub(crate) struct Entry {
     pub(crate) registered: SystemTime,
     /// Expires when this passes without a heartbeat.
     pub(crate) deadline: Instant,
+    /// Its one live entry in the expiry queue.
+    pub(crate) queued: Queued,
+    /// Overdue, but kept by self-preservation (until a heartbeat or its release).
+    pub(crate) held: bool,
 }
 
 impl Entry {
-    pub(crate) fn new(instance: Arc<Instance>, registered: SystemTime, deadline: Instant) -> Self {
+    pub(crate) fn new(
+        instance: Arc<Instance>,
+        registered: SystemTime,
+        deadline: Instant,
+        queued: Queued,
+    ) -> Self {
         let mut json = serde_json::to_string(&*instance)
             .unwrap_or_else(|e| unreachable!("an Instance always serialises: {e}"));
         // `{...}` → `{...`, ready for `,"uptime_seconds":N}`.
@@ -36,6 +46,8 @@ impl Entry {
             json: json.into(),
             registered,
             deadline,
+            queued,
+            held: false,
         }
     }
 }
@@ -64,6 +76,8 @@ impl ServiceEntry {
 pub(crate) struct State {
     pub(crate) services: HashMap<ServiceName, ServiceEntry>,
     pub(crate) count: usize,
+    /// Entries with `held` set.
+    pub(crate) held: usize,
     /// Services emptied at a revision; pruned once the change log has moved past it.
     tombstones: VecDeque<(Revision, ServiceName)>,
 }
@@ -94,12 +108,35 @@ impl State {
         let svc = self.services.entry(service).or_default();
         svc.modified = revision;
         svc.active += usize::from(entry.instance.takes_work());
+        self.held += usize::from(entry.held);
         let old = svc.instances.insert(id, entry);
         match &old {
-            Some(o) => svc.active -= usize::from(o.instance.takes_work()),
+            Some(o) => {
+                svc.active -= usize::from(o.instance.takes_work());
+                self.held -= usize::from(o.held);
+            }
             None => self.count += 1,
         }
         old
+    }
+
+    /// Moves an instance's deadline (a heartbeat or a registration): it is no longer held.
+    pub(crate) fn renew(&mut self, service: &ServiceName, id: &InstanceId, deadline: Instant) {
+        if let Some(entry) = self.get_mut(service, id) {
+            entry.deadline = deadline;
+            let was_held = std::mem::take(&mut entry.held);
+            self.held -= usize::from(was_held);
+        }
+    }
+
+    /// Marks an overdue instance as kept by self-preservation.
+    pub(crate) fn hold(&mut self, service: &ServiceName, id: &InstanceId) {
+        if let Some(entry) = self.get_mut(service, id)
+            && !entry.held
+        {
+            entry.held = true;
+            self.held += 1;
+        }
     }
 
     pub(crate) fn remove(
@@ -111,6 +148,7 @@ impl State {
         let svc = self.services.get_mut(service)?;
         let old = svc.instances.remove(id)?;
         self.count -= 1;
+        self.held -= usize::from(old.held);
         svc.active -= usize::from(old.instance.takes_work());
         svc.modified = revision;
         if svc.instances.is_empty() {

@@ -16,6 +16,7 @@ pub(super) fn config() -> RegistryConfig {
             threshold: 0.5,
             window: Duration::from_secs(30),
             min_instances: 10,
+            max_hold: Duration::from_secs(300),
         },
         vip_range: Some("127.100.0.0/16".parse().unwrap()),
     }
@@ -326,4 +327,208 @@ fn a_full_service_refuses_new_instances_only() {
         r.register(&RegisterRequest::new("b", "10.0.0.1:3")).is_ok(),
         "other services too"
     );
+}
+
+/// Issue 12: an instance updated, or deregistered and registered again, before its TTL ran
+/// out expired twice (two `remove` events, two revisions), because each registration queued
+/// its own expiry entry and both came due in one pass.
+#[test]
+fn one_expiry_is_one_removal_after_updates_and_re_registration() {
+    let t0 = Instant::now();
+    let r = Registry::in_memory_for_test(RegistryConfig {
+        max_instances: 10,
+        ..config()
+    });
+    let reg = |tags: &[&str]| RegisterRequest {
+        ttl_seconds: Some(3),
+        tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+        ..RegisterRequest::new("s", "127.0.0.1:8001")
+    };
+    let by_id = InstanceRef::by_id("s", "127.0.0.1:8001");
+    // Registered, then updated; then a second instance deregistered and registered again.
+    r.register_at(&reg(&[]), t0).unwrap();
+    r.register_at(&reg(&["x"]), t0 + Duration::from_millis(500))
+        .unwrap();
+    let other = |at| {
+        r.register_at(
+            &RegisterRequest {
+                ttl_seconds: Some(3),
+                ..RegisterRequest::new("s", "127.0.0.1:8002")
+            },
+            at,
+        )
+        .unwrap();
+    };
+    other(t0);
+    r.deregister(&InstanceRef::by_id("s", "127.0.0.1:8002"))
+        .unwrap();
+    other(t0);
+    let head = r.head();
+    r.expire_due(t0 + Duration::from_millis(2_900));
+    assert_eq!(r.head(), head, "nothing is due before its deadline");
+    r.expire_due(t0 + Duration::from_millis(3_400));
+    assert_eq!(
+        r.head(),
+        head + 1,
+        "the re-registered instance expires once"
+    );
+    r.expire_due(t0 + Duration::from_secs(10));
+    let removed: Vec<_> = r
+        .changes_since(head, r.head())
+        .unwrap()
+        .into_iter()
+        .filter(|c| matches!(c.kind, ChangeKind::Remove { .. }))
+        .collect();
+    assert_eq!(removed.len(), 2, "one removal per instance: {removed:?}");
+    assert_eq!(r.head(), head + 2);
+    assert_eq!(r.metrics.expirations.get(), 2);
+    assert!(r.heartbeat(&by_id).is_err());
+    // A shorter TTL given on update expires at the new, earlier deadline.
+    let t1 = t0 + Duration::from_secs(20);
+    r.register_at(
+        &RegisterRequest {
+            ttl_seconds: Some(60),
+            ..RegisterRequest::new("s", "127.0.0.1:8003")
+        },
+        t1,
+    )
+    .unwrap();
+    r.register_at(
+        &RegisterRequest {
+            ttl_seconds: Some(2),
+            ..RegisterRequest::new("s", "127.0.0.1:8003")
+        },
+        t1,
+    )
+    .unwrap();
+    let head = r.head();
+    r.expire_due(t1 + Duration::from_secs(3));
+    assert_eq!(r.head(), head + 1, "expired at the shorter TTL");
+}
+
+fn preserving() -> RegistryConfig {
+    RegistryConfig {
+        max_instances: 1_000,
+        self_preservation: SelfPreservation {
+            enabled: true,
+            threshold: 0.5,
+            window: Duration::from_secs(30),
+            min_instances: 10,
+            max_hold: Duration::from_secs(60),
+        },
+        ..config()
+    }
+}
+
+fn fleet(r: &Registry, n: u16, now: Instant) {
+    for port in 1..=n {
+        r.register_at(
+            &RegisterRequest {
+                ttl_seconds: Some(2),
+                ..RegisterRequest::new("fleet", format!("10.0.0.1:{port}"))
+            },
+            now,
+        )
+        .unwrap();
+    }
+}
+
+fn held_count(r: &Registry) -> usize {
+    r.discover("fleet", &Filter::default())
+        .0
+        .iter()
+        .filter(|i| i.held)
+        .count()
+}
+
+/// Issue 12: fifty instances that never renew were held for as long as nothing else changed.
+/// Now they are held (and shown as held) for `max_hold`, then released at the threshold's
+/// rate, and all gone within `max_hold` plus a few windows.
+#[test]
+fn a_fleet_that_is_really_gone_leaves_discovery_in_bounded_time() {
+    let t0 = Instant::now();
+    let r = Registry::in_memory_for_test(preserving());
+    fleet(&r, 50, t0);
+    let mut now = t0;
+    let mut gone_at = None;
+    // The expiry task's tick, driven by hand for 10 minutes of registry time.
+    while now < t0 + Duration::from_secs(600) {
+        now += Duration::from_millis(250);
+        r.expire_due(now);
+        let left = r.discover("fleet", &Filter::default()).0.len();
+        if now < t0 + Duration::from_secs(62) {
+            assert_eq!(left, 50, "held for max_hold at {:?}", now - t0);
+        }
+        if now == t0 + Duration::from_secs(30) {
+            assert!(r.status().self_preservation_active);
+            assert_eq!(held_count(&r), 50, "every held instance is shown as held");
+            let body = String::from_utf8(r.discover_body("fleet", &Filter::default()).0).unwrap();
+            assert_eq!(body.matches("\"held\":true").count(), 50);
+            assert!(
+                r.metrics
+                    .render()
+                    .contains("waypost_self_preservation_held_instances 50")
+            );
+        }
+        if left == 0 {
+            gone_at = Some(now - t0);
+            break;
+        }
+    }
+    let gone_at = gone_at.expect("the dead fleet leaves discovery");
+    // max_hold (60 s), then at most half per 30 s window: 50 → 25 → 13 → 4 (below the minimum
+    // of 10, so all at once).
+    assert!(
+        gone_at <= Duration::from_secs(60 + 4 * 31),
+        "gone after {gone_at:?}"
+    );
+    assert_eq!(r.metrics.expirations.get(), 50);
+    for _ in 0..12 {
+        now += Duration::from_millis(250);
+        r.expire_due(now);
+    }
+    assert!(!r.status().self_preservation_active, "the hold is over");
+}
+
+/// A frozen control plane (or a cut network) sees every instance overdue at once; heartbeats
+/// return within the hold and nothing is expired.
+#[test]
+fn heartbeats_that_return_within_the_hold_lose_nothing() {
+    let t0 = Instant::now();
+    let r = Registry::in_memory_for_test(preserving());
+    fleet(&r, 50, t0);
+    // Frozen for 40 s: the first pass after it finds all fifty overdue.
+    let thawed = t0 + Duration::from_secs(40);
+    r.expire_due(thawed);
+    assert_eq!(held_count(&r), 50);
+    // Most of the fleet (more than the threshold's half) is cut off for another 15 s; the rest
+    // heartbeats at once.
+    for port in 1..=20u16 {
+        r.heartbeat_at(
+            &InstanceRef::by_id("fleet", format!("10.0.0.1:{port}")),
+            thawed,
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        held_count(&r),
+        30,
+        "a heartbeat ends the hold of its instance"
+    );
+    let mut now = thawed;
+    while now < thawed + Duration::from_secs(15) {
+        now += Duration::from_millis(250);
+        r.expire_due(now);
+    }
+    for port in 1..=50u16 {
+        r.heartbeat_at(
+            &InstanceRef::by_id("fleet", format!("10.0.0.1:{port}")),
+            now,
+        )
+        .unwrap();
+    }
+    r.expire_due(now + Duration::from_millis(250));
+    assert_eq!(r.discover("fleet", &Filter::default()).0.len(), 50);
+    assert_eq!(held_count(&r), 0);
+    assert_eq!(r.metrics.expirations.get(), 0, "nothing expired");
 }
