@@ -127,7 +127,10 @@ async fn run(dev: Dev) -> Result<(), Box<dyn std::error::Error>> {
         running.dns_addr.port(),
         domain.trim_end_matches('.')
     );
-    println!("  curl -H 'host: web' http://{}/", running.http_addr);
+    println!(
+        "  curl -H 'host: web' http://{}/    # through the proxy to web's instance",
+        running.http_addr
+    );
 
     signal::shutdown().await;
     // The sidecar first (it follows the control plane), then the control plane.
