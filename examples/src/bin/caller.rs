@@ -3,7 +3,7 @@
 //! stream), and a request that fails to connect is tried once more on another instance.
 //!
 //! ```text
-//! cargo run -p waypost-examples --bin caller -- --control http://127.0.0.1:9000 --count 20
+//! cargo run --release -p waypost-examples --bin caller -- --control http://127.0.0.1:9000 --count 20
 //! ```
 //!
 //! Stops after `--count` requests or on Ctrl-C, prints a summary, and exits non-zero if any

@@ -2,7 +2,7 @@
 //! deregisters on Ctrl-C (or SIGTERM) before it stops serving.
 //!
 //! ```text
-//! cargo run -p waypost-examples --bin echo -- --control http://127.0.0.1:9000
+//! cargo run --release -p waypost-examples --bin echo -- --control http://127.0.0.1:9000
 //! ```
 //!
 //! Every request is answered with JSON naming the instance, so a caller can see who answered.
