@@ -80,6 +80,11 @@ pub struct Settings {
     #[arg(long, env = "WAYPOST_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration)]
     #[serde(default, with = "waypost_runtime::config::opt_duration")]
     pub header_read_timeout: Option<Duration>,
+    /// An HTTP connection with no new request for this long is closed; an answer in progress
+    /// (a `/watch` stream, a blocking query) finishes first [default: 60s].
+    #[arg(long, env = "WAYPOST_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "waypost_runtime::config::opt_duration")]
+    pub idle_timeout: Option<Duration>,
     /// Time to receive a write's body and answer it [default: 30s].
     #[arg(long, env = "WAYPOST_REQUEST_TIMEOUT", value_parser = humantime::parse_duration)]
     #[serde(default, with = "waypost_runtime::config::opt_duration")]
@@ -197,6 +202,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Time to send a request's headers.
     pub header_read_timeout: Duration,
+    /// See [`Settings::idle_timeout`].
+    pub idle_timeout: Duration,
     /// Time to receive a write and answer it.
     pub request_timeout: Duration,
     /// Writes per second per client address (0: no limit).
@@ -277,6 +284,7 @@ impl Config {
             max_watchers: pick!(max_watchers, 10_000),
             max_connections: pick!(max_connections, 10_000),
             header_read_timeout: pick!(header_read_timeout, Duration::from_secs(10)),
+            idle_timeout: pick!(idle_timeout, Duration::from_secs(60)),
             request_timeout: pick!(request_timeout, Duration::from_secs(30)),
             write_rate: pick!(write_rate, 1_000),
             write_burst: pick!(write_burst, 2_000),
@@ -349,10 +357,11 @@ impl Config {
             || self.max_watchers == 0
             || self.max_connections == 0
             || self.header_read_timeout.is_zero()
+            || self.idle_timeout.is_zero()
             || self.request_timeout.is_zero()
         {
             return bad(
-                "history, max_instances, max_instances_per_service, max_watchers, max_connections, header_read_timeout and request_timeout must be above zero"
+                "history, max_instances, max_instances_per_service, max_watchers, max_connections, header_read_timeout, idle_timeout and request_timeout must be above zero"
                     .into(),
             );
         }

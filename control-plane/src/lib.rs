@@ -169,6 +169,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let conn_limits = serve::ConnLimits {
         max_connections: config.max_connections,
         header_read_timeout: config.header_read_timeout,
+        idle_timeout: config.idle_timeout,
     };
     let expiry = tokio::spawn(expire(registry.clone(), shutdown.clone()));
     let reg = registry.clone();

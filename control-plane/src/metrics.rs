@@ -46,6 +46,7 @@ pub struct Metrics {
     pub(crate) forbidden: Counter,
     pub(crate) request_timeouts: Counter,
     pub(crate) header_timeouts: Counter,
+    pub(crate) idle_closed: Counter,
     pub(crate) tls_handshake_failures: Counter,
     pub(crate) http_connections: Gauge,
     self_preservation: Gauge,
@@ -85,6 +86,7 @@ impl Metrics {
             forbidden: Counter::default(),
             request_timeouts: Counter::default(),
             header_timeouts: Counter::default(),
+            idle_closed: Counter::default(),
             tls_handshake_failures: Counter::default(),
             http_connections: Gauge::default(),
             self_preservation: Gauge::default(),
@@ -145,8 +147,14 @@ impl Metrics {
             );
             r.register(
                 "header_timeouts",
-                "Connections closed for sending request headers slower than --header-read-timeout",
+                "Connections closed for not sending a request's headers within --header-read-timeout \
+                 (nothing at all, an HTTP/2 preface only, or part of a request)",
                 m.header_timeouts.clone(),
+            );
+            r.register(
+                "idle_closed",
+                "Connections closed after --idle-timeout without a new request",
+                m.idle_closed.clone(),
             );
             r.register(
                 "http_connections",

@@ -1,9 +1,13 @@
-//! The HTTP server loop: accepts while fewer than `--max-connections` are open, gives every
-//! connection `--header-read-timeout` to send each request's headers (a client too slow is
-//! disconnected: there is no request to answer yet), serves HTTP/1.1 and HTTP/2, and on
-//! shutdown stops accepting and lets open connections finish. With TLS, the handshake runs on
-//! the connection's own task (a slow handshake never holds up accepting) and must finish within
-//! the header read timeout too.
+//! The HTTP server loop: accepts while fewer than `--max-connections` are open, serves
+//! HTTP/1.1 and HTTP/2, and on shutdown stops accepting and lets open connections finish.
+//! Every connection is under the deadlines of [`waypost_runtime::conn`]: its first request's
+//! headers within `--header-read-timeout` of the accept (whatever the protocol: a client that
+//! sends nothing, or only HTTP/2's preface, is dropped and counted), and a graceful close after
+//! `--idle-timeout` without a new request. hyper's own HTTP/1 header timer bounds the wait for
+//! each later request on an HTTP/1.1 keep-alive connection by `--header-read-timeout` too
+//! (idle or slow, it cannot tell), and HTTP/2 connections are pinged so that a peer that
+//! vanished is noticed. With TLS, the handshake runs on the connection's own task (a slow handshake
+//! never holds up accepting) and must finish within the header read timeout too.
 //!
 //! Written on hyper-util's connection builder rather than `axum::serve`, which offers neither
 //! a header timeout nor a connection cap.
@@ -14,17 +18,16 @@ use axum::{Router, extract::ConnectInfo};
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::conn::auto,
     service::TowerToHyperService,
 };
-use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    net::TcpListener,
-    sync::Semaphore,
-};
+use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::ServiceExt;
+use waypost_runtime::conn::{
+    Activity, Connections, Deadlines, Ended, H2_KEEPALIVE_INTERVAL, H2_KEEPALIVE_TIMEOUT,
+};
 
 use crate::metrics::Metrics;
 
@@ -33,9 +36,8 @@ use crate::metrics::Metrics;
 pub(crate) struct ConnLimits {
     pub(crate) max_connections: usize,
     pub(crate) header_read_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
 }
-
-type Builder = auto::Builder<TokioExecutor>;
 
 /// Serves `app` on `listener` until `shutdown`, then waits for open connections to finish.
 pub(crate) async fn serve(
@@ -47,12 +49,22 @@ pub(crate) async fn serve(
     shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
+    let connections = Connections::new(Deadlines {
+        first_request: limits.header_read_timeout,
+        idle: limits.idle_timeout,
+    });
+    let tasks = TaskTracker::new();
+    tasks.spawn(connections.clone().sweep(shutdown.clone()));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
     loop {
         // At the cap, stop accepting: new connections wait in the listen backlog.
         let slot = tokio::select! {
@@ -65,24 +77,34 @@ pub(crate) async fn serve(
         let Some((stream, peer)) = waypost_runtime::net::accept(&listener, &shutdown).await else {
             break;
         };
+        let accepted = std::time::Instant::now();
+        let activity = Activity::default();
+        let (seen, served_requests) = (activity.clone(), activity.clone());
         let app = app
             .clone()
             .map_request(move |mut req: axum::http::Request<Incoming>| {
+                seen.request();
                 // Only the write limits read it: reads skip the insert.
                 if req.method() == axum::http::Method::POST {
                     req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
                 }
                 req
             });
-        let watcher = graceful.watcher();
         let builder = builder.clone();
         let tls = tls.clone();
         let metrics = metrics.clone();
         let shutdown = shutdown.clone();
+        let connections = connections.clone();
         metrics.http_connections.inc();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let served = match tls {
-                None => connection(&builder, stream, app, watcher).await,
+                None => {
+                    let conn = builder.serve_connection_with_upgrades(
+                        TokioIo::new(stream),
+                        TowerToHyperService::new(app),
+                    );
+                    connections.watch(conn, activity, accepted).await
+                }
                 Some(acceptor) => {
                     let handshake =
                         tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
@@ -92,26 +114,48 @@ pub(crate) async fn serve(
                         () = shutdown.cancelled() => Ok(Err(std::io::Error::other("shutting down"))),
                     };
                     match handshake {
-                        Ok(Ok(stream)) => connection(&builder, stream, app, watcher).await,
+                        Ok(Ok(stream)) => {
+                            let conn = builder.serve_connection_with_upgrades(
+                                TokioIo::new(stream),
+                                TowerToHyperService::new(app),
+                            );
+                            connections.watch(conn, activity, accepted).await
+                        }
                         Ok(Err(err)) => {
                             metrics.tls_handshake_failures.inc();
                             tracing::debug!(%err, %peer, "TLS handshake failed");
-                            Ok(())
+                            Ended::Served(Ok(()))
                         }
                         Err(_) => {
                             metrics.tls_handshake_failures.inc();
                             tracing::debug!(%peer, "TLS handshake timed out");
-                            Ok(())
+                            Ended::Served(Ok(()))
                         }
                     }
                 }
             };
-            if let Err(err) = served {
+            let result = match served {
+                Ended::NoRequest => {
+                    metrics.header_timeouts.inc();
+                    tracing::debug!(%peer, "no request within the header read timeout: closed");
+                    Ok(())
+                }
+                Ended::Idle(result) => {
+                    metrics.idle_closed.inc();
+                    result
+                }
+                Ended::Served(result) => result,
+            };
+            if let Err(err) = result {
                 let timed_out = err
                     .downcast_ref::<hyper::Error>()
                     .is_some_and(hyper::Error::is_timeout);
-                if timed_out {
+                // hyper's HTTP/1 header timer also runs while a keep-alive connection waits
+                // for its next request: after a first request, that is an idle close.
+                if timed_out && served_requests.requests() == 0 {
                     metrics.header_timeouts.inc();
+                } else if timed_out {
+                    metrics.idle_closed.inc();
                 }
                 tracing::debug!(%err, %peer, "connection ended with an error");
             }
@@ -120,28 +164,7 @@ pub(crate) async fn serve(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
-}
-
-/// Serves one connection (plain or TLS) until it ends or shutdown drains it.
-async fn connection<I, S>(
-    builder: &Builder,
-    io: I,
-    app: S,
-    watcher: hyper_util::server::graceful::Watcher,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: tower::Service<
-            axum::http::Request<Incoming>,
-            Response = axum::response::Response,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    let conn =
-        builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(app));
-    watcher.watch(conn.into_owned()).await
+    connections.close();
+    tasks.close();
+    tasks.wait().await;
 }

@@ -64,10 +64,16 @@ pub struct Settings {
     #[arg(long, env = "WAYPOST_REQUEST_TIMEOUT", value_parser = humantime::parse_duration)]
     #[serde(default, with = "waypost_runtime::config::opt_duration")]
     pub request_timeout: Option<Duration>,
-    /// A response body silent this long is cut; idle upstream connections close [default: 60s]
+    /// A response body silent this long is cut; idle upstream and client connections close
+    /// [default: 60s]
     #[arg(long, env = "WAYPOST_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
     #[serde(default, with = "waypost_runtime::config::opt_duration")]
     pub idle_timeout: Option<Duration>,
+    /// A client connection that has not sent its first request's headers this long after
+    /// the accept is closed [default: 10s]
+    #[arg(long, env = "WAYPOST_CLIENT_HEADER_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "waypost_runtime::config::opt_duration")]
+    pub client_header_timeout: Option<Duration>,
     /// Consecutive failures that eject an instance [default: 5]
     #[arg(long, env = "WAYPOST_OUTLIER_FAILURES")]
     pub outlier_failures: Option<u32>,
@@ -225,6 +231,7 @@ impl Config {
                     connect_timeout: pick!(connect_timeout, d.connect_timeout),
                     request_timeout: pick!(request_timeout, d.request_timeout),
                     idle_timeout: pick!(idle_timeout, d.idle_timeout),
+                    client_header_timeout: pick!(client_header_timeout, d.client_header_timeout),
                     outlier: Outlier {
                         failures: pick!(outlier_failures, d.outlier.failures),
                         base: pick!(outlier_ejection, d.outlier.base),
@@ -296,6 +303,7 @@ impl Config {
             || p.connect_timeout.is_zero()
             || p.request_timeout.is_zero()
             || p.idle_timeout.is_zero()
+            || p.client_header_timeout.is_zero()
         {
             return Err(ConfigError::Invalid(
                 "outlier_failures and the proxy timeouts must be above zero".into(),

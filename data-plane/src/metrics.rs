@@ -99,6 +99,8 @@ pub struct Metrics {
     pub(crate) proxy_retries: Counter,
     pub(crate) proxy_ejections: Counter,
     pub(crate) proxy_panic: Counter,
+    pub(crate) proxy_client_header_timeouts: Counter,
+    pub(crate) proxy_client_idle_closed: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -129,6 +131,8 @@ impl Metrics {
             proxy_retries: Counter::default(),
             proxy_ejections: Counter::default(),
             proxy_panic: Counter::default(),
+            proxy_client_header_timeouts: Counter::default(),
+            proxy_client_idle_closed: Counter::default(),
         };
         let mut m = m;
         m.outcomes = [
@@ -199,6 +203,17 @@ impl Metrics {
                 "proxy_panic",
                 "Choices made in panic mode (too few healthy instances: balanced over all)",
                 m.proxy_panic.clone(),
+            );
+            r.register(
+                "proxy_client_header_timeouts",
+                "Client connections closed for not sending a first request within \
+                 --client-header-timeout (nothing, an HTTP/2 preface only, or part of a request)",
+                m.proxy_client_header_timeouts.clone(),
+            );
+            r.register(
+                "proxy_client_idle_closed",
+                "Client connections closed after --idle-timeout without a new request",
+                m.proxy_client_idle_closed.clone(),
             );
             r.register(
                 "instances",

@@ -695,3 +695,59 @@ async fn shutdown_closes_idle_connections_and_lets_the_answer_in_flight_finish()
         .expect("the sidecar stops once its connections are done")
         .unwrap();
 }
+
+/// Issue 12: a client connection that sent nothing, only HTTP/2's preface, or half a request
+/// line was held for ever. Now each is closed `--client-header-timeout` after its accept and
+/// counted, a client that stays idle after a request is closed after `--idle-timeout`, and a
+/// normal client is served throughout.
+#[tokio::test]
+async fn silent_and_idle_client_connections_are_closed_and_counted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let setup = setup(1, &[], &[], |c| {
+        c.proxy.client_header_timeout = Duration::from_millis(500);
+        c.proxy.idle_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let mut silent = Vec::new();
+    let kinds: [&[u8]; 3] = [b"", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"GET /hal"];
+    for kind in kinds {
+        for _ in 0..3 {
+            let mut stream = tokio::net::TcpStream::connect(setup.sidecar.http_addr)
+                .await
+                .unwrap();
+            stream.write_all(kind).await.unwrap();
+            silent.push(stream);
+        }
+    }
+    // An idle keep-alive connection after one exchange.
+    let mut idle = tokio::net::TcpStream::connect(setup.sidecar.http_addr)
+        .await
+        .unwrap();
+    idle.write_all(b"GET /warm HTTP/1.1\r\nhost: web\r\n\r\n")
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    assert_eq!(setup.get(&http, "web", "/").await.0, 200);
+    for stream in silent.iter_mut().chain([&mut idle]) {
+        let mut got = Vec::new();
+        tokio::time::timeout(DEADLINE, stream.read_to_end(&mut got))
+            .await
+            .expect("the proxy closes the connection")
+            .ok();
+        let got = String::from_utf8_lossy(&got);
+        assert!(!got.contains("400") && !got.contains("502"), "{got}");
+    }
+    eventually(DEADLINE, "every close is counted", || async {
+        let metrics = setup.metrics().await;
+        let idle_closed = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("waypost_sidecar_proxy_client_idle_closed_total "))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        (metrics.contains("waypost_sidecar_proxy_client_header_timeouts_total 9")
+            && idle_closed >= 1)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(setup.get(&http, "web", "/").await.0, 200);
+}

@@ -1,9 +1,10 @@
 //! Process plumbing shared by `waypost-control` and `waypost-sidecar`, so neither binary writes
 //! it twice: the shutdown signal, the tracing subscriber, TOML config files, bounded drains,
-//! accepting connections and request deadlines.
+//! accepting connections, connection and request deadlines, and draining HTTP connections.
 //! It knows nothing of service discovery.
 
 pub mod config;
+pub mod conn;
 pub mod deadline;
 pub mod logging;
 pub mod net;

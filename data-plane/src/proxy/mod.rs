@@ -2,7 +2,6 @@
 //! and keep their own facts about instances (in flight, failures, ejections) to themselves.
 
 pub mod balance;
-mod drain;
 pub mod error;
 pub mod http;
 pub mod pool;
@@ -15,15 +14,17 @@ use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::service::service_fn;
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
+    rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
 };
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use waypost_runtime::conn::{
+    Activity, Connections, Deadlines, Ended, H2_KEEPALIVE_INTERVAL, H2_KEEPALIVE_TIMEOUT,
+};
 
 use self::{
     balance::{Outlier, Policy},
-    drain::Drain,
     http::HttpProxy,
 };
 
@@ -46,8 +47,12 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// From sending a request until the response headers arrive.
     pub request_timeout: Duration,
-    /// A response body with no data for this long is cut; idle pooled connections close.
+    /// A response body with no data for this long is cut; idle pooled connections close, and
+    /// so do client connections without a new request.
     pub idle_timeout: Duration,
+    /// A client connection that has not sent its first request's headers this long after it
+    /// was accepted is closed (nothing sent, an HTTP/2 preface only, or part of a request).
+    pub client_header_timeout: Duration,
     /// When failing instances are ejected, and for how long.
     pub outlier: Outlier,
     /// Below this share of usable instances, balance over all of them.
@@ -64,6 +69,8 @@ impl Default for ProxyConfig {
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(60),
+            // As the control plane's --header-read-timeout.
+            client_header_timeout: Duration::from_secs(10),
             outlier: Outlier {
                 failures: 5,
                 base: Duration::from_secs(10),
@@ -76,7 +83,9 @@ impl Default for ProxyConfig {
 }
 
 /// Serves HTTP/1.1 and HTTP/2 (h2c, prior knowledge) on `listener` until `shutdown`, then lets
-/// open connections finish within `grace`.
+/// open connections finish within `grace`. Client connections are under the deadlines of
+/// [`waypost_runtime::conn`]: the first request within `client_header_timeout` of the accept,
+/// then a graceful close after `idle_timeout` without a new one.
 pub(crate) async fn serve_http(
     listener: TcpListener,
     proxy: Arc<HttpProxy>,
@@ -85,24 +94,40 @@ pub(crate) async fn serve_http(
 ) {
     tokio::spawn(proxy.upstreams.clone().reap_until(shutdown.clone()));
     tokio::spawn(proxy.deadlines.clone().run(shutdown.clone()));
-    let drain = Arc::new(Drain::default());
+    let drain = Connections::new(Deadlines {
+        first_request: proxy.config.client_header_timeout,
+        idle: proxy.config.idle_timeout,
+    });
     let connections = TaskTracker::new();
+    connections.spawn(drain.clone().sweep(shutdown.clone()));
+    let drain_deadline = proxy.config.client_header_timeout;
     // One write(2) of a copied head and body instead of writev(2) of the pieces: answers are
     // mostly small, and the copy costs less than the vectored call (BENCHMARKS.md).
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1.writev(false);
     let mut either = auto::Builder::new(TokioExecutor::new());
     either.http1().writev(false);
+    either
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
     loop {
         let Some((stream, client)) = waypost_runtime::net::accept(&listener, &shutdown).await
         else {
             break;
         };
         let proxy = proxy.clone();
+        let metrics = proxy.metrics.clone();
         // X-Forwarded-For names the same address for every request of the connection.
         let client = ::http::HeaderValue::from_str(&client.ip().to_string())
             .expect("an IP address is a header value");
+        let accepted = std::time::Instant::now();
+        let first_request = drain_deadline;
+        let activity = Activity::default();
+        let requests = activity.clone();
         let service = service_fn(move |req| {
+            requests.request();
             let proxy = proxy.clone();
             let client = client.clone();
             async move { Ok::<_, Infallible>(proxy.handle(req, client).await) }
@@ -120,23 +145,42 @@ pub(crate) async fn serve_http(
             // every read to replay what it looked at. h2c, and the start of a preface that has
             // not all arrived yet, go to the auto connection, which reads the rest.
             let mut head = [0u8; H2_PREFACE.len()];
+            let peek = tokio::time::timeout(first_request, stream.peek(&mut head));
             let peeked = tokio::select! {
-                peeked = stream.peek(&mut head) => peeked,
+                peeked = peek => peeked,
                 () = shutdown.cancelled() => return,
             };
-            let result = match peeked {
-                Ok(0) | Err(_) => return,
-                Ok(n) if !H2_PREFACE.starts_with(&head[..n]) => {
+            let ended = match peeked {
+                Ok(Ok(0) | Err(_)) => return,
+                // Not one byte within the deadline.
+                Err(_) => Ended::NoRequest,
+                Ok(Ok(n)) if !H2_PREFACE.starts_with(&head[..n]) => {
                     let connection = http1
                         .serve_connection(TokioIo::new(stream), service)
                         .with_upgrades();
-                    drain.watch(connection).await.map_err(BoxError::from)
+                    match drain.watch(connection, activity, accepted).await {
+                        Ended::Served(r) => Ended::Served(r.map_err(BoxError::from)),
+                        Ended::Idle(r) => Ended::Idle(r.map_err(BoxError::from)),
+                        Ended::NoRequest => Ended::NoRequest,
+                    }
                 }
-                Ok(_) => {
+                Ok(Ok(_)) => {
                     let connection = either
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .into_owned();
-                    drain.watch(connection).await
+                    drain.watch(connection, activity, accepted).await
+                }
+            };
+            let result = match ended {
+                Ended::Served(result) => result,
+                Ended::Idle(result) => {
+                    metrics.proxy_client_idle_closed.inc();
+                    result
+                }
+                Ended::NoRequest => {
+                    metrics.proxy_client_header_timeouts.inc();
+                    tracing::debug!("no request within the client header timeout: closed");
+                    return;
                 }
             };
             if let Err(err) = result {
