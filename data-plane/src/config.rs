@@ -15,6 +15,7 @@ use waypost_runtime::{
 };
 
 use crate::checks::CheckConfig;
+use crate::dns::tcp::TcpLimits;
 use crate::proxy::{
     ProxyConfig,
     balance::{Outlier, Policy},
@@ -44,6 +45,13 @@ pub struct Settings {
     /// Resolvers for names outside the domain, comma-separated `ip:port`; none: REFUSED [default: none]
     #[arg(long, env = "WAYPOST_UPSTREAMS", value_delimiter = ',')]
     pub upstreams: Option<Vec<SocketAddr>>,
+    /// A DNS-over-TCP connection that delivers no well-formed query for this long is closed [default: 10s]
+    #[arg(long, env = "WAYPOST_DNS_TCP_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "waypost_runtime::config::opt_duration")]
+    pub dns_tcp_idle_timeout: Option<Duration>,
+    /// DNS-over-TCP connections served at once; further ones wait in the listen backlog [default: 512]
+    #[arg(long, env = "WAYPOST_DNS_TCP_MAX_CONNECTIONS")]
+    pub dns_tcp_max_connections: Option<usize>,
     /// Where the last snapshot is kept, to serve from at a start without the control plane [default: waypost-sidecar-data]
     #[arg(long, env = "WAYPOST_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -161,6 +169,8 @@ pub struct Config {
     pub dns_ttl: Duration,
     /// Upstream resolvers for other names.
     pub upstreams: Vec<SocketAddr>,
+    /// Limits on DNS-over-TCP connections.
+    pub dns_tcp: TcpLimits,
     /// Snapshot directory; `None` keeps nothing on disk.
     pub data_dir: Option<PathBuf>,
     /// HTTP proxy listener.
@@ -221,6 +231,13 @@ impl Config {
             domain: parse_domain(&domain_text)?,
             dns_ttl: pick!(dns_ttl, Duration::from_secs(5)),
             upstreams: pick!(upstreams, Vec::new()),
+            dns_tcp: {
+                let d = TcpLimits::default();
+                TcpLimits {
+                    idle_timeout: pick!(dns_tcp_idle_timeout, d.idle_timeout),
+                    max_connections: pick!(dns_tcp_max_connections, d.max_connections),
+                }
+            },
             data_dir: Some(pick!(data_dir, PathBuf::from("waypost-sidecar-data"))),
             http_listen: pick!(http_listen, SocketAddr::from(([127, 0, 0, 1], 8081))),
             proxy: {
@@ -292,6 +309,11 @@ impl Config {
                 "workers must be from 1 to {MAX_WORKERS}, not {}",
                 self.workers
             )));
+        }
+        if self.dns_tcp.idle_timeout.is_zero() || self.dns_tcp.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "dns_tcp_idle_timeout and dns_tcp_max_connections must be above zero".into(),
+            ));
         }
         let p = &self.proxy;
         if !(0.0..=1.0).contains(&p.panic_threshold) || !(0.0..=1.0).contains(&p.retry_budget) {
@@ -375,6 +397,15 @@ mod tests {
         assert_eq!(c.domain.to_ascii(), "waypost.");
         assert_eq!(c.dns_ttl, Duration::from_secs(5));
         assert!(c.upstreams.is_empty());
+        assert_eq!(c.dns_tcp.idle_timeout, Duration::from_secs(10));
+        assert_eq!(c.dns_tcp.max_connections, 512);
+        let c = load(
+            &["--dns-tcp-max-connections", "8"],
+            "dns_tcp_idle_timeout = \"2s\"",
+        )
+        .unwrap();
+        assert_eq!(c.dns_tcp.max_connections, 8);
+        assert_eq!(c.dns_tcp.idle_timeout, Duration::from_secs(2));
     }
 
     #[test]
@@ -427,5 +458,7 @@ mod tests {
         assert!(load(&["--domain", "."], "").is_err());
         assert!(load(&["--dns-ttl", "1500ms"], "").is_err());
         assert!(load(&[], "unknown = 1").is_err());
+        assert!(load(&["--dns-tcp-idle-timeout", "0s"], "").is_err());
+        assert!(load(&[], "dns_tcp_max_connections = 0").is_err());
     }
 }

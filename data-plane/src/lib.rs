@@ -156,7 +156,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         forwarder: dns::forward::Forwarder::new(&config.upstreams),
         metrics: metrics.clone(),
     };
-    let mut dns_server = dns::serve(udp, tcp, handler);
+    let dns_server = dns::serve(udp, tcp, handler, config.dns_tcp);
     let http_proxy = Arc::new(proxy::http::HttpProxy::new(
         snapshots.clone(),
         config.proxy.clone(),
@@ -219,7 +219,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let join = tokio::spawn(async move {
         shutdown.cancelled().await;
         let stopping = async {
-            if let Err(err) = dns_server.shutdown_gracefully().await {
+            if let Err(err) = dns_server.shutdown().await {
                 tracing::warn!(%err, "DNS server stopped with an error");
             }
             let _ = admin_server.await;

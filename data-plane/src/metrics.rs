@@ -22,6 +22,12 @@ pub(crate) struct QueryLabels {
     pub(crate) rcode: &'static str,
 }
 
+/// Why the sidecar closed a DNS-over-TCP connection.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct CloseLabel {
+    pub(crate) reason: &'static str,
+}
+
 /// The subscription's state, written by the subscription task, read by `/health`, `/ready`
 /// and `/metrics`.
 #[derive(Debug, Default)]
@@ -93,6 +99,8 @@ pub struct Metrics {
     pub(crate) services: Gauge,
     pub(crate) instances: Gauge,
     pub(crate) forwarded: Family<QueryLabels, Counter>,
+    pub(crate) dns_tcp_connections: Gauge,
+    pub(crate) dns_tcp_closed: Family<CloseLabel, Counter>,
     proxy_requests: Family<OutcomeLabel, Counter>,
     /// The counters of `proxy_requests`, looked up once (not per request).
     outcomes: Vec<(&'static str, Counter)>,
@@ -126,6 +134,8 @@ impl Metrics {
             services: Gauge::default(),
             instances: Gauge::default(),
             forwarded: Family::default(),
+            dns_tcp_connections: Gauge::default(),
+            dns_tcp_closed: Family::default(),
             proxy_requests: Family::default(),
             outcomes: Vec::new(),
             proxy_retries: Counter::default(),
@@ -151,6 +161,10 @@ impl Metrics {
             (outcome, counter)
         })
         .collect();
+        // Both reasons show from the start (as 0), so a rate over them has a baseline.
+        for reason in ["timeout", "malformed"] {
+            let _ = m.dns_tcp_closed.get_or_create(&CloseLabel { reason });
+        }
         {
             let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
             r.register(
@@ -162,6 +176,16 @@ impl Metrics {
                 "dns_forwarded",
                 "DNS queries forwarded upstream, by query type and response code",
                 m.forwarded.clone(),
+            );
+            r.register(
+                "dns_tcp_connections",
+                "DNS-over-TCP connections open now",
+                m.dns_tcp_connections.clone(),
+            );
+            r.register(
+                "dns_tcp_closed",
+                "DNS-over-TCP connections closed by the sidecar: timeout (no complete query in time) or malformed (a frame that is not a DNS query)",
+                m.dns_tcp_closed.clone(),
             );
             r.register(
                 "revision_applied",

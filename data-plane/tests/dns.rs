@@ -19,7 +19,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use waypost_client::{Client, model::InstanceRef, model::RegisterRequest};
 use waypost_control::testkit::{TestControlPlane, eventually};
-use waypost_sidecar::{Config, Running};
+use waypost_sidecar::{Config, Running, dns::tcp::TcpLimits};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -99,8 +99,13 @@ async fn udp_edns(server: SocketAddr, name: &str, rtype: RecordType, size: u16) 
 }
 
 async fn tcp(server: SocketAddr, name: &str, rtype: RecordType) -> Message {
-    let query = message(name, rtype, None);
     let mut stream = TcpStream::connect(server).await.unwrap();
+    tcp_exchange(&mut stream, name, rtype).await
+}
+
+/// One query and its answer on an open DNS-over-TCP connection.
+async fn tcp_exchange(stream: &mut TcpStream, name: &str, rtype: RecordType) -> Message {
+    let query = message(name, rtype, None);
     stream
         .write_all(&(query.len() as u16).to_be_bytes())
         .await
@@ -458,5 +463,159 @@ async fn malformed_packets_never_stop_the_responder_and_answers_are_shuffled() {
         orders.len() > 1,
         "20 answers in the same order: not shuffled"
     );
+    sidecar.stop().await;
+}
+
+/// A frame with a correct length prefix whose 5 bytes are no DNS message (not even a header).
+const GARBAGE_FRAME: &[u8] = b"\x00\x05abcde";
+
+/// The value of the metric line that starts with `series` (name and labels), 0 when absent.
+async fn metric(sidecar: &Sidecar, series: &str) -> f64 {
+    let text = reqwest::get(sidecar.admin("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().expect("a number"))
+}
+
+/// `true` when the server closes `stream` (a read returns end of file) before `until`; any
+/// bytes it sends first are a failure (these clients sent no query).
+async fn closed_by_server(stream: &mut TcpStream, until: tokio::time::Instant) -> bool {
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout_at(until, stream.read(&mut buf)).await {
+        Err(_) => false,
+        Ok(Ok(0)) => true,
+        Ok(Ok(n)) => panic!("{n} bytes sent to a client that sent no query"),
+        Ok(Err(err)) => panic!("expected an orderly close, got {err}"),
+    }
+}
+
+#[tokio::test]
+async fn dns_tcp_connections_without_a_query_are_closed_counted_and_capped() {
+    const CAP: usize = 4;
+    let idle = Duration::from_secs(1);
+    let cp = TestControlPlane::in_memory(|_| {}).await;
+    let client = Client::new(&cp.url).unwrap();
+    let last = register(&client, "web", "127.0.0.2:8001", &[]).await;
+    let sidecar = Sidecar::start(&cp.url, None, |c| {
+        c.dns_tcp = TcpLimits {
+            idle_timeout: idle,
+            max_connections: CAP,
+        }
+    })
+    .await;
+    sidecar.caught_up(last).await;
+    let dns = sidecar.dns();
+
+    // Twice the cap in silent sockets, then two half frames (a lone length byte; a length and
+    // half its message) and a garbage frame.
+    let mut silent = Vec::new();
+    for _ in 0..2 * CAP {
+        silent.push(TcpStream::connect(dns).await.unwrap());
+    }
+    let query = message("web.service.waypost.", RecordType::A, None);
+    let mut lone_byte = TcpStream::connect(dns).await.unwrap();
+    lone_byte.write_all(&[0]).await.unwrap();
+    let mut half_message = TcpStream::connect(dns).await.unwrap();
+    half_message
+        .write_all(&(query.len() as u16).to_be_bytes())
+        .await
+        .unwrap();
+    half_message
+        .write_all(&query[..query.len() / 2])
+        .await
+        .unwrap();
+    let mut garbage = TcpStream::connect(dns).await.unwrap();
+    garbage.write_all(GARBAGE_FRAME).await.unwrap();
+
+    // The cap holds: the sidecar serves CAP of them at once, never more (the rest wait in the
+    // backlog).
+    let open = "waypost_sidecar_dns_tcp_connections";
+    eventually(DEADLINE, "the cap to be reached", || async {
+        let n = metric(&sidecar, open).await;
+        assert!(n <= CAP as f64, "{n} DNS TCP connections open, cap {CAP}");
+        (n == CAP as f64).then_some(())
+    })
+    .await;
+
+    // A normal client behind them is still answered (late, once places free up).
+    let answer = tokio::time::timeout(
+        idle + DEADLINE,
+        tcp(dns, "web.service.waypost.", RecordType::A),
+    )
+    .await
+    .expect("a TCP query answered behind the silent sockets");
+    assert_eq!(ips(&answer.answers), ip_set(&["127.0.0.2"]));
+
+    // Every one of the others is closed by the sidecar, and counted.
+    let until = tokio::time::Instant::now() + 2 * DEADLINE;
+    for (i, stream) in silent
+        .iter_mut()
+        .chain([&mut lone_byte, &mut half_message, &mut garbage])
+        .enumerate()
+    {
+        assert!(
+            closed_by_server(stream, until).await,
+            "connection {i} still open"
+        );
+    }
+    let timeout = "waypost_sidecar_dns_tcp_closed_total{reason=\"timeout\"}";
+    let malformed = "waypost_sidecar_dns_tcp_closed_total{reason=\"malformed\"}";
+    assert_eq!(metric(&sidecar, timeout).await, (2 * CAP + 2) as f64);
+    assert_eq!(metric(&sidecar, malformed).await, 1.0);
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn dns_tcp_queries_keep_a_connection_and_repeated_garbage_frames_do_not() {
+    let idle = Duration::from_secs(2);
+    let cp = TestControlPlane::in_memory(|_| {}).await;
+    let client = Client::new(&cp.url).unwrap();
+    let last = register(&client, "web", "127.0.0.2:8001", &[]).await;
+    let sidecar = Sidecar::start(&cp.url, None, |c| c.dns_tcp.idle_timeout = idle).await;
+    sidecar.caught_up(last).await;
+
+    // Queries half an idle timeout apart keep one connection past the timeout (it counts from
+    // the last query, not from the accept).
+    let mut stream = TcpStream::connect(sidecar.dns()).await.unwrap();
+    for _ in 0..3 {
+        let answer = tokio::time::timeout(
+            DEADLINE,
+            tcp_exchange(&mut stream, "web.service.waypost.", RecordType::A),
+        )
+        .await
+        .expect("an answer on the same connection");
+        assert_eq!(ips(&answer.answers), ip_set(&["127.0.0.2"]));
+        // The client's own pace, not a wait for the server.
+        tokio::time::sleep(idle / 2).await;
+    }
+
+    // A client that sends a well-framed garbage frame every half idle timeout: each complete
+    // frame restarted hickory's own timer, which kept such a client forever. Now the first
+    // garbage frame closes the connection. Bounded by `until`.
+    let mut garbage = TcpStream::connect(sidecar.dns()).await.unwrap();
+    let until = tokio::time::Instant::now() + idle + DEADLINE;
+    let mut frames = 0;
+    let closed = loop {
+        if tokio::time::Instant::now() >= until {
+            break false;
+        }
+        if garbage.write_all(GARBAGE_FRAME).await.is_err() {
+            break true;
+        }
+        frames += 1;
+        let pause = (tokio::time::Instant::now() + idle / 2).min(until);
+        if closed_by_server(&mut garbage, pause).await {
+            break true;
+        }
+    };
+    assert!(closed, "{frames} garbage frames, still open");
+    assert_eq!(frames, 1, "closed at the first garbage frame");
+    let malformed = "waypost_sidecar_dns_tcp_closed_total{reason=\"malformed\"}";
+    assert_eq!(metric(&sidecar, malformed).await, 1.0);
     sidecar.stop().await;
 }

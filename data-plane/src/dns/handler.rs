@@ -27,8 +27,9 @@ use crate::{
 /// flag day recommend 1232 to avoid fragmentation).
 const MAX_UDP_PAYLOAD: u16 = 1232;
 
-/// Answers queries for the domain from the snapshot; forwards or refuses the rest.
-#[derive(Debug)]
+/// Answers queries for the domain from the snapshot; forwards or refuses the rest. Cloned
+/// once: hickory's UDP server owns one, the TCP listener shares the other.
+#[derive(Debug, Clone)]
 pub struct Handler {
     pub(crate) snapshots: Snapshots,
     pub(crate) records: RecordBuilder,
