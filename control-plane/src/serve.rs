@@ -31,6 +31,11 @@ use waypost_runtime::conn::{
 
 use crate::metrics::Metrics;
 
+/// hyper's limits on a request head, set above ours (`waypost_model::limits`) so that ours
+/// answer first, with a problem body.
+const LIBRARY_MAX_HEADERS: usize = 128;
+const LIBRARY_MAX_HEAD_BYTES: usize = 64 * 1024;
+
 /// The server's connection limits.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConnLimits {
@@ -59,7 +64,11 @@ pub(crate) async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        // Above our own limits (api/limits.rs), which answer with a problem body; beyond
+        // these, hyper answers a bare 431 or closes.
+        .max_headers(LIBRARY_MAX_HEADERS)
+        .max_buf_size(LIBRARY_MAX_HEAD_BYTES);
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -210,3 +210,54 @@ async fn the_instance_limit_is_a_clear_503() {
     again["weight"] = json!(3);
     assert_eq!(post(&cp, "/register", again).await.status, 200);
 }
+
+/// Issue 12: limits on the request head that are ours to set answer with a problem body
+/// (they used to be the HTTP library's bare statuses); past the library's own limits its
+/// status stays, as the README's error table says.
+#[tokio::test]
+async fn overlong_targets_and_headers_get_problems() {
+    let cp = TestControlPlane::in_memory(|_| {}).await;
+    let long_tag = "a".repeat(waypost_model::limits::MAX_URI_BYTES);
+    let res = client()
+        .get(cp.at(&format!("/discover/web?tag={long_tag}")))
+        .send()
+        .await
+        .unwrap();
+    answer(res).await.assert_problem(414, "uri_too_long");
+
+    let mut many = reqwest::header::HeaderMap::new();
+    for i in 0..=waypost_model::limits::MAX_HEADERS {
+        many.insert(
+            reqwest::header::HeaderName::try_from(format!("x-filler-{i}")).unwrap(),
+            reqwest::header::HeaderValue::from_static("1"),
+        );
+    }
+    let res = client()
+        .get(cp.at("/services"))
+        .headers(many)
+        .send()
+        .await
+        .unwrap();
+    answer(res).await.assert_problem(431, "headers_too_large");
+
+    let big = "b".repeat(waypost_model::limits::MAX_HEADER_BYTES);
+    let res = client()
+        .get(cp.at("/services"))
+        .header("x-big", big)
+        .send()
+        .await
+        .unwrap();
+    answer(res).await.assert_problem(431, "headers_too_large");
+
+    // Beyond the library's limits (here, a head over 64 KiB) it answers by itself.
+    let huge = "c".repeat(70 * 1024);
+    let res = client()
+        .get(cp.at("/services"))
+        .header("x-huge", huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 431);
+    // And the server keeps serving.
+    assert_eq!(get(&cp, "/services").await.status, 200);
+}

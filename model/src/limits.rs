@@ -1,6 +1,19 @@
 //! Every explicit limit of the API, with the reason for its size. The control plane enforces
 //! them; the OpenAPI document and the README quote them.
 
+/// Longest request target (path and query). Ours is far shorter than any real request needs
+/// (the longest is a `/discover` with every filter) and well below the HTTP library's own
+/// limit, so an overlong one gets our `uri_too_long` problem rather than a bare status.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
+/// Most request header fields. Below the HTTP library's own limit (128 here), which answers a
+/// bare 431 beyond it.
+pub const MAX_HEADERS: usize = 64;
+
+/// Most bytes in all request header names and values together (nginx's default buffers hold
+/// 8 KiB a line); the HTTP library refuses heads over 64 KiB with a bare 431.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
 /// Largest accepted request body. A registration with the maximum tags and metadata fits well
 /// within it; anything larger is a mistake or an attack.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

@@ -19,6 +19,10 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// 413: the body is over the limit.
     BodyTooLarge,
+    /// 414: the request target (path and query) is over the limit.
+    UriTooLong,
+    /// 431: too many request headers, or too many bytes in them.
+    HeadersTooLarge,
     /// 400: a bad query parameter (`tag`, `index`, `wait`, `since`...).
     InvalidQuery,
     /// 404: no such route.
@@ -72,6 +76,8 @@ impl ErrorCode {
             Self::InvalidServiceName => "invalid_service_name",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::BodyTooLarge => "body_too_large",
+            Self::UriTooLong => "uri_too_long",
+            Self::HeadersTooLarge => "headers_too_large",
             Self::InvalidQuery => "invalid_query",
             Self::RouteNotFound => "route_not_found",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -103,6 +109,8 @@ impl ErrorCode {
             Self::InvalidServiceName => "Invalid service name",
             Self::UnsupportedMediaType => "Expected application/json",
             Self::BodyTooLarge => "Body too large",
+            Self::UriTooLong => "Request target too long",
+            Self::HeadersTooLarge => "Request headers too large",
             Self::InvalidQuery => "Invalid query parameter",
             Self::RouteNotFound => "No such route",
             Self::MethodNotAllowed => "Method not allowed",

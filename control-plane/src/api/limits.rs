@@ -21,10 +21,50 @@ use governor::{
     DefaultKeyedRateLimiter, Quota, RateLimiter,
     clock::{Clock, DefaultClock},
 };
-use waypost_model::ErrorCode;
+use waypost_model::{
+    ErrorCode,
+    limits::{MAX_HEADER_BYTES, MAX_HEADERS, MAX_URI_BYTES},
+};
 use waypost_runtime::deadline::Elapsed;
 
 use super::{AppState, error::ApiError};
+
+/// Checks the request head against our limits, so that an overlong target or too many header
+/// bytes get a problem body (414 `uri_too_long`, 431 `headers_too_large`) rather than the
+/// HTTP library's bare status, whose own limits are set above these (see `serve.rs`).
+pub(super) fn check_head(req: &Request) -> Result<(), ApiError> {
+    let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target > MAX_URI_BYTES {
+        return Err(ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            ErrorCode::UriTooLong,
+            format!("the request target is {target} bytes; the limit is {MAX_URI_BYTES}"),
+        ));
+    }
+    let headers = req.headers();
+    if headers.len() > MAX_HEADERS {
+        return Err(ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorCode::HeadersTooLarge,
+            format!(
+                "{} header fields; the limit is {MAX_HEADERS}",
+                headers.len()
+            ),
+        ));
+    }
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if bytes > MAX_HEADER_BYTES {
+        return Err(ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorCode::HeadersTooLarge,
+            format!("{bytes} bytes of headers; the limit is {MAX_HEADER_BYTES}"),
+        ));
+    }
+    Ok(())
+}
 
 /// Client addresses remembered before the idle ones are forgotten.
 const TRACKED_CLIENTS: usize = 10_000;

@@ -50,7 +50,7 @@ pub fn client() -> Client {
         .expect("build a reqwest client")
 }
 
-async fn answer(res: reqwest::Response) -> Answer {
+pub async fn answer(res: reqwest::Response) -> Answer {
     let status = res.status();
     let headers = res.headers().clone();
     let bytes = res.bytes().await.expect("read body");
