@@ -112,6 +112,15 @@ struct Shared {
     verdict: AtomicU8,
 }
 
+impl Shared {
+    /// Sets the verdict unless one is set already (the first one stands).
+    fn mark(&self, verdict: u8) {
+        let _ = self
+            .verdict
+            .compare_exchange(OPEN, verdict, Ordering::AcqRel, Ordering::Acquire);
+    }
+}
+
 /// Counts a connection's requests; clone it into the connection's service.
 #[derive(Debug, Clone, Default)]
 pub struct Activity(Arc<Shared>);
@@ -193,12 +202,7 @@ impl Connections {
         self.closing.store(true, Ordering::Release);
         let table = std::mem::take(&mut *self.lock());
         for entry in table.into_values() {
-            let _ = entry.shared.verdict.compare_exchange(
-                OPEN,
-                CLOSE_GRACEFULLY,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
+            entry.shared.mark(CLOSE_GRACEFULLY);
             entry.waker.wake();
         }
     }
@@ -237,12 +241,7 @@ impl Connections {
             let Some(verdict) = verdict else {
                 return true;
             };
-            let _ = entry.shared.verdict.compare_exchange(
-                OPEN,
-                verdict,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
+            entry.shared.mark(verdict);
             entry.waker.wake_by_ref();
             false
         });
@@ -282,12 +281,7 @@ impl<C: GracefulConnection> Future for Watched<C> {
             // Read after the entry is in: a close that emptied the table before it went in
             // has set the flag first, so it is seen here.
             if this.connections.closing.load(Ordering::Acquire) {
-                let _ = this.shared.verdict.compare_exchange(
-                    OPEN,
-                    CLOSE_GRACEFULLY,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                );
+                this.shared.mark(CLOSE_GRACEFULLY);
             }
         }
         if this.state == OPEN {
