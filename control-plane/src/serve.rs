@@ -15,7 +15,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{Router, extract::ConnectInfo};
-use hyper::body::Incoming;
+use hyper::{body::Incoming, service::Service as _};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
@@ -26,7 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::ServiceExt;
 use waypost_runtime::conn::{
-    Activity, Connections, Deadlines, Ended, H2_KEEPALIVE_INTERVAL, H2_KEEPALIVE_TIMEOUT,
+    Activity, Connections, Counted, Deadlines, Ended, H2_KEEPALIVE_INTERVAL, H2_KEEPALIVE_TIMEOUT,
 };
 
 use crate::metrics::Metrics;
@@ -35,6 +35,8 @@ use crate::metrics::Metrics;
 /// answer first, with a problem body.
 const LIBRARY_MAX_HEADERS: usize = 128;
 const LIBRARY_MAX_HEAD_BYTES: usize = 64 * 1024;
+/// The HTTP/2 counterpart (hyper's default is 16 KiB, counted with 32 bytes more per field).
+const LIBRARY_MAX_HEADER_LIST: u32 = 64 * 1024;
 
 /// The server's connection limits.
 #[derive(Debug, Clone, Copy)]
@@ -59,7 +61,9 @@ pub(crate) async fn serve(
         idle: limits.idle_timeout,
     });
     let tasks = TaskTracker::new();
-    tasks.spawn(connections.clone().sweep(shutdown.clone()));
+    // Deadlines hold until the last connection is drained, not only until shutdown begins.
+    let sweeping = CancellationToken::new();
+    let sweeper = tokio::spawn(connections.clone().sweep(sweeping.clone()));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -73,7 +77,8 @@ pub(crate) async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
+        .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
+        .max_header_list_size(LIBRARY_MAX_HEADER_LIST);
     loop {
         // At the cap, stop accepting: new connections wait in the listen backlog.
         let slot = tokio::select! {
@@ -89,16 +94,26 @@ pub(crate) async fn serve(
         let accepted = std::time::Instant::now();
         let activity = Activity::default();
         let (seen, served_requests) = (activity.clone(), activity.clone());
-        let app = app
-            .clone()
-            .map_request(move |mut req: axum::http::Request<Incoming>| {
-                seen.request();
+        let app = TowerToHyperService::new(app.clone().map_request(
+            move |mut req: axum::http::Request<Incoming>| {
                 // Only the write limits read it: reads skip the insert.
                 if req.method() == axum::http::Method::POST {
                     req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
                 }
                 req
-            });
+            },
+        ));
+        // Counted when hyper calls the service (for HTTP/2 too, before the stream's task
+        // is spawned), and in flight until the answer's body is done.
+        let app = hyper::service::service_fn(move |req| {
+            let in_flight = seen.request();
+            let answer = app.call(req);
+            async move {
+                answer
+                    .await
+                    .map(|res| res.map(|body| Counted::new(body, in_flight)))
+            }
+        });
         let builder = builder.clone();
         let tls = tls.clone();
         let metrics = metrics.clone();
@@ -108,10 +123,7 @@ pub(crate) async fn serve(
         tasks.spawn(async move {
             let served = match tls {
                 None => {
-                    let conn = builder.serve_connection_with_upgrades(
-                        TokioIo::new(stream),
-                        TowerToHyperService::new(app),
-                    );
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), app);
                     connections.watch(conn, activity, accepted).await
                 }
                 Some(acceptor) => {
@@ -124,10 +136,8 @@ pub(crate) async fn serve(
                     };
                     match handshake {
                         Ok(Ok(stream)) => {
-                            let conn = builder.serve_connection_with_upgrades(
-                                TokioIo::new(stream),
-                                TowerToHyperService::new(app),
-                            );
+                            let conn =
+                                builder.serve_connection_with_upgrades(TokioIo::new(stream), app);
                             connections.watch(conn, activity, accepted).await
                         }
                         Ok(Err(err)) => {
@@ -153,19 +163,24 @@ pub(crate) async fn serve(
                     metrics.idle_closed.inc();
                     result
                 }
+                Ended::Served(Err(err)) => {
+                    // hyper's HTTP/1 header timer also runs while a keep-alive connection
+                    // waits for its next request: after a first request, that is an idle
+                    // close. (On HTTP/2 a timeout is an unanswered keep-alive ping, a peer
+                    // gone silent after its requests: counted as idle too.)
+                    let timed_out = err
+                        .downcast_ref::<hyper::Error>()
+                        .is_some_and(hyper::Error::is_timeout);
+                    if timed_out && served_requests.requests() == 0 {
+                        metrics.header_timeouts.inc();
+                    } else if timed_out {
+                        metrics.idle_closed.inc();
+                    }
+                    Err(err)
+                }
                 Ended::Served(result) => result,
             };
             if let Err(err) = result {
-                let timed_out = err
-                    .downcast_ref::<hyper::Error>()
-                    .is_some_and(hyper::Error::is_timeout);
-                // hyper's HTTP/1 header timer also runs while a keep-alive connection waits
-                // for its next request: after a first request, that is an idle close.
-                if timed_out && served_requests.requests() == 0 {
-                    metrics.header_timeouts.inc();
-                } else if timed_out {
-                    metrics.idle_closed.inc();
-                }
                 tracing::debug!(%err, %peer, "connection ended with an error");
             }
             metrics.http_connections.dec();
@@ -176,4 +191,6 @@ pub(crate) async fn serve(
     connections.close();
     tasks.close();
     tasks.wait().await;
+    sweeping.cancel();
+    let _ = sweeper.await;
 }

@@ -72,8 +72,11 @@ async fn heartbeats_keep_an_instance_past_its_ttl() {
 
 #[tokio::test]
 async fn self_preservation_holds_a_mass_expiry() {
+    // A threshold so low that any expiry pass is over it: the six need not fall due in the
+    // same 250 ms pass (on a loaded machine their registrations may straddle two).
     let cp = TestControlPlane::in_memory(|c| {
-        c.self_preservation.min_instances = 3;
+        c.self_preservation.min_instances = 1;
+        c.self_preservation.threshold = 0.05;
     })
     .await;
     // 4 long-lived instances and 6 that go silent together: 60% > 50%.
@@ -115,6 +118,55 @@ async fn self_preservation_holds_a_mass_expiry() {
         .status,
         200
     );
+}
+
+/// Issue 12: held instances are shown as held, and a fleet that is really gone is released
+/// once the maximum hold has passed, instead of being held for as long as nothing changes.
+#[tokio::test]
+async fn held_instances_are_shown_and_released_after_the_maximum_hold() {
+    let cp = TestControlPlane::in_memory(|c| {
+        c.self_preservation.min_instances = 1;
+        c.self_preservation.threshold = 0.3;
+        c.self_preservation.window = Duration::from_secs(1);
+        c.self_preservation.max_hold = Duration::from_secs(2);
+    })
+    .await;
+    for port in 1..=4 {
+        register(
+            &cp,
+            json!({"service": "web", "address": format!("10.0.0.1:{port}")}),
+        )
+        .await;
+    }
+    for port in 5..=10 {
+        register(
+            &cp,
+            json!({"service": "gone", "address": format!("10.0.0.1:{port}"), "ttl_seconds": 1}),
+        )
+        .await;
+    }
+    eventually(DEADLINE, "held instances shown as held", || async {
+        let found = get(&cp, "/discover/gone").await.body;
+        let held = found["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["held"] == true)
+            .count();
+        let text = text(&cp, "/metrics").await;
+        (held > 0 && text.contains(&format!("waypost_self_preservation_held_instances {held}")))
+            .then_some(())
+    })
+    .await;
+    eventually(
+        Duration::from_secs(2) + 2 * DEADLINE,
+        "the dead ones are released",
+        || async { (get(&cp, "/discover/gone").await.body["count"] == 0).then_some(()) },
+    )
+    .await;
+    assert_eq!(get(&cp, "/discover/web").await.body["count"], 4);
+    let text = text(&cp, "/metrics").await;
+    assert!(text.contains("waypost_expirations_total 6"), "{text}");
 }
 
 #[tokio::test]

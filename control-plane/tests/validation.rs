@@ -223,7 +223,10 @@ async fn overlong_targets_and_headers_get_problems() {
         .send()
         .await
         .unwrap();
-    answer(res).await.assert_problem(414, "uri_too_long");
+    let refused = answer(res).await;
+    refused.assert_problem(414, "uri_too_long");
+    // Refused before authentication: no revision either.
+    assert!(!refused.headers.contains_key("x-waypost-index"));
 
     let mut many = reqwest::header::HeaderMap::new();
     for i in 0..=waypost_model::limits::MAX_HEADERS {

@@ -9,14 +9,16 @@
 //!
 //! Every connection is entered in one table per server. A sweeper task looks at the table a
 //! few times a second and marks connections that must go: no request within the first
-//! deadline (closed at once: there is no request to answer), or no new request for the idle
-//! timeout (closed gracefully: an answer in progress finishes, HTTP/2 gets a GOAWAY). Shutdown
-//! marks them all for a graceful close. A marked connection's task is woken through the waker
-//! it left in the table when first polled (a spawned task keeps the same task behind every
-//! waker it is given).
+//! deadline (closed at once: there is no request to answer), or no request in flight and no
+//! new one for the idle timeout (closed gracefully: HTTP/1.1 closes, HTTP/2 gets a GOAWAY).
+//! Shutdown marks them all for a graceful close (an answer in progress finishes), and the
+//! sweeper goes on dropping those that never sent a request until the drain is over. A marked
+//! connection's task is woken through the waker it left in the table when first polled (a
+//! spawned task keeps the same task behind every waker it is given).
 //!
-//! The per-request cost is one relaxed atomic add ([`Activity::request`]), the per-poll cost
-//! one atomic load. A timer per connection polled on every wake, or hyper-util's
+//! The per-request cost is a few uncontended atomic operations on the connection's own counters
+//! ([`Activity::request`] and the [`InFlight`] guard its answer carries), the per-poll cost one
+//! atomic load. A timer per connection polled on every wake, or hyper-util's
 //! `GracefulShutdown`, which polls a watch channel on every poll, cost the sidecar's proxy
 //! about 1,000 instructions per request, 3% of the whole (BENCHMARKS.md, issue 5).
 
@@ -109,15 +111,19 @@ const DROP: u8 = 3;
 #[derive(Debug, Default)]
 struct Shared {
     requests: AtomicU64,
+    in_flight: AtomicU64,
     verdict: AtomicU8,
 }
 
 impl Shared {
-    /// Sets the verdict unless one is set already (the first one stands).
+    /// Sets the verdict unless one is set already (the first one stands), except that a
+    /// connection still without a request may always be dropped.
     fn mark(&self, verdict: u8) {
         let _ = self
             .verdict
-            .compare_exchange(OPEN, verdict, Ordering::AcqRel, Ordering::Acquire);
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                (now == OPEN || (verdict == DROP && now == CLOSE_GRACEFULLY)).then_some(verdict)
+            });
     }
 }
 
@@ -126,15 +132,66 @@ impl Shared {
 pub struct Activity(Arc<Shared>);
 
 impl Activity {
-    /// A request's headers are in (call it from the service, once per request).
+    /// A request's headers are in: call it from the service's `call`, once per request, and
+    /// keep the guard with the answer ([`Counted`]) until its body is done.
     #[inline]
-    pub fn request(&self) {
+    pub fn request(&self) -> InFlight {
         self.0.requests.fetch_add(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.0.clone())
     }
 
     /// Requests so far.
     pub fn requests(&self) -> u64 {
         self.0.requests.load(Ordering::Relaxed)
+    }
+}
+
+/// One request of a connection, in flight until dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<Shared>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An answer's body that keeps its request in flight until the body is done (hyper drops it
+/// after its last frame) or dropped with the connection.
+#[derive(Debug)]
+pub struct Counted<B> {
+    body: B,
+    _in_flight: InFlight,
+}
+
+impl<B> Counted<B> {
+    /// `body`, answering the request of `in_flight`.
+    pub fn new(body: B, in_flight: InFlight) -> Self {
+        Self {
+            body,
+            _in_flight: in_flight,
+        }
+    }
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Counted<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -197,17 +254,19 @@ impl Connections {
         }
     }
 
-    /// Starts closing every connection gracefully, and those watched later.
+    /// Starts closing every connection gracefully, and those watched later. The sweeper, while
+    /// it runs, still drops the ones that never send a request.
     pub fn close(&self) {
         self.closing.store(true, Ordering::Release);
-        let table = std::mem::take(&mut *self.lock());
-        for entry in table.into_values() {
+        for entry in self.lock().values() {
             entry.shared.mark(CLOSE_GRACEFULLY);
-            entry.waker.wake();
+            entry.waker.wake_by_ref();
         }
     }
 
-    /// Marks the connections past a deadline, every tick until `shutdown`.
+    /// Marks the connections past a deadline, every tick until `shutdown` (give it a token
+    /// of its own, cancelled once the connections are drained, so that deadlines hold during
+    /// the drain too).
     pub async fn sweep(self: Arc<Self>, shutdown: CancellationToken) {
         let shortest = self.deadlines.first_request.min(self.deadlines.idle);
         let tick = (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
@@ -229,9 +288,14 @@ impl Connections {
         let mut table = self.lock();
         table.retain(|_, entry| {
             let requests = entry.shared.requests.load(Ordering::Relaxed);
+            let busy = entry.shared.in_flight.load(Ordering::Relaxed) > 0;
+            let closing = entry.shared.verdict.load(Ordering::Acquire) != OPEN;
             let verdict = if requests == 0 {
                 (now.duration_since(entry.accepted) >= first_request).then_some(DROP)
-            } else if requests != entry.seen {
+            } else if closing {
+                // Already closing gracefully, with a request: nothing more to decide.
+                None
+            } else if requests != entry.seen || busy {
                 entry.seen = requests;
                 entry.since = now;
                 None
@@ -284,15 +348,22 @@ impl<C: GracefulConnection> Future for Watched<C> {
                 this.shared.mark(CLOSE_GRACEFULLY);
             }
         }
-        if this.state == OPEN {
-            match this.shared.verdict.load(Ordering::Acquire) {
-                OPEN => {}
-                DROP => return Poll::Ready(Ended::NoRequest),
-                verdict => {
-                    this.state = verdict;
-                    this.conn.as_mut().graceful_shutdown();
-                }
+        match this.shared.verdict.load(Ordering::Acquire) {
+            OPEN => {}
+            // A request may have come in since the sweeper looked: then it is answered, and
+            // the connection closes gracefully after it.
+            DROP if this.shared.requests.load(Ordering::Relaxed) == 0 => {
+                return Poll::Ready(Ended::NoRequest);
             }
+            verdict if this.state == OPEN => {
+                this.state = if verdict == DROP {
+                    CLOSE_GRACEFULLY
+                } else {
+                    verdict
+                };
+                this.conn.as_mut().graceful_shutdown();
+            }
+            _ => {}
         }
         this.conn.as_mut().poll(cx).map(|output| {
             if this.state == IDLE {
@@ -336,6 +407,22 @@ mod tests {
         }
     }
 
+    /// A connection that records a graceful close but does not end.
+    struct Stuck(Arc<AtomicBool>);
+
+    impl Future for Stuck {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+            Poll::Pending
+        }
+    }
+
+    impl GracefulConnection for Stuck {
+        fn graceful_shutdown(self: Pin<&mut Self>) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+
     fn table() -> Arc<Connections> {
         Connections::new(Deadlines {
             first_request: Duration::from_secs(5),
@@ -364,16 +451,24 @@ mod tests {
     #[test]
     fn idle_connections_close_gracefully_and_busy_ones_stay() {
         let t = table();
-        let (idle, busy) = (Activity::default(), Activity::default());
+        let (idle, busy, long) = (
+            Activity::default(),
+            Activity::default(),
+            Activity::default(),
+        );
         let mut a = t.watch(Held(Arc::default()), idle.clone(), Instant::now());
         let mut b = t.watch(Held(Arc::default()), busy.clone(), Instant::now());
+        let mut c = t.watch(Held(Arc::default()), long.clone(), Instant::now());
         assert!(poll(&mut a).is_pending() && poll(&mut b).is_pending());
+        assert!(poll(&mut c).is_pending());
         let start = a.accepted;
-        idle.request();
-        busy.request();
+        drop(idle.request());
+        drop(busy.request());
+        // One answer that takes longer than the idle timeout (a watch stream, say).
+        let streaming = long.request();
         t.sweep_at(start + Duration::from_secs(1));
         for s in (10..=40).step_by(10) {
-            busy.request();
+            drop(busy.request());
             t.sweep_at(start + Duration::from_secs(s));
         }
         assert_eq!(poll(&mut a), Poll::Ready(Ended::Idle(())));
@@ -381,6 +476,13 @@ mod tests {
             poll(&mut b).is_pending(),
             "a connection with new requests stays"
         );
+        assert!(poll(&mut c).is_pending(), "an answer in progress keeps it");
+        // Once the answer is done, idleness counts from there.
+        drop(streaming);
+        t.sweep_at(start + Duration::from_secs(50));
+        assert!(poll(&mut c).is_pending());
+        t.sweep_at(start + Duration::from_secs(81));
+        assert_eq!(poll(&mut c), Poll::Ready(Ended::Idle(())));
     }
 
     #[test]
@@ -392,5 +494,38 @@ mod tests {
         assert_eq!(poll(&mut a), Poll::Ready(Ended::Served(())));
         let mut late = t.watch(Held(Arc::default()), Activity::default(), Instant::now());
         assert_eq!(poll(&mut late), Poll::Ready(Ended::Served(())));
+    }
+
+    /// A connection that never sends a request and ignores the graceful close (an HTTP/1
+    /// connection with half a request line) is still dropped during the drain.
+    #[test]
+    fn the_first_deadline_holds_during_the_drain() {
+        let t = table();
+        let stuck = Arc::new(AtomicBool::new(false));
+        let mut a = t.watch(Stuck(stuck.clone()), Activity::default(), Instant::now());
+        assert!(poll(&mut a).is_pending());
+        let start = a.accepted;
+        t.close();
+        assert!(poll(&mut a).is_pending());
+        assert!(stuck.load(Ordering::Acquire), "asked to close gracefully");
+        t.sweep_at(start + Duration::from_secs(5));
+        assert_eq!(poll(&mut a), Poll::Ready(Ended::NoRequest));
+    }
+
+    /// A request that arrived after the sweeper looked is answered, not cut.
+    #[test]
+    fn a_late_first_request_is_not_dropped() {
+        let t = table();
+        let activity = Activity::default();
+        let done = Arc::new(AtomicBool::new(false));
+        let mut a = t.watch(Held(done.clone()), activity.clone(), Instant::now());
+        assert!(poll(&mut a).is_pending());
+        t.sweep_at(a.accepted + Duration::from_secs(5));
+        let _request = activity.request();
+        assert_eq!(poll(&mut a), Poll::Ready(Ended::Served(())));
+        assert!(
+            done.load(Ordering::Acquire),
+            "closed gracefully after the answer"
+        );
     }
 }

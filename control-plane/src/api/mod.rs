@@ -269,12 +269,14 @@ async fn observe(State(app): State<AppState>, req: Request, next: Next) -> Respo
     let started = Instant::now();
     let route = route_label(req.extensions().get::<MatchedPath>());
     let method = method_label(req.method());
-    let mut res = match limits::check_head(&req) {
-        Ok(()) => next.run(req).await,
-        Err(refused) => axum::response::IntoResponse::into_response(refused),
+    // Checked before authentication, so such an answer carries no revision either.
+    let (mut res, refused) = match limits::check_head(&req) {
+        Ok(()) => (next.run(req).await, false),
+        Err(refused) => (axum::response::IntoResponse::into_response(refused), true),
     };
     // A caller without a token learns nothing about the registry, not even its revision.
-    if res.status() != StatusCode::UNAUTHORIZED
+    if !refused
+        && res.status() != StatusCode::UNAUTHORIZED
         && !res.headers().contains_key(&blocking::INDEX_HEADER)
     {
         let head = app.registry.head();

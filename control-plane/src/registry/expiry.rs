@@ -20,37 +20,52 @@ use waypost_model::{InstanceId, Revision, ServiceName};
 pub(crate) type Key = (ServiceName, InstanceId);
 
 /// Which heap entry is the live one for an instance: the revision that registered it (an
-/// update keeps it; a deregistration and a new registration of the same id get a new one) and
-/// the time that entry was queued for.
+/// update keeps it; a deregistration and a new registration of the same id get a new one),
+/// the time that entry was queued for, and the entry's own number, unique in the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Queued {
     pub(crate) registration: Revision,
     pub(crate) at: Instant,
+    seq: u64,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct ExpiryQueue {
-    heap: BinaryHeap<Reverse<(Instant, Key, Revision)>>,
+    heap: BinaryHeap<Reverse<(Instant, u64, Key, Revision)>>,
+    next: u64,
 }
 
 impl ExpiryQueue {
     /// Queues `key` (registered at `registration`) for `at`; the caller stores the returned
-    /// [`Queued`] with the instance, which makes every earlier entry for it stale.
+    /// [`Queued`] with the instance, which makes every other entry for it stale.
     pub(crate) fn schedule(&mut self, at: Instant, key: Key, registration: Revision) -> Queued {
-        self.heap.push(Reverse((at, key, registration)));
-        Queued { registration, at }
+        let seq = self.next;
+        self.next += 1;
+        self.heap.push(Reverse((at, seq, key, registration)));
+        Queued {
+            registration,
+            at,
+            seq,
+        }
     }
 
     /// Pops every entry due at `now`. Callers drop the stale ones (see [`Queued`]) and check
     /// the rest against the instance's real deadline.
     pub(crate) fn pop_due(&mut self, now: Instant) -> Vec<(Key, Queued)> {
         let mut due = Vec::new();
-        while let Some(Reverse((at, _, _))) = self.heap.peek() {
+        while let Some(Reverse((at, ..))) = self.heap.peek() {
             if *at > now {
                 break;
             }
-            if let Some(Reverse((at, key, registration))) = self.heap.pop() {
-                due.push((key, Queued { registration, at }));
+            if let Some(Reverse((at, seq, key, registration))) = self.heap.pop() {
+                due.push((
+                    key,
+                    Queued {
+                        registration,
+                        at,
+                        seq,
+                    },
+                ));
             }
         }
         due
@@ -91,18 +106,18 @@ pub(crate) const HOLD_RECHECK: Duration = Duration::from_secs(1);
 pub(crate) struct Preservation {
     settings: SelfPreservation,
     recent: VecDeque<Instant>,
+    /// A hold is on: some overdue instances are kept.
     active: bool,
-    /// The last pass that held expiry. Held instances come back every [`HOLD_RECHECK`]; when
-    /// none has been held for two of those, they all renewed and the hold is over.
-    last_hold: Option<Instant>,
-    /// When the current hold began; `max_hold` is counted from here.
+    /// When the current hold began; `max_hold` is counted from here. It lasts until no
+    /// instance is held any more (all renewed, released or removed), whatever passes in
+    /// between decide about other instances.
     hold_started: Option<Instant>,
 }
 
 /// What the rule decided for one expiry pass.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Verdict {
-    /// Expire the first `count` candidates (oldest deadline first) and hold the rest; `count`
+    /// Expire the first `count` candidates (longest overdue first) and hold the rest; `count`
     /// is every candidate unless a hold that outlived `max_hold` is being released.
     Expire { count: usize },
     /// Hold them all; `became_active` is true on the pass that turned self-preservation on.
@@ -115,7 +130,6 @@ impl Preservation {
             settings,
             recent: VecDeque::new(),
             active: false,
-            last_hold: None,
             hold_started: None,
         }
     }
@@ -124,13 +138,15 @@ impl Preservation {
         self.active
     }
 
-    fn end_hold(&mut self) {
-        self.active = false;
-        self.hold_started = None;
-    }
-
-    /// `candidates` instances are overdue out of `population` registered now.
-    pub(crate) fn judge(&mut self, now: Instant, candidates: usize, population: usize) -> Verdict {
+    /// `candidates` instances are overdue out of `population` registered now, and
+    /// `held_elsewhere` instances held by earlier passes are not among the candidates.
+    pub(crate) fn judge(
+        &mut self,
+        now: Instant,
+        candidates: usize,
+        population: usize,
+        held_elsewhere: usize,
+    ) -> Verdict {
         while let Some(t) = self.recent.front() {
             if now.duration_since(*t) > self.settings.window {
                 self.recent.pop_front();
@@ -138,36 +154,33 @@ impl Preservation {
                 break;
             }
         }
-        if candidates == 0 {
-            if self
-                .last_hold
-                .is_none_or(|t| now.duration_since(t) > 2 * HOLD_RECHECK)
-            {
-                self.end_hold();
-            }
-            return Verdict::Expire { count: 0 };
-        }
         let s = self.settings;
         // The population at the start of the window includes what already expired in it.
         let lost = self.recent.len() + candidates;
         let base = population + self.recent.len();
-        let over =
-            s.enabled && lost >= s.min_instances && (lost as f64) > s.threshold * (base as f64);
+        let over = candidates > 0
+            && s.enabled
+            && lost >= s.min_instances
+            && (lost as f64) > s.threshold * (base as f64);
         if !over {
-            self.end_hold();
+            if held_elsewhere == 0 {
+                self.active = false;
+                self.hold_started = None;
+            }
             self.recent.extend(std::iter::repeat_n(now, candidates));
             return Verdict::Expire { count: candidates };
         }
         let became_active = !self.active;
         self.active = true;
-        self.last_hold = Some(now);
         let started = *self.hold_started.get_or_insert(now);
         if now.duration_since(started) < s.max_hold {
             return Verdict::Hold { became_active };
         }
-        // Held too long: release as many as the rule allows within one window.
+        // Held too long: release as many as the rule allows within one window (and at
+        // least one, so that a small threshold still ends the hold).
         let allowed = ((s.threshold * base as f64).floor() as usize)
             .max(s.min_instances.saturating_sub(1))
+            .max(1)
             .saturating_sub(self.recent.len())
             .min(candidates);
         self.recent.extend(std::iter::repeat_n(now, allowed));
@@ -223,32 +236,35 @@ mod tests {
         let mut p = rule(true);
         // 6 of 10 overdue: more than half.
         assert_eq!(
-            p.judge(now, 6, 10),
+            p.judge(now, 6, 10, 0),
             Verdict::Hold {
                 became_active: true
             }
         );
         assert_eq!(
-            p.judge(now, 6, 10),
+            p.judge(now, 6, 10, 0),
             Verdict::Hold {
                 became_active: false
             }
         );
         assert!(p.active());
-        // Passes with nothing overdue right after a hold keep it on (held ones come back)...
-        assert_eq!(p.judge(now + HOLD_RECHECK / 2, 0, 10), all(0));
+        // Passes that find nothing overdue while the six are held keep the hold on...
+        assert_eq!(p.judge(now + HOLD_RECHECK / 2, 0, 10, 6), all(0));
         assert!(p.active());
-        // ...until no hold for two rechecks: every held instance renewed.
-        assert_eq!(p.judge(now + 3 * HOLD_RECHECK, 0, 10), all(0));
+        // ...and so does one that expires an unrelated instance meanwhile.
+        assert_eq!(p.judge(now + HOLD_RECHECK / 2, 1, 10, 6), all(1));
+        assert!(p.active());
+        // Every held instance renewed: the hold is over.
+        assert_eq!(p.judge(now + HOLD_RECHECK, 0, 10, 0), all(0));
         assert!(!p.active());
         // Heartbeats resumed for most: 2 of 10 overdue expire normally.
         assert_eq!(
-            p.judge(now, 6, 10),
+            p.judge(now, 6, 10, 0),
             Verdict::Hold {
                 became_active: true
             }
         );
-        assert_eq!(p.judge(now, 2, 10), all(2));
+        assert_eq!(p.judge(now, 2, 10, 0), all(2));
         assert!(!p.active());
     }
 
@@ -256,20 +272,20 @@ mod tests {
     fn counts_expiries_across_the_window() {
         let now = Instant::now();
         let mut p = rule(true);
-        assert_eq!(p.judge(now, 2, 10), all(2));
+        assert_eq!(p.judge(now, 2, 10, 0), all(2));
         // 2 already gone in the window + 2 more = 4 of 10: fine.
-        assert_eq!(p.judge(now, 2, 8), all(2));
+        assert_eq!(p.judge(now, 2, 8, 0), all(2));
         // 4 gone + 2 = 6 of 10: hold.
-        assert!(matches!(p.judge(now, 2, 6), Verdict::Hold { .. }));
+        assert!(matches!(p.judge(now, 2, 6, 0), Verdict::Hold { .. }));
         // After the window passes, the old expiries no longer count.
-        assert_eq!(p.judge(now + Duration::from_secs(11), 2, 6), all(2));
+        assert_eq!(p.judge(now + Duration::from_secs(11), 2, 6, 0), all(2));
     }
 
     #[test]
     fn small_sets_and_disabled_rule_always_expire() {
         let now = Instant::now();
-        assert_eq!(rule(true).judge(now, 2, 2), all(2));
-        assert_eq!(rule(false).judge(now, 10, 10), all(10));
+        assert_eq!(rule(true).judge(now, 2, 2, 0), all(2));
+        assert_eq!(rule(false).judge(now, 10, 10, 0), all(10));
     }
 
     /// A fleet that is really gone: held for `max_hold`, then released at most half of what
@@ -282,12 +298,14 @@ mod tests {
         let mut now = start;
         // Held ones come back every recheck until max_hold has passed.
         while now.duration_since(start) < MAX_HOLD {
-            assert!(matches!(p.judge(now, left, left), Verdict::Hold { .. }));
+            assert!(matches!(p.judge(now, left, left, 0), Verdict::Hold { .. }));
+            // A newly overdue instance elsewhere, expired at once, does not restart the hold.
+            assert_eq!(p.judge(now + HOLD_RECHECK / 4, 1, left + 100, left), all(1));
             now += HOLD_RECHECK;
         }
         let mut windows = 0;
         while left > 0 {
-            let Verdict::Expire { count } = p.judge(now, left, left) else {
+            let Verdict::Expire { count } = p.judge(now, left, left, 0) else {
                 panic!("released after max_hold");
             };
             // At most half at once, or fewer than `min_instances`.
@@ -295,13 +313,13 @@ mod tests {
             left -= count;
             if left > 0 {
                 // Within the same window nothing more is released.
-                assert_eq!(p.judge(now + HOLD_RECHECK, left, left), all(0));
+                assert_eq!(p.judge(now + HOLD_RECHECK, left, left, 0), all(0));
             }
             now += Duration::from_secs(11);
             windows += 1;
             assert!(windows < 10, "40 instances are gone within a few windows");
         }
-        assert!(p.judge(now + 3 * HOLD_RECHECK, 0, 0) == all(0) && !p.active());
+        assert!(p.judge(now + HOLD_RECHECK, 0, 0, 0) == all(0) && !p.active());
     }
 
     /// A frozen control plane or a cut network: everything overdue at once, then heartbeats
@@ -312,15 +330,15 @@ mod tests {
         let mut p = rule(true);
         for s in 0..50 {
             let now = start + Duration::from_secs(s);
-            assert!(matches!(p.judge(now, 40, 40), Verdict::Hold { .. }));
+            assert!(matches!(p.judge(now, 40, 40, 0), Verdict::Hold { .. }));
         }
         // Renewed: nothing is overdue any more.
-        assert_eq!(p.judge(start + Duration::from_secs(53), 0, 40), all(0));
+        assert_eq!(p.judge(start + Duration::from_secs(53), 0, 40, 0), all(0));
         assert!(!p.active());
         // A later, unrelated mass failure starts a new hold, with its own max_hold.
         let later = start + Duration::from_secs(200);
         assert!(matches!(
-            p.judge(later, 40, 40),
+            p.judge(later, 40, 40, 0),
             Verdict::Hold {
                 became_active: true
             }

@@ -584,8 +584,8 @@ impl Registry {
         }
         let mut inner = self.lock();
         let inner = &mut *inner;
-        // In deadline order: a partial release expires the longest-silent first.
-        let mut candidates: Vec<(Key, Queued)> = Vec::new();
+        let mut candidates: Vec<(Instant, Key, Queued)> = Vec::new();
+        let mut held_among = 0;
         for (key, queued) in inner.expiry.pop_due(now) {
             let Some(entry) = inner.state.get_mut(&key.0, &key.1) else {
                 continue; // removed since it was queued
@@ -594,16 +594,22 @@ impl Registry {
                 continue; // stale: the instance's live entry is another one
             }
             if entry.deadline <= now {
-                candidates.push((key, queued));
+                held_among += usize::from(entry.held);
+                candidates.push((entry.deadline, key, queued));
             } else {
                 // Renewed meanwhile: queue it again at its real deadline.
                 let at = entry.deadline;
                 entry.queued = inner.expiry.schedule(at, key, queued.registration);
             }
         }
-        let verdict = inner
-            .preservation
-            .judge(now, candidates.len(), inner.state.count);
+        // Longest silent first: a partial release expires those, and holds the rest.
+        candidates.sort_unstable_by_key(|(deadline, ..)| *deadline);
+        let verdict = inner.preservation.judge(
+            now,
+            candidates.len(),
+            inner.state.count,
+            inner.state.held - held_among,
+        );
         let expire = match verdict {
             Verdict::Hold { became_active } => {
                 if became_active {
@@ -629,7 +635,7 @@ impl Registry {
             }
             self.metrics.held.inc_by(held.len() as u64);
             let again = now + HOLD_RECHECK;
-            for (key, queued) in held {
+            for (_, key, queued) in held {
                 inner.state.hold(&key.0, &key.1);
                 let requeued = inner
                     .expiry
@@ -639,7 +645,7 @@ impl Registry {
                 }
             }
         }
-        for ((service, id), _) in candidates {
+        for (_, (service, id), _) in candidates {
             let revision = inner.head + 1;
             if inner.state.remove(&service, &id, revision).is_none() {
                 continue;

@@ -20,7 +20,7 @@ use hyper_util::{
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use waypost_runtime::conn::{
-    Activity, Connections, Deadlines, Ended, H2_KEEPALIVE_INTERVAL, H2_KEEPALIVE_TIMEOUT,
+    Activity, Connections, Counted, Deadlines, Ended, H2_KEEPALIVE_INTERVAL, H2_KEEPALIVE_TIMEOUT,
 };
 
 use self::{
@@ -99,7 +99,9 @@ pub(crate) async fn serve_http(
         idle: proxy.config.idle_timeout,
     });
     let connections = TaskTracker::new();
-    connections.spawn(drain.clone().sweep(shutdown.clone()));
+    // Deadlines hold until the last connection is drained, not only until shutdown begins.
+    let sweeping = CancellationToken::new();
+    let sweeper = tokio::spawn(drain.clone().sweep(sweeping.clone()));
     let drain_deadline = proxy.config.client_header_timeout;
     // One write(2) of a copied head and body instead of writev(2) of the pieces: answers are
     // mostly small, and the copy costs less than the vectored call (BENCHMARKS.md).
@@ -127,10 +129,13 @@ pub(crate) async fn serve_http(
         let activity = Activity::default();
         let requests = activity.clone();
         let service = service_fn(move |req| {
-            requests.request();
+            let in_flight = requests.request();
             let proxy = proxy.clone();
             let client = client.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(req, client).await) }
+            async move {
+                let answer = proxy.handle(req, client).await;
+                Ok::<_, Infallible>(answer.map(|body| Counted::new(body, in_flight)))
+            }
         });
         let (http1, either, drain, shutdown) = (
             http1.clone(),
@@ -197,4 +202,6 @@ pub(crate) async fn serve_http(
     {
         tracing::warn!("proxy connections outlived the grace period");
     }
+    sweeping.cancel();
+    let _ = sweeper.await;
 }
