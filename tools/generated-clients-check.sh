@@ -2,7 +2,9 @@
 # Generates a Python client (openapi-python-client) and TypeScript types (openapi-typescript)
 # from the committed openapi/openapi.json, and runs each example program against a fresh
 # in-memory control plane: a document that a generator chokes on, or that the server does not
-# honour, fails here. Usage: tools/generated-clients-check.sh [path/to/waypost-control]
+# honour, fails here. Both programs discover with repeated `tag` and `meta=KEY:VALUE` filters
+# as the document declares them (arrays, form style, exploded), so a client generated from it
+# can send them. Usage: tools/generated-clients-check.sh [path/to/waypost-control]
 # Needs WAYPOST_PYTHON (default .venv/bin/python) with openapi-python-client, and node + npm.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -77,7 +77,8 @@ async fn an_index_from_the_future_answers_at_once_with_the_current_index() {
     let index = get(&cp, "/services").await.index();
     // Held for the whole wait, this would outlast the deadline below.
     for path in [
-        format!("/services?index={}&wait=10m", u64::MAX),
+        // The largest index a query may name (the document's int64).
+        format!("/services?index={}&wait=10m", i64::MAX),
         format!("/discover/web?index={}&wait=10m", index + 1000),
     ] {
         let a = tokio::time::timeout(DEADLINE, get(&cp, &path))
@@ -123,4 +124,53 @@ async fn max_query_time_caps_any_wait() {
         started.elapsed() >= Duration::from_millis(300),
         "held for the cap"
     );
+}
+
+#[tokio::test]
+async fn index_zero_answers_at_once_as_in_consul() {
+    let cp = TestControlPlane::in_memory(|_| {}).await;
+    register(&cp, seed("web", 1)).await;
+    let index = get(&cp, "/services").await.index();
+    // A client without an index yet asks with index 0: it gets the current state and index at
+    // once, not after the 30 s it said it would wait.
+    let quick = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    for path in [
+        "/services?index=0&wait=30s",
+        "/discover/web?index=0&wait=30s",
+    ] {
+        let res = quick
+            .get(cp.at(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path}: not answered within 10 s: {e}"));
+        assert_eq!(res.status(), 200, "{path}");
+        assert!(res.url().query().unwrap().contains("wait=30s"));
+        let got: u64 = res.headers()["x-waypost-index"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(got, index, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn waits_over_ten_minutes_are_cut_not_refused() {
+    // As in Consul: a wait beyond the limit is held for at most the limit (here the server's
+    // smaller --max-query-time), not refused.
+    let cp = TestControlPlane::in_memory(|c| c.max_query_time = Duration::from_millis(200)).await;
+    register(&cp, seed("web", 1)).await;
+    let index = get(&cp, "/services").await.index();
+    for wait in ["11m", "2h", "99999999999999999999s"] {
+        let a = tokio::time::timeout(
+            DEADLINE,
+            get(&cp, &format!("/services?index={index}&wait={wait}")),
+        )
+        .await
+        .expect("released at max_query_time");
+        assert_eq!(a.status, 200, "wait={wait}: {}", a.body);
+    }
 }

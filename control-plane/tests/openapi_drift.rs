@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use serde_json::json;
 
 const REGENERATE: &str = "cargo run -p waypost-control -- openapi --out openapi/openapi.json";
 
@@ -63,4 +64,85 @@ async fn docs_ui_is_served_without_external_links() {
         .await
         .unwrap();
     assert_eq!(bundle.status(), 200);
+}
+
+/// The document's bounds are the limits the server enforces (one source: `model/src/limits.rs`),
+/// and the repeatable filters are declared so that generated clients can send them.
+#[test]
+fn the_document_takes_its_bounds_from_the_limits() {
+    use waypost_model::limits::*;
+    let doc: serde_json::Value =
+        serde_json::from_str(&waypost_control::api::openapi_pretty()).unwrap();
+    let schemas = &doc["components"]["schemas"];
+    let reg = &schemas["RegisterRequest"]["properties"];
+    assert_eq!(reg["weight"]["minimum"], *WEIGHT_RANGE.start());
+    assert_eq!(reg["weight"]["maximum"], *WEIGHT_RANGE.end());
+    assert_eq!(reg["ttl_seconds"]["maximum"], *TTL_SECONDS_RANGE.end());
+    assert_eq!(reg["service"]["maxLength"], MAX_SERVICE_NAME_LEN);
+    assert_eq!(reg["id"]["maxLength"], MAX_INSTANCE_ID_LEN);
+    assert_eq!(reg["address"]["maxLength"], MAX_ADDRESS_LEN);
+    assert_eq!(reg["host"]["maxLength"], MAX_HOST_LEN);
+    assert_eq!(reg["node"]["maxLength"], MAX_NODE_LEN);
+    assert_eq!(reg["tags"]["maxItems"], MAX_TAGS);
+    assert_eq!(reg["tags"]["items"]["maxLength"], MAX_TAG_LEN);
+    assert_eq!(reg["metadata"]["maxProperties"], MAX_METADATA_ENTRIES);
+    assert_eq!(
+        reg["metadata"]["propertyNames"]["maxLength"],
+        MAX_METADATA_KEY_LEN
+    );
+    assert_eq!(
+        reg["metadata"]["additionalProperties"]["maxLength"],
+        MAX_METADATA_VALUE_LEN
+    );
+    let check = &schemas["Check"]["properties"];
+    assert_eq!(
+        check["interval_seconds"]["maximum"],
+        *CHECK_SECONDS_RANGE.end()
+    );
+    assert_eq!(
+        schemas["HeartbeatRequest"]["properties"]["instances"]["maxItems"],
+        MAX_BATCH_HEARTBEAT
+    );
+    // Optional fields are not nullable: the server refuses `null` for them.
+    for name in [
+        "RegisterRequest",
+        "Check",
+        "InstanceRef",
+        "HeartbeatRequest",
+        "DrainRequest",
+        "CheckReport",
+        "HeartbeatEntry",
+    ] {
+        let text = schemas[name].to_string();
+        assert!(
+            !text.contains("\"null\""),
+            "{name} has a nullable field: {text}"
+        );
+    }
+    // Which fields go together.
+    assert!(schemas["RegisterRequest"]["allOf"][0]["oneOf"].is_array());
+    assert!(schemas["HeartbeatRequest"]["allOf"][0]["oneOf"].is_array());
+    assert!(schemas["InstanceRef"]["allOf"][0]["anyOf"].is_array());
+    // The filters: `tag` and `meta` repeat (form, exploded), `index` is an int64.
+    let params = doc["paths"]["/discover/{service}"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no parameter {name}"))
+    };
+    for name in ["tag", "meta"] {
+        let p = param(name);
+        assert_eq!(p["schema"]["type"], "array", "{name}");
+        assert_eq!((&p["style"], &p["explode"]), (&json!("form"), &json!(true)));
+    }
+    assert_eq!(
+        param("meta")["schema"]["items"]["maxLength"],
+        MAX_FILTER_LEN
+    );
+    assert_eq!(param("index")["schema"]["maximum"], MAX_QUERY_REVISION);
+    assert_eq!(param("service")["in"], "path");
+    assert_eq!(param("service")["required"], true);
 }

@@ -1,5 +1,6 @@
-"""Register, heartbeat, discover and deregister through a client generated from the committed
-OpenAPI document with openapi-python-client. Nothing here is hand-written HTTP.
+"""Register, heartbeat, discover (with repeated tags and metadata filters) and deregister
+through a client generated from the committed OpenAPI document with openapi-python-client.
+Nothing here is hand-written HTTP.
 
     openapi-python-client generate --path openapi/openapi.json \
         --output-path target/generated/python --overwrite
@@ -17,12 +18,14 @@ from waypost_control_plane_client.api.registry import deregister, drain, heartbe
 from waypost_control_plane_client.models import (
     DiscoverResponse,
     DrainRequest,
+    HeartbeatEntry,
     HeartbeatRequest,
     HeartbeatResponse,
     BatchHeartbeatResponse,
     InstanceRef,
     Problem,
     RegisterRequest,
+    RegisterRequestMetadata,
     RegisterResponse,
 )
 
@@ -46,14 +49,23 @@ def main(base_url: str) -> None:
     instance_id = answer.parsed.instance.id
     expect(instance_id == "127.0.0.1:8001", "the id derived from the address")
 
-    # Rich form: explicit id, host and port, tags, TTL.
+    # Rich form: explicit id, host and port, tags, metadata, TTL.
     rich = register.sync_detailed(
         client=client,
         body=RegisterRequest(
-            service="py-demo", id="py-2", host="127.0.0.1", port=8002, tags=["v2"], ttl_seconds=60
+            service="py-demo",
+            id="py-2",
+            host="127.0.0.1",
+            port=8002,
+            tags=["v2", "eu"],
+            metadata=RegisterRequestMetadata.from_dict({"zone": "a", "tier": "web"}),
+            ttl_seconds=60,
         ),
     )
-    expect(rich.status_code == 201 and rich.parsed.instance.tags == ["v2"], "the rich form stored")
+    expect(
+        rich.status_code == 201 and rich.parsed.instance.tags == ["eu", "v2"],
+        "the rich form stored (tags sorted)",
+    )
 
     beat = heartbeat.sync(client=client, body=HeartbeatRequest(service="py-demo", id=instance_id))
     expect(isinstance(beat, HeartbeatResponse) and beat.status == "ok", "a renewed TTL")
@@ -61,8 +73,8 @@ def main(base_url: str) -> None:
         client=client,
         body=HeartbeatRequest(
             instances=[
-                InstanceRef(service="py-demo", id="py-2"),
-                InstanceRef(service="py-demo", id="nobody"),
+                HeartbeatEntry(service="py-demo", id="py-2"),
+                HeartbeatEntry(service="py-demo", id="nobody"),
             ]
         ),
     )
@@ -73,8 +85,21 @@ def main(base_url: str) -> None:
 
     found = discover.sync(client=client, service="py-demo")
     expect(isinstance(found, DiscoverResponse) and found.count == 2, "two instances discovered")
-    tagged = discover.sync(client=client, service="py-demo", tag="v2")
-    expect(tagged.count == 1 and tagged.instances[0].id == "py-2", "the tag filter")
+    # `tag` and `meta` repeat: the client sends ?tag=v2&tag=eu&meta=zone:a&meta=tier:web, and
+    # every one must match.
+    tagged = discover.sync(client=client, service="py-demo", tag=["v2", "eu"])
+    expect(tagged.count == 1 and tagged.instances[0].id == "py-2", "two tags, both matching")
+    none = discover.sync(client=client, service="py-demo", tag=["v2", "us"])
+    expect(none.count == 0, "two tags, one not matching")
+    zoned = discover.sync(client=client, service="py-demo", meta=["zone:a", "tier:web"])
+    expect(zoned.count == 1 and zoned.instances[0].id == "py-2", "two metadata filters")
+    other = discover.sync(client=client, service="py-demo", meta=["zone:b"], tag=["v2"])
+    expect(other.count == 0, "a metadata filter with a tag, not matching")
+    bad = discover.sync_detailed(client=client, service="py-demo", meta=["no-colon"])
+    expect(
+        bad.status_code == 400 and isinstance(bad.parsed, Problem) and bad.parsed.code == "invalid_query",
+        "400 invalid_query for a metadata filter without KEY:",
+    )
 
     drained = drain.sync_detailed(
         client=client, body=DrainRequest(service="py-demo", id="py-2", draining=True)

@@ -1,6 +1,7 @@
-// Register, heartbeat, discover and deregister with types generated from the committed OpenAPI
-// document by openapi-typescript. The compiler checks every body and answer against the
-// document; `npm run demo -- URL` then runs it against a live control plane.
+// Register, heartbeat, discover (with repeated tags and metadata filters) and deregister with
+// types generated from the committed OpenAPI document by openapi-typescript. The compiler checks
+// every body, query and answer against the document; `npm run demo -- URL` then runs it against
+// a live control plane.
 //
 //   npm ci && npm run generate && npm run check          # type-check only
 //   npm run build && npm run demo -- http://127.0.0.1:9000
@@ -21,6 +22,7 @@ type DiscoverAnswer = Answer<Op<"/discover/{service}", "get">, 200>;
 type ServicesAnswer = Answer<Op<"/services", "get">, 200>;
 type DeregisterAnswer = Answer<Op<"/deregister", "post">, 200>;
 type NotFound = Answer<Op<"/deregister", "post">, 404, "application/problem+json">;
+type DiscoverQuery = NonNullable<Op<"/discover/{service}", "get">["parameters"]["query"]>;
 
 const base = process.argv[2] ?? "http://127.0.0.1:9000";
 
@@ -29,6 +31,19 @@ async function call<T>(method: "GET" | "POST", path: string, body?: unknown): Pr
   if (body !== undefined) init.body = JSON.stringify(body);
   const response = await fetch(base + path, init);
   return [response.status, (await response.json()) as T];
+}
+
+// The document declares `tag` and `meta` as arrays in form style, exploded: one `key=value`
+// pair per element (`?tag=v1&tag=eu`), which is what URLSearchParams writes when appended to.
+function query(params: DiscoverQuery): string {
+  const search = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) {
+    for (const item of Array.isArray(value) ? value : [value]) {
+      if (item !== undefined) search.append(key, String(item));
+    }
+  }
+  const text = search.toString();
+  return text === "" ? "" : `?${text}`;
 }
 
 function expect(condition: boolean, what: string): void {
@@ -42,7 +57,8 @@ function expect(condition: boolean, what: string): void {
 const registration: Schemas["RegisterRequest"] = {
   service: "ts-demo",
   address: "http://127.0.0.1:8001",
-  tags: ["v1"],
+  tags: ["v1", "eu"],
+  metadata: { zone: "a", tier: "web" },
   ttl_seconds: 30,
 };
 const [created, registered] = await call<RegisterAnswer>("POST", "/register", registration);
@@ -52,9 +68,17 @@ const beat: Schemas["HeartbeatRequest"] = { service: "ts-demo", id: registered.i
 const [renewedStatus, renewed] = await call<HeartbeatAnswer>("POST", "/heartbeat", beat);
 expect(renewedStatus === 200 && "expires_at" in renewed, "a renewed TTL with its deadline");
 
-const [, found] = await call<DiscoverAnswer>("GET", "/discover/ts-demo?tag=v1");
+const both: DiscoverQuery = { tag: ["v1", "eu"], meta: ["zone:a", "tier:web"] };
+const [, found] = await call<DiscoverAnswer>("GET", `/discover/ts-demo${query(both)}`);
 const first = found.instances[0];
-expect(found.count === 1 && first !== undefined && first.uptime_seconds >= 0, "one instance found");
+expect(
+  found.count === 1 && first !== undefined && first.uptime_seconds >= 0,
+  "one instance found by two tags and two metadata filters",
+);
+const [, none] = await call<DiscoverAnswer>("GET", `/discover/ts-demo${query({ tag: ["v1", "us"] })}`);
+expect(none.count === 0, "no instance has both v1 and us");
+const [, other] = await call<DiscoverAnswer>("GET", `/discover/ts-demo${query({ meta: ["zone:b"] })}`);
+expect(other.count === 0, "no instance in zone b");
 
 const [, listing] = await call<ServicesAnswer>("GET", "/services");
 expect(listing.services["ts-demo"]?.active_instances === 1, "the services summary");

@@ -14,12 +14,23 @@ use crate::{
 #[cfg_attr(feature = "openapi", schema(example = json!({"service": "user-service", "address": "http://10.0.0.7:8001"})))]
 pub struct InstanceRef {
     /// Service name.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::ref_service))]
     pub service: String,
-    /// Instance id (as returned by `/register`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Instance id (as returned by `/register`); it wins when `address` is given too.
+    #[serde(
+        default,
+        deserialize_with = "crate::de::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::ref_id))]
     pub id: Option<String>,
     /// The address the instance registered with (URL or `host:port`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::de::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::ref_address))]
     pub address: Option<String>,
 }
 
@@ -58,14 +69,19 @@ impl InstanceRef {
             field: "service".into(),
             message: format!("{:?} is not a valid service name: it {e}", self.service),
         })?;
+        // Both are checked when both are given; the id wins.
+        let endpoint = self
+            .address
+            .as_deref()
+            .map(Endpoint::parse_address)
+            .transpose()
+            .map_err(|m| FieldError::new("address", m))?;
         let identity =
-            match (&self.id, &self.address) {
+            match (&self.id, endpoint) {
                 (Some(id), _) => Identity::Id(InstanceId::new(id).map_err(|e| {
                     FieldError::new("id", format!("{id:?} is not a valid id: it {e}"))
                 })?),
-                (None, Some(address)) => Identity::Endpoint(
-                    Endpoint::parse_address(address).map_err(|m| FieldError::new("address", m))?,
-                ),
+                (None, Some(endpoint)) => Identity::Endpoint(endpoint),
                 (None, None) => {
                     return Err(FieldError::new(
                         "id",
@@ -84,16 +100,36 @@ impl InstanceRef {
 #[cfg_attr(feature = "openapi", schema(example = json!({"service": "user-service", "address": "http://10.0.0.7:8001"})))]
 pub struct HeartbeatRequest {
     /// Service name (single form).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::de::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::ref_service))]
     pub service: Option<String>,
     /// Instance id (single form).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::de::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::ref_id))]
     pub id: Option<String>,
     /// Registered address (single, seed form).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::de::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::ref_address))]
     pub address: Option<String>,
     /// Batch form: up to 1000 instances renewed in one request; the answer reports each.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::de::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::heartbeat_batch))]
     pub instances: Option<Vec<InstanceRef>>,
 }
 
@@ -107,7 +143,8 @@ pub enum HeartbeatForm {
 }
 
 impl HeartbeatRequest {
-    /// Tells the single form from the batch form.
+    /// Tells the single form from the batch form. A batch's entries are checked one by one
+    /// when they are renewed: a malformed one is reported in the answer, like an unknown one.
     pub fn form(self) -> Result<HeartbeatForm, FieldError> {
         match (self.instances, self.service) {
             (Some(list), None) if self.id.is_none() && self.address.is_none() => {
@@ -247,7 +284,12 @@ pub struct CheckReport {
     /// `passing` or `critical`.
     pub health: Health,
     /// What the check said (kept when critical; cut at 1024 characters).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::de::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub output: Option<String>,
 }
 

@@ -2,7 +2,7 @@
 
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, Ipv6Addr},
+    net::Ipv6Addr,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     FieldError, InstanceId, ServiceName,
-    limits::{CHECK_SECONDS_RANGE, MAX_ADDRESS_LEN, MAX_HOST_LEN},
+    limits::{CHECK_SECONDS_RANGE, MAX_ADDRESS_LEN, MAX_DNS_LABEL_LEN, MAX_HOST_LEN},
+    syntax::{DEFAULT_PORTS, URL_REST_EXTRA_CHARS},
 };
 
 /// Whether an instance takes new work.
@@ -32,18 +33,35 @@ pub enum Status {
 #[cfg_attr(feature = "openapi", schema(example = json!({"http": "http://10.0.0.7:8001/healthz", "interval_seconds": 10, "timeout_seconds": 2})))]
 pub struct Check {
     /// An HTTP(S) URL that answers 2xx when the instance is healthy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::de::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::check_http))]
     pub http: Option<String>,
     /// A `host:port` that accepts TCP connections when the instance is healthy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::de::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::check_tcp))]
     pub tcp: Option<String>,
     /// Seconds between checks (1 to 3600; default 10).
-    #[serde(default = "default_check_interval")]
-    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 3600))]
+    #[serde(
+        default = "default_check_interval",
+        deserialize_with = "crate::de::integer"
+    )]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::check_interval))]
     pub interval_seconds: u32,
-    /// Seconds before one check counts as failed (1 to 3600, at most the interval; default 2).
-    #[serde(default = "default_check_timeout")]
-    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 3600))]
+    /// Seconds before one check counts as failed (1 to 3600; default 2). It may exceed the
+    /// interval: the sidecar runs checks one after the other.
+    #[serde(
+        default = "default_check_timeout",
+        deserialize_with = "crate::de::integer"
+    )]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::check_timeout))]
     pub timeout_seconds: u32,
 }
 
@@ -60,16 +78,15 @@ impl Check {
     pub fn validate(&self) -> Result<(), FieldError> {
         match (&self.http, &self.tcp) {
             (Some(url), None) => {
-                let parsed = url::Url::parse(url)
-                    .map_err(|e| FieldError::new("check.http", format!("not a URL: {e}")))?;
-                if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
-                    return Err(FieldError::new(
-                        "check.http",
-                        "must be an http:// or https:// URL with a host",
-                    ));
-                }
+                check_http_url(url).map_err(|m| FieldError::new("check.http", m))?;
             }
             (None, Some(addr)) => {
+                if addr.len() > MAX_ADDRESS_LEN {
+                    return Err(FieldError::new(
+                        "check.tcp",
+                        format!("is longer than {MAX_ADDRESS_LEN} characters"),
+                    ));
+                }
                 Endpoint::parse_host_port(addr).map_err(|m| FieldError::new("check.tcp", m))?;
             }
             _ => {
@@ -90,12 +107,8 @@ impl Check {
                 ));
             }
         }
-        if self.timeout_seconds > self.interval_seconds {
-            return Err(FieldError::new(
-                "check.timeout_seconds",
-                "must not exceed interval_seconds",
-            ));
-        }
+        // A timeout longer than the interval is allowed (as in Consul): the sidecar runs one
+        // check after the other, so it only spaces them further apart.
         Ok(())
     }
 }
@@ -111,7 +124,9 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// Parses an `address` as registered: a URL (`http://localhost:8001`; the scheme's default
-    /// port when none is given) or `host:port` (`10.0.0.7:8001`, `[::1]:8001`).
+    /// port when none is given, for http, https, ws, wss and ftp) or `host:port`
+    /// (`10.0.0.7:8001`, `[::1]:8001`). The syntax is [`crate::syntax::address`]: no user name in a
+    /// URL, an IPv6 host in brackets, a port in decimal without leading zeros.
     pub fn parse_address(address: &str) -> Result<Self, String> {
         if address.len() > MAX_ADDRESS_LEN {
             return Err(format!(
@@ -119,58 +134,113 @@ impl Endpoint {
                 address.len()
             ));
         }
-        if !address.contains("://") {
-            return Self::parse_host_port(address);
+        match address.split_once("://") {
+            Some((scheme, rest)) => Self::parse_url(scheme, rest),
+            None => Self::parse_host_port(address),
         }
-        let url = url::Url::parse(address).map_err(|e| format!("not a valid URL: {e}"))?;
-        let host = match url.host() {
-            Some(url::Host::Domain(d)) => d.to_owned(),
-            Some(url::Host::Ipv4(ip)) => ip.to_string(),
-            Some(url::Host::Ipv6(ip)) => ip.to_string(),
-            None => return Err("the URL has no host".to_owned()),
+    }
+
+    /// Parses what follows `scheme://` in a URL: host, optional port, then a path, query or
+    /// fragment of URL characters.
+    fn parse_url(scheme: &str, rest: &str) -> Result<Self, String> {
+        let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+        if !scheme_ok {
+            return Err(format!("{scheme:?} is not a URL scheme"));
+        }
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(end);
+        if let Some(c) = tail
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || URL_REST_EXTRA_CHARS.contains(*c)))
+        {
+            return Err(format!(
+                "the URL's path contains {c:?}; percent-encode it (RFC 3986)"
+            ));
+        }
+        let (host, port) = if let Some(inner) = authority.strip_prefix('[') {
+            let (ip, after) = inner
+                .split_once(']')
+                .ok_or("an IPv6 host must be written [addr]")?;
+            let ip: Ipv6Addr = ip
+                .parse()
+                .map_err(|_| format!("[{ip}] is not an IPv6 address"))?;
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':').ok_or("expected :port after ]")?),
+            };
+            (ip.to_string(), port)
+        } else {
+            let (host, port) = match authority.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            };
+            if host.contains('@') {
+                return Err("a URL with a user name is not an endpoint".to_owned());
+            }
+            check_dns_name(host)?;
+            (host.to_ascii_lowercase(), port)
         };
-        let port = url
-            .port_or_known_default()
-            .ok_or_else(|| format!("the URL has no port and {}: has no default", url.scheme()))?;
-        Self::new(&host, port)
+        let port = match port {
+            Some(p) => parse_port(p)?,
+            None => {
+                let lower = scheme.to_ascii_lowercase();
+                DEFAULT_PORTS
+                    .iter()
+                    .find(|(s, _)| *s == lower)
+                    .map(|(_, p)| *p)
+                    .ok_or_else(|| format!("the URL has no port and {scheme}: has no default"))?
+            }
+        };
+        Ok(Self { host, port })
     }
 
     /// Parses `host:port`, with IPv6 hosts in brackets.
     pub fn parse_host_port(s: &str) -> Result<Self, String> {
-        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-            let (h, p) = rest
+        if let Some(rest) = s.strip_prefix('[') {
+            let (ip, port) = rest
                 .split_once("]:")
                 .ok_or("an IPv6 address must be written [addr]:port")?;
-            (h, p)
-        } else {
-            let (h, p) = s
-                .rsplit_once(':')
-                .ok_or("must be a URL or host:port, for example 10.0.0.7:8001")?;
-            if h.contains(':') {
-                return Err("an IPv6 address must be written [addr]:port".to_owned());
-            }
-            (h, p)
-        };
-        let port: u16 = port
-            .parse()
-            .map_err(|_| format!("port {port:?} is not a number from 1 to 65535"))?;
-        Self::new(host, port)
+            ip.parse::<Ipv6Addr>()
+                .map_err(|_| format!("[{ip}] is not an IPv6 address"))?;
+            return Ok(Self {
+                host: ip.to_owned(),
+                port: parse_port(port)?,
+            });
+        }
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or("must be a URL or host:port, for example 10.0.0.7:8001")?;
+        if host.contains(':') {
+            return Err("an IPv6 address must be written [addr]:port".to_owned());
+        }
+        let port = parse_port(port)?;
+        check_dns_name(host)?;
+        Ok(Self {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
     }
 
-    /// Validates a host (IP literal or DNS name) and a port.
+    /// Validates a host (a DNS name or an IP address, IPv6 with or without brackets) and a port.
     pub fn new(host: &str, port: u16) -> Result<Self, String> {
         if port == 0 {
             return Err("port must be from 1 to 65535".to_owned());
         }
-        let host = host
+        let bare = host
             .strip_prefix('[')
             .and_then(|h| h.strip_suffix(']'))
             .unwrap_or(host);
-        if host.parse::<IpAddr>().is_ok() {
+        if bare.parse::<Ipv6Addr>().is_ok() {
             return Ok(Self {
-                host: host.to_owned(),
+                host: bare.to_owned(),
                 port,
             });
+        }
+        if bare.len() != host.len() {
+            return Err(format!("[{bare}] is not an IPv6 address"));
         }
         check_dns_name(host)?;
         Ok(Self {
@@ -189,16 +259,28 @@ impl Endpoint {
     }
 }
 
+/// A port in decimal, 1 to 65535, without sign or leading zeros.
+fn parse_port(p: &str) -> Result<u16, String> {
+    let digits = !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !p.starts_with('0');
+    match p.parse::<u16>() {
+        Ok(port) if digits => Ok(port),
+        _ => Err(format!("port {p:?} is not a number from 1 to 65535")),
+    }
+}
+
+/// A DNS name (IPv4 addresses are DNS names by this rule): at most [`MAX_HOST_LEN`] characters
+/// as written, labels of letters, digits, `-` and `_` not starting or ending with `-`, an
+/// optional final dot.
 fn check_dns_name(host: &str) -> Result<(), String> {
     let name = host.strip_suffix('.').unwrap_or(host);
-    if name.is_empty() || name.len() > MAX_HOST_LEN {
+    if name.is_empty() || host.len() > MAX_HOST_LEN {
         return Err(format!(
             "host must be an IP address or a DNS name of 1 to {MAX_HOST_LEN} characters"
         ));
     }
     for label in name.split('.') {
         let ok = !label.is_empty()
-            && label.len() <= 63
+            && label.len() <= MAX_DNS_LABEL_LEN
             && label
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
@@ -211,6 +293,25 @@ fn check_dns_name(host: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Checks an HTTP check's URL: `http://` or `https://`, a host, an optional port and path, as
+/// [`crate::syntax::http_url`] says.
+pub fn check_http_url(url: &str) -> Result<(), String> {
+    if url.len() > MAX_ADDRESS_LEN {
+        return Err(format!(
+            "is {} characters long; the limit is {MAX_ADDRESS_LEN}",
+            url.len()
+        ));
+    }
+    match url.split_once("://") {
+        Some((scheme, rest))
+            if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") =>
+        {
+            Endpoint::parse_url(scheme, rest).map(drop)
+        }
+        _ => Err("must be an http:// or https:// URL with a host".to_owned()),
+    }
 }
 
 /// A UTC time with millisecond precision, written as RFC 3339 (`2026-11-22T10:00:00.000Z`).
@@ -409,7 +510,10 @@ mod tests {
         assert!(c.validate().is_err());
         c.http = None;
         assert!(c.validate().is_ok());
+        // A timeout beyond the interval is allowed, as in Consul.
         c.timeout_seconds = 11;
+        assert!(c.validate().is_ok());
+        c.timeout_seconds = 3601;
         assert!(c.validate().is_err());
     }
 }

@@ -16,10 +16,14 @@
 //! - [`instance`]: the stored [`Instance`], its [`Status`] and optional [`Check`].
 //! - [`register`], [`heartbeat`], [`discover`], [`watch`]: request and response bodies per endpoint.
 //! - [`problem`]: the RFC 9457 error body and its stable [`ErrorCode`]s.
-//! - [`limits`]: every explicit limit, in one place.
+//! - [`limits`]: every explicit limit, in one place; [`syntax`]: the syntax of every string
+//!   field and query parameter as a regular expression built from them; [`query`]: the query
+//!   parameters' parsers.
+//! - `schema` (feature `openapi`): the OpenAPI schemas of request fields, from the two above.
 //!
 //! This crate does no I/O. With the `openapi` feature it also derives `utoipa::ToSchema`.
 
+mod de;
 pub mod discover;
 pub mod heartbeat;
 pub mod instance;
@@ -27,7 +31,11 @@ pub mod limits;
 pub mod name;
 pub mod ops;
 pub mod problem;
+pub mod query;
 pub mod register;
+#[cfg(feature = "openapi")]
+pub mod schema;
+pub mod syntax;
 pub mod watch;
 
 pub use discover::{DiscoverResponse, DiscoveredInstance, ServiceSummary, ServicesResponse};

@@ -21,11 +21,17 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// RFC 1123 caps a DNS label at 63 octets, and service names become DNS labels.
 pub const MAX_SERVICE_NAME_LEN: usize = 63;
 
-/// Instance ids are opaque but bounded, so keys in the store and the indexes stay small.
-pub const MAX_INSTANCE_ID_LEN: usize = 128;
-
-/// A host name may be a full DNS name (RFC 1035: 253 characters) or an IP literal.
+/// A host name may be a full DNS name (RFC 1035: 253 characters, counted as written, a final
+/// dot included) or an IP literal.
 pub const MAX_HOST_LEN: usize = 253;
+
+/// One label of a DNS name (RFC 1035).
+pub const MAX_DNS_LABEL_LEN: usize = 63;
+
+/// Instance ids are opaque but bounded, so keys in the store and the indexes stay small. The
+/// bound fits the id derived from any valid endpoint (`host:port`, the longest host and port), so
+/// that every address that is valid yields a valid id.
+pub const MAX_INSTANCE_ID_LEN: usize = MAX_HOST_LEN + ":65535".len();
 
 /// An `address` is a URL or `host:port`; longer than this is not an endpoint.
 pub const MAX_ADDRESS_LEN: usize = 512;
@@ -42,7 +48,7 @@ pub const MAX_METADATA_ENTRIES: usize = 64;
 /// Length of one metadata key.
 pub const MAX_METADATA_KEY_LEN: usize = 128;
 
-/// Length of one metadata value.
+/// Length of one metadata value, in characters (as JSON Schema's `maxLength` counts).
 pub const MAX_METADATA_VALUE_LEN: usize = 512;
 
 /// Smallest and largest instance weight for weighted balancing.
@@ -57,10 +63,16 @@ pub const CHECK_SECONDS_RANGE: std::ops::RangeInclusive<u32> = 1..=3_600;
 /// Instances in one batch heartbeat.
 pub const MAX_BATCH_HEARTBEAT: usize = 1_000;
 
-/// The longest a blocking query may wait (Consul caps at 10 minutes too).
+/// The longest a blocking query may wait (Consul caps at 10 minutes too); a longer `wait` is
+/// cut to this, as Consul does.
 pub const MAX_BLOCKING_WAIT_SECONDS: u64 = 600;
 
-/// Longest URL-encoded `?tag=` or `?meta.K=V` filter value.
+/// Largest revision a query may name (`index`, `since`): the document declares them `int64`,
+/// which every generated client can hold. Revisions never come near it (one change per
+/// nanosecond would take 292 years).
+pub const MAX_QUERY_REVISION: u64 = i64::MAX as u64;
+
+/// Longest `?tag=`, `?meta=KEY:VALUE` or `?meta.KEY=VALUE` filter value (decoded).
 pub const MAX_FILTER_LEN: usize = 512;
 
 /// Longest node name (a host name: letters, digits, `-`, `_`, `.`).

@@ -7,7 +7,12 @@ use std::{fmt, sync::Arc};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::limits::{MAX_INSTANCE_ID_LEN, MAX_SERVICE_NAME_LEN, MAX_TAG_LEN};
+use crate::{
+    limits::{
+        MAX_INSTANCE_ID_LEN, MAX_METADATA_KEY_LEN, MAX_NODE_LEN, MAX_SERVICE_NAME_LEN, MAX_TAG_LEN,
+    },
+    syntax::{ID_EXTRA_CHARS, KEY_EXTRA_CHARS},
+};
 
 /// Why a name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,8 +56,9 @@ impl ServiceName {
     }
 }
 
-/// An instance id, unique within its service: 1 to 128 characters from letters, digits and
-/// `- _ . : @ [ ]` (so that a derived `host:port` or `[::1]:8080` id is valid).
+/// An instance id, unique within its service: 1 to 259 characters
+/// ([`MAX_INSTANCE_ID_LEN`]) from letters, digits and `- _ . : @ [ ]` (so that a derived
+/// `host:port` or `[::1]:8080` id is valid).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "openapi", schema(value_type = String, example = "10.0.0.7:8001"))]
@@ -74,7 +80,7 @@ impl InstanceId {
         }
         if let Some(c) = id
             .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || "-_.:@[]".contains(*c)))
+            .find(|c| !(c.is_ascii_alphanumeric() || ID_EXTRA_CHARS.contains(*c)))
         {
             return Err(NameError::BadChar(c, ID_CHARS));
         }
@@ -91,6 +97,32 @@ impl InstanceId {
 /// DNS label in `<tag>.<service>.service.waypost.` (DNS compares it case-insensitively).
 pub fn check_tag(tag: &str) -> Result<(), NameError> {
     check_label(tag, MAX_TAG_LEN, true)
+}
+
+/// Checks a metadata key: 1 to 128 letters, digits, `-`, `_` or `.`.
+pub fn check_metadata_key(key: &str) -> Result<(), NameError> {
+    check_word(key, MAX_METADATA_KEY_LEN)
+}
+
+/// Checks a node name: 1 to 253 letters, digits, `-`, `_` or `.`.
+pub fn check_node(node: &str) -> Result<(), NameError> {
+    check_word(node, MAX_NODE_LEN)
+}
+
+fn check_word(s: &str, max: usize) -> Result<(), NameError> {
+    if s.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if s.len() > max {
+        return Err(NameError::TooLong { len: s.len(), max });
+    }
+    match s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || KEY_EXTRA_CHARS.contains(*c)))
+    {
+        Some(c) => Err(NameError::BadChar(c, "letters, digits, '-', '_' and '.'")),
+        None => Ok(()),
+    }
 }
 
 fn check_label(s: &str, max: usize, relaxed: bool) -> Result<(), NameError> {
@@ -199,7 +231,8 @@ mod tests {
         }
         assert!(InstanceId::new("a b").is_err());
         assert!(InstanceId::new("a/b").is_err());
-        assert!(InstanceId::new(&"x".repeat(129)).is_err());
+        assert!(InstanceId::new(&"x".repeat(MAX_INSTANCE_ID_LEN)).is_ok());
+        assert!(InstanceId::new(&"x".repeat(MAX_INSTANCE_ID_LEN + 1)).is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 pub enum ErrorCode {
     /// 400: the body is not JSON.
     InvalidJson,
-    /// 422: JSON of the wrong shape (missing field, wrong type).
+    /// 422: JSON of the wrong shape (missing field, wrong type, `null` for an optional field).
     InvalidBody,
     /// 400: a field fails validation (address, port, ttl, weight, tag...).
     InvalidField,

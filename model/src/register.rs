@@ -8,10 +8,9 @@ use serde::{Deserialize, Serialize};
 use crate::{
     Check, Endpoint, ErrorCode, FieldError, Instance, InstanceId, ServiceName, Status,
     limits::{
-        MAX_METADATA_ENTRIES, MAX_METADATA_KEY_LEN, MAX_METADATA_VALUE_LEN, MAX_NODE_LEN, MAX_TAGS,
-        TTL_SECONDS_RANGE, WEIGHT_RANGE,
+        MAX_METADATA_ENTRIES, MAX_METADATA_VALUE_LEN, MAX_TAGS, TTL_SECONDS_RANGE, WEIGHT_RANGE,
     },
-    name::check_tag,
+    name::{check_metadata_key, check_node, check_tag},
 };
 
 /// A registration as sent. Give the endpoint as `address` (a URL or `host:port`) or as `host`
@@ -24,44 +23,89 @@ use crate::{
 })))]
 pub struct RegisterRequest {
     /// Service name: an RFC 1123 label (lowercase letters, digits, `-`; 1 to 63 characters).
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::register_service))]
     pub service: String,
     /// Instance id, unique within the service. Default: the endpoint as `host:port`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::de::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::register_id))]
     pub id: Option<String>,
     /// The endpoint as a URL (`http://localhost:8001`) or `host:port`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::de::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::register_address))]
     pub address: Option<String>,
     /// The endpoint's host (IP or DNS name), with `port`, instead of `address`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::de::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::host))]
     pub host: Option<String>,
     /// The endpoint's port, with `host`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65535))]
+    #[serde(
+        default,
+        deserialize_with = "crate::de::present_integer",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::port))]
     pub port: Option<u16>,
     /// Up to 32 tags of letters, digits, `-` and `_` (1 to 63 characters each).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::tags))]
     pub tags: Vec<String>,
     /// Up to 64 string pairs (keys up to 128, values up to 512 characters).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::metadata))]
     pub metadata: BTreeMap<String, String>,
     /// Relative weight for weighted balancing, 1 to 1000. Default 1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
+    #[serde(
+        default,
+        deserialize_with = "crate::de::present_integer",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::weight))]
     pub weight: Option<u32>,
     /// Seconds without a heartbeat before the instance expires, 1 to 86400. Default: the
     /// control plane's `default_ttl` (30 s).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 86400))]
+    #[serde(
+        default,
+        deserialize_with = "crate::de::present_integer",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::ttl_seconds))]
     pub ttl_seconds: Option<u32>,
     /// A health check for the sidecar to run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::de::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub check: Option<Check>,
     /// Initial status; `draining` registers an instance that takes no new work yet. Default `up`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::de::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub status: Option<Status>,
     /// The host the instance runs on; the sidecar configured with this node name runs its
     /// `check` (letters, digits, `-`, `_`, `.`; up to 253 characters).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::de::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::node))]
     pub node: Option<String>,
 }
 
@@ -128,19 +172,9 @@ impl RegisterRequest {
             ));
         }
         for (k, v) in &self.metadata {
-            let key_ok = !k.is_empty()
-                && k.len() <= MAX_METADATA_KEY_LEN
-                && k.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-            if !key_ok {
-                return Err(FieldError::new(
-                    "metadata",
-                    format!(
-                        "key {k:?} must be 1 to {MAX_METADATA_KEY_LEN} letters, digits, '-', '_' or '.'"
-                    ),
-                ));
-            }
-            if v.len() > MAX_METADATA_VALUE_LEN {
+            check_metadata_key(k)
+                .map_err(|e| FieldError::new("metadata", format!("key {k:?} {e}")))?;
+            if v.chars().count() > MAX_METADATA_VALUE_LEN {
                 return Err(FieldError::new(
                     format!("metadata.{k}"),
                     format!("value is longer than {MAX_METADATA_VALUE_LEN} characters"),
@@ -165,19 +199,7 @@ impl RegisterRequest {
             check.validate()?;
         }
         if let Some(node) = &self.node {
-            let ok = !node.is_empty()
-                && node.len() <= MAX_NODE_LEN
-                && node
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-            if !ok {
-                return Err(FieldError::new(
-                    "node",
-                    format!(
-                        "{node:?} must be 1 to {MAX_NODE_LEN} letters, digits, '-', '_' or '.'"
-                    ),
-                ));
-            }
+            check_node(node).map_err(|e| FieldError::new("node", format!("{node:?} {e}")))?;
         }
         Ok(Registration {
             service,

@@ -108,16 +108,19 @@ pub fn event_id(epoch: crate::Epoch, revision: Revision) -> String {
     format!("{epoch:016x}-{revision}")
 }
 
-/// Parses an SSE event id back into `(epoch, revision)`; a bare number is a revision of an
+/// Parses an SSE event id back into `(epoch, revision)`: `<epoch>-<revision>` with 1 to 16 hex
+/// digits and 1 to 19 decimal digits ([`crate::syntax::event_id`]); a bare revision is one of an
 /// unknown epoch.
 pub fn parse_event_id(id: &str) -> Option<(Option<crate::Epoch>, Revision)> {
-    match id.trim().split_once('-') {
-        Some((epoch, rev)) => Some((
-            Some(crate::Epoch::from_str_radix(epoch, 16).ok()?),
-            rev.parse().ok()?,
-        )),
-        None => Some((None, id.trim().parse().ok()?)),
+    let (epoch, rev) = match id.split_once('-') {
+        Some((epoch, rev)) => (Some(crate::query::parse_epoch(epoch)?), rev),
+        None => (None, id),
+    };
+    let digits = 1..=crate::syntax::REVISION_DIGITS;
+    if !digits.contains(&rev.len()) || !rev.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
     }
+    Some((epoch, rev.parse().ok()?))
 }
 
 #[cfg(test)]
@@ -132,5 +135,13 @@ mod tests {
         assert_eq!(parse_event_id("7"), Some((None, 7)));
         assert_eq!(parse_event_id("x-7"), None);
         assert_eq!(parse_event_id(""), None);
+        assert_eq!(parse_event_id("+7"), None);
+        assert_eq!(parse_event_id(" 7"), None);
+        assert_eq!(parse_event_id("abc-"), None);
+        assert_eq!(
+            parse_event_id("9999999999999999999"),
+            Some((None, 9_999_999_999_999_999_999))
+        );
+        assert_eq!(parse_event_id("10000000000000000000"), None);
     }
 }

@@ -1,12 +1,17 @@
 //! Blocking queries (Consul's rules): `?index=R&wait=D` holds the request until the relevant
 //! state has changed past revision `R`, or `D` runs out, then answers as usual. Every answer
 //! carries the revision it was read at in `X-Waypost-Index`, never 0, so a client can loop on it
-//! without spinning.
+//! without spinning. `index=0` (a client that has no index yet) answers at once, as in Consul,
+//! and a `wait` over the limit is cut to it, as in Consul.
 
 use std::time::Duration;
 
 use axum::http::{HeaderName, HeaderValue};
-use waypost_model::{Revision, limits::MAX_BLOCKING_WAIT_SECONDS};
+use waypost_model::{
+    Revision,
+    limits::MAX_BLOCKING_WAIT_SECONDS,
+    query::{parse_revision, parse_wait},
+};
 
 use super::{AppState, error::ApiError};
 
@@ -15,6 +20,9 @@ pub(crate) static INDEX_HEADER: HeaderName = HeaderName::from_static("x-waypost-
 
 /// Wait used when `index` is given without `wait`.
 const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+
+/// The longest wait; longer ones are cut to it.
+const MAX_WAIT: Duration = Duration::from_secs(MAX_BLOCKING_WAIT_SECONDS);
 
 /// `index` and `wait` from a query string.
 #[derive(Debug, Default)]
@@ -28,14 +36,17 @@ impl Blocking {
     pub(crate) fn accept(&mut self, key: &str, value: &str) -> Result<bool, ApiError> {
         match key {
             "index" => {
-                let r = value.parse().map_err(|_| {
+                self.index =
+                    Some(parse_revision(value).map_err(|e| ApiError::query(format!("index={e}")))?);
+            }
+            "wait" => {
+                let wait = parse_wait(value).ok_or_else(|| {
                     ApiError::query(format!(
-                        "index={value:?} is not a revision (a whole number)"
+                        "wait={value:?} is not a duration like 30s, 5m, 1m30s or 250ms"
                     ))
                 })?;
-                self.index = Some(r);
+                self.wait = Some(wait.min(MAX_WAIT));
             }
-            "wait" => self.wait = Some(parse_wait(value)?),
             _ => return Ok(false),
         }
         Ok(true)
@@ -44,7 +55,10 @@ impl Blocking {
     /// Waits until `passed()` says the state moved past `index`, the wait runs out, or the
     /// server shuts down. Without `index`, returns at once.
     pub(crate) async fn block(&self, app: &AppState, passed: impl Fn(Revision) -> bool) {
-        let Some(index) = self.index else { return };
+        // No index, or index 0 (nothing seen yet): answer at once with the current index.
+        let Some(index) = self.index.filter(|i| *i > 0) else {
+            return;
+        };
         let wait = self.wait.unwrap_or(DEFAULT_WAIT).min(app.max_query_time);
         // Subscribe before the first check, so a change between check and wait still wakes us.
         let mut rx = app.registry.subscribe();
@@ -68,23 +82,6 @@ impl Blocking {
     }
 }
 
-fn parse_wait(value: &str) -> Result<Duration, ApiError> {
-    let d = match value.parse::<u64>() {
-        Ok(secs) => Duration::from_secs(secs),
-        Err(_) => humantime::parse_duration(value).map_err(|e| {
-            ApiError::query(format!(
-                "wait={value:?} is not a duration like 30s or 5m: {e}"
-            ))
-        })?,
-    };
-    if d > Duration::from_secs(MAX_BLOCKING_WAIT_SECONDS) {
-        return Err(ApiError::query(format!(
-            "wait={value:?} is over the limit of {MAX_BLOCKING_WAIT_SECONDS}s"
-        )));
-    }
-    Ok(d)
-}
-
 /// The header value for revision `r` (at least 1).
 pub(crate) fn index_value(r: Revision) -> HeaderValue {
     HeaderValue::from(r.max(1))
@@ -95,12 +92,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn waits_parse_as_seconds_or_durations() {
-        assert_eq!(parse_wait("30").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_wait("30s").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_wait("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_wait("10m").unwrap(), Duration::from_secs(600));
-        assert!(parse_wait("11m").is_err());
-        assert!(parse_wait("soon").is_err());
+    fn waits_over_the_limit_are_cut_to_it() {
+        let mut b = Blocking::default();
+        assert!(b.accept("wait", "30s").unwrap());
+        assert_eq!(b.wait, Some(Duration::from_secs(30)));
+        assert!(b.accept("wait", "11m").unwrap());
+        assert_eq!(b.wait, Some(MAX_WAIT));
+        assert!(b.accept("wait", "99999999999999999999h").unwrap());
+        assert_eq!(b.wait, Some(MAX_WAIT));
+        assert!(b.accept("wait", "soon").is_err());
+        assert!(b.accept("wait", "").is_err());
+        assert!(b.accept("index", "9223372036854775808").is_err());
+        assert!(!b.accept("tag", "x").unwrap());
     }
 }

@@ -5,49 +5,91 @@ use axum::{
     http::{HeaderValue, header},
     response::{IntoResponse, Response},
 };
-use utoipa::IntoParams;
-use waypost_model::{DiscoverResponse, ServiceName, limits::MAX_FILTER_LEN, name::check_tag};
+use utoipa::{
+    IntoParams,
+    openapi::path::{Parameter, ParameterIn},
+};
+use waypost_model::{
+    DiscoverResponse, ServiceName,
+    limits::MAX_FILTER_LEN,
+    name::{check_metadata_key, check_tag},
+    query::parse_meta_filter,
+    schema,
+};
 
 use super::{
     AppState,
     blocking::{Blocking, INDEX_HEADER, index_value},
     error::ApiError,
-    extract::{Path, QueryPairs},
+    extract::{PathParam, QueryPairs},
+    params::{param, repeated},
     responses::ReadErrors,
 };
 use crate::registry::Filter;
 
-/// Query parameters of `GET /discover/{service}`. Besides these, `meta.KEY=VALUE` (repeatable)
-/// keeps instances whose metadata has that pair.
-#[derive(Debug, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-pub(crate) struct DiscoverParams {
-    /// Keep instances with this tag; repeat for several (all must match).
-    tag: Option<String>,
-    /// `true` (default): only instances with status `up`. `false`: draining ones too.
-    healthy: Option<bool>,
-    /// Blocking query: hold the answer until this service changes past revision `index`.
-    index: Option<u64>,
-    /// Blocking query: the longest to hold, as `30s`, `5m` or seconds (default 5m, at most 10m).
-    wait: Option<String>,
+/// The path and query parameters of `GET /discover/{service}`.
+pub(crate) struct DiscoverParams;
+
+impl IntoParams for DiscoverParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            param(
+                "service",
+                ParameterIn::Path,
+                "The service whose instances to find.",
+                schema::path_service(),
+            ),
+            repeated(
+                "tag",
+                "Keep instances with this tag; repeat for several (`?tag=a&tag=b`: all \
+                must match).",
+                schema::tag_filter(),
+            ),
+            repeated(
+                "meta",
+                "Keep instances whose metadata has `KEY` set to `VALUE`, written \
+                `KEY:VALUE`; repeat for several (all must match). `?meta.KEY=VALUE` is the same \
+                filter in Consul's style (not declared here: OpenAPI cannot name a parameter by a \
+                pattern).",
+                schema::meta_filter(),
+            ),
+            param(
+                "healthy",
+                ParameterIn::Query,
+                "`true` (default): only instances that take work \
+                (status `up`, health `passing`). `false`: draining and critical ones too.",
+                utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::Type::Boolean),
+            ),
+            param(
+                "index",
+                ParameterIn::Query,
+                "Blocking query: hold the answer until this service \
+                changes after revision `index` (`0` answers at once).",
+                schema::revision(),
+            ),
+            param(
+                "wait",
+                ParameterIn::Query,
+                "Blocking query: the longest to hold the answer.",
+                schema::wait(),
+            ),
+        ]
+    }
 }
 
 /// Find the instances of a service.
 ///
 /// Answers the seed's shape `{"service", "instances": [{"address", "uptime_seconds", ...}],
-/// "count"}` plus every stored field. Only `up` instances by default. An unknown service is an
-/// empty list. With `?index=R`, a blocking query: the answer waits until the service changes
-/// after revision `R` (or `wait` passes); `X-Waypost-Index` carries the revision to pass next.
+/// "count"}` plus every stored field. Only instances that take work by default. An unknown
+/// service is an empty list. With `?index=R`, a blocking query: the answer waits until the
+/// service changes after revision `R` (or `wait` passes); `X-Waypost-Index` carries the revision
+/// to pass next. `index=0` answers at once.
 #[utoipa::path(
     get,
     path = "/discover/{service}",
     security(("bearer" = []), ()),
     tag = "discovery",
-    params(
-        ("service" = String, Path, description = "Service name (RFC 1123 label)", example = "user-service"),
-        DiscoverParams,
-    ),
+    params(DiscoverParams),
     responses(
         (status = 200, description = "Matching instances, ordered by id", body = DiscoverResponse,
             headers(("X-Waypost-Index" = u64, description = "Revision the answer was read at"))),
@@ -56,7 +98,7 @@ pub(crate) struct DiscoverParams {
 )]
 pub(crate) async fn discover(
     State(app): State<AppState>,
-    Path(service): Path<String>,
+    PathParam(service): PathParam<String>,
     QueryPairs(pairs): QueryPairs,
 ) -> Result<Response, ApiError> {
     let name = ServiceName::new(&service).map_err(|e| {
@@ -72,22 +114,34 @@ pub(crate) async fn discover(
     };
     let mut blocking = Blocking::default();
     for (k, v) in pairs {
-        if v.len() > MAX_FILTER_LEN {
+        if blocking.accept(&k, &v)? {
+            continue;
+        }
+        let is_filter = k == "tag" || k == "meta" || k.starts_with("meta.");
+        if is_filter && v.chars().count() > MAX_FILTER_LEN {
             return Err(ApiError::query(format!(
                 "{k} is longer than {MAX_FILTER_LEN} characters"
             )));
         }
-        if blocking.accept(&k, &v)? {
-            continue;
-        }
-        if let Some(meta_key) = k.strip_prefix("meta.") {
-            filter.meta.push((meta_key.to_owned(), v));
+        if let Some(key) = k.strip_prefix("meta.") {
+            check_metadata_key(key)
+                .map_err(|e| ApiError::query(format!("meta.{key}: the key {e}")))?;
+            filter.meta.push((key.to_owned(), v));
             continue;
         }
         match k.as_str() {
             "tag" => {
                 check_tag(&v).map_err(|e| ApiError::query(format!("tag={v:?} {e}")))?;
                 filter.tags.push(v);
+            }
+            "meta" => {
+                let (key, value) = parse_meta_filter(&v).ok_or_else(|| {
+                    ApiError::query(format!(
+                        "meta={v:?} is not KEY:VALUE with a metadata key (letters, digits, \
+                         '-', '_', '.')"
+                    ))
+                })?;
+                filter.meta.push((key.to_owned(), value.to_owned()));
             }
             "healthy" => {
                 filter.healthy_only = v
@@ -96,7 +150,8 @@ pub(crate) async fn discover(
             }
             other => {
                 return Err(ApiError::query(format!(
-                    "unknown parameter {other:?}; known: tag, healthy, index, wait, meta.KEY"
+                    "unknown parameter {other:?}; known: tag, meta, healthy, index, wait, \
+                     meta.KEY"
                 )));
             }
         }

@@ -4,7 +4,7 @@
 
 use axum::{
     Json,
-    extract::rejection::{JsonRejection, PathRejection, QueryRejection},
+    extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection},
     http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -119,6 +119,12 @@ impl From<JsonRejection> for ApiError {
             status
         };
         Self::new(status, code, detail)
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(r: BytesRejection) -> Self {
+        Self::from(JsonRejection::from(r))
     }
 }
 

@@ -30,8 +30,9 @@ fn rfc3339(t: std::time::SystemTime) -> String {
 /// Name the instance by `{"service", "address"}` (seed form) or `{"service", "id"}`. Answers the
 /// next deadline. An unknown or expired instance is 404 `instance_not_found`: register again.
 /// The batch form `{"instances": [...]}` renews up to 1000 instances at once and always answers
-/// 200 with an outcome per entry. Heartbeats change nothing visible, so they move no revision
-/// and are not written to disk.
+/// 200 with an outcome per entry (an unknown, expired or malformed entry fails there, alone). A
+/// body is one form or the other, not both. Heartbeats change nothing visible, so they move no
+/// revision and are not written to disk.
 #[utoipa::path(
     post,
     path = "/heartbeat",

@@ -13,6 +13,7 @@ mod extract;
 mod heartbeat;
 pub mod limits;
 mod ops;
+mod params;
 mod register;
 mod responses;
 mod services;
@@ -92,7 +93,13 @@ pub struct App {
         title = "Waypost control plane",
         description = "Service registration and discovery. Services register, heartbeat and \
 deregister; anyone discovers, lists and watches. Errors are RFC 9457 problem+json with a stable \
-`code`. Request bodies are limited to 65536 bytes.",
+`code`. Request bodies are limited to 65536 bytes.\n\n\
+**A bearer token is needed only when the control plane is configured with tokens** \
+(`[[auth.tokens]]` in its config file; authorization is off by default). That is why each \
+operation that may need one lists the `bearer` scheme beside the empty requirement: with \
+authorization off, send no `Authorization` header (the docs UI shows lock icons all the same); \
+with tokens configured, send `Authorization: Bearer <token>`, or get 401 `unauthorized`. \
+`/health`, `/ready`, `/openapi.json` and `/docs` never need one.",
         license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0"),
     ),
     paths(docs::docs_page),
@@ -163,7 +170,10 @@ fn api_router(writes: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document, as served at `/openapi.json` and committed in `openapi/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router(write_routes()).split_for_parts().1
+    let mut doc = api_router(write_routes()).split_for_parts().1;
+    // After the routes: they bring the request bodies' schemas that this shapes.
+    utoipa::Modify::modify(&waypost_model::schema::Shapes, &mut doc);
+    doc
 }
 
 /// The OpenAPI document as pretty JSON with a final newline: the committed file's exact bytes.

@@ -8,7 +8,7 @@ use waypost_model::Problem;
 #[derive(IntoResponses)]
 #[allow(dead_code, unreachable_pub)]
 pub enum WriteErrors {
-    /// `invalid_json`, `invalid_field` or `invalid_service_name`.
+    /// `invalid_json` (the body is not JSON), `invalid_field` or `invalid_service_name`.
     #[response(status = 400, content_type = "application/problem+json")]
     BadRequest(Problem),
     /// `body_too_large`: over 65536 bytes.
@@ -17,7 +17,7 @@ pub enum WriteErrors {
     /// `unsupported_media_type`: send `Content-Type: application/json`.
     #[response(status = 415, content_type = "application/problem+json")]
     MediaType(Problem),
-    /// `invalid_body`: missing field or wrong type.
+    /// `invalid_body`: missing field, wrong type, or `null` for an optional field.
     #[response(status = 422, content_type = "application/problem+json")]
     Unprocessable(Problem),
     /// `unauthorized`: authorization is on and no configured token was sent.

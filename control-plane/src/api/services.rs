@@ -4,26 +4,42 @@ use axum::{
     extract::State,
     response::{IntoResponse, Response},
 };
-use utoipa::IntoParams;
-use waypost_model::ServicesResponse;
+use utoipa::{
+    IntoParams,
+    openapi::path::{Parameter, ParameterIn},
+};
+use waypost_model::{ServicesResponse, schema};
 
 use super::{
     AppState,
     blocking::{Blocking, INDEX_HEADER, index_value},
     error::ApiError,
     extract::QueryPairs,
+    params::param,
     responses::ReadErrors,
 };
 
 /// Query parameters of `GET /services`.
-#[derive(Debug, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-pub(crate) struct ServicesParams {
-    /// Blocking query: hold the answer until anything changes past revision `index`.
-    index: Option<u64>,
-    /// Blocking query: the longest to hold, as `30s`, `5m` or seconds (default 5m, at most 10m).
-    wait: Option<String>,
+pub(crate) struct ServicesParams;
+
+impl IntoParams for ServicesParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            param(
+                "index",
+                ParameterIn::Query,
+                "Blocking query: hold the answer until anything \
+                changes after revision `index` (`0` answers at once).",
+                schema::revision(),
+            ),
+            param(
+                "wait",
+                ParameterIn::Query,
+                "Blocking query: the longest to hold the answer.",
+                schema::wait(),
+            ),
+        ]
+    }
 }
 
 /// List every service with instance counts.

@@ -13,26 +13,55 @@ use axum::{
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use utoipa::IntoParams;
+use utoipa::{
+    IntoParams,
+    openapi::path::{Parameter, ParameterIn},
+};
 use waypost_model::{
     ErrorCode, Revision, ServiceName, WatchEvent, WatchMessage,
+    query::{parse_epoch, parse_revision},
+    schema,
     watch::{event_id, parse_event_id},
 };
 
-use super::{AppState, error::ApiError, extract::QueryPairs, responses::ReadErrors};
+use super::{AppState, error::ApiError, extract::QueryPairs, params::param, responses::ReadErrors};
 use crate::registry::Stale;
 
-/// Query parameters of `GET /watch`.
-#[derive(Debug, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-pub(crate) struct WatchParams {
-    /// Only events of this service.
-    service: Option<String>,
-    /// Resume after this revision (the `Last-Event-ID` header, when sent, wins).
-    since: Option<u64>,
-    /// The epoch `since` belongs to (16 hex digits); another epoch gets a snapshot.
-    epoch: Option<String>,
+/// Query parameters and headers of `GET /watch`.
+pub(crate) struct WatchParams;
+
+impl IntoParams for WatchParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            param(
+                "service",
+                ParameterIn::Query,
+                "Only events of this service.",
+                schema::watch_service(),
+            ),
+            param(
+                "since",
+                ParameterIn::Query,
+                "Resume after this revision (the `Last-Event-ID` \
+                header, when sent, wins).",
+                schema::revision(),
+            ),
+            param(
+                "epoch",
+                ParameterIn::Query,
+                "The epoch `since` belongs to; another epoch gets a \
+                snapshot.",
+                schema::epoch(),
+            ),
+            param(
+                "Last-Event-ID",
+                ParameterIn::Header,
+                "Resume after this event id (what a \
+                browser's `EventSource` sends when it reconnects).",
+                schema::last_event_id(),
+            ),
+        ]
+    }
 }
 
 /// Events in flight per stream; a slower client makes the stream wait, then catch up from the
@@ -50,10 +79,7 @@ const STREAM_BUFFER: usize = 64;
     path = "/watch",
     security(("bearer" = []), ()),
     tag = "discovery",
-    params(
-        WatchParams,
-        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id"),
-    ),
+    params(WatchParams),
     responses(
         (status = 200, description = "An SSE stream of WatchMessage events: each event's `data` is one WatchEvent as JSON and its `event` name is the event's `type`",
             content_type = "text/event-stream", body = WatchMessage),
@@ -78,16 +104,13 @@ pub(crate) async fn watch(
                 })?);
             }
             "since" => {
-                since = Some(
-                    v.parse::<Revision>()
-                        .map_err(|_| ApiError::query(format!("since={v:?} is not a revision")))?,
-                );
+                since =
+                    Some(parse_revision(&v).map_err(|e| ApiError::query(format!("since={e}")))?);
             }
             "epoch" => {
-                epoch =
-                    Some(u64::from_str_radix(&v, 16).map_err(|_| {
-                        ApiError::query(format!("epoch={v:?} is not 16 hex digits"))
-                    })?);
+                epoch = Some(parse_epoch(&v).ok_or_else(|| {
+                    ApiError::query(format!("epoch={v:?} is not 1 to 16 hex digits"))
+                })?);
             }
             other => {
                 return Err(ApiError::query(format!(

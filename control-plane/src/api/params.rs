@@ -1,0 +1,41 @@
+//! Parameters of the read endpoints for the OpenAPI document: each with its description and
+//! the schema `waypost_model::schema` builds from the limits (the derive would drop the
+//! description, the style and the required flag of a parameter whose schema is built).
+
+use utoipa::openapi::{
+    RefOr, Required, Schema,
+    path::{Parameter, ParameterBuilder, ParameterIn, ParameterStyle},
+};
+
+/// A parameter named `name` in `location`.
+pub(crate) fn param(
+    name: &str,
+    location: ParameterIn,
+    description: &str,
+    schema: impl Into<RefOr<Schema>>,
+) -> Parameter {
+    let required = if location == ParameterIn::Path {
+        Required::True
+    } else {
+        Required::False
+    };
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(location)
+        .required(required)
+        .description(Some(description))
+        .schema(Some(schema))
+        .build()
+}
+
+/// A repeatable query parameter (`?tag=a&tag=b`): an array, in form style, exploded.
+pub(crate) fn repeated(
+    name: &str,
+    description: &str,
+    schema: impl Into<RefOr<Schema>>,
+) -> Parameter {
+    let mut p = param(name, ParameterIn::Query, description, schema);
+    p.style = Some(ParameterStyle::Form);
+    p.explode = Some(true);
+    p
+}
