@@ -106,7 +106,7 @@ pub(crate) async fn serve(
         // Counted when hyper calls the service (for HTTP/2 too, before the stream's task
         // is spawned), and in flight until the answer's body is done.
         let app = hyper::service::service_fn(move |req| {
-            let in_flight = seen.request();
+            let in_flight = seen.begin();
             let answer = app.call(req);
             async move {
                 answer

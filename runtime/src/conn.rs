@@ -17,8 +17,8 @@
 //! spawned task keeps the same task behind every waker it is given).
 //!
 //! The per-request cost is a few uncontended atomic operations on the connection's own counters
-//! ([`Activity::request`] and the [`InFlight`] guard its answer carries), the per-poll cost one
-//! atomic load. A timer per connection polled on every wake, or hyper-util's
+//! ([`Activity::begin`] and the [`InFlight`] guard its answer carries; the proxy, whose answers
+//! are short, only counts, with [`Activity::request`]), the per-poll cost one atomic load. A timer per connection polled on every wake, or hyper-util's
 //! `GracefulShutdown`, which polls a watch channel on every poll, cost the sidecar's proxy
 //! about 1,000 instructions per request, 3% of the whole (BENCHMARKS.md, issue 5).
 
@@ -133,12 +133,22 @@ pub struct Activity(Arc<Shared>);
 
 impl Activity {
     /// A request's headers are in: call it from the service's `call`, once per request, and
-    /// keep the guard with the answer ([`Counted`]) until its body is done.
-    #[inline]
-    pub fn request(&self) -> InFlight {
+    /// keep the guard with the answer ([`Counted`]) until its body is done, so that a long
+    /// answer is not taken for idleness.
+    pub fn begin(&self) -> InFlight {
         self.0.requests.fetch_add(1, Ordering::Relaxed);
         self.0.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self.0.clone())
+    }
+
+    /// A request's headers are in, counted without following its answer: the cheaper form,
+    /// for a server whose answers rarely outlast the idle timeout. One that does is closed
+    /// gracefully once it is done rather than kept for another request. (In the proxy the
+    /// guard of [`Activity::begin`] cost about 500 instructions per request: with it, the
+    /// service's future was no longer built in place but moved into hyper's dispatcher.)
+    #[inline]
+    pub fn request(&self) {
+        self.0.requests.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Requests so far.
@@ -462,13 +472,13 @@ mod tests {
         assert!(poll(&mut a).is_pending() && poll(&mut b).is_pending());
         assert!(poll(&mut c).is_pending());
         let start = a.accepted;
-        drop(idle.request());
-        drop(busy.request());
+        idle.request();
+        busy.request();
         // One answer that takes longer than the idle timeout (a watch stream, say).
-        let streaming = long.request();
+        let streaming = long.begin();
         t.sweep_at(start + Duration::from_secs(1));
         for s in (10..=40).step_by(10) {
-            drop(busy.request());
+            busy.request();
             t.sweep_at(start + Duration::from_secs(s));
         }
         assert_eq!(poll(&mut a), Poll::Ready(Ended::Idle(())));
@@ -521,7 +531,7 @@ mod tests {
         let mut a = t.watch(Held(done.clone()), activity.clone(), Instant::now());
         assert!(poll(&mut a).is_pending());
         t.sweep_at(a.accepted + Duration::from_secs(5));
-        let _request = activity.request();
+        let _request = activity.begin();
         assert_eq!(poll(&mut a), Poll::Ready(Ended::Served(())));
         assert!(
             done.load(Ordering::Acquire),

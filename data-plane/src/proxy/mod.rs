@@ -20,7 +20,7 @@ use hyper_util::{
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use waypost_runtime::conn::{
-    Activity, Connections, Counted, Deadlines, Ended, H2_KEEPALIVE_INTERVAL, H2_KEEPALIVE_TIMEOUT,
+    Activity, Connections, Deadlines, Ended, H2_KEEPALIVE_INTERVAL, H2_KEEPALIVE_TIMEOUT,
 };
 
 use self::{
@@ -129,13 +129,11 @@ pub(crate) async fn serve_http(
         let activity = Activity::default();
         let requests = activity.clone();
         let service = service_fn(move |req| {
-            let in_flight = requests.request();
+            // Counted, not followed to the end of its answer (see `Activity::request`).
+            requests.request();
             let proxy = proxy.clone();
             let client = client.clone();
-            async move {
-                let answer = proxy.handle(req, client).await;
-                Ok::<_, Infallible>(answer.map(|body| Counted::new(body, in_flight)))
-            }
+            async move { Ok::<_, Infallible>(proxy.handle(req, client).await) }
         });
         let (http1, either, drain, shutdown) = (
             http1.clone(),
