@@ -82,6 +82,10 @@ pub struct Settings {
     #[arg(long, env = "WAYPOST_CLIENT_HEADER_TIMEOUT", value_parser = humantime::parse_duration)]
     #[serde(default, with = "waypost_runtime::config::opt_duration")]
     pub client_header_timeout: Option<Duration>,
+    /// Most HTTP proxy client connections open at once; more wait to be accepted
+    /// [default: 10000]
+    #[arg(long, env = "WAYPOST_MAX_CLIENT_CONNECTIONS")]
+    pub max_client_connections: Option<usize>,
     /// Consecutive failures that eject an instance [default: 5]
     #[arg(long, env = "WAYPOST_OUTLIER_FAILURES")]
     pub outlier_failures: Option<u32>,
@@ -249,6 +253,7 @@ impl Config {
                     request_timeout: pick!(request_timeout, d.request_timeout),
                     idle_timeout: pick!(idle_timeout, d.idle_timeout),
                     client_header_timeout: pick!(client_header_timeout, d.client_header_timeout),
+                    max_client_connections: pick!(max_client_connections, d.max_client_connections),
                     outlier: Outlier {
                         failures: pick!(outlier_failures, d.outlier.failures),
                         base: pick!(outlier_ejection, d.outlier.base),
@@ -326,9 +331,11 @@ impl Config {
             || p.request_timeout.is_zero()
             || p.idle_timeout.is_zero()
             || p.client_header_timeout.is_zero()
+            || p.max_client_connections == 0
         {
             return Err(ConfigError::Invalid(
-                "outlier_failures and the proxy timeouts must be above zero".into(),
+                "outlier_failures, max_client_connections and the proxy timeouts must be above zero"
+                    .into(),
             ));
         }
         Ok(())

@@ -699,13 +699,14 @@ async fn shutdown_closes_idle_connections_and_lets_the_answer_in_flight_finish()
 /// Issue 12: a client connection that sent nothing, only HTTP/2's preface, or half a request
 /// line was held for ever. Now each is closed `--client-header-timeout` after its accept and
 /// counted, a client that stays idle after a request is closed after `--idle-timeout`, and a
-/// normal client is served throughout.
+/// normal client is served even with more silent connections than the connection limit.
 #[tokio::test]
 async fn silent_and_idle_client_connections_are_closed_and_counted() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let setup = setup(1, &[], &[], |c| {
         c.proxy.client_header_timeout = Duration::from_millis(500);
         c.proxy.idle_timeout = Duration::from_secs(1);
+        c.proxy.max_client_connections = 6;
     })
     .await;
     let mut silent = Vec::new();

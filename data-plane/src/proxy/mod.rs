@@ -53,6 +53,8 @@ pub struct ProxyConfig {
     /// A client connection that has not sent its first request's headers this long after it
     /// was accepted is closed (nothing sent, an HTTP/2 preface only, or part of a request).
     pub client_header_timeout: Duration,
+    /// Most client connections open at once; more wait in the listen backlog.
+    pub max_client_connections: usize,
     /// When failing instances are ejected, and for how long.
     pub outlier: Outlier,
     /// Below this share of usable instances, balance over all of them.
@@ -71,6 +73,8 @@ impl Default for ProxyConfig {
             idle_timeout: Duration::from_secs(60),
             // As the control plane's --header-read-timeout.
             client_header_timeout: Duration::from_secs(10),
+            // As the control plane's --max-connections.
+            max_client_connections: 10_000,
             outlier: Outlier {
                 failures: 5,
                 base: Duration::from_secs(10),
@@ -114,7 +118,18 @@ pub(crate) async fn serve_http(
         .timer(TokioTimer::new())
         .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
         .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        proxy.config.max_client_connections,
+    ));
     loop {
+        // At the cap, stop accepting: new connections wait in the listen backlog.
+        let slot = tokio::select! {
+            () = shutdown.cancelled() => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
         let Some((stream, client)) = waypost_runtime::net::accept(&listener, &shutdown).await
         else {
             break;
@@ -142,6 +157,7 @@ pub(crate) async fn serve_http(
             shutdown.clone(),
         );
         connections.spawn(async move {
+            let _slot = slot;
             // HTTP/1.1 unless the client opens with HTTP/2's preface (h2c, prior knowledge).
             // Peeking leaves the bytes in the socket, so an HTTP/1.1 connection is served
             // straight from it, without the layer that hyper-util's auto connection puts under
