@@ -6,8 +6,8 @@
 /// limit, so an overlong one gets our `uri_too_long` problem rather than a bare status.
 pub const MAX_URI_BYTES: usize = 8 * 1024;
 
-/// Most request header fields. Below the HTTP library's own limit (128 here), which answers a
-/// bare 431 beyond it.
+/// Most request header fields. Below the HTTP library's own limit (100), which answers a bare
+/// 431 beyond it.
 pub const MAX_HEADERS: usize = 64;
 
 /// Most bytes in all request header names and values together (nginx's default buffers hold
