@@ -70,6 +70,25 @@ async fn heartbeats_keep_an_instance_past_its_ttl() {
     assert_eq!(ids(&cp, "web", "").await, ["10.0.0.1:80"]);
 }
 
+/// Registers four instances of `web` with the default TTL, and six of `silent` (ports 5 to
+/// 10) with a TTL of 1 s that never heartbeat.
+async fn four_live_six_silent(cp: &TestControlPlane, silent: &str) {
+    for port in 1..=4 {
+        register(
+            cp,
+            json!({"service": "web", "address": format!("10.0.0.1:{port}")}),
+        )
+        .await;
+    }
+    for port in 5..=10 {
+        register(
+            cp,
+            json!({"service": silent, "address": format!("10.0.0.1:{port}"), "ttl_seconds": 1}),
+        )
+        .await;
+    }
+}
+
 #[tokio::test]
 async fn self_preservation_holds_a_mass_expiry() {
     // A threshold so low that any expiry pass is over it: the six need not fall due in the
@@ -79,21 +98,8 @@ async fn self_preservation_holds_a_mass_expiry() {
         c.self_preservation.threshold = 0.05;
     })
     .await;
-    // 4 long-lived instances and 6 that go silent together: 60% > 50%.
-    for port in 1..=4 {
-        register(
-            &cp,
-            json!({"service": "web", "address": format!("10.0.0.1:{port}")}),
-        )
-        .await;
-    }
-    for port in 5..=10 {
-        register(
-            &cp,
-            json!({"service": "web", "address": format!("10.0.0.1:{port}"), "ttl_seconds": 1}),
-        )
-        .await;
-    }
+    // 4 long-lived instances and 6 that go silent together.
+    four_live_six_silent(&cp, "web").await;
     let health = eventually(DEADLINE, "self-preservation to engage", || async {
         let h = get(&cp, "/health").await;
         (h.body["self_preservation"] == true).then_some(h)
@@ -131,20 +137,7 @@ async fn held_instances_are_shown_and_released_after_the_maximum_hold() {
         c.self_preservation.max_hold = Duration::from_secs(2);
     })
     .await;
-    for port in 1..=4 {
-        register(
-            &cp,
-            json!({"service": "web", "address": format!("10.0.0.1:{port}")}),
-        )
-        .await;
-    }
-    for port in 5..=10 {
-        register(
-            &cp,
-            json!({"service": "gone", "address": format!("10.0.0.1:{port}"), "ttl_seconds": 1}),
-        )
-        .await;
-    }
+    four_live_six_silent(&cp, "gone").await;
     eventually(DEADLINE, "held instances shown as held", || async {
         let found = get(&cp, "/discover/gone").await.body;
         let held = found["instances"]

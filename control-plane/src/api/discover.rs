@@ -22,7 +22,7 @@ use super::{
     blocking::{Blocking, INDEX_HEADER, index_value},
     error::ApiError,
     extract::{PathParam, QueryPairs},
-    params::{param, repeated},
+    params::{self, param, repeated},
     responses::ReadErrors,
 };
 use crate::registry::Filter;
@@ -60,20 +60,10 @@ impl IntoParams for DiscoverParams {
                 (status `up`, health `passing`). `false`: draining and critical ones too.",
                 utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::Type::Boolean),
             ),
-            param(
-                "index",
-                ParameterIn::Query,
-                "Blocking query: hold the answer until this service \
-                changes after revision `index` (`0` answers at once).",
-                schema::revision(),
-            ),
-            param(
-                "wait",
-                ParameterIn::Query,
-                "Blocking query: the longest to hold the answer.",
-                schema::wait(),
-            ),
         ]
+        .into_iter()
+        .chain(params::blocking("this service"))
+        .collect()
     }
 }
 

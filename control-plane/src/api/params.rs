@@ -39,3 +39,25 @@ pub(crate) fn repeated(
     p.explode = Some(true);
     p
 }
+
+/// The two parameters of a blocking query (`index`, `wait`); `what` says what must change
+/// ("this service", "anything").
+pub(crate) fn blocking(what: &str) -> [Parameter; 2] {
+    [
+        param(
+            "index",
+            ParameterIn::Query,
+            &format!(
+                "Blocking query: hold the answer until {what} changes after revision `index` \
+                 (`0` answers at once)."
+            ),
+            waypost_model::schema::revision(),
+        ),
+        param(
+            "wait",
+            ParameterIn::Query,
+            "Blocking query: the longest to hold the answer.",
+            waypost_model::schema::wait(),
+        ),
+    ]
+}

@@ -8,14 +8,14 @@ use utoipa::{
     IntoParams,
     openapi::path::{Parameter, ParameterIn},
 };
-use waypost_model::{ServicesResponse, schema};
+use waypost_model::ServicesResponse;
 
 use super::{
     AppState,
     blocking::{Blocking, INDEX_HEADER, index_value},
     error::ApiError,
     extract::QueryPairs,
-    params::param,
+    params,
     responses::ReadErrors,
 };
 
@@ -24,21 +24,7 @@ pub(crate) struct ServicesParams;
 
 impl IntoParams for ServicesParams {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
-        vec![
-            param(
-                "index",
-                ParameterIn::Query,
-                "Blocking query: hold the answer until anything \
-                changes after revision `index` (`0` answers at once).",
-                schema::revision(),
-            ),
-            param(
-                "wait",
-                ParameterIn::Query,
-                "Blocking query: the longest to hold the answer.",
-                schema::wait(),
-            ),
-        ]
+        params::blocking("anything").into()
     }
 }
 
