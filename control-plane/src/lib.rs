@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod command;
 pub mod config;
 pub mod metrics;
 pub mod registry;

@@ -1,0 +1,170 @@
+//! What the replicated log holds: the commands that change the registry, their replies, and
+//! the image a snapshot carries.
+//!
+//! This is the whole vocabulary between the registry (which applies commands) and the store
+//! (which keeps the Raft log and the state machine's snapshots): the store knows these types
+//! and [`Machine`], never the registry itself.
+//!
+//! A command is applied on every node in log order, so applying one must be a pure function
+//! of the registry state and the command: anything that varies by node or by moment (the wall
+//! clock, a random epoch) is fixed by the node that proposes it and carried in the command.
+
+use std::{io::Cursor, sync::Arc};
+
+use serde::{Deserialize, Serialize};
+use waypost_model::{Epoch, Health, Instance, InstanceId, InstanceRef, Revision, ServiceName};
+
+/// A node's id in the cluster (`--node-id`).
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// The Raft types of the control plane.
+    pub TypeConfig:
+        D = Command,
+        R = Reply,
+        NodeId = NodeId,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// One change to the registry, as the log holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    /// Names the revision history: the first leader of a new cluster proposes it once; later
+    /// ones change nothing.
+    Init {
+        /// The cluster's epoch.
+        epoch: Epoch,
+    },
+    /// Registers or updates an instance. `instance` is the registration as validated by the
+    /// proposer (revision 0, no VIP, passing health); applying it keeps an existing instance's
+    /// registration time, health and VIP.
+    Register {
+        /// The registration.
+        instance: Instance,
+    },
+    /// Removes an instance by id or address.
+    Deregister {
+        /// Which instance.
+        target: InstanceRef,
+    },
+    /// Moves an instance into or out of `draining`.
+    Drain {
+        /// Which instance.
+        target: InstanceRef,
+        /// `true`: draining; `false`: up.
+        draining: bool,
+    },
+    /// A health check's result that changes the instance's health.
+    Check {
+        /// Which instance.
+        target: InstanceRef,
+        /// The new health.
+        health: Health,
+        /// The check's output (kept when critical).
+        output: Option<String>,
+    },
+    /// The leader found the instance overdue. Applied only if the instance is still the
+    /// registration that was overdue: same registration revision and not registered again
+    /// since the leader decided (log index `decided_at`), so that an expiry decided before a
+    /// re-registration never removes the new one.
+    Expire {
+        /// Its service.
+        service: ServiceName,
+        /// Its id.
+        id: InstanceId,
+        /// The revision that created this registration.
+        registration: Revision,
+        /// The leader's applied log index when it decided.
+        decided_at: u64,
+    },
+}
+
+/// What applying a command did, returned to the node that proposed it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Reply {
+    /// Nothing visible changed (a membership entry, an init, an expiry that no longer applies).
+    Nothing,
+    /// Registered (`created`) or updated, or the same registration again (no new revision).
+    Registered {
+        /// The stored instance.
+        instance: Arc<Instance>,
+        /// New.
+        created: bool,
+    },
+    /// An instance was removed.
+    Removed {
+        /// Its service.
+        service: ServiceName,
+        /// Its id.
+        id: InstanceId,
+        /// The removal's revision.
+        revision: Revision,
+    },
+    /// An instance's status or health changed (or was already as asked).
+    Amended {
+        /// The instance as it is now.
+        instance: Arc<Instance>,
+    },
+    /// The command could not be applied.
+    Rejected(Rejection),
+}
+
+/// Why a command was not applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Rejection {
+    /// No such instance.
+    NotFound {
+        /// The service.
+        service: ServiceName,
+        /// The id or address asked for.
+        id: String,
+    },
+    /// The registry holds its maximum number of instances.
+    Full {
+        /// The limit.
+        max: usize,
+    },
+    /// The service holds its maximum number of instances.
+    ServiceFull {
+        /// The service.
+        service: ServiceName,
+        /// The limit.
+        max: usize,
+    },
+    /// The target did not parse (the proposer checks this first; kept so applying never
+    /// panics on a log written by another version).
+    Invalid {
+        /// Why.
+        message: String,
+    },
+}
+
+/// The registry's state at one applied log position: what a snapshot holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Image {
+    /// The revision history's identity (0 until the first leader proposes [`Command::Init`]).
+    pub epoch: Epoch,
+    /// The last revision given.
+    pub revision: Revision,
+    /// Every instance.
+    pub instances: Vec<Instance>,
+}
+
+/// The state machine's logic, as the store sees it: the registry implements it.
+pub trait Machine: Send + Sync + 'static {
+    /// Applies one command found at log `index`.
+    fn apply(&self, index: u64, command: &Command) -> Reply;
+    /// Marks log `index` applied when it held no command (blank and membership entries), so
+    /// that readers waiting for an index see it.
+    fn applied(&self, index: u64);
+    /// The state as it is now.
+    fn export(&self) -> Image;
+    /// Replaces the whole state (start-up, or a snapshot installed from the leader).
+    fn restore(&self, image: Image, index: u64);
+}
