@@ -11,7 +11,9 @@
 //! - `read`: discover, services, watch and metrics;
 //! - `service`: reads too (a service discovers its dependencies), and writes (register,
 //!   heartbeat, deregister, drain, check reports) only for the services its `services` list
-//!   names: exact names, prefixes ending in `*` (`billing-*`), or `*` for every service.
+//!   names: exact names, prefixes ending in `*` (`billing-*`), or `*` for every service;
+//! - `cluster`: what one control plane sends another (Raft messages, forwarded writes, reads
+//!   and heartbeats under `/cluster/...`), and reads; no writes through the public API.
 
 use std::{fmt, sync::Arc};
 
@@ -53,6 +55,8 @@ pub enum Role {
     Read,
     /// Reads, and writes for its services.
     Service,
+    /// Control-plane peers: the internal `/cluster/...` routes, and reads.
+    Cluster,
 }
 
 /// Services a service token may write: exact names and prefixes.
@@ -129,7 +133,7 @@ impl Caller {
         };
         let allowed = match token.role {
             Role::Operator => true,
-            Role::Read => false,
+            Role::Read | Role::Cluster => false,
             Role::Service => token.scopes.iter().any(|s| s.covers(service)),
         };
         if allowed {
@@ -155,6 +159,33 @@ impl Caller {
             _ => Ok(()),
         }
     }
+
+    /// Whether this caller may use the routes between control planes (`cluster` or
+    /// `operator` tokens; anyone when authorization is off).
+    pub fn may_peer(&self) -> Result<(), Denied> {
+        match self {
+            Self::Token(token) if !matches!(token.role, Role::Cluster | Role::Operator) => {
+                Err(Denied {
+                    token: token.name.clone(),
+                    role: token.role.as_str(),
+                    action: "call the routes between control planes".to_owned(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether this caller may change the cluster's membership (`operator` only).
+    pub fn may_operate(&self) -> Result<(), Denied> {
+        match self {
+            Self::Token(token) if token.role != Role::Operator => Err(Denied {
+                token: token.name.clone(),
+                role: token.role.as_str(),
+                action: "change the cluster's membership".to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Role {
@@ -164,6 +195,7 @@ impl Role {
             Self::Operator => "operator",
             Self::Read => "read",
             Self::Service => "service",
+            Self::Cluster => "cluster",
         }
     }
 }

@@ -154,6 +154,10 @@ pub struct Image {
     pub revision: Revision,
     /// Every instance.
     pub instances: Vec<Instance>,
+    /// Every service's VIP, including services without instances (their VIP is kept until
+    /// the range runs out), so that a node restored from a snapshot allocates as the others.
+    #[serde(default)]
+    pub vips: std::collections::BTreeMap<ServiceName, std::net::Ipv4Addr>,
 }
 
 /// The state machine's logic, as the store sees it: the registry implements it.

@@ -127,6 +127,32 @@ pub struct Settings {
     /// [default: none].
     #[arg(long, env = "WAYPOST_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<PathBuf>,
+    /// This node's id in a cluster [default: 1].
+    #[arg(long, env = "WAYPOST_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Every voting member of the cluster as `id=URL` pairs, this node included, for example
+    /// `1=http://10.0.0.1:9000,2=http://10.0.0.2:9000,3=http://10.0.0.3:9000`; none: a
+    /// cluster of one [default: none].
+    #[arg(long, env = "WAYPOST_PEERS")]
+    pub peers: Option<String>,
+    /// Start without initialising a cluster, and wait to be added to a running one with
+    /// `POST /cluster/members` [default: false].
+    #[arg(long, env = "WAYPOST_JOIN", num_args = 0..=1, default_missing_value = "true")]
+    pub join: Option<bool>,
+    /// Raft election timeout: a follower that hears nothing from the leader for this long
+    /// (up to twice it, at random) starts an election [default: 1s].
+    #[arg(long, env = "WAYPOST_ELECTION_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "waypost_runtime::config::opt_duration")]
+    pub election_timeout: Option<Duration>,
+    /// The bearer token this node presents to its peers when authorization is on (a token
+    /// with the `cluster` role in their `[auth]` tables); prefer the environment or the file
+    /// [default: none].
+    #[arg(long, env = "WAYPOST_CLUSTER_TOKEN", hide_env_values = true)]
+    pub cluster_token: Option<String>,
+    /// PEM CA certificates that sign the peers' HTTPS certificates [default: the system's
+    /// roots].
+    #[arg(long, env = "WAYPOST_PEER_CA")]
+    pub peer_ca: Option<PathBuf>,
     /// Bearer tokens and their roles: the `[auth]` table of the config file only (tokens do
     /// not belong in flags or the environment of every process).
     #[arg(skip)]
@@ -228,6 +254,50 @@ pub struct Config {
     pub tokens: Tokens,
     /// Whether serving a non-loopback address without tokens was asked for.
     pub insecure: bool,
+    /// Cluster membership and Raft timing.
+    pub cluster: ClusterConfig,
+}
+
+/// This node's place in a cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// This node's id.
+    pub node_id: u64,
+    /// The voting members (id and base URL), this node included; empty: a cluster of one.
+    pub peers: Vec<(u64, String)>,
+    /// See [`Settings::join`].
+    pub join: bool,
+    /// See [`Settings::election_timeout`].
+    pub election_timeout: Duration,
+    /// See [`Settings::cluster_token`].
+    pub token: Option<String>,
+    /// See [`Settings::peer_ca`].
+    pub peer_ca: Option<PathBuf>,
+}
+
+/// Parses `1=http://a:9000,2=http://b:9000`.
+fn parse_peers(text: &str) -> Result<Vec<(u64, String)>, String> {
+    let mut peers: Vec<(u64, String)> = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, url) = part
+            .split_once('=')
+            .ok_or_else(|| format!("peers: {part:?} is not id=URL"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("peers: {id:?} is not a node id (a number)"))?;
+        let url = url.trim().trim_end_matches('/');
+        let parsed =
+            url::Url::parse(url).map_err(|e| format!("peers: {url:?} is not a URL: {e}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+            return Err(format!("peers: {url:?} must be an http:// or https:// URL"));
+        }
+        if peers.iter().any(|(other, _)| *other == id) {
+            return Err(format!("peers: node id {id} is given twice"));
+        }
+        peers.push((id, url.to_owned()));
+    }
+    Ok(peers)
 }
 
 impl Config {
@@ -308,6 +378,14 @@ impl Config {
             tokens: Tokens::from_settings(&over.auth.or(under.auth).unwrap_or_default())
                 .map_err(ConfigError::Invalid)?,
             insecure: pick!(insecure, false),
+            cluster: ClusterConfig {
+                node_id: 1,
+                peers: Vec::new(),
+                join: false,
+                election_timeout: Duration::from_secs(1),
+                token: None,
+                peer_ca: None,
+            },
             tls: match (
                 over.tls_cert.or(under.tls_cert),
                 over.tls_key.or(under.tls_key),
@@ -325,6 +403,20 @@ impl Config {
                     ));
                 }
             },
+        };
+        let config = Config {
+            cluster: ClusterConfig {
+                node_id: pick!(node_id, 1),
+                peers: match over.peers.or(under.peers) {
+                    Some(text) => parse_peers(&text).map_err(ConfigError::Invalid)?,
+                    None => Vec::new(),
+                },
+                join: pick!(join, false),
+                election_timeout: pick!(election_timeout, Duration::from_secs(1)),
+                token: over.cluster_token.or(under.cluster_token),
+                peer_ca: over.peer_ca.or(under.peer_ca),
+            },
+            ..config
         };
         config.check()?;
         Ok(config)
@@ -376,6 +468,21 @@ impl Config {
         self.check_exposure().map_err(ConfigError::Invalid)?;
         if self.watch_keepalive.is_zero() {
             return bad("watch_keepalive must be above zero".into());
+        }
+        let c = &self.cluster;
+        if !c.peers.is_empty() && !c.peers.iter().any(|(id, _)| *id == c.node_id) {
+            return bad(format!(
+                "peers must include this node (node_id {}): list every voting member",
+                c.node_id
+            ));
+        }
+        if c.election_timeout < Duration::from_millis(100)
+            || c.election_timeout > Duration::from_secs(60)
+        {
+            return bad(format!(
+                "election_timeout must be from 100ms to 60s, not {:?}",
+                c.election_timeout
+            ));
         }
         Ok(())
     }

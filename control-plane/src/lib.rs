@@ -1,20 +1,24 @@
-//! The Waypost control plane: a service registry with a REST API, a durable store and a change
-//! stream.
+//! The Waypost control plane: a service registry with a REST API, replicated with Raft, and
+//! a change stream.
 //!
 //! # Layout
 //! - [`config`]: the one [`Config`], from flags, `WAYPOST_*` env and TOML.
-//! - [`registry`]: the single writer (state, revisions, change log, expiry).
-//! - `store`: the embedded redb store and its group-committing writer thread.
+//! - [`command`]: what the replicated log holds (commands, replies, snapshot images).
+//! - [`registry`]: the state machine (state, revisions, change log, expiry decisions).
+//! - `store`: the Raft log and snapshots in redb (openraft's storage).
+//! - [`cluster`]: Raft on this node: writes, linearizable reads, forwarding to the leader.
 //! - [`api`]: one module per endpoint, the OpenAPI document, errors as problem+json.
 //! - [`metrics`]: every metric in one place.
 //!
 //! # Flow
-//! `POST` handler → [`registry::Registry`] (lock, mutate, next revision, change log) → store
-//! writer (batch commit) → committed revision on a `watch` → reply, `/watch` streams, blocking
-//! queries. The expiry task feeds the same writer.
+//! `POST` handler → [`Command`](command::Command) → [`cluster::Cluster::write`] (the leader
+//! appends it; followers forward it) → Raft log, durable on a majority → applied by every
+//! node's [`registry::Registry`] in log order (next revision, change log) → reply, `/watch`
+//! streams, blocking queries. The leader's expiry task proposes expiries the same way.
 
 pub mod api;
 pub mod auth;
+pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod metrics;
@@ -27,16 +31,17 @@ pub mod tls;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use waypost_model::Revision;
 
 pub use crate::config::Config;
 use crate::{
     api::AppState,
+    cluster::{Cluster, Parts},
     metrics::Metrics,
-    registry::{Committed, Registry, RegistryConfig},
-    store::{Loaded, StoreError},
+    registry::{Registry, RegistryConfig},
+    store::{Store, StoreError},
 };
 
 /// Why the control plane could not start.
@@ -59,6 +64,9 @@ pub enum StartError {
     /// The TLS files could not be used.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// Raft could not start.
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// A started control plane.
@@ -68,14 +76,15 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The registry, for in-process callers.
     pub registry: Arc<Registry>,
-    /// Finishes after shutdown: connections drained (within the grace period), store flushed.
+    /// This node's handle on the cluster.
+    pub cluster: Arc<Cluster>,
+    /// Finishes after shutdown: connections drained (within the grace period), Raft stopped,
+    /// store closed.
     pub join: JoinHandle<()>,
 }
 
-/// How often the expiry task looks for overdue instances: expiry lands within TTL + this.
-const EXPIRY_TICK: Duration = Duration::from_millis(250);
-
-/// Opens the store, binds `config.listen` and serves until `shutdown` is cancelled.
+/// Opens the store, binds `config.listen`, starts Raft and serves until `shutdown` is
+/// cancelled.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
     config.check_exposure().map_err(StartError::Exposed)?;
     // Certificate problems are reported before anything is opened or bound.
@@ -84,25 +93,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         None => None,
     };
     let metrics = Arc::new(Metrics::new());
-    let (tx, _) = watch::channel(Committed {
-        revision: 0,
-        failed: false,
-    });
-    let committed = Arc::new(tx);
-    let (writer, loaded) = match &config.data_dir {
-        Some(dir) => {
-            let (w, l) = store::open(
-                dir,
-                config.store_cache_bytes,
-                committed.clone(),
-                metrics.clone(),
-            )?;
-            (Some(w), l)
-        }
-        None => (None, Loaded::empty(rand::random())),
-    };
-    let restored = loaded.instances.len();
-    let durable = writer.is_some();
+    let store = Store::open(config.data_dir.as_deref(), config.store_cache_bytes)?;
+    let loaded = store.image()?;
+    let restored = loaded.image.instances.len();
     let registry = Arc::new(Registry::new(
         RegistryConfig {
             default_ttl_seconds: config.default_ttl.as_secs() as u32,
@@ -113,9 +106,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             self_preservation: config.self_preservation,
             vip_range: config.vip_range,
         },
-        loaded,
-        writer,
-        committed,
+        loaded.image,
+        loaded.last_applied.map_or(0, |l| l.index),
         metrics.clone(),
     ));
     let listener = TcpListener::bind(config.listen)
@@ -131,8 +123,29 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     if config.insecure && !config.tokens.enabled() && !addr.ip().is_loopback() {
         tracing::warn!(%addr, "--insecure: serving a non-loopback address without auth tokens");
     }
+    let (log, machine, store) = store.into_parts(registry.clone(), metrics.clone());
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let cluster = Cluster::start(
+        &config.cluster,
+        Parts {
+            log,
+            machine,
+            registry: registry.clone(),
+            metrics: metrics.clone(),
+            own_url: format!("{scheme}://{addr}"),
+        },
+        shutdown.clone(),
+    )
+    .await
+    .map_err(StartError::Cluster)?;
     tracing::info!(
         http = %addr,
+        node = config.cluster.node_id,
+        peers = config.cluster.peers.len(),
         tls = match &config.tls {
             None => "off",
             Some(t) if t.client_ca.is_some() => "mtls",
@@ -152,6 +165,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     tokio::spawn(deadlines.clone().run(shutdown.clone()));
     let state = AppState(Arc::new(api::App {
         registry: registry.clone(),
+        cluster: cluster.clone(),
         metrics,
         shutdown: shutdown.clone(),
         watch_keepalive: config.watch_keepalive,
@@ -162,7 +176,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         request_timeout: config.request_timeout,
         deadlines: deadlines.clone(),
         tokens: config.tokens.clone(),
-        durable,
+        durable: config.data_dir.is_some(),
         openapi_json: api::openapi_pretty().into(),
     }));
     let metrics = state.metrics.clone();
@@ -172,8 +186,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         header_read_timeout: config.header_read_timeout,
         idle_timeout: config.idle_timeout,
     };
-    let expiry = tokio::spawn(expire(registry.clone(), shutdown.clone()));
     let reg = registry.clone();
+    let node = cluster.clone();
     let grace = config.shutdown_grace;
     let join = tokio::spawn(async move {
         let token = shutdown.clone();
@@ -187,7 +201,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         ));
         shutdown.cancelled().await;
         // Stop accepting; streams and blocking queries end on the token; in-flight writes
-        // finish (they are bounded by the store's commit time) within the grace period.
+        // finish (they are bounded by the election timeout) within the grace period.
         match tokio::time::timeout(grace, server).await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => tracing::error!(%err, "server task failed"),
@@ -196,27 +210,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                 "drain exceeded the grace period"
             ),
         }
-        let _ = expiry.await;
-        reg.close_store().await;
+        node.shutdown().await;
+        store.close().await;
         tracing::info!(revision = reg.head(), "stopped");
     });
     Ok(Running {
         addr,
         registry,
+        cluster,
         join,
     })
-}
-
-/// The expiry task: every tick, expire what is overdue.
-async fn expire(registry: Arc<Registry>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(EXPIRY_TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => registry.expire_due(std::time::Instant::now()),
-        }
-    }
 }
 
 /// The revision type, re-exported for tests and tools.

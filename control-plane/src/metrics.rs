@@ -15,6 +15,26 @@ struct ServiceLabel {
     service: String,
 }
 
+/// The label of forwarded requests: `write`, `read` or `heartbeat`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct KindLabel {
+    kind: String,
+}
+
+impl From<&str> for KindLabel {
+    fn from(kind: &str) -> Self {
+        Self {
+            kind: kind.to_owned(),
+        }
+    }
+}
+
+/// The label of per-peer metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct PeerLabel {
+    pub(crate) peer: u64,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
@@ -56,6 +76,12 @@ pub struct Metrics {
     store_commits: Counter,
     store_batch: Histogram,
     http: Family<HttpLabels, Histogram>,
+    pub(crate) raft_term: Gauge,
+    pub(crate) leader_changes: Counter,
+    pub(crate) raft_last_log_index: Gauge,
+    pub(crate) raft_applied_index: Gauge,
+    pub(crate) raft_replication_lag: Family<PeerLabel, Gauge>,
+    pub(crate) forwarded: Family<KindLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -97,6 +123,12 @@ impl Metrics {
             store_batch: Histogram::new([
                 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0,
             ]),
+            raft_term: Gauge::default(),
+            leader_changes: Counter::default(),
+            raft_last_log_index: Gauge::default(),
+            raft_applied_index: Gauge::default(),
+            raft_replication_lag: Family::default(),
+            forwarded: Family::default(),
             http: Family::new_with_constructor(|| {
                 Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
                     0.000_05, 2.0, 18,
@@ -109,6 +141,32 @@ impl Metrics {
                 "instances",
                 "Registered instances per service",
                 m.instances.clone(),
+            );
+            r.register("raft_term", "The current Raft term", m.raft_term.clone());
+            r.register(
+                "raft_leader_changes",
+                "Times this node saw a new leader",
+                m.leader_changes.clone(),
+            );
+            r.register(
+                "raft_last_log_index",
+                "The last index in this node's Raft log",
+                m.raft_last_log_index.clone(),
+            );
+            r.register(
+                "raft_applied_index",
+                "The last Raft log index applied to this node's registry",
+                m.raft_applied_index.clone(),
+            );
+            r.register(
+                "raft_replication_lag",
+                "On the leader: log entries each peer is behind",
+                m.raft_replication_lag.clone(),
+            );
+            r.register(
+                "forwarded",
+                "Requests this node passed on to the leader, by kind (write, read, heartbeat)",
+                m.forwarded.clone(),
             );
             r.register(
                 "registrations",

@@ -79,6 +79,136 @@ impl Drop for TestControlPlane {
     }
 }
 
+/// A cluster of control planes on `127.0.0.1`, each durable in its own temporary directory.
+#[derive(Debug)]
+pub struct TestCluster {
+    /// The nodes by position (node id = position + 1); `None` once stopped.
+    pub nodes: Vec<Option<TestControlPlane>>,
+    /// Each node's base URL, also while it is stopped.
+    pub urls: Vec<String>,
+    /// Each node's data directory, kept across a stop for a restart.
+    dirs: Vec<Option<tempfile::TempDir>>,
+    peers: Vec<(u64, String)>,
+}
+
+impl TestCluster {
+    /// Starts `n` nodes that know each other, with `tweak` applied to each one's config.
+    /// Their ports are picked first (bound to port 0, then released), since every node's
+    /// `peers` names all of them.
+    pub async fn start(n: usize, tweak: impl Fn(&mut Config)) -> Self {
+        let ports: Vec<u16> = (0..n)
+            .map(|_| {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .expect("pick a port")
+                    .port()
+            })
+            .collect();
+        let urls: Vec<String> = ports
+            .iter()
+            .map(|p| format!("http://127.0.0.1:{p}"))
+            .collect();
+        let peers: Vec<(u64, String)> = urls
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (i as u64 + 1, u.clone()))
+            .collect();
+        let mut cluster = Self {
+            nodes: (0..n).map(|_| None).collect(),
+            urls,
+            dirs: (0..n)
+                .map(|_| Some(tempfile::tempdir().expect("create a data directory")))
+                .collect(),
+            peers,
+        };
+        let starts: Vec<_> = (0..n).map(|i| cluster.config(i, &tweak)).collect();
+        let started =
+            futures_util::future::join_all(starts.into_iter().map(|(dir, config)| async move {
+                let token = CancellationToken::new();
+                let running = crate::start(config, token.clone())
+                    .await
+                    .expect("start a cluster node");
+                (dir, token, running)
+            }))
+            .await;
+        for (i, (dir, token, running)) in started.into_iter().enumerate() {
+            cluster.nodes[i] = Some(TestControlPlane {
+                url: cluster.urls[i].clone(),
+                token,
+                running,
+                dir,
+            });
+        }
+        cluster
+    }
+
+    fn config(
+        &mut self,
+        i: usize,
+        tweak: &impl Fn(&mut Config),
+    ) -> (Option<tempfile::TempDir>, Config) {
+        let dir = self.dirs[i].take().expect("the node's data directory");
+        let mut config = Config::for_test(Some(dir.path().to_path_buf()));
+        config.listen = self.urls[i]
+            .trim_start_matches("http://")
+            .parse()
+            .expect("a socket address");
+        config.cluster.node_id = i as u64 + 1;
+        config.cluster.peers = self.peers.clone();
+        config.cluster.election_timeout = Duration::from_millis(500);
+        tweak(&mut config);
+        (Some(dir), config)
+    }
+
+    /// Stops node `i` (a graceful stop; its data stays for [`Self::restart`]).
+    pub async fn stop(&mut self, i: usize) {
+        if let Some(node) = self.nodes[i].take() {
+            self.dirs[i] = node.stop().await;
+        }
+    }
+
+    /// Starts node `i` again on its address and data directory.
+    pub async fn restart(&mut self, i: usize, tweak: impl Fn(&mut Config)) {
+        let (dir, config) = self.config(i, &tweak);
+        let token = CancellationToken::new();
+        let running = crate::start(config, token.clone())
+            .await
+            .expect("restart a cluster node");
+        self.nodes[i] = Some(TestControlPlane {
+            url: self.urls[i].clone(),
+            token,
+            running,
+            dir,
+        });
+    }
+
+    /// The position of the node that leads, as the running nodes agree, waiting up to
+    /// `deadline`.
+    pub async fn leader(&self, deadline: Duration) -> usize {
+        eventually(deadline, "a leader the running nodes agree on", || async {
+            let mut seen = None;
+            for node in self.nodes.iter().flatten() {
+                let leader = node.running.cluster.known_leader()?;
+                if seen.is_some_and(|s| s != leader) {
+                    return None;
+                }
+                seen = Some(leader);
+            }
+            let id = seen?;
+            let i = usize::try_from(id).ok()?.checked_sub(1)?;
+            self.nodes.get(i)?.as_ref().map(|_| i)
+        })
+        .await
+    }
+
+    /// A running node other than `not`.
+    pub fn other_than(&self, not: usize) -> usize {
+        (0..self.nodes.len())
+            .find(|i| *i != not && self.nodes[*i].is_some())
+            .expect("another running node")
+    }
+}
+
 /// Polls `probe` until it returns `Some`, or panics after `deadline` naming `what`.
 pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut probe: F) -> T
 where

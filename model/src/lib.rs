@@ -23,6 +23,7 @@
 //!
 //! This crate does no I/O. With the `openapi` feature it also derives `utoipa::ToSchema`.
 
+pub mod cluster;
 mod de;
 pub mod discover;
 pub mod heartbeat;
@@ -38,6 +39,7 @@ pub mod schema;
 pub mod syntax;
 pub mod watch;
 
+pub use cluster::{AddMember, ClusterMember, ClusterStatus};
 pub use discover::{DiscoverResponse, DiscoveredInstance, ServiceSummary, ServicesResponse};
 pub use heartbeat::{
     BatchHeartbeatResponse, CheckReport, CheckResponse, DeregisterResponse, DrainRequest,

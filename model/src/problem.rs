@@ -59,6 +59,9 @@ pub enum ErrorCode {
     UpstreamTimeout,
     /// 503: the control plane is shutting down.
     ShuttingDown,
+    /// 503: cluster mode: no leader is known within the election timeout (an election is on,
+    /// or this node is on the minority side of a partition); retry, or read with `?stale`.
+    NoLeader,
     /// 500: anything else; the detail is only in the server's log.
     Internal,
     /// A code this version does not know (a newer server).
@@ -95,6 +98,7 @@ impl ErrorCode {
             Self::UpstreamUnavailable => "upstream_unavailable",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::ShuttingDown => "shutting_down",
+            Self::NoLeader => "no_leader",
             Self::Internal => "internal",
             Self::Unknown => "unknown",
         }
@@ -128,6 +132,7 @@ impl ErrorCode {
             Self::UpstreamUnavailable => "Upstream unavailable",
             Self::UpstreamTimeout => "Upstream timeout",
             Self::ShuttingDown => "Shutting down",
+            Self::NoLeader => "No leader",
             Self::Internal => "Internal error",
             Self::Unknown => "Unknown error",
         }

@@ -24,11 +24,13 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 /// The longest wait; longer ones are cut to it.
 const MAX_WAIT: Duration = Duration::from_secs(MAX_BLOCKING_WAIT_SECONDS);
 
-/// `index` and `wait` from a query string.
+/// `index`, `wait` and `stale` from a query string.
 #[derive(Debug, Default)]
 pub(crate) struct Blocking {
     index: Option<Revision>,
     wait: Option<Duration>,
+    /// Answer from this node's state without a round to the leader.
+    pub(crate) stale: bool,
 }
 
 impl Blocking {
@@ -47,9 +49,34 @@ impl Blocking {
                 })?;
                 self.wait = Some(wait.min(MAX_WAIT));
             }
+            "stale" => {
+                self.stale = match value {
+                    "" | "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(ApiError::query(format!(
+                            "stale={value:?}: use ?stale, stale=true or stale=false"
+                        )));
+                    }
+                };
+            }
             _ => return Ok(false),
         }
         Ok(true)
+    }
+
+    /// Waits as the query asks ([`Self::block`]), then, unless `stale`, makes the answer
+    /// linearizable.
+    pub(crate) async fn read(
+        &self,
+        app: &AppState,
+        passed: impl Fn(Revision) -> bool,
+    ) -> Result<(), ApiError> {
+        self.block(app, passed).await;
+        if !self.stale {
+            app.cluster.linearize().await?;
+        }
+        Ok(())
     }
 
     /// Waits until `passed()` says the state moved past `index`, the wait runs out, or the

@@ -10,7 +10,10 @@ use super::{
     extract::Json,
     responses::{NotFound, WriteErrors},
 };
-use crate::auth::Caller;
+use crate::{
+    auth::Caller,
+    command::{Command, Reply},
+};
 
 /// Report a health check's result.
 ///
@@ -37,10 +40,17 @@ pub(crate) async fn check(
     Json(report): Json<CheckReport>,
 ) -> Result<axum::Json<CheckResponse>, ApiError> {
     check_write(&app, &caller, [report.instance.service.as_str()])?;
-    let (instance, revision) =
-        app.registry
-            .report_check(&report.instance, report.health, report.output.as_deref())?;
-    app.registry.wait_committed(revision).await?;
+    report.instance.resolve()?;
+    let command = Command::Check {
+        target: report.instance,
+        health: report.health,
+        output: report.output,
+    };
+    let instance = match app.replicate(command).await? {
+        Reply::Amended { instance } => instance,
+        other => return Err(ApiError::unexpected(&other)),
+    };
+    let revision = instance.revision;
     Ok(axum::Json(CheckResponse {
         health: instance.health,
         revision,

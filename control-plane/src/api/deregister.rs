@@ -10,7 +10,10 @@ use super::{
     extract::Json,
     responses::{NotFound, WriteErrors},
 };
-use crate::auth::Caller;
+use crate::{
+    auth::Caller,
+    command::{Command, Reply},
+};
 
 /// Remove an instance.
 ///
@@ -37,8 +40,15 @@ pub(crate) async fn deregister(
     Json(req): Json<InstanceRef>,
 ) -> Result<axum::Json<DeregisterResponse>, ApiError> {
     check_write(&app, &caller, [req.service.as_str()])?;
-    let (service, id, revision) = app.registry.deregister(&req)?;
-    app.registry.wait_committed(revision).await?;
+    req.resolve()?;
+    let (service, id, revision) = match app.replicate(Command::Deregister { target: req }).await? {
+        Reply::Removed {
+            service,
+            id,
+            revision,
+        } => (service, id, revision),
+        other => return Err(ApiError::unexpected(&other)),
+    };
     Ok(axum::Json(DeregisterResponse {
         status: "deregistered".to_owned(),
         message: format!("Instance {id} of service {service} deregistered"),

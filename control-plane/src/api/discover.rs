@@ -140,17 +140,17 @@ pub(crate) async fn discover(
             }
             other => {
                 return Err(ApiError::query(format!(
-                    "unknown parameter {other:?}; known: tag, meta, healthy, index, wait, \
+                    "unknown parameter {other:?}; known: tag, meta, healthy, index, wait, stale, \
                      meta.KEY"
                 )));
             }
         }
     }
     blocking
-        .block(&app, |index| {
+        .read(&app, |index| {
             app.registry.service_revision(name.as_str()) > index
         })
-        .await;
+        .await?;
     let (body, revision) = app.registry.discover_body(name.as_str(), &filter);
     let headers = [
         (INDEX_HEADER.clone(), index_value(revision)),

@@ -10,7 +10,10 @@ use super::{
     extract::Json,
     responses::{NotFound, WriteErrors},
 };
-use crate::auth::Caller;
+use crate::{
+    auth::Caller,
+    command::{Command, Reply},
+};
 
 /// Drain an instance, or undrain it.
 ///
@@ -36,8 +39,16 @@ pub(crate) async fn drain(
     Json(req): Json<DrainRequest>,
 ) -> Result<axum::Json<DrainResponse>, ApiError> {
     check_write(&app, &caller, [req.instance.service.as_str()])?;
-    let (instance, revision) = app.registry.drain(&req.instance, req.draining)?;
-    app.registry.wait_committed(revision).await?;
+    req.instance.resolve()?;
+    let command = Command::Drain {
+        target: req.instance,
+        draining: req.draining,
+    };
+    let instance = match app.replicate(command).await? {
+        Reply::Amended { instance } => instance,
+        other => return Err(ApiError::unexpected(&other)),
+    };
+    let revision = instance.revision;
     Ok(axum::Json(DrainResponse {
         status: instance.status,
         revision,

@@ -10,7 +10,7 @@ use axum::{
 };
 use waypost_model::{ErrorCode, FieldError, Problem};
 
-use crate::{auth::Denied, registry::RegistryError};
+use crate::{auth::Denied, cluster::ClusterError, command::Reply, registry::RegistryError};
 
 /// An error answer: status, stable code and a detail sentence.
 #[derive(Debug)]
@@ -86,6 +86,31 @@ impl From<RegistryError> for ApiError {
                 e.to_string(),
             ),
         }
+    }
+}
+
+impl From<ClusterError> for ApiError {
+    fn from(e: ClusterError) -> Self {
+        match e {
+            ClusterError::Registry(r) => r.into(),
+            ClusterError::NoLeader(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::NoLeader,
+                e.to_string(),
+            ),
+        }
+    }
+}
+
+impl ApiError {
+    /// A reply that is not the kind the handler asked for: a bug (or a log written by a
+    /// different version), never the client's fault.
+    pub(crate) fn unexpected(reply: &Reply) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            format!("unexpected reply from the state machine: {reply:?}"),
+        )
     }
 }
 

@@ -32,7 +32,7 @@ fn rfc3339(t: std::time::SystemTime) -> String {
 /// The batch form `{"instances": [...]}` renews up to 1000 instances at once and always answers
 /// 200 with an outcome per entry (an unknown, expired or malformed entry fails there, alone). A
 /// body is one form or the other, not both. Heartbeats change nothing visible, so they move no
-/// revision and are not written to disk.
+/// revision and are not written to disk; in a cluster, any node accepts them.
 #[utoipa::path(
     post,
     path = "/heartbeat",
@@ -73,6 +73,8 @@ pub(crate) async fn heartbeat(
     match form {
         HeartbeatForm::Single(r) => {
             let done = app.registry.heartbeat(&r)?;
+            app.cluster
+                .forward_heartbeat(done.service.clone(), done.id.clone());
             Ok(axum::Json(HeartbeatAnswer::Single(renewed(done))).into_response())
         }
         HeartbeatForm::Batch(list) => {
@@ -81,6 +83,8 @@ pub(crate) async fn heartbeat(
             for r in &list {
                 let outcome = match app.registry.heartbeat(r) {
                     Ok(done) => {
+                        app.cluster
+                            .forward_heartbeat(done.service.clone(), done.id.clone());
                         shortest_ttl = shortest_ttl.min(done.ttl_seconds);
                         HeartbeatOutcome {
                             service: r.service.clone(),

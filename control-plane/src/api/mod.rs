@@ -4,6 +4,7 @@
 mod auth;
 mod blocking;
 mod check;
+mod cluster;
 mod deregister;
 mod discover;
 mod docs;
@@ -27,7 +28,7 @@ use std::{
 use axum::{
     Router,
     extract::{DefaultBodyLimit, MatchedPath, Request, State},
-    http::{StatusCode, header::AUTHORIZATION},
+    http::{HeaderValue, StatusCode, header::AUTHORIZATION},
     middleware::{self, Next},
     response::Response,
 };
@@ -39,8 +40,10 @@ use waypost_model::{ErrorCode, limits::MAX_BODY_BYTES};
 
 use self::error::ApiError;
 use crate::{
+    cluster::Cluster,
+    command::{Command, Reply},
     metrics::{HttpLabels, Metrics},
-    registry::Registry,
+    registry::{Registry, RegistryError},
 };
 
 /// What every handler can reach: one `Arc`, so that axum's per-request clone of the state is a
@@ -59,8 +62,10 @@ impl std::ops::Deref for AppState {
 /// The shared parts of [`AppState`].
 #[derive(Debug)]
 pub struct App {
-    /// The single writer.
+    /// The state machine (reads, heartbeats).
     pub registry: Arc<Registry>,
+    /// The replicated log (writes, linearizable reads).
+    pub cluster: Arc<Cluster>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Cancelled at shutdown: ends watch streams and blocking queries.
@@ -85,6 +90,23 @@ pub struct App {
     pub durable: bool,
     /// The OpenAPI document, rendered once.
     pub openapi_json: Arc<str>,
+}
+
+impl App {
+    /// Replicates `command` and returns what applying it did. On the leader, a write that
+    /// changes nothing visible (the same registration again, a drain of a draining instance)
+    /// is answered at once, without a log entry; a refusal becomes its error.
+    pub(crate) async fn replicate(&self, command: Command) -> Result<Reply, ApiError> {
+        if self.cluster.known_leader() == Some(self.cluster.id())
+            && let Some(reply) = self.registry.unchanged(&command)
+        {
+            return Ok(reply);
+        }
+        match self.cluster.write(command).await? {
+            Reply::Rejected(r) => Err(RegistryError::from(r).into()),
+            reply => Ok(reply),
+        }
+    }
 }
 
 #[derive(OpenApi)]
@@ -160,6 +182,9 @@ fn read_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(ops::ready))
         .routes(routes!(ops::metrics))
         .routes(routes!(docs::openapi_json))
+        .routes(routes!(cluster::status))
+        .routes(routes!(cluster::add_member))
+        .routes(routes!(cluster::remove_member))
 }
 
 fn api_router(writes: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
@@ -193,6 +218,7 @@ pub fn router(state: AppState) -> Router {
     ));
     let (api, _) = api_router(writes).split_for_parts();
     let mut router = api
+        .merge(cluster::peer_routes())
         .merge(docs::swagger_ui())
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -246,6 +272,15 @@ const ROUTES: &[&str] = &[
     "/docs",
     "/docs/",
     "/docs/{*rest}",
+    "/cluster",
+    "/cluster/members",
+    "/cluster/members/{id}",
+    "/cluster/raft/append",
+    "/cluster/raft/vote",
+    "/cluster/raft/snapshot",
+    "/cluster/write",
+    "/cluster/read-index",
+    "/cluster/heartbeats",
 ];
 
 fn route_label(matched: Option<&MatchedPath>) -> &'static str {
@@ -273,6 +308,13 @@ fn method_label(m: &axum::http::Method) -> &'static str {
     }
 }
 
+/// Whether the answering node knows a leader (`true`/`false`), as in Consul.
+static KNOWN_LEADER: axum::http::HeaderName =
+    axum::http::HeaderName::from_static("x-waypost-known-leader");
+/// Milliseconds since the answering node last heard from the leader (0 on the leader).
+static LAST_CONTACT: axum::http::HeaderName =
+    axum::http::HeaderName::from_static("x-waypost-last-contact");
+
 /// Records request latency by route and status, and stamps `X-Waypost-Index` on answers that
 /// do not carry one yet.
 async fn observe(State(app): State<AppState>, req: Request, next: Next) -> Response {
@@ -285,13 +327,17 @@ async fn observe(State(app): State<AppState>, req: Request, next: Next) -> Respo
         Err(refused) => (axum::response::IntoResponse::into_response(refused), true),
     };
     // A caller without a token learns nothing about the registry, not even its revision.
-    if !refused
-        && res.status() != StatusCode::UNAUTHORIZED
-        && !res.headers().contains_key(&blocking::INDEX_HEADER)
-    {
-        let head = app.registry.head();
-        res.headers_mut()
-            .insert(blocking::INDEX_HEADER.clone(), blocking::index_value(head));
+    if !refused && res.status() != StatusCode::UNAUTHORIZED {
+        let headers = res.headers_mut();
+        if !headers.contains_key(&blocking::INDEX_HEADER) {
+            let head = app.registry.head();
+            headers.insert(blocking::INDEX_HEADER.clone(), blocking::index_value(head));
+        }
+        let (leader, contact) = app.cluster.contact_headers();
+        headers.insert(KNOWN_LEADER.clone(), HeaderValue::from_static(leader));
+        if let Some(ms) = contact {
+            headers.insert(LAST_CONTACT.clone(), HeaderValue::from(ms));
+        }
     }
     app.metrics.observe_http(
         &HttpLabels {

@@ -41,12 +41,13 @@ pub(crate) async fn health(State(app): State<AppState>) -> axum::Json<HealthResp
 
 /// Readiness.
 ///
-/// 200 when the store is open and writes are accepted; 503 `store_unavailable` after a failed
-/// commit, 503 `shutting_down` during shutdown.
+/// 200 when the store is open, a leader is known and this node has applied its log; 503
+/// `no_leader` without a leader (or while catching up), `store_unavailable` after a failed
+/// commit, `shutting_down` during shutdown.
 #[utoipa::path(get, path = "/ready", tag = "operations",
     responses(
         (status = 200, description = "Ready for traffic", body = ReadyResponse),
-        (status = 503, description = "`store_unavailable` or `shutting_down`", body = waypost_model::Problem,
+        (status = 503, description = "`no_leader`, `store_unavailable` or `shutting_down`", body = waypost_model::Problem,
             content_type = "application/problem+json"),
     ))]
 pub(crate) async fn ready(
@@ -64,6 +65,13 @@ pub(crate) async fn ready(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::StoreUnavailable,
             "the durable store failed a commit; restart the control plane",
+        ));
+    }
+    if !app.cluster.ready() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::NoLeader,
+            "no leader is known yet, or this node is still applying its log",
         ));
     }
     Ok(axum::Json(ReadyResponse { ready: true }))

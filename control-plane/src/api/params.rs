@@ -40,9 +40,9 @@ pub(crate) fn repeated(
     p
 }
 
-/// The two parameters of a blocking query (`index`, `wait`); `what` says what must change
-/// ("this service", "anything").
-pub(crate) fn blocking(what: &str) -> [Parameter; 2] {
+/// The parameters of a read that may block (`index`, `wait`) and of its consistency
+/// (`stale`); `what` says what must change ("this service", "anything").
+pub(crate) fn blocking(what: &str) -> [Parameter; 3] {
     [
         param(
             "index",
@@ -58,6 +58,16 @@ pub(crate) fn blocking(what: &str) -> [Parameter; 2] {
             ParameterIn::Query,
             "Blocking query: the longest to hold the answer.",
             waypost_model::schema::wait(),
+        ),
+        param(
+            "stale",
+            ParameterIn::Query,
+            "Answer from this node's applied state at once, without confirming with the \
+             cluster's leader that it is current (`?stale` or `?stale=true`); it still answers \
+             when no leader is known. By default reads are linearizable.",
+            utoipa::openapi::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::Type::String)
+                .enum_values(Some(["", "true", "false"])),
         ),
     ]
 }

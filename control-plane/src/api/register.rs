@@ -4,7 +4,7 @@ use axum::{extract::State, http::StatusCode};
 use waypost_model::{RegisterRequest, RegisterResponse};
 
 use super::{AppState, auth::check_write, error::ApiError, extract::Json, responses::WriteErrors};
-use crate::auth::Caller;
+use crate::{auth::Caller, command::Reply};
 
 /// Register an instance, or update it.
 ///
@@ -35,10 +35,12 @@ pub(crate) async fn register(
     Json(req): Json<RegisterRequest>,
 ) -> Result<(StatusCode, axum::Json<RegisterResponse>), ApiError> {
     check_write(&app, &caller, [req.service.as_str()])?;
-    let done = app.registry.register(&req)?;
-    app.registry.wait_committed(done.revision).await?;
-    let i = &done.instance;
-    let (status, word) = if done.created {
+    let command = app.registry.prepare_register(&req)?;
+    let (i, created) = match app.replicate(command).await? {
+        Reply::Registered { instance, created } => (instance, created),
+        other => return Err(ApiError::unexpected(&other)),
+    };
+    let (status, word) = if created {
         (StatusCode::CREATED, "registered")
     } else {
         (StatusCode::OK, "updated")
@@ -48,7 +50,7 @@ pub(crate) async fn register(
         message: format!("Service {} {word} at {}", i.service, i.address),
         heartbeat_interval_seconds: app.registry.interval_hint(i.ttl_seconds),
         revision: i.revision,
-        instance: waypost_model::Instance::clone(i),
+        instance: waypost_model::Instance::clone(&i),
     };
     Ok((status, axum::Json(body)))
 }

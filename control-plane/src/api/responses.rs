@@ -34,7 +34,8 @@ pub enum WriteErrors {
     /// the `Retry-After` seconds.
     #[response(status = 429, content_type = "application/problem+json")]
     RateLimited(Problem),
-    /// `store_unavailable` (a durable commit failed), `registry_full` or `service_full`.
+    /// `store_unavailable` (a durable commit failed), `registry_full`, `service_full`, or
+    /// `no_leader` (cluster mode: no leader within the election timeout).
     #[response(status = 503, content_type = "application/problem+json")]
     Unavailable(Problem),
 }
@@ -58,6 +59,10 @@ pub enum ReadErrors {
     /// `unauthorized`: authorization is on and no configured token was sent.
     #[response(status = 401, content_type = "application/problem+json")]
     Unauthorized(Problem),
+    /// `no_leader`: cluster mode, a linearizable read without a leader within the election
+    /// timeout; `?stale` still answers.
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
 }
 
 /// Errors of routes that need a token when authorization is on and have no others.

@@ -53,13 +53,13 @@ pub(crate) async fn services(
     for (k, v) in pairs {
         if !blocking.accept(&k, &v)? {
             return Err(ApiError::query(format!(
-                "unknown parameter {k:?}; known: index, wait"
+                "unknown parameter {k:?}; known: index, wait, stale"
             )));
         }
     }
     blocking
-        .block(&app, |index| app.registry.head() > index)
-        .await;
+        .read(&app, |index| app.registry.head() > index)
+        .await?;
     let (services, revision) = app.registry.services();
     let body = ServicesResponse {
         total_services: services.len(),

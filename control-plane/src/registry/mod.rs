@@ -1,14 +1,21 @@
-//! The registry: the single writer of the control plane's state.
+//! The registry: the state machine of the control plane.
 //!
-//! Every write (register, deregister, drain, expiry) takes the one lock, changes the indexes in
-//! [`state`], appends to the [`changes`] log with the next revision and hands the change to the
-//! store's writer. Heartbeats take the same lock but only move a deadline: no revision, no store
-//! write. The lock is a `std::sync::Mutex` held for microseconds and never across an `.await`.
+//! Every change arrives as a [`Command`] from the replicated log and is applied here, in log
+//! order, on every node ([`apply`]): the indexes in [`state`] change, the next revision is
+//! given and the change is appended to the [`changes`] log. Applying is a pure function of the
+//! state and the command, so every node gives the same revision to the same change.
 //!
-//! Readers (watch streams, blocking queries, replies to writes) follow the *committed* revision,
-//! published on a `tokio::sync::watch` once the store has made a change durable, so nobody sees
-//! an acknowledgement for something a crash could still lose.
+//! What is not replicated lives here too, per node: heartbeat deadlines (a heartbeat only moves
+//! a deadline, no revision, no log entry) and the expiry queue. Only the leader turns overdue
+//! deadlines into [`Command::Expire`] ([`Registry::expire_due`]); a new leader first gives
+//! every instance a fresh TTL plus a grace ([`Registry::lead`]).
+//!
+//! The one lock is a `std::sync::Mutex` held for microseconds and never across an `.await`.
+//! Readers (watch streams, blocking queries) follow the applied head, published on a
+//! `tokio::sync::watch`: an entry is applied only once a majority has it on disk, so nobody
+//! sees a change that a crash could still lose.
 
+mod apply;
 pub(crate) mod changes;
 mod error;
 pub mod expiry;
@@ -19,16 +26,15 @@ use std::{
     collections::BTreeMap,
     sync::{
         Arc, Mutex, MutexGuard,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant, SystemTime},
 };
 
 use tokio::sync::watch;
 use waypost_model::{
-    ChangeReason, DiscoveredInstance, Epoch, Health, Instance, InstanceId, InstanceRef,
-    RegisterRequest, Revision, ServiceName, ServiceSummary, Status, Timestamp,
-    limits::MAX_CHECK_OUTPUT_LEN,
+    DiscoveredInstance, Epoch, Health, Instance, InstanceId, InstanceRef, RegisterRequest,
+    Revision, ServiceName, ServiceSummary, Status, Timestamp,
 };
 
 pub(crate) use self::changes::{Change, ChangeKind, Stale};
@@ -41,11 +47,12 @@ use self::{
     vips::Vips,
 };
 use crate::{
+    command::{Command, Image, Rejection},
     metrics::Metrics,
-    store::{Loaded, StoreOp, StoreWriter},
 };
 
-/// What the registry needs from the configuration.
+/// What the registry needs from the configuration. In a cluster, the limits and the VIP range
+/// must be the same on every node: applying a command checks them.
 #[derive(Debug, Clone)]
 pub struct RegistryConfig {
     /// TTL for registrations that give none, in seconds.
@@ -64,12 +71,14 @@ pub struct RegistryConfig {
     pub vip_range: Option<VipRange>,
 }
 
-/// The durable head, as published to readers.
+/// The applied head, as published to readers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Committed {
-    /// The newest revision the store has made durable (in memory mode: applied).
+    /// The newest revision applied (so committed by a majority and durable on it).
     pub revision: Revision,
-    /// The store failed a commit: no later revision will be committed.
+    /// The last log index applied.
+    pub index: u64,
+    /// The store failed: nothing more will be applied.
     pub failed: bool,
 }
 
@@ -80,8 +89,6 @@ pub struct Registered {
     pub instance: Arc<Instance>,
     /// New (201) or updated (200).
     pub created: bool,
-    /// Wait for this revision to be committed before answering.
-    pub revision: Revision,
 }
 
 /// A renewed instance.
@@ -126,9 +133,9 @@ pub struct RegistryStatus {
     pub instances: usize,
     /// Expiry is held by self-preservation.
     pub self_preservation_active: bool,
-    /// The store failed a commit.
+    /// The store failed.
     pub store_failed: bool,
-    /// The in-memory head revision.
+    /// The applied head revision.
     pub revision: Revision,
 }
 
@@ -137,18 +144,23 @@ struct Inner {
     changes: ChangeLog,
     expiry: ExpiryQueue,
     head: Revision,
+    /// The last log index applied.
+    applied: u64,
     preservation: Preservation,
     vips: Option<Vips>,
+    /// This node decides expiry (it is the leader).
+    leading: bool,
 }
 
-/// The single writer of registry state. Cheap to share behind an `Arc`.
+/// The registry's state machine. Cheap to share behind an `Arc`.
 pub struct Registry {
     inner: Mutex<Inner>,
     /// A copy of `Inner::head` readable without the lock (stamped on every HTTP answer).
     head: AtomicU64,
-    committed: Arc<watch::Sender<Committed>>,
-    store: Option<StoreWriter>,
-    epoch: Epoch,
+    /// The cluster's epoch (0 until the first leader names it).
+    epoch: AtomicU64,
+    committed: watch::Sender<Committed>,
+    failed: AtomicBool,
     config: RegistryConfig,
     metrics: Arc<Metrics>,
 }
@@ -156,37 +168,60 @@ pub struct Registry {
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registry")
-            .field("epoch", &self.epoch)
+            .field("epoch", &self.epoch())
             .finish_non_exhaustive()
     }
 }
 
 impl Registry {
-    /// Builds the registry from what the store loaded (or from nothing, in memory mode).
-    /// Restored instances get a fresh TTL from `now`, so a restart never mass-expires.
+    /// Builds the registry from the image the store held (a snapshot, or nothing), applied up
+    /// to log `index`. Instances get a fresh TTL from now, so a restart never mass-expires.
     pub(crate) fn new(
         config: RegistryConfig,
-        loaded: Loaded,
-        store: Option<StoreWriter>,
-        committed: Arc<watch::Sender<Committed>>,
+        image: Image,
+        index: u64,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Self::restore(config, loaded, store, committed, metrics, Instant::now())
+        let (committed, _) = watch::channel(Committed {
+            revision: 0,
+            index: 0,
+            failed: false,
+        });
+        let registry = Self {
+            head: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
+            inner: Mutex::new(Inner {
+                state: State::default(),
+                changes: ChangeLog::new(0, config.history),
+                expiry: ExpiryQueue::default(),
+                head: 0,
+                applied: 0,
+                preservation: Preservation::new(config.self_preservation),
+                vips: None,
+                leading: false,
+            }),
+            committed,
+            failed: AtomicBool::new(false),
+            config,
+            metrics,
+        };
+        registry.load(image, index, Instant::now());
+        registry
     }
 
-    /// [`Registry::new`] at a given instant (the model test drives the clock).
-    pub(crate) fn restore(
-        config: RegistryConfig,
-        loaded: Loaded,
-        store: Option<StoreWriter>,
-        committed: Arc<watch::Sender<Committed>>,
-        metrics: Arc<Metrics>,
-        now: Instant,
-    ) -> Self {
+    /// Replaces the whole state with `image` (start-up, or a snapshot from the leader). The
+    /// change log starts again at the image's revision: watchers behind it get a snapshot.
+    pub(crate) fn load(&self, image: Image, index: u64, now: Instant) {
+        let mut inner = self.lock();
         let mut state = State::default();
         let mut expiry = ExpiryQueue::default();
-        let mut vips = config.vip_range.map(Vips::new);
-        for instance in loaded.instances {
+        let mut vips = self.config.vip_range.map(Vips::new);
+        if let Some(vips) = vips.as_mut() {
+            for (service, vip) in &image.vips {
+                vips.restore(service, *vip);
+            }
+        }
+        for instance in image.instances {
             if let (Some(vips), Some(vip)) = (vips.as_mut(), instance.vip) {
                 vips.restore(&instance.service, vip);
             }
@@ -201,28 +236,33 @@ impl Registry {
             );
         }
         for (name, svc) in &state.services {
-            metrics.set_instances(name, svc.instances.len());
+            self.metrics.set_instances(name, svc.instances.len());
         }
-        metrics.revision.set(loaded.revision as i64);
-        committed.send_replace(Committed {
-            revision: loaded.revision,
-            failed: false,
+        self.metrics.revision.set(image.revision as i64);
+        inner.state = state;
+        inner.expiry = expiry;
+        inner.vips = vips;
+        inner.changes = ChangeLog::new(image.revision, self.config.history);
+        inner.head = image.revision;
+        inner.applied = index;
+        inner.preservation = Preservation::new(self.config.self_preservation);
+        self.head.store(image.revision, Ordering::Release);
+        self.epoch.store(image.epoch, Ordering::Release);
+        self.committed.send_replace(Committed {
+            revision: image.revision,
+            index,
+            failed: self.failed.load(Ordering::Acquire),
         });
-        Self {
-            head: AtomicU64::new(loaded.revision),
-            inner: Mutex::new(Inner {
-                state,
-                changes: ChangeLog::new(loaded.revision, config.history),
-                expiry,
-                head: loaded.revision,
-                preservation: Preservation::new(config.self_preservation),
-                vips,
-            }),
-            committed,
-            store,
-            epoch: loaded.epoch,
-            config,
-            metrics,
+    }
+
+    /// The whole state, for a snapshot.
+    pub(crate) fn image(&self) -> Image {
+        let inner = self.lock();
+        Image {
+            epoch: self.epoch(),
+            revision: inner.head,
+            instances: inner.state.instances(None),
+            vips: inner.vips.as_ref().map(Vips::assigned).unwrap_or_default(),
         }
     }
 
@@ -232,12 +272,12 @@ impl Registry {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The epoch of this revision history.
+    /// The epoch of this revision history (the cluster's).
     pub fn epoch(&self) -> Epoch {
-        self.epoch
+        self.epoch.load(Ordering::Acquire)
     }
 
-    /// Follows the committed head.
+    /// Follows the applied head.
     pub fn subscribe(&self) -> watch::Receiver<Committed> {
         self.committed.subscribe()
     }
@@ -248,168 +288,95 @@ impl Registry {
         hint.min((ttl_seconds / 3).max(1))
     }
 
-    fn ensure_writable(&self) -> Result<(), RegistryError> {
-        if self.committed.borrow().failed {
+    /// Marks the store failed: readers stop waiting, writes are refused.
+    pub(crate) fn fail(&self) {
+        self.failed.store(true, Ordering::Release);
+        self.committed.send_modify(|c| c.failed = true);
+    }
+
+    /// Refuses writes once the store failed.
+    pub fn ensure_writable(&self) -> Result<(), RegistryError> {
+        if self.failed.load(Ordering::Acquire) {
             return Err(RegistryError::StoreUnavailable);
         }
         Ok(())
     }
 
-    /// Appends a visible change: next revision, change log, store, metrics.
-    fn record(&self, inner: &mut Inner, kind: ChangeKind) -> Revision {
-        inner.head += 1;
-        let revision = inner.head;
-        self.head.store(revision, Ordering::Release);
-        let change = Change { revision, kind };
-        let service = change.service().clone();
-        if let Some(store) = &self.store {
-            store.send(revision, StoreOp::from(&change));
-        } else {
-            self.committed.send_replace(Committed {
-                revision,
-                failed: false,
-            });
-        }
-        inner.changes.push(change);
-        let floor = inner.changes.floor();
-        inner.state.prune_tombstones(floor);
-        let count = inner
-            .state
-            .services
-            .get(&service)
-            .map_or(0, |s| s.instances.len());
-        self.metrics.set_instances(&service, count);
-        self.metrics.revision.set(revision as i64);
-        revision
-    }
-
-    /// Registers or updates an instance. The caller waits for the returned revision.
-    pub fn register(&self, req: &RegisterRequest) -> Result<Registered, RegistryError> {
-        self.register_at(req, Instant::now())
-    }
-
-    /// [`Registry::register`] at a given instant.
-    pub(crate) fn register_at(
-        &self,
-        req: &RegisterRequest,
-        now: Instant,
-    ) -> Result<Registered, RegistryError> {
+    /// Checks a registration and turns it into the command that applies it: the instance as
+    /// registered now, before the registry merges what it keeps (health, VIP, registration
+    /// time of an existing instance).
+    pub fn prepare_register(&self, req: &RegisterRequest) -> Result<Command, RegistryError> {
         let reg = req.validate(self.config.default_ttl_seconds)?;
         self.ensure_writable()?;
-        let deadline = now + Duration::from_secs(reg.ttl_seconds.into());
-        let mut guard = self.lock();
-        let inner = &mut *guard;
-        let existing = inner
-            .state
-            .get_mut(&reg.service, &reg.id)
-            .map(|e| (e.instance.clone(), e.registered, e.queued));
-        if existing.is_some() {
-            inner.state.renew(&reg.service, &reg.id, deadline);
-        }
-        if existing.is_none() && inner.state.count >= self.config.max_instances {
-            return Err(RegistryError::Full(self.config.max_instances));
-        }
-        let in_service = inner
-            .state
-            .services
-            .get(&reg.service)
-            .map_or(0, |s| s.instances.len());
-        if existing.is_none() && in_service >= self.config.max_instances_per_service {
-            return Err(RegistryError::ServiceFull {
-                service: reg.service.clone(),
-                max: self.config.max_instances_per_service,
-            });
-        }
-        let (registered_at, registered) = match &existing {
-            Some((old, at, _)) => (old.registered_at, *at),
-            None => {
-                let at = SystemTime::now();
-                (Timestamp::from(at), at)
-            }
-        };
-        let vip = {
-            let state = &inner.state;
-            inner.vips.as_mut().and_then(|v| {
-                v.assign(&reg.service, |s| {
-                    state
-                        .services
-                        .get(s)
-                        .is_some_and(|e| !e.instances.is_empty())
-                })
-            })
-        };
-        let mut instance = Instance {
-            id: reg.id,
-            service: reg.service,
-            address: reg.address,
-            host: reg.endpoint.host,
-            port: reg.endpoint.port,
-            tags: reg.tags,
-            metadata: reg.metadata,
-            weight: reg.weight,
-            status: reg.status,
-            ttl_seconds: reg.ttl_seconds,
-            check: reg.check.map(Box::new),
-            node: reg.node.map(String::into_boxed_str),
-            // Registering again keeps the last reported health: only checks change it.
-            health: existing
-                .as_ref()
-                .map_or(Health::Passing, |(old, _, _)| old.health),
-            health_output: existing
-                .as_ref()
-                .and_then(|(old, _, _)| old.health_output.clone()),
-            vip,
-            registered_at,
-            revision: 0,
-        };
-        self.metrics.registrations.inc();
-        if let Some((old, _, _)) = &existing {
-            instance.revision = old.revision;
-            if **old == instance {
-                // Same fields again: a renewal, not a visible change.
-                return Ok(Registered {
-                    instance: old.clone(),
-                    created: false,
-                    revision: old.revision,
-                });
-            }
-        }
-        let revision = inner.head + 1;
-        instance.revision = revision;
-        let instance = Arc::new(instance);
-        let key = (instance.service.clone(), instance.id.clone());
-        // An update keeps its registration's queue entry unless its deadline moved earlier
-        // (a shorter TTL); a new registration gets its own.
-        let queued = match &existing {
-            Some((_, _, queued)) if queued.at <= deadline => *queued,
-            Some((_, _, queued)) => inner.expiry.schedule(deadline, key, queued.registration),
-            None => inner.expiry.schedule(deadline, key, revision),
-        };
-        inner.state.insert(
-            Entry::new(instance.clone(), registered, deadline, queued),
-            revision,
-        );
-        let reason = if existing.is_some() {
-            ChangeReason::Updated
-        } else {
-            ChangeReason::Registered
-        };
-        let recorded = self.record(
-            inner,
-            ChangeKind::Upsert {
-                reason,
-                instance: instance.clone(),
+        Ok(Command::Register {
+            instance: Instance {
+                id: reg.id,
+                service: reg.service,
+                address: reg.address,
+                host: reg.endpoint.host,
+                port: reg.endpoint.port,
+                tags: reg.tags,
+                metadata: reg.metadata,
+                weight: reg.weight,
+                status: reg.status,
+                ttl_seconds: reg.ttl_seconds,
+                check: reg.check.map(Box::new),
+                node: reg.node.map(String::into_boxed_str),
+                health: Health::Passing,
+                health_output: None,
+                vip: None,
+                registered_at: Timestamp::now(),
+                revision: 0,
             },
-        );
-        debug_assert_eq!(recorded, revision);
-        Ok(Registered {
-            instance,
-            created: existing.is_none(),
-            revision,
         })
     }
 
-    /// Renews an instance's deadline. No revision, no store write.
+    /// On the leader: when `command` would change nothing visible (the same registration
+    /// again, a drain of a draining instance, the health it already has), its answer, after
+    /// renewing the instance's deadline for a registration; such writes need no log entry.
+    pub fn unchanged(&self, command: &Command) -> Option<crate::command::Reply> {
+        use crate::command::Reply;
+        let now = Instant::now();
+        let mut inner = self.lock();
+        match command {
+            Command::Register { instance } => {
+                let entry = inner.state.get_mut(&instance.service, &instance.id)?;
+                let merged = apply::merge(&entry.instance, instance);
+                if merged != *entry.instance {
+                    return None;
+                }
+                let found = entry.instance.clone();
+                let ttl = Duration::from_secs(found.ttl_seconds.into());
+                inner.state.renew(&found.service, &found.id, now + ttl);
+                Some(Reply::Registered {
+                    instance: found,
+                    created: false,
+                })
+            }
+            Command::Drain { target, draining } => {
+                let (service, identity) = target.resolve().ok()?;
+                let found = inner.state.find(&service, &identity)?;
+                let want = if *draining {
+                    Status::Draining
+                } else {
+                    Status::Up
+                };
+                (found.instance.status == want).then(|| Reply::Amended {
+                    instance: found.instance.clone(),
+                })
+            }
+            Command::Check { target, health, .. } => {
+                let (service, identity) = target.resolve().ok()?;
+                let found = inner.state.find(&service, &identity)?;
+                (found.instance.health == *health).then(|| Reply::Amended {
+                    instance: found.instance.clone(),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Renews an instance's deadline. No revision, no log entry.
     pub fn heartbeat(&self, r: &InstanceRef) -> Result<Renewed, RegistryError> {
         self.heartbeat_at(r, Instant::now())
     }
@@ -444,143 +411,54 @@ impl Registry {
         })
     }
 
-    /// Removes an instance.
-    pub fn deregister(
-        &self,
-        r: &InstanceRef,
-    ) -> Result<(ServiceName, InstanceId, Revision), RegistryError> {
-        let (service, identity) = r.resolve()?;
-        self.ensure_writable()?;
+    /// Renews instances by key, as forwarded by another node (which answered the client):
+    /// unknown ones are skipped.
+    pub(crate) fn renew_keys(&self, keys: &[(ServiceName, InstanceId)], now: Instant) {
         let mut inner = self.lock();
-        let id = match inner.state.find(&service, &identity) {
-            Some(e) => e.instance.id.clone(),
-            None => {
-                return Err(RegistryError::NotFound {
-                    id: identity_text(&identity),
-                    service,
-                });
+        for (service, id) in keys {
+            if let Some(entry) = inner.state.get_mut(service, id) {
+                let ttl = Duration::from_secs(entry.instance.ttl_seconds.into());
+                inner.state.renew(service, id, now + ttl);
             }
-        };
-        let revision = inner.head + 1;
-        inner.state.remove(&service, &id, revision);
-        self.record(
-            &mut inner,
-            ChangeKind::Remove {
-                reason: ChangeReason::Deregistered,
-                service: service.clone(),
-                id: id.clone(),
-            },
-        );
-        self.metrics.deregistrations.inc();
-        Ok((service, id, revision))
-    }
-
-    /// Moves an instance into or out of `draining`. Returns the instance and the revision to
-    /// wait for (its last change when nothing changed).
-    pub fn drain(
-        &self,
-        r: &InstanceRef,
-        draining: bool,
-    ) -> Result<(Arc<Instance>, Revision), RegistryError> {
-        let want = if draining {
-            Status::Draining
-        } else {
-            Status::Up
-        };
-        self.amend(r, ChangeReason::StatusChanged, |i| {
-            if i.status == want {
-                return false;
-            }
-            i.status = want;
-            true
-        })
-    }
-
-    /// Records a health check's result. A change of health is a visible change (a revision);
-    /// the same health again changes nothing (its output is not updated either).
-    pub fn report_check(
-        &self,
-        r: &InstanceRef,
-        health: Health,
-        output: Option<&str>,
-    ) -> Result<(Arc<Instance>, Revision), RegistryError> {
-        self.amend(r, ChangeReason::HealthChanged, |i| {
-            if i.health == health {
-                return false;
-            }
-            i.health = health;
-            i.health_output = match health {
-                Health::Passing => None,
-                Health::Critical => output.map(|o| {
-                    let cut: String = o.chars().take(MAX_CHECK_OUTPUT_LEN).collect();
-                    cut.into_boxed_str()
-                }),
-            };
-            true
-        })
-    }
-
-    /// Changes one field of a registered instance: `change` edits a copy and says whether it
-    /// changed anything visible; if so, the copy is stored with the next revision. Returns the
-    /// instance and the revision to wait for (its last change when nothing changed).
-    fn amend(
-        &self,
-        r: &InstanceRef,
-        reason: ChangeReason,
-        change: impl FnOnce(&mut Instance) -> bool,
-    ) -> Result<(Arc<Instance>, Revision), RegistryError> {
-        let (service, identity) = r.resolve()?;
-        self.ensure_writable()?;
-        let mut inner = self.lock();
-        let Some(found) = inner.state.find(&service, &identity) else {
-            return Err(RegistryError::NotFound {
-                id: identity_text(&identity),
-                service,
-            });
-        };
-        let mut changed = Instance::clone(&found.instance);
-        if !change(&mut changed) {
-            return Ok((found.instance.clone(), found.instance.revision));
-        }
-        let revision = inner.head + 1;
-        changed.revision = revision;
-        let changed = Arc::new(changed);
-        let mut entry = Entry::new(
-            changed.clone(),
-            found.registered,
-            found.deadline,
-            found.queued,
-        );
-        entry.held = found.held;
-        inner.state.insert(entry, revision);
-        self.record(
-            &mut inner,
-            ChangeKind::Upsert {
-                reason,
-                instance: changed.clone(),
-            },
-        );
-        Ok((changed, revision))
-    }
-
-    /// Waits until `revision` is durable. Fails when the store failed before committing it.
-    pub async fn wait_committed(&self, revision: Revision) -> Result<(), RegistryError> {
-        let mut rx = self.committed.subscribe();
-        let c = *rx
-            .wait_for(|c| c.revision >= revision || c.failed)
-            .await
-            .map_err(|_| RegistryError::StoreUnavailable)?;
-        if c.revision >= revision {
-            Ok(())
-        } else {
-            Err(RegistryError::StoreUnavailable)
         }
     }
 
-    /// Expires every instance whose deadline passed, unless self-preservation holds them.
-    pub fn expire_due(&self, now: Instant) {
-        if self.committed.borrow().failed {
+    /// Becomes the node that decides expiry (`true`) or stops (`false`). A new leader does
+    /// not know when each instance last heartbeated elsewhere, so it gives every instance a
+    /// fresh TTL plus `grace` (the election timeout) before expiring anything, as etcd does
+    /// with leases.
+    pub(crate) fn lead(&self, leading: bool, grace: Duration, now: Instant) {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        if inner.leading == leading {
             return;
+        }
+        inner.leading = leading;
+        inner.preservation = Preservation::new(self.config.self_preservation);
+        let mut expiry = ExpiryQueue::default();
+        for svc in inner.state.services.values_mut() {
+            for entry in svc.instances.values_mut() {
+                let ttl = Duration::from_secs(entry.instance.ttl_seconds.into());
+                entry.deadline = now + ttl + grace;
+                entry.held = false;
+                let key = (entry.instance.service.clone(), entry.instance.id.clone());
+                entry.queued = expiry.schedule(entry.deadline, key, entry.queued.registration);
+            }
+        }
+        inner.state.held = 0;
+        inner.expiry = expiry;
+        self.metrics.set_self_preservation(false, 0);
+    }
+
+    /// On the leader: the expiries due at `now`, as commands to propose, unless
+    /// self-preservation holds them. On other nodes: only keeps the queue small.
+    ///
+    /// Nothing is removed here: removal happens when the command is applied. Each decided
+    /// instance is queued again a little later, so that an expiry lost with a leadership
+    /// change is decided again.
+    pub fn expire_due(&self, now: Instant) -> Vec<Command> {
+        if self.failed.load(Ordering::Acquire) {
+            return Vec::new();
         }
         let mut inner = self.lock();
         let inner = &mut *inner;
@@ -593,14 +471,26 @@ impl Registry {
             if entry.queued != queued {
                 continue; // stale: the instance's live entry is another one
             }
-            if entry.deadline <= now {
+            if entry.deadline <= now && inner.leading {
                 held_among += usize::from(entry.held);
                 candidates.push((entry.deadline, key, queued));
             } else {
-                // Renewed meanwhile: queue it again at its real deadline.
-                let at = entry.deadline;
+                // Renewed meanwhile: queue it again at its deadline. Not ours to decide (a
+                // follower): look again a TTL later, which keeps the queue small.
+                let at = if inner.leading {
+                    entry.deadline
+                } else {
+                    entry
+                        .deadline
+                        .max(now + Duration::from_secs(entry.instance.ttl_seconds.into()))
+                };
                 entry.queued = inner.expiry.schedule(at, key, queued.registration);
             }
+        }
+        if candidates.is_empty() {
+            self.metrics
+                .set_self_preservation(inner.preservation.active(), inner.state.held);
+            return Vec::new();
         }
         // Longest silent first: a partial release expires those, and holds the rest.
         candidates.sort_unstable_by_key(|(deadline, ..)| *deadline);
@@ -625,44 +515,62 @@ impl Registry {
             Verdict::Expire { count } => count,
         };
         let held = candidates.split_off(expire);
-        if !held.is_empty() {
-            if expire > 0 {
-                tracing::warn!(
-                    expired = expire,
-                    still_held = held.len(),
-                    "self-preservation: releasing instances held longer than the maximum hold"
-                );
-            }
-            self.metrics.held.inc_by(held.len() as u64);
-            let again = now + HOLD_RECHECK;
-            for (_, key, queued) in held {
-                inner.state.hold(&key.0, &key.1);
-                let requeued = inner
-                    .expiry
-                    .schedule(again, key.clone(), queued.registration);
-                if let Some(entry) = inner.state.get_mut(&key.0, &key.1) {
-                    entry.queued = requeued;
-                }
+        if !held.is_empty() && expire > 0 {
+            tracing::warn!(
+                expired = expire,
+                still_held = held.len(),
+                "self-preservation: releasing instances held longer than the maximum hold"
+            );
+        }
+        self.metrics.held.inc_by(held.len() as u64);
+        let again = now + HOLD_RECHECK;
+        let mut commands = Vec::with_capacity(candidates.len());
+        for (_, key, queued) in candidates {
+            commands.push(Command::Expire {
+                service: key.0.clone(),
+                id: key.1.clone(),
+                registration: queued.registration,
+                decided_at: inner.applied,
+            });
+            // Decided, not yet applied: look again later in case the command is lost.
+            let requeued = inner
+                .expiry
+                .schedule(again, key.clone(), queued.registration);
+            if let Some(entry) = inner.state.get_mut(&key.0, &key.1) {
+                entry.queued = requeued;
             }
         }
-        for (_, (service, id), _) in candidates {
-            let revision = inner.head + 1;
-            if inner.state.remove(&service, &id, revision).is_none() {
-                continue;
+        for (_, key, queued) in held {
+            inner.state.hold(&key.0, &key.1);
+            let requeued = inner
+                .expiry
+                .schedule(again, key.clone(), queued.registration);
+            if let Some(entry) = inner.state.get_mut(&key.0, &key.1) {
+                entry.queued = requeued;
             }
-            tracing::info!(%service, %id, revision, "instance expired");
-            self.record(
-                inner,
-                ChangeKind::Remove {
-                    reason: ChangeReason::Expired,
-                    service,
-                    id,
-                },
-            );
-            self.metrics.expirations.inc();
         }
         self.metrics
             .set_self_preservation(inner.preservation.active(), inner.state.held);
+        commands
+    }
+
+    /// Waits until log `index` is applied on this node. Fails when the store failed first.
+    pub async fn wait_applied(&self, index: u64) -> Result<(), RegistryError> {
+        let mut rx = self.committed.subscribe();
+        let c = *rx
+            .wait_for(|c| c.index >= index || c.failed)
+            .await
+            .map_err(|_| RegistryError::StoreUnavailable)?;
+        if c.index >= index {
+            Ok(())
+        } else {
+            Err(RegistryError::StoreUnavailable)
+        }
+    }
+
+    /// The last log index applied on this node.
+    pub fn applied_index(&self) -> u64 {
+        self.committed.borrow().index
     }
 
     /// Matching instances of `service` and the head revision they were read at.
@@ -767,20 +675,12 @@ impl Registry {
 
     /// Liveness details.
     pub fn status(&self) -> RegistryStatus {
-        let failed = self.committed.borrow().failed;
         let inner = self.lock();
         RegistryStatus {
             instances: inner.state.count,
             self_preservation_active: inner.preservation.active(),
-            store_failed: failed,
+            store_failed: self.failed.load(Ordering::Acquire),
             revision: inner.head,
-        }
-    }
-
-    /// Commits what is queued and closes the store; call after the last write.
-    pub(crate) async fn close_store(&self) {
-        if let Some(store) = &self.store {
-            store.close().await;
         }
     }
 }
@@ -792,22 +692,23 @@ fn identity_text(identity: &waypost_model::heartbeat::Identity) -> String {
     }
 }
 
-#[cfg(test)]
-impl Registry {
-    pub(crate) fn in_memory_for_test(config: RegistryConfig) -> Self {
-        let (tx, _) = watch::channel(Committed {
-            revision: 0,
-            failed: false,
-        });
-        Self::new(
-            config,
-            Loaded::empty(7),
-            None,
-            Arc::new(tx),
-            Arc::new(Metrics::new()),
-        )
+impl From<Rejection> for RegistryError {
+    fn from(r: Rejection) -> Self {
+        match r {
+            Rejection::NotFound { service, id } => Self::NotFound { service, id },
+            Rejection::Full { max } => Self::Full(max),
+            Rejection::ServiceFull { service, max } => Self::ServiceFull { service, max },
+            Rejection::Invalid { message } => Self::Field(waypost_model::FieldError {
+                code: waypost_model::ErrorCode::InvalidField,
+                field: "instance".to_owned(),
+                message,
+            }),
+        }
     }
 }
+
+#[cfg(test)]
+mod testkit;
 
 #[cfg(test)]
 mod tests;

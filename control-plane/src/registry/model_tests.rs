@@ -1,6 +1,6 @@
 //! The registry against a model (proptest): random sequences of register (new, update with
 //! other tags or TTL, again after a deregistration), heartbeat, deregister, clock advances
-//! (expiry) and restarts of a durable registry, checked after every step against a map of what
+//! (expiry) and restarts from a snapshot image, checked after every step against a map of what
 //! should be registered. Revisions only grow, one per visible change: every `upsert` in the
 //! change log changes what the log has built so far and every `remove` removes something in
 //! it, so an instance that expires once is removed once. The log, replayed from the start,
@@ -8,17 +8,13 @@
 
 use std::{
     collections::BTreeMap,
-    path::Path,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
 use proptest::prelude::*;
-use tokio::sync::watch;
 use waypost_model::{InstanceRef, RegisterRequest};
 
 use super::*;
-use crate::store;
 
 /// A step. Two services with three possible instances each keep collisions frequent.
 #[derive(Debug, Clone)]
@@ -81,16 +77,9 @@ fn config() -> RegistryConfig {
     }
 }
 
-fn open(dir: &Path, now: Instant) -> Registry {
-    let (tx, _) = watch::channel(Committed {
-        revision: 0,
-        failed: false,
-    });
-    let committed = Arc::new(tx);
-    let metrics = Arc::new(Metrics::new());
-    let (writer, loaded) =
-        store::open(dir, 1 << 20, committed.clone(), metrics.clone()).expect("store opens");
-    Registry::restore(config(), loaded, Some(writer), committed, metrics, now)
+/// A registry restored from another's image at `now`: what a node does with a snapshot.
+fn restart(from: &Registry, now: Instant) -> Registry {
+    Registry::from_image_for_test(config(), from.image(), now)
 }
 
 fn registered(r: &Registry) -> Seen {
@@ -148,13 +137,8 @@ fn replay(r: &Registry, seen: &mut Revision, replayed: &mut Seen) -> Result<(), 
 }
 
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let dir = tempfile::tempdir().expect("temp dir");
     let mut now = Instant::now();
-    let mut registry = open(dir.path(), now);
+    let mut registry = Registry::in_memory_for_test(config());
     let mut model = Model::new();
     let mut replayed = Seen::new();
     let mut seen: Revision = registry.head();
@@ -202,19 +186,12 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Advance { millis } => {
                 now += Duration::from_millis(millis);
-                r.expire_due(now);
+                r.expire_at(now);
                 model.retain(|_, (_, deadline)| *deadline > now);
             }
             Op::Restart => {
-                // Everything acknowledged is committed before the store closes.
-                rt.block_on(async {
-                    r.wait_committed(r.head()).await.expect("commits");
-                    if let Some(writer) = &r.store {
-                        writer.close().await;
-                    }
-                });
                 let head = r.head();
-                registry = open(dir.path(), now);
+                registry = restart(r, now);
                 prop_assert_eq!(registry.head(), head, "the head survives a restart");
                 // Restored instances get a fresh TTL from the restart.
                 for ((ttl, _), deadline) in model.values_mut() {

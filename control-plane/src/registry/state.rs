@@ -28,6 +28,9 @@ pub(crate) struct Entry {
     pub(crate) queued: Queued,
     /// Overdue, but kept by self-preservation (until a heartbeat or its release).
     pub(crate) held: bool,
+    /// The log index of the last registration applied to it: an expiry decided before that
+    /// index no longer applies.
+    pub(crate) touched: u64,
 }
 
 impl Entry {
@@ -48,6 +51,7 @@ impl Entry {
             deadline,
             queued,
             held: false,
+            touched: 0,
         }
     }
 }

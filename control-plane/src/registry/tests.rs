@@ -1,6 +1,6 @@
 use std::time::{Duration, Instant};
 
-use waypost_model::{Health, InstanceRef, RegisterRequest, Status};
+use waypost_model::{ChangeReason, Health, InstanceRef, RegisterRequest, Status};
 
 use super::*;
 
@@ -62,11 +62,11 @@ fn revisions_move_only_on_visible_changes() {
     let req = RegisterRequest::new("web", "10.0.0.1:80");
     let a = r.register(&req).unwrap();
     assert!(a.created);
-    assert_eq!(a.revision, 1);
+    assert_eq!(a.instance.revision, 1);
     // Same fields again: no new revision.
     let again = r.register(&req).unwrap();
     assert!(!again.created);
-    assert_eq!(again.revision, 1);
+    assert_eq!(again.instance.revision, 1);
     assert_eq!(r.head(), 1);
     // A heartbeat moves nothing.
     r.heartbeat(&InstanceRef::by_address("web", "10.0.0.1:80"))
@@ -79,7 +79,7 @@ fn revisions_move_only_on_visible_changes() {
             ..req.clone()
         })
         .unwrap();
-    assert_eq!(changed.revision, 2);
+    assert_eq!(changed.instance.revision, 2);
     // Draining twice moves once.
     let (i, rev) = r
         .drain(&InstanceRef::by_id("web", "10.0.0.1:80"), true)
@@ -157,7 +157,7 @@ fn overdue_instances_expire_and_renewed_ones_do_not() {
         let id = InstanceId::new("10.0.0.1:2").unwrap();
         inner.state.get_mut(&svc, &id).unwrap().deadline = later + Duration::from_secs(5);
     }
-    r.expire_due(later);
+    r.expire_at(later);
     let (left, _) = r.discover("web", &Filter::default());
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].instance.id.as_str(), "10.0.0.1:2");
@@ -197,11 +197,11 @@ fn expiry_happens_at_the_deadline_not_before() {
     let after = Instant::now();
     let ttl = Duration::from_secs(1);
     // Just before the earliest possible deadline: still there.
-    r.expire_due(before + ttl - Duration::from_millis(1));
+    r.expire_at(before + ttl - Duration::from_millis(1));
     assert_eq!(r.status().instances, 1);
     // At the latest possible deadline: gone. The expiry task runs this every 250 ms, so an
     // instance expires within TTL + 250 ms.
-    r.expire_due(after + ttl);
+    r.expire_at(after + ttl);
     assert_eq!(r.status().instances, 0);
     assert_eq!(r.head(), 2);
 }
@@ -364,15 +364,15 @@ fn one_expiry_is_one_removal_after_updates_and_re_registration() {
         .unwrap();
     other(t0);
     let head = r.head();
-    r.expire_due(t0 + Duration::from_millis(2_900));
+    r.expire_at(t0 + Duration::from_millis(2_900));
     assert_eq!(r.head(), head, "nothing is due before its deadline");
-    r.expire_due(t0 + Duration::from_millis(3_400));
+    r.expire_at(t0 + Duration::from_millis(3_400));
     assert_eq!(
         r.head(),
         head + 1,
         "the re-registered instance expires once"
     );
-    r.expire_due(t0 + Duration::from_secs(10));
+    r.expire_at(t0 + Duration::from_secs(10));
     let removed: Vec<_> = r
         .changes_since(head, r.head())
         .unwrap()
@@ -402,7 +402,7 @@ fn one_expiry_is_one_removal_after_updates_and_re_registration() {
     )
     .unwrap();
     let head = r.head();
-    r.expire_due(t1 + Duration::from_secs(3));
+    r.expire_at(t1 + Duration::from_secs(3));
     assert_eq!(r.head(), head + 1, "expired at the shorter TTL");
 }
 
@@ -454,7 +454,7 @@ fn a_fleet_that_is_really_gone_leaves_discovery_in_bounded_time() {
     // The expiry task's tick, driven by hand for 10 minutes of registry time.
     while now < t0 + Duration::from_secs(600) {
         now += Duration::from_millis(250);
-        r.expire_due(now);
+        r.expire_at(now);
         let left = r.discover("fleet", &Filter::default()).0.len();
         if now < t0 + Duration::from_secs(62) {
             assert_eq!(left, 50, "held for max_hold at {:?}", now - t0);
@@ -485,7 +485,7 @@ fn a_fleet_that_is_really_gone_leaves_discovery_in_bounded_time() {
     assert_eq!(r.metrics.expirations.get(), 50);
     for _ in 0..12 {
         now += Duration::from_millis(250);
-        r.expire_due(now);
+        r.expire_at(now);
     }
     assert!(!r.status().self_preservation_active, "the hold is over");
 }
@@ -499,7 +499,7 @@ fn heartbeats_that_return_within_the_hold_lose_nothing() {
     fleet(&r, 50, t0);
     // Frozen for 40 s: the first pass after it finds all fifty overdue.
     let thawed = t0 + Duration::from_secs(40);
-    r.expire_due(thawed);
+    r.expire_at(thawed);
     assert_eq!(held_count(&r), 50);
     // Most of the fleet (more than the threshold's half) is cut off for another 15 s; the rest
     // heartbeats at once.
@@ -518,7 +518,7 @@ fn heartbeats_that_return_within_the_hold_lose_nothing() {
     let mut now = thawed;
     while now < thawed + Duration::from_secs(15) {
         now += Duration::from_millis(250);
-        r.expire_due(now);
+        r.expire_at(now);
     }
     for port in 1..=50u16 {
         r.heartbeat_at(
@@ -527,7 +527,7 @@ fn heartbeats_that_return_within_the_hold_lose_nothing() {
         )
         .unwrap();
     }
-    r.expire_due(now + Duration::from_millis(250));
+    r.expire_at(now + Duration::from_millis(250));
     assert_eq!(r.discover("fleet", &Filter::default()).0.len(), 50);
     assert_eq!(held_count(&r), 0);
     assert_eq!(r.metrics.expirations.get(), 0, "nothing expired");

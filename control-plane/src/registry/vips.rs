@@ -4,7 +4,7 @@
 //!
 //! The VIP is written into each of the service's instances (so it is stored, restored and
 //! streamed with them, with no table of its own). A service keeps its VIP while it exists, and
-//! also after it empties for as long as this process runs; only when the range is exhausted are
+//! also after it empties (snapshots keep the map); only when the range is exhausted are
 //! the VIPs of services without instances given to new services.
 
 use std::{
@@ -59,8 +59,6 @@ pub(crate) struct Vips {
     range: VipRange,
     by_service: HashMap<ServiceName, Ipv4Addr>,
     taken: HashSet<Ipv4Addr>,
-    /// Where the next search for a free address starts.
-    cursor: u32,
 }
 
 impl Vips {
@@ -69,7 +67,6 @@ impl Vips {
             range,
             by_service: HashMap::new(),
             taken: HashSet::new(),
-            cursor: 0,
         }
     }
 
@@ -79,6 +76,14 @@ impl Vips {
             self.by_service.insert(service.clone(), vip);
             self.taken.insert(vip);
         }
+    }
+
+    /// Every service's VIP.
+    pub(crate) fn assigned(&self) -> std::collections::BTreeMap<ServiceName, Ipv4Addr> {
+        self.by_service
+            .iter()
+            .map(|(s, ip)| (s.clone(), *ip))
+            .collect()
     }
 
     /// The service's VIP, if it has one.
@@ -110,9 +115,10 @@ impl Vips {
                 }
             }
         }
-        for _ in 0..self.range.size {
-            let candidate = Ipv4Addr::from(self.range.first + self.cursor);
-            self.cursor = (self.cursor + 1) % self.range.size;
+        // The lowest free address: a pure function of what is taken, so that every node of a
+        // cluster (and one restored from a snapshot) picks the same.
+        for offset in 0..self.range.size {
+            let candidate = Ipv4Addr::from(self.range.first + offset);
             if self.taken.insert(candidate) {
                 self.by_service.insert(service.clone(), candidate);
                 return Some(candidate);

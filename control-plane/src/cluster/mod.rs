@@ -1,0 +1,689 @@
+//! Cluster mode: the registry replicated with Raft (openraft) over the nodes' own listeners.
+//!
+//! Every write becomes a [`Command`] in the Raft log; the leader appends it, a majority makes
+//! it durable, and every node applies it to its registry in log order. A node that is not the
+//! leader forwards the command to the leader (one hop) and answers once it has applied the
+//! entry itself, so a client reads its own writes from the node it wrote to. A cluster of one
+//! (no `--peers`) is the same machinery with a single voter.
+//!
+//! Not replicated: heartbeats. Any node accepts them; followers pass them on to the leader in
+//! batches, where the deadlines that decide expiry live.
+//!
+//! Reads are linearizable by default: the node learns the leader's commit index (one round of
+//! leader heartbeats, shared by every read that arrived meanwhile) and waits until it has
+//! applied it. `?stale` skips that.
+
+mod network;
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use openraft::{
+    BasicNode, Raft, ServerState, SnapshotPolicy,
+    error::{ClientWriteError, RaftError},
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use waypost_model::{InstanceId, ServiceName};
+
+use self::network::Network;
+pub(crate) use self::network::PeerClient;
+use crate::{
+    command::{Command, NodeId, Reply, TypeConfig},
+    config::ClusterConfig,
+    metrics::Metrics,
+    registry::{Registry, RegistryError},
+    store::{LogStore, StateMachine},
+};
+
+/// Why a replicated operation could not be done.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// No leader is known within the election timeout (an election, or this node is on the
+    /// minority side of a partition). Retry, or read with `?stale`.
+    #[error("no leader: {0}")]
+    NoLeader(String),
+    /// The registry refused the operation.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// How often followers pass heartbeats on to the leader: a deadline on the leader is at most
+/// this late.
+const HEARTBEAT_FORWARD: Duration = Duration::from_millis(100);
+/// Most heartbeats in one forwarded batch.
+const HEARTBEAT_BATCH: usize = 10_000;
+/// How often the leader looks for overdue instances: expiry lands within TTL + this.
+const EXPIRY_TICK: Duration = Duration::from_millis(250);
+
+/// A forwarded write's answer: the reply and the log index to wait for.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct WriteAnswer {
+    pub(crate) reply: Reply,
+    pub(crate) index: u64,
+}
+
+/// A read index from the leader.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ReadIndex {
+    pub(crate) index: u64,
+}
+
+/// Who leads, as this node knows it.
+enum Leader {
+    Me,
+    Other { id: NodeId, url: String },
+}
+
+type ReadWaiter = oneshot::Sender<Result<u64, String>>;
+
+/// A node's handle on the cluster. Cheap to share behind an `Arc`.
+pub struct Cluster {
+    id: NodeId,
+    raft: Raft<TypeConfig>,
+    registry: Arc<Registry>,
+    client: PeerClient,
+    election_timeout: Duration,
+    reads: mpsc::UnboundedSender<ReadWaiter>,
+    beats: mpsc::Sender<(ServiceName, InstanceId)>,
+    /// Milliseconds since `origin` when the leader last reached this node (leaders: now).
+    last_contact: AtomicU64,
+    origin: Instant,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `start` needs beyond the config.
+pub(crate) struct Parts {
+    pub(crate) log: LogStore,
+    pub(crate) machine: StateMachine,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) metrics: Arc<Metrics>,
+    /// This node's own base URL (used when there are no peers).
+    pub(crate) own_url: String,
+}
+
+impl Cluster {
+    /// Starts Raft on this node, initialises a new cluster (or a cluster of one), and starts
+    /// the tasks that follow leadership, decide expiry and forward heartbeats.
+    pub(crate) async fn start(
+        config: &ClusterConfig,
+        parts: Parts,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, String> {
+        let e = u64::try_from(config.election_timeout.as_millis()).unwrap_or(u64::MAX);
+        let raft_config = openraft::Config {
+            cluster_name: "waypost".into(),
+            election_timeout_min: e,
+            election_timeout_max: e.saturating_mul(2),
+            // Also the timeout of each append: generous for a loaded host.
+            heartbeat_interval: (e / 4).max(20),
+            install_snapshot_timeout: 10_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(10_000),
+            max_in_snapshot_log_to_keep: 1_000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|err| format!("raft settings: {err}"))?;
+        let client = PeerClient::new(config.peer_ca.as_deref(), config.token.clone())?;
+        let network = Network {
+            client: client.clone(),
+        };
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            network,
+            parts.log,
+            parts.machine,
+        )
+        .await
+        .map_err(|err| format!("raft: {err}"))?;
+        let members: BTreeMap<NodeId, BasicNode> = if config.peers.is_empty() {
+            BTreeMap::from([(config.node_id, BasicNode::new(&parts.own_url))])
+        } else {
+            config
+                .peers
+                .iter()
+                .map(|(id, url)| (*id, BasicNode::new(url)))
+                .collect()
+        };
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|err| format!("raft: {err}"))?;
+        if !initialized && !config.join {
+            // Every node of a new cluster starts with the same membership; which one becomes
+            // the first leader is up to the election.
+            if let Err(err) = raft.initialize(members).await {
+                tracing::warn!(%err, "cluster initialisation");
+            }
+        }
+        // A cluster of one has no one to wait for: elect now rather than after a timeout,
+        // so that a restarted single node takes writes at once.
+        let sole = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            m.membership_config
+                .membership()
+                .voter_ids()
+                .eq([config.node_id])
+        };
+        if sole {
+            let _ = raft.trigger().elect().await;
+            let waited = raft
+                .wait(Some(config.election_timeout * 4))
+                .metrics(
+                    |m| m.current_leader == Some(config.node_id),
+                    "single node leads",
+                )
+                .await;
+            if let Err(err) = waited {
+                tracing::warn!(%err, "a single node did not become leader in time");
+            }
+        }
+        let (reads, read_rx) = mpsc::unbounded_channel();
+        let (beats, beat_rx) = mpsc::channel(HEARTBEAT_BATCH * 4);
+        let cluster = Arc::new(Self {
+            id: config.node_id,
+            raft,
+            registry: parts.registry,
+            client,
+            election_timeout: config.election_timeout,
+            reads,
+            beats,
+            last_contact: AtomicU64::new(0),
+            origin: Instant::now(),
+            metrics: parts.metrics,
+        });
+        tokio::spawn(cluster.clone().follow_leadership(shutdown.clone()));
+        tokio::spawn(cluster.clone().expire(shutdown.clone()));
+        tokio::spawn(
+            cluster
+                .clone()
+                .forward_heartbeats(beat_rx, shutdown.clone()),
+        );
+        tokio::spawn(cluster.clone().serve_reads(read_rx, shutdown));
+        Ok(cluster)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The Raft handle (for the cluster routes).
+    pub(crate) fn raft(&self) -> &Raft<TypeConfig> {
+        &self.raft
+    }
+
+    /// Stops Raft; call after the HTTP server has stopped.
+    pub(crate) async fn shutdown(&self) {
+        if let Err(err) = self.raft.shutdown().await {
+            tracing::warn!(%err, "raft shutdown");
+        }
+    }
+
+    /// The leader this node knows of, if any: itself while a majority acknowledges it, or
+    /// another node that reached this one within two election timeouts (Raft keeps naming a
+    /// leader that went away until an election ends, which on a minority never happens).
+    pub fn known_leader(&self) -> Option<NodeId> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        self.fresh_leader(&m)
+    }
+
+    fn fresh_leader(&self, m: &openraft::RaftMetrics<NodeId, BasicNode>) -> Option<NodeId> {
+        let leader = m.current_leader?;
+        if leader == self.id {
+            let voters = m.membership_config.membership().voter_ids().count();
+            let acked = m.millis_since_quorum_ack.unwrap_or(u64::MAX);
+            let fresh = voters <= 1 || Duration::from_millis(acked) <= self.election_timeout * 2;
+            return (m.state == ServerState::Leader && fresh).then_some(leader);
+        }
+        match self.last_contact.load(Ordering::Acquire) {
+            // Not reached yet since start-up: trust Raft (it learned the leader by a vote).
+            0 => Some(leader),
+            at => (Duration::from_millis(self.millis().saturating_sub(at))
+                <= self.election_timeout * 2)
+                .then_some(leader),
+        }
+    }
+
+    /// Milliseconds since this node last heard from the leader (0 on the leader itself);
+    /// `None` before it ever did.
+    pub fn last_contact_ms(&self) -> Option<u64> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        if m.current_leader == Some(self.id) {
+            return Some(0);
+        }
+        match self.last_contact.load(Ordering::Acquire) {
+            0 => None,
+            at => Some(self.millis().saturating_sub(at)),
+        }
+    }
+
+    /// `X-Waypost-Known-Leader` and `X-Waypost-Last-Contact` for an answer.
+    pub fn contact_headers(&self) -> (&'static str, Option<u64>) {
+        let rx = self.raft.metrics();
+        let m = rx.borrow();
+        let contact = match m.current_leader {
+            Some(id) if id == self.id => Some(0),
+            _ => match self.last_contact.load(Ordering::Acquire) {
+                0 => None,
+                at => Some(self.millis().saturating_sub(at)),
+            },
+        };
+        let known = if self.fresh_leader(&m).is_some() {
+            "true"
+        } else {
+            "false"
+        };
+        (known, contact)
+    }
+
+    fn millis(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Notes that the leader reached this node (an append or a heartbeat arrived).
+    pub(crate) fn contact(&self) {
+        self.last_contact
+            .store(self.millis().max(1), Ordering::Release);
+    }
+
+    /// Whether this node is the only voter and leads: then its applied state is the
+    /// cluster's, and reads need no round trip.
+    fn sole_voter_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.current_leader == Some(self.id)
+            && m.state == ServerState::Leader
+            && m.membership_config.membership().voter_ids().eq([self.id])
+    }
+
+    /// The leader, waiting up to the election timeout for one to be known. A leader that has
+    /// not heard from a majority for an election timeout is not counted: it is on the minority
+    /// side of a partition and cannot commit.
+    async fn leader(&self) -> Result<Leader, ClusterError> {
+        let mut rx = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + self.election_timeout;
+        loop {
+            {
+                let m = rx.borrow_and_update();
+                match self.fresh_leader(&m) {
+                    Some(id) if id == self.id => return Ok(Leader::Me),
+                    Some(id) => {
+                        if let Some(node) = m.membership_config.membership().get_node(&id) {
+                            return Ok(Leader::Other {
+                                id,
+                                url: node.addr.clone(),
+                            });
+                        }
+                    }
+                    None => {}
+                }
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(ClusterError::NoLeader("raft stopped".into())),
+                Err(_) => {
+                    return Err(ClusterError::NoLeader(format!(
+                        "no leader known after {} ms",
+                        self.election_timeout.as_millis()
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Replicates `command`: appended by the leader (this node, or forwarded to it), committed
+    /// by a majority, and applied on this node before the reply is returned.
+    pub async fn write(&self, command: Command) -> Result<Reply, ClusterError> {
+        self.registry.ensure_writable()?;
+        match self.leader().await? {
+            Leader::Me => {
+                let answer = self.write_here(command).await?;
+                Ok(answer.reply)
+            }
+            Leader::Other { id, url } => {
+                self.metrics.forwarded.get_or_create(&"write".into()).inc();
+                let answer: WriteAnswer = self
+                    .client
+                    .post(&url, "/cluster/write", &command, self.election_timeout * 2)
+                    .await
+                    .map_err(|err| {
+                        ClusterError::NoLeader(format!("forwarding to leader {id}: {err}"))
+                    })?;
+                self.wait_applied(answer.index).await?;
+                Ok(answer.reply)
+            }
+        }
+    }
+
+    /// Appends `command` on this node, which must lead; for [`Self::write`] and for writes
+    /// forwarded by other nodes.
+    pub(crate) async fn write_here(&self, command: Command) -> Result<WriteAnswer, ClusterError> {
+        // Committing needs a majority: on the minority side of a partition this would wait
+        // for ever, so it is bounded by the election timeout (after which the outcome is
+        // unknown to the client, as with any timeout).
+        let written = tokio::time::timeout(
+            self.election_timeout.max(Duration::from_millis(500)),
+            self.raft.client_write(command),
+        )
+        .await
+        .map_err(|_| {
+            ClusterError::NoLeader("the write was not committed within the election timeout".into())
+        })?;
+        match written {
+            Ok(done) => Ok(WriteAnswer {
+                reply: done.data,
+                index: done.log_id.index,
+            }),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(
+                ClusterError::NoLeader(format!("leadership moved to {:?}", f.leader_id)),
+            ),
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(ClusterError::NoLeader(e.to_string()))
+            }
+            Err(RaftError::Fatal(err)) => {
+                tracing::error!(%err, "raft failed; refusing writes");
+                self.registry.fail();
+                Err(RegistryError::StoreUnavailable.into())
+            }
+        }
+    }
+
+    async fn wait_applied(&self, index: u64) -> Result<(), ClusterError> {
+        tokio::time::timeout(self.election_timeout * 2, self.registry.wait_applied(index))
+            .await
+            .map_err(|_| {
+                ClusterError::NoLeader(format!("log index {index} not applied here in time"))
+            })??;
+        Ok(())
+    }
+
+    /// Makes the next read linearizable: afterwards this node has applied everything that was
+    /// committed before the call.
+    pub async fn linearize(&self) -> Result<(), ClusterError> {
+        if self.sole_voter_leader() {
+            return Ok(());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.reads
+            .send(tx)
+            .map_err(|_| ClusterError::NoLeader("shutting down".into()))?;
+        let index = rx
+            .await
+            .map_err(|_| ClusterError::NoLeader("shutting down".into()))?
+            .map_err(ClusterError::NoLeader)?;
+        self.wait_applied(index).await
+    }
+
+    /// Answers read-index requests in rounds: every request that arrived while a round was
+    /// out waits for the next one, so each is answered by a round that started after it.
+    async fn serve_reads(
+        self: Arc<Self>,
+        mut rx: mpsc::UnboundedReceiver<ReadWaiter>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let first = tokio::select! {
+                () = shutdown.cancelled() => return,
+                next = rx.recv() => match next {
+                    Some(w) => w,
+                    None => return,
+                },
+            };
+            let mut batch = vec![first];
+            while let Ok(w) = rx.try_recv() {
+                batch.push(w);
+            }
+            let result = self.read_index().await.map_err(|e| e.to_string());
+            for w in batch {
+                let _ = w.send(result.clone());
+            }
+        }
+    }
+
+    /// The commit index a linearizable read must wait for.
+    async fn read_index(&self) -> Result<u64, ClusterError> {
+        match self.leader().await? {
+            Leader::Me => self.read_index_here().await,
+            Leader::Other { id, url } => {
+                self.metrics.forwarded.get_or_create(&"read".into()).inc();
+                let answer: ReadIndex = self
+                    .client
+                    .post(&url, "/cluster/read-index", &(), self.election_timeout)
+                    .await
+                    .map_err(|err| {
+                        ClusterError::NoLeader(format!("read index from leader {id}: {err}"))
+                    })?;
+                Ok(answer.index)
+            }
+        }
+    }
+
+    /// On the leader: confirms leadership with a majority and returns the commit index.
+    pub(crate) async fn read_index_here(&self) -> Result<u64, ClusterError> {
+        let got = tokio::time::timeout(self.election_timeout, self.raft.get_read_log_id())
+            .await
+            .map_err(|_| {
+                ClusterError::NoLeader("leadership not confirmed by a majority in time".into())
+            })?
+            .map_err(|err| ClusterError::NoLeader(err.to_string()))?;
+        Ok(got.0.map_or(0, |l| l.index))
+    }
+
+    /// Passes a heartbeat this node accepted on to the leader (dropped when this node leads,
+    /// or when the queue is full: the instance heartbeats again within its interval).
+    pub fn forward_heartbeat(&self, service: ServiceName, id: InstanceId) {
+        if self.known_leader() != Some(self.id) {
+            let _ = self.beats.try_send((service, id));
+        }
+    }
+
+    async fn forward_heartbeats(
+        self: Arc<Self>,
+        mut rx: mpsc::Receiver<(ServiceName, InstanceId)>,
+        shutdown: CancellationToken,
+    ) {
+        let mut batch = Vec::new();
+        loop {
+            let first = tokio::select! {
+                () = shutdown.cancelled() => return,
+                next = rx.recv() => match next {
+                    Some(k) => k,
+                    None => return,
+                },
+            };
+            batch.push(first);
+            // Collect for at most the forwarding interval, then send what came.
+            let until = tokio::time::Instant::now() + HEARTBEAT_FORWARD;
+            while batch.len() < HEARTBEAT_BATCH {
+                match tokio::time::timeout_at(until, rx.recv()).await {
+                    Ok(Some(k)) => batch.push(k),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            batch.sort_unstable();
+            batch.dedup();
+            match self.leader().await {
+                Ok(Leader::Me) => self.registry.renew_keys(&batch, Instant::now()),
+                Ok(Leader::Other { id, url }) => {
+                    self.metrics
+                        .forwarded
+                        .get_or_create(&"heartbeat".into())
+                        .inc_by(batch.len() as u64);
+                    let sent: Result<serde_json::Value, _> = self
+                        .client
+                        .post(&url, "/cluster/heartbeats", &batch, self.election_timeout)
+                        .await;
+                    if let Err(err) = sent {
+                        tracing::debug!(%err, leader = id, count = batch.len(), "heartbeats not forwarded");
+                    }
+                }
+                Err(err) => tracing::debug!(%err, "heartbeats not forwarded"),
+            }
+            batch.clear();
+        }
+    }
+
+    /// Follows leadership changes: a new leader takes over expiry with a fresh grace for
+    /// every instance, and names the epoch of a new cluster.
+    async fn follow_leadership(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut rx = self.raft.metrics();
+        let mut leading = false;
+        let mut known: Option<NodeId> = None;
+        loop {
+            let (now_leading, leader, term) = {
+                let m = rx.borrow_and_update();
+                let head = m.last_log_index.unwrap_or(0);
+                self.metrics.raft_last_log_index.set(head as i64);
+                self.metrics
+                    .raft_applied_index
+                    .set(m.last_applied.map_or(0, |l| l.index) as i64);
+                if let Some(replication) = &m.replication {
+                    for (peer, matched) in replication.iter() {
+                        let lag = head.saturating_sub(matched.as_ref().map_or(0, |l| l.index));
+                        self.metrics
+                            .raft_replication_lag
+                            .get_or_create(&crate::metrics::PeerLabel { peer: *peer })
+                            .set(lag as i64);
+                    }
+                }
+                (
+                    m.current_leader == Some(self.id) && m.state == ServerState::Leader,
+                    m.current_leader,
+                    m.current_term,
+                )
+            };
+            self.metrics.raft_term.set(term as i64);
+            if self.raft.metrics().borrow().running_state.is_err() {
+                tracing::error!("raft stopped on a storage error; refusing writes");
+                self.registry.fail();
+            }
+            if leader != known {
+                if leader.is_some() {
+                    self.metrics.leader_changes.inc();
+                }
+                tracing::info!(leader = ?leader, term, "leader");
+                known = leader;
+            }
+            if now_leading != leading {
+                leading = now_leading;
+                // Deadlines run out on the leader: a new one cannot know when instances last
+                // heartbeated elsewhere, so each gets its TTL again plus the longest election.
+                self.registry
+                    .lead(leading, self.election_timeout * 2, Instant::now());
+                if leading && self.registry.epoch() == 0 {
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        let epoch = loop {
+                            let e: u64 = rand::random();
+                            if e != 0 {
+                                break e;
+                            }
+                        };
+                        if let Err(err) = this.write(Command::Init { epoch }).await {
+                            tracing::warn!(%err, "could not name the cluster's epoch");
+                        }
+                    });
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                changed = rx.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+
+    /// On the leader: proposes the expiries due.
+    async fn expire(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(EXPIRY_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            for command in self.registry.expire_due(Instant::now()) {
+                if let Err(err) = self.write_here(command).await {
+                    // Queued again by the registry: decided anew on a later tick.
+                    tracing::debug!(%err, "expiry not applied");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The cluster as this node sees it, for `GET /cluster`.
+    pub fn status(&self) -> waypost_model::ClusterStatus {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        let leader = m.current_leader;
+        let head = m.last_log_index.unwrap_or(0);
+        let replication = m.replication.clone().unwrap_or_default();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| {
+                let voter = membership.voter_ids().any(|v| v == *id);
+                let role = if Some(*id) == leader {
+                    "leader"
+                } else if voter {
+                    "follower"
+                } else {
+                    "learner"
+                };
+                let matched = if *id == self.id {
+                    m.last_log_index
+                } else {
+                    replication
+                        .get(id)
+                        .and_then(|l| l.as_ref().map(|l| l.index))
+                };
+                waypost_model::ClusterMember {
+                    id: *id,
+                    url: node.addr.clone(),
+                    role: role.to_owned(),
+                    matched_index: matched,
+                    lag: matched.map(|i| head.saturating_sub(i)),
+                }
+            })
+            .collect();
+        waypost_model::ClusterStatus {
+            node_id: self.id,
+            state: format!("{:?}", m.state).to_lowercase(),
+            leader,
+            term: m.current_term,
+            last_log_index: head,
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            last_contact_ms: self.last_contact_ms(),
+            millis_since_quorum_ack: m.millis_since_quorum_ack,
+            members,
+        }
+    }
+
+    /// `/ready`: a leader is known and this node is not behind its own log.
+    pub fn ready(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        self.fresh_leader(&m).is_some()
+            && m.last_applied.map_or(0, |l| l.index) >= m.last_log_index.unwrap_or(0)
+    }
+}
