@@ -144,6 +144,11 @@ pub struct Settings {
     #[arg(long, env = "WAYPOST_ELECTION_TIMEOUT", value_parser = humantime::parse_duration)]
     #[serde(default, with = "waypost_runtime::config::opt_duration")]
     pub election_timeout: Option<Duration>,
+    /// Snapshot the state machine after this many log entries, and purge the log before the
+    /// snapshot (a node that falls further behind catches up from the snapshot)
+    /// [default: 10000].
+    #[arg(long, env = "WAYPOST_SNAPSHOT_ENTRIES")]
+    pub snapshot_entries: Option<u64>,
     /// The bearer token this node presents to its peers when authorization is on (a token
     /// with the `cluster` role in their `[auth]` tables); prefer the environment or the file
     /// [default: none].
@@ -269,6 +274,8 @@ pub struct ClusterConfig {
     pub join: bool,
     /// See [`Settings::election_timeout`].
     pub election_timeout: Duration,
+    /// See [`Settings::snapshot_entries`].
+    pub snapshot_entries: u64,
     /// See [`Settings::cluster_token`].
     pub token: Option<String>,
     /// See [`Settings::peer_ca`].
@@ -383,6 +390,7 @@ impl Config {
                 peers: Vec::new(),
                 join: false,
                 election_timeout: Duration::from_secs(1),
+                snapshot_entries: 10_000,
                 token: None,
                 peer_ca: None,
             },
@@ -413,6 +421,7 @@ impl Config {
                 },
                 join: pick!(join, false),
                 election_timeout: pick!(election_timeout, Duration::from_secs(1)),
+                snapshot_entries: pick!(snapshot_entries, 10_000),
                 token: over.cluster_token.or(under.cluster_token),
                 peer_ca: over.peer_ca.or(under.peer_ca),
             },
@@ -475,6 +484,9 @@ impl Config {
                 "peers must include this node (node_id {}): list every voting member",
                 c.node_id
             ));
+        }
+        if c.snapshot_entries == 0 {
+            return bad("snapshot_entries must be above zero".into());
         }
         if c.election_timeout < Duration::from_millis(100)
             || c.election_timeout > Duration::from_secs(60)

@@ -30,6 +30,11 @@ impl TestControlPlane {
         Self::start_in(Some(dir), Some(path), tweak).await
     }
 
+    /// Starts a durable control plane on an existing data directory (the caller keeps it).
+    pub async fn start_at(path: PathBuf, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_in(None, Some(path), tweak).await
+    }
+
     /// Starts an in-memory control plane.
     pub async fn in_memory(tweak: impl FnOnce(&mut Config)) -> Self {
         Self::start_in(None, None, tweak).await
@@ -180,6 +185,38 @@ impl TestCluster {
             running,
             dir,
         });
+    }
+
+    /// Starts one more node with `--join` (not a member until `POST /cluster/members` adds
+    /// it); returns its position (its node id is position + 1).
+    pub async fn join(&mut self, tweak: impl Fn(&mut Config)) -> usize {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("pick a port")
+            .port();
+        let i = self.nodes.len();
+        self.urls.push(format!("http://127.0.0.1:{port}"));
+        self.dirs
+            .push(Some(tempfile::tempdir().expect("create a data directory")));
+        self.nodes.push(None);
+        let peers = std::mem::take(&mut self.peers);
+        let (dir, config) = self.config(i, &|c: &mut Config| {
+            c.cluster.peers.clear();
+            c.cluster.join = true;
+            tweak(c);
+        });
+        self.peers = peers;
+        let token = CancellationToken::new();
+        let running = crate::start(config, token.clone())
+            .await
+            .expect("start a joining node");
+        self.nodes[i] = Some(TestControlPlane {
+            url: self.urls[i].clone(),
+            token,
+            running,
+            dir,
+        });
+        i
     }
 
     /// The position of the node that leads, as the running nodes agree, waiting up to

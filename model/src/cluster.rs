@@ -21,6 +21,8 @@ pub struct ClusterStatus {
     pub applied_index: u64,
     /// Milliseconds since it last heard from the leader (0 on the leader).
     pub last_contact_ms: Option<u64>,
+    /// The last log index in its latest snapshot (taken, or installed from the leader).
+    pub snapshot_index: Option<u64>,
     /// On the leader: milliseconds since a majority last acknowledged it.
     pub millis_since_quorum_ack: Option<u64>,
     /// Every member, voters and learners.

@@ -133,8 +133,10 @@ impl Cluster {
             // Also the timeout of each append: generous for a loaded host.
             heartbeat_interval: (e / 4).max(20),
             install_snapshot_timeout: 10_000,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(10_000),
-            max_in_snapshot_log_to_keep: 1_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_entries),
+            // Keep a tenth of a snapshot's worth of log after it, so that a follower a little
+            // behind catches up from the log, not from a whole snapshot.
+            max_in_snapshot_log_to_keep: (config.snapshot_entries / 10).max(1),
             ..Default::default()
         }
         .validate()
@@ -633,6 +635,9 @@ impl Cluster {
 
     /// The cluster as this node sees it, for `GET /cluster`.
     pub fn status(&self) -> waypost_model::ClusterStatus {
+        // Before borrowing the metrics: it borrows them too, and nested borrows of a watch
+        // channel can deadlock against its writer.
+        let last_contact_ms = self.last_contact_ms();
         let m = self.raft.metrics();
         let m = m.borrow();
         let membership = m.membership_config.membership();
@@ -673,7 +678,8 @@ impl Cluster {
             term: m.current_term,
             last_log_index: head,
             applied_index: m.last_applied.map_or(0, |l| l.index),
-            last_contact_ms: self.last_contact_ms(),
+            last_contact_ms,
+            snapshot_index: m.snapshot.map(|l| l.index),
             millis_since_quorum_ack: m.millis_since_quorum_ack,
             members,
         }

@@ -3,6 +3,7 @@ use std::time::{Duration, Instant};
 use waypost_model::{ChangeReason, Health, InstanceRef, RegisterRequest, Status};
 
 use super::*;
+use crate::command::Reply;
 
 pub(super) fn config() -> RegistryConfig {
     RegistryConfig {
@@ -531,4 +532,76 @@ fn heartbeats_that_return_within_the_hold_lose_nothing() {
     assert_eq!(r.discover("fleet", &Filter::default()).0.len(), 50);
     assert_eq!(held_count(&r), 0);
     assert_eq!(r.metrics.expirations.get(), 0, "nothing expired");
+}
+
+#[test]
+fn an_expiry_decided_before_a_registration_never_removes_the_new_one() {
+    let r = Registry::in_memory_for_test(config());
+    let t0 = Instant::now();
+    let later = t0 + Duration::from_secs(2);
+    let req = RegisterRequest {
+        ttl_seconds: Some(1),
+        ..RegisterRequest::new("web", "10.0.0.1:80")
+    };
+    r.register_at(&req, t0).unwrap();
+    // The leader decides the expiry; the same registration arrives before it is applied.
+    let decided = r.expire_due(later);
+    assert_eq!(decided.len(), 1, "{decided:?}");
+    r.register_at(&req, later).unwrap();
+    let head = r.head();
+    assert_eq!(r.propose_at(&decided[0], later), Reply::Nothing);
+    assert_eq!((r.head(), r.snapshot(Some("web")).0.len()), (head, 1));
+
+    // Deregistered and registered anew (a new registration) between decision and apply.
+    let decided = r.expire_due(later + Duration::from_secs(2));
+    assert_eq!(decided.len(), 1, "{decided:?}");
+    r.deregister(&InstanceRef::by_id("web", "10.0.0.1:80"))
+        .unwrap();
+    r.register_at(&req, later + Duration::from_secs(2)).unwrap();
+    let head = r.head();
+    assert_eq!(
+        r.propose_at(&decided[0], later + Duration::from_secs(2)),
+        Reply::Nothing
+    );
+    assert_eq!((r.head(), r.snapshot(Some("web")).0.len()), (head, 1));
+
+    // Left alone, the decided expiry applies.
+    let decided = r.expire_due(later + Duration::from_secs(5));
+    assert_eq!(decided.len(), 1);
+    assert!(matches!(
+        r.propose_at(&decided[0], later + Duration::from_secs(5)),
+        Reply::Removed { .. }
+    ));
+    assert!(r.snapshot(Some("web")).0.is_empty());
+}
+
+#[test]
+fn a_registry_restored_from_its_image_is_the_same_and_allocates_vips_the_same() {
+    let r = Registry::in_memory_for_test(RegistryConfig {
+        max_instances: 10,
+        ..config()
+    });
+    r.register(&RegisterRequest::new("a", "10.0.0.1:1"))
+        .unwrap();
+    r.register(&RegisterRequest::new("b", "10.0.0.1:2"))
+        .unwrap();
+    // `a` empties but keeps its VIP.
+    r.deregister(&InstanceRef::by_id("a", "10.0.0.1:1"))
+        .unwrap();
+    let copy = Registry::from_image_for_test(
+        RegistryConfig {
+            max_instances: 10,
+            ..config()
+        },
+        r.image(),
+        Instant::now(),
+    );
+    assert_eq!(copy.image(), r.image());
+    let next = r
+        .prepare_register(&RegisterRequest::new("c", "10.0.0.1:3"))
+        .unwrap();
+    let one = r.propose_at(&next, Instant::now());
+    let two = copy.propose_at(&next, Instant::now());
+    assert!(matches!(&one, Reply::Registered { created: true, .. }));
+    assert_eq!(one, two, "the same command gives the same result on both");
 }
