@@ -137,6 +137,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             registry: registry.clone(),
             metrics: metrics.clone(),
             own_url: format!("{scheme}://{addr}"),
+            tls: config.tls.clone(),
         },
         shutdown.clone(),
     )

@@ -101,6 +101,11 @@ impl TestCluster {
     /// Their ports are picked first (bound to port 0, then released), since every node's
     /// `peers` names all of them.
     pub async fn start(n: usize, tweak: impl Fn(&mut Config)) -> Self {
+        Self::start_with("http", n, tweak).await
+    }
+
+    /// [`Self::start`] with URLs of `scheme` (`https` when `tweak` turns TLS on).
+    pub async fn start_with(scheme: &str, n: usize, tweak: impl Fn(&mut Config)) -> Self {
         let ports: Vec<u16> = (0..n)
             .map(|_| {
                 std::net::TcpListener::bind("127.0.0.1:0")
@@ -111,7 +116,7 @@ impl TestCluster {
             .collect();
         let urls: Vec<String> = ports
             .iter()
-            .map(|p| format!("http://127.0.0.1:{p}"))
+            .map(|p| format!("{scheme}://127.0.0.1:{p}"))
             .collect();
         let peers: Vec<(u64, String)> = urls
             .iter()
@@ -155,7 +160,8 @@ impl TestCluster {
         let dir = self.dirs[i].take().expect("the node's data directory");
         let mut config = Config::for_test(Some(dir.path().to_path_buf()));
         config.listen = self.urls[i]
-            .trim_start_matches("http://")
+            .split_once("://")
+            .map_or(self.urls[i].as_str(), |(_, addr)| addr)
             .parse()
             .expect("a socket address");
         config.cluster.node_id = i as u64 + 1;

@@ -292,3 +292,45 @@ async fn a_data_directory_from_before_cluster_mode_keeps_its_instances() {
     assert_eq!(get(&cp, "/health").await.body["revision"], 8);
     drop(dir);
 }
+
+#[tokio::test]
+async fn nodes_talk_https_and_present_their_certificates_to_peers_that_require_them() {
+    let pki = waypost_control::testkit::TestPki::new();
+    let mtls = |c: &mut waypost_control::Config| {
+        c.tls = Some(pki.server_files(true));
+        c.cluster.peer_ca = Some(pki.ca.clone());
+    };
+    let c = TestCluster::start_with("https", 3, mtls).await;
+    let leader = c.leader(ELECTION).await;
+    let follower = c.other_than(leader);
+    let pem = |p: &std::path::Path| std::fs::read(p).unwrap();
+    let mut identity = pem(&pki.client.0);
+    identity.extend(pem(&pki.client.1));
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem(&pki.ca)).unwrap())
+        .identity(reqwest::Identity::from_pem(&identity).unwrap())
+        .build()
+        .unwrap();
+    // A write through a follower crosses to the leader over HTTPS with the follower's
+    // certificate, and replicates back.
+    let a = answer(
+        http.post(node(&c, follower).at("/register"))
+            .json(&seed("tls", 1))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    for i in 0..3 {
+        let d = answer(
+            http.get(node(&c, i).at("/discover/tls"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(d.body["count"], 1, "node {i}: {}", d.body);
+    }
+    assert!(node(&c, leader).url.starts_with("https://"));
+}

@@ -115,6 +115,8 @@ pub(crate) struct Parts {
     pub(crate) metrics: Arc<Metrics>,
     /// This node's own base URL (used when there are no peers).
     pub(crate) own_url: String,
+    /// This node's HTTPS files: its certificate is also its client certificate towards peers.
+    pub(crate) tls: Option<crate::tls::TlsFiles>,
 }
 
 impl Cluster {
@@ -141,7 +143,11 @@ impl Cluster {
         }
         .validate()
         .map_err(|err| format!("raft settings: {err}"))?;
-        let client = PeerClient::new(config.peer_ca.as_deref(), config.token.clone())?;
+        let identity = parts
+            .tls
+            .as_ref()
+            .map(|t| (t.cert.as_path(), t.key.as_path()));
+        let client = PeerClient::new(config.peer_ca.as_deref(), identity, config.token.clone())?;
         let network = Network {
             client: client.clone(),
         };

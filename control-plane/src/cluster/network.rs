@@ -62,8 +62,14 @@ pub(crate) enum PeerError {
 }
 
 impl PeerClient {
-    /// A client that trusts `ca` (PEM) besides the system roots and presents `token`.
-    pub(crate) fn new(ca: Option<&std::path::Path>, token: Option<String>) -> Result<Self, String> {
+    /// A client that trusts `ca` (PEM) besides the system roots, presents `token`, and, when
+    /// `identity` (this node's certificate chain and key, PEM) is given, presents it as its
+    /// client certificate, so that peers requiring client certificates (mTLS) accept it.
+    pub(crate) fn new(
+        ca: Option<&std::path::Path>,
+        identity: Option<(&std::path::Path, &std::path::Path)>,
+        token: Option<String>,
+    ) -> Result<Self, String> {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .pool_idle_timeout(Duration::from_secs(30))
@@ -76,6 +82,18 @@ impl PeerClient {
             {
                 builder = builder.add_root_certificate(cert);
             }
+        }
+        if let Some((cert, key)) = identity {
+            let mut pem = std::fs::read(cert)
+                .map_err(|e| format!("cannot read tls_cert {}: {e}", cert.display()))?;
+            pem.push(b'\n');
+            pem.extend(
+                std::fs::read(key)
+                    .map_err(|e| format!("cannot read tls_key {}: {e}", key.display()))?,
+            );
+            let identity = reqwest::Identity::from_pem(&pem)
+                .map_err(|e| format!("tls_cert and tls_key as a client identity: {e}"))?;
+            builder = builder.identity(identity);
         }
         let http = builder
             .build()
