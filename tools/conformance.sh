@@ -72,7 +72,11 @@ run() {
 }
 
 seed_examples
-run "authorization off" "$examples"
+# Not fuzzed with authorization off: changing the cluster's membership (POST and DELETE
+# /cluster/members). Generated cases would add learners at made-up URLs, each waited on for
+# up to 30 s, and remove members of this one-node cluster; tests/cluster_ops.rs covers them.
+# The pass with a read token below does send them (and checks their 403 against the document).
+run "authorization off" "$examples" --exclude-path-regex '^/cluster/members'
 if [ -z "$cases" ] || [ "$cases" -lt "$min_cases" ]; then
   echo "conformance: only ${cases:-no} cases ran; at least $min_cases are required" >&2
   exit 1

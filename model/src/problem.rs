@@ -62,6 +62,9 @@ pub enum ErrorCode {
     /// 503: cluster mode: no leader is known within the election timeout (an election is on,
     /// or this node is on the minority side of a partition); retry, or read with `?stale`.
     NoLeader,
+    /// 503: cluster mode: a node added with `POST /cluster/members` is still catching up and
+    /// stays a learner for now; send the request again to make it a voter.
+    CatchingUp,
     /// 500: anything else; the detail is only in the server's log.
     Internal,
     /// A code this version does not know (a newer server).
@@ -99,6 +102,7 @@ impl ErrorCode {
             Self::UpstreamTimeout => "upstream_timeout",
             Self::ShuttingDown => "shutting_down",
             Self::NoLeader => "no_leader",
+            Self::CatchingUp => "catching_up",
             Self::Internal => "internal",
             Self::Unknown => "unknown",
         }
@@ -133,6 +137,7 @@ impl ErrorCode {
             Self::UpstreamTimeout => "Upstream timeout",
             Self::ShuttingDown => "Shutting down",
             Self::NoLeader => "No leader",
+            Self::CatchingUp => "Catching up",
             Self::Internal => "Internal error",
             Self::Unknown => "Unknown error",
         }

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, Path, State},
+    extract::{DefaultBodyLimit, State},
     http::{StatusCode, Uri, header},
     response::{IntoResponse, Response},
     routing::post,
@@ -30,7 +30,12 @@ use openraft::{
 };
 use waypost_model::{AddMember, ClusterStatus, ErrorCode, InstanceId, ServiceName};
 
-use super::{AppState, error::ApiError, extract::Json, responses::AuthErrors};
+use super::{
+    AppState,
+    error::ApiError,
+    extract::{Json, PathParam},
+    responses::AuthErrors,
+};
 use crate::{
     auth::Caller,
     cluster::{ReadIndex, WriteAnswer},
@@ -39,6 +44,10 @@ use crate::{
 
 /// Raft messages carry batches of entries and snapshot chunks: far above the API's limit.
 const PEER_BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+/// The longest `POST /cluster/members` waits for a new node to catch up before answering
+/// `catching_up` (it stays a learner and keeps catching up).
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The routes between control planes.
 pub(crate) fn peer_routes() -> Router<AppState> {
@@ -148,7 +157,8 @@ pub(crate) async fn status(State(app): State<AppState>) -> axum::Json<ClusterSta
 /// The node (started with the same `--peers` list it will be part of, or none) joins as a
 /// learner, catches up from the leader's log or snapshot, and then becomes a voter (unless
 /// `learner` is true). Operator only. Sent to a node that does not lead, the answer is a
-/// 307 redirect to the leader.
+/// 307 redirect to the leader. A node that has not caught up within 30 s stays a learner and
+/// the answer is 503 `catching_up`: send the request again.
 #[utoipa::path(
     post,
     path = "/cluster/members",
@@ -161,7 +171,8 @@ pub(crate) async fn status(State(app): State<AppState>) -> axum::Json<ClusterSta
         AuthErrors,
         (status = 400, description = "`invalid_field`: a bad URL", body = waypost_model::Problem, content_type = "application/problem+json"),
         (status = 403, description = "`forbidden`: not an operator token", body = waypost_model::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`no_leader`", body = waypost_model::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`invalid_field`: the change is not allowed now (another change in progress)", body = waypost_model::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`no_leader`, or `catching_up`: the node stays a learner for now", body = waypost_model::Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn add_member(
@@ -183,9 +194,26 @@ pub(crate) async fn add_member(
     }
     let raft = app.cluster.raft();
     let url = req.url.trim_end_matches('/').to_owned();
-    raft.add_learner(req.id, BasicNode::new(url), true)
-        .await
-        .map_err(|e| membership_error(&e))?;
+    // The learner is added at once; the wait is for it to catch up, and is bounded (the
+    // addition stands when the wait runs out).
+    tokio::time::timeout(
+        CATCH_UP,
+        raft.add_learner(req.id, BasicNode::new(url), true),
+    )
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::CatchingUp,
+            format!(
+                "node {} was added as a learner and has not caught up within {} s; it \
+                     stays a learner: send the request again to make it a voter",
+                req.id,
+                CATCH_UP.as_secs()
+            ),
+        )
+    })?
+    .map_err(|e| membership_error(&e))?;
     if !req.learner {
         raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([req.id])), true)
             .await
@@ -203,12 +231,14 @@ pub(crate) async fn add_member(
     path = "/cluster/members/{id}",
     security(("bearer" = []), ()),
     tag = "operations",
-    params(("id" = u64, Path, description = "The node id")),
+    params(("id" = u64, Path, description = "The node id", minimum = 0)),
     responses(
         (status = 200, description = "The cluster after the change", body = ClusterStatus),
+        (status = 400, description = "`invalid_query`: the id is not a node id (a whole number)", body = waypost_model::Problem, content_type = "application/problem+json"),
         (status = 307, description = "This node does not lead: the same request to the leader"),
         AuthErrors,
         (status = 403, description = "`forbidden`: not an operator token", body = waypost_model::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`invalid_field`: the change is not allowed (the last voter, or another change in progress)", body = waypost_model::Problem, content_type = "application/problem+json"),
         (status = 503, description = "`no_leader`", body = waypost_model::Problem, content_type = "application/problem+json"),
     )
 )]
@@ -216,7 +246,7 @@ pub(crate) async fn remove_member(
     State(app): State<AppState>,
     caller: Caller,
     uri: Uri,
-    Path(id): Path<u64>,
+    PathParam(id): PathParam<u64>,
 ) -> Result<Response, ApiError> {
     operator(&app, &caller)?;
     if let Some(redirect) = to_leader(&app, &uri) {
