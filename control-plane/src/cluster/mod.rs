@@ -314,6 +314,22 @@ impl Cluster {
             .store(self.millis().max(1), Ordering::Release);
     }
 
+    /// Whether this node leads and a majority acknowledged it within half an election
+    /// timeout: no other node can have been elected since (followers wait at least an election
+    /// timeout without hearing from the leader before they vote), so its applied state is
+    /// current enough to answer a write that changes nothing without a log entry.
+    pub fn leads_with_lease(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        if m.current_leader != Some(self.id) || m.state != ServerState::Leader {
+            return false;
+        }
+        let voters = m.membership_config.membership().voter_ids().count();
+        voters <= 1
+            || m.millis_since_quorum_ack
+                .is_some_and(|ms| Duration::from_millis(ms) < self.election_timeout / 2)
+    }
+
     /// Whether this node is the only voter and leads: then its applied state is the
     /// cluster's, and reads need no round trip.
     fn sole_voter_leader(&self) -> bool {
@@ -629,11 +645,16 @@ impl Cluster {
                 () = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            for command in self.registry.expire_due(Instant::now()) {
-                if let Err(err) = self.write_here(command).await {
-                    // Queued again by the registry: decided anew on a later tick.
+            // Proposed together, so that many expiries share the log's group commits; one
+            // that fails was queued again by the registry and is decided anew later.
+            let proposed = self
+                .registry
+                .expire_due(Instant::now())
+                .into_iter()
+                .map(|command| self.write_here(command));
+            for result in futures_util::future::join_all(proposed).await {
+                if let Err(err) = result {
                     tracing::debug!(%err, "expiry not applied");
-                    break;
                 }
             }
         }
