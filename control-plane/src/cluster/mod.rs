@@ -306,6 +306,22 @@ impl Cluster {
             .store(self.millis().max(1), Ordering::Release);
     }
 
+    /// Whether this node may answer a write that would change nothing from its own applied
+    /// state, without a log entry: it leads (a majority acknowledged it within the lease, so
+    /// no other node can have been elected since), and it has applied an entry of its own
+    /// term. A new leader learns that the entries of earlier terms are committed only when the
+    /// first entry of its term is, and applies them after that: until then its state can lack
+    /// a change the previous leader already acknowledged (a deregistration, say), and "this
+    /// registration is already there" would be a stale read, its acknowledgement lost once the
+    /// change is applied. Within its own term it answers every write after applying it.
+    pub(crate) fn may_answer_unchanged(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        self.fresh_leader(&m) == Some(self.id)
+            && m.last_applied
+                .is_some_and(|l| l.leader_id.term == m.current_term)
+    }
+
     /// Whether this node is the only voter and leads: then its applied state is the
     /// cluster's, and reads need no round trip.
     fn sole_voter_leader(&self) -> bool {
