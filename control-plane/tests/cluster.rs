@@ -197,3 +197,50 @@ async fn a_node_without_a_majority_answers_no_leader_quickly_and_stale_reads_sti
     let a = get(node(&c, keep), "/discover/db?stale").await;
     assert_eq!(a.headers["x-waypost-known-leader"], "false");
 }
+
+#[tokio::test]
+async fn a_watcher_resuming_on_a_node_that_lags_gets_no_second_snapshot() {
+    let mut c = TestCluster::start(3, |_| {}).await;
+    let leader = c.leader(ELECTION).await;
+    let lagging = c.other_than(leader);
+    let other = (0..3).find(|i| *i != leader && *i != lagging).unwrap();
+    register(node(&c, leader), seed("lag", 1)).await;
+    eventually(ELECTION, "the first write to reach every node", || async {
+        (get(node(&c, lagging), "/discover/lag?stale").await.body["count"] == 1).then_some(())
+    })
+    .await;
+    // Changes the lagging node misses: it is away, the other two commit them.
+    c.stop(lagging).await;
+    for port in 2..=4 {
+        register(node(&c, leader), seed("lag", port)).await;
+    }
+    let health = get(node(&c, leader), "/health").await.body;
+    let last = format!(
+        "{}-{}",
+        health["epoch"].as_str().unwrap(),
+        health["revision"]
+    );
+    let seen = health["revision"].as_u64().unwrap();
+    // It comes back alone: no leader, so it cannot catch up yet. A watcher that saw `seen`
+    // elsewhere resumes there: no snapshot of its older state, the stream waits.
+    c.stop(leader).await;
+    c.stop(other).await;
+    c.restart(lagging, |_| {}).await;
+    assert!(head(&c, lagging).await < seen);
+    let mut w = Watch::open(node(&c, lagging), "", Some(&last)).await;
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), w.next())
+            .await
+            .is_err(),
+        "an event before the node caught up"
+    );
+    // A majority again: it catches up, and the watcher gets exactly what follows `seen`.
+    c.restart(other, |_| {}).await;
+    c.leader(ELECTION).await;
+    let a = post(node(&c, lagging), "/register", seed("lag", 5)).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let (ev, data) = w.next().await;
+    assert_eq!(ev.event, "upsert", "{data}");
+    assert_eq!(data["revision"].as_u64(), Some(seen + 1));
+    assert_eq!(data["instance"]["id"], "127.0.0.1:5");
+}

@@ -97,7 +97,7 @@ impl App {
     /// changes nothing visible (the same registration again, a drain of a draining instance)
     /// is answered at once, without a log entry; a refusal becomes its error.
     pub(crate) async fn replicate(&self, command: Command) -> Result<Reply, ApiError> {
-        if self.cluster.leads_with_lease()
+        if self.cluster.may_answer_unchanged()
             && let Some(reply) = self.registry.unchanged(&command)
         {
             return Ok(reply);

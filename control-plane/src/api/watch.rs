@@ -126,10 +126,23 @@ pub(crate) async fn watch(
         epoch = parsed.0;
         since = Some(parsed.1);
     }
-    // A resume point from another history (or beyond ours) is meaningless here.
-    let committed = app.registry.subscribe().borrow().revision;
-    let resume =
-        since.filter(|r| epoch.is_none_or(|e| e == app.registry.epoch()) && *r <= committed);
+    // A resume point from another history is meaningless here.
+    let mut resume = since.filter(|_| epoch.is_none_or(|e| e == app.registry.epoch()));
+    if let Some(r) = resume
+        && r > app.registry.head()
+    {
+        // Beyond this node's head: in a cluster, most likely a revision another node had
+        // already applied and sent (a watcher that moved here). Catch up with the cluster's
+        // commit first; a point still beyond it was never given out (made up, or from an
+        // in-memory history that restarted): that gets a snapshot. Without a leader, a point
+        // in this history is kept and the stream waits for this node to reach it (a snapshot
+        // of this node's older state would take the watcher back in time); without an epoch
+        // nothing says it is ours, and it gets a snapshot.
+        resume = match app.cluster.linearize().await {
+            Ok(()) => resume.filter(|r| *r <= app.registry.head()),
+            Err(_) => resume.filter(|_| epoch.is_some()),
+        };
+    }
     // Each stream holds a permit until it ends: the memory and tasks of open streams are
     // bounded by --max-watchers.
     let permit = app.watchers.clone().try_acquire_owned().map_err(|_| {

@@ -314,20 +314,29 @@ impl Cluster {
             .store(self.millis().max(1), Ordering::Release);
     }
 
-    /// Whether this node leads and a majority acknowledged it within half an election
-    /// timeout: no other node can have been elected since (followers wait at least an election
-    /// timeout without hearing from the leader before they vote), so its applied state is
-    /// current enough to answer a write that changes nothing without a log entry.
-    pub fn leads_with_lease(&self) -> bool {
+    /// Whether this node may answer a write that would change nothing from its own applied
+    /// state, without a log entry. Two conditions:
+    /// - it leads, and a majority acknowledged it within half an election timeout: no other
+    ///   node can have been elected since (followers wait at least an election timeout
+    ///   without hearing from the leader before they vote);
+    /// - it has applied an entry of its own term. A new leader learns that the entries of
+    ///   earlier terms are committed only when the first entry of its term is, and applies
+    ///   them after that: until then its state can lack a change the previous leader already
+    ///   acknowledged (a deregistration, say), and "this registration is already there" would
+    ///   be a stale read, its acknowledgement lost once the change is applied.
+    pub(crate) fn may_answer_unchanged(&self) -> bool {
         let m = self.raft.metrics();
         let m = m.borrow();
         if m.current_leader != Some(self.id) || m.state != ServerState::Leader {
             return false;
         }
         let voters = m.membership_config.membership().voter_ids().count();
-        voters <= 1
+        let lease = voters <= 1
             || m.millis_since_quorum_ack
-                .is_some_and(|ms| Duration::from_millis(ms) < self.election_timeout / 2)
+                .is_some_and(|ms| Duration::from_millis(ms) < self.election_timeout / 2);
+        lease
+            && m.last_applied
+                .is_some_and(|l| l.leader_id.term == m.current_term)
     }
 
     /// Whether this node is the only voter and leads: then its applied state is the
@@ -379,6 +388,26 @@ impl Cluster {
     /// by a majority, and applied on this node before the reply is returned.
     pub async fn write(&self, command: Command) -> Result<Reply, ClusterError> {
         self.registry.ensure_writable()?;
+        // Every revision belongs to the epoch: none is given before the epoch is named.
+        if self.registry.epoch() == 0 && !matches!(command, Command::Init { .. }) {
+            self.name_epoch().await?;
+        }
+        self.write_once(command).await
+    }
+
+    /// Proposes [`Command::Init`] with a new random epoch; the first one in the log names the
+    /// cluster's epoch, any later one changes nothing. Done once applied here.
+    async fn name_epoch(&self) -> Result<(), ClusterError> {
+        let epoch = loop {
+            let e: u64 = rand::random();
+            if e != 0 {
+                break e;
+            }
+        };
+        self.write_once(Command::Init { epoch }).await.map(|_| ())
+    }
+
+    async fn write_once(&self, command: Command) -> Result<Reply, ClusterError> {
         match self.leader().await? {
             Leader::Me => {
                 let answer = self.write_here(command).await?;
@@ -615,23 +644,36 @@ impl Cluster {
                 self.registry
                     .lead(leading, self.election_timeout * 2, Instant::now());
                 if leading && self.registry.epoch() == 0 {
-                    let this = self.clone();
-                    tokio::spawn(async move {
-                        let epoch = loop {
-                            let e: u64 = rand::random();
-                            if e != 0 {
-                                break e;
-                            }
-                        };
-                        if let Err(err) = this.write(Command::Init { epoch }).await {
-                            tracing::warn!(%err, "could not name the cluster's epoch");
-                        }
-                    });
+                    tokio::spawn(self.clone().name_epoch_while_leading(shutdown.clone()));
                 }
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 changed = rx.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+
+    /// On a new leader of a cluster without an epoch: names it, trying again (a leader that
+    /// was just elected may not have heard from a majority within the first try's wait) until
+    /// it is named or this node no longer leads. Client writes name it too if need be
+    /// ([`Self::write`]); this is for a cluster that has none yet, so that the first watchers
+    /// get ids in the epoch for good.
+    async fn name_epoch_while_leading(self: Arc<Self>, shutdown: CancellationToken) {
+        while self.registry.epoch() == 0 && !shutdown.is_cancelled() {
+            {
+                let m = self.raft.metrics();
+                let m = m.borrow();
+                if m.state != ServerState::Leader || m.current_leader != Some(self.id) {
+                    return;
+                }
+            }
+            match self.name_epoch().await {
+                Ok(()) => return,
+                Err(err) => {
+                    tracing::warn!(%err, "could not name the cluster's epoch yet; trying again");
+                    tokio::time::sleep(self.election_timeout / 4).await;
+                }
             }
         }
     }
