@@ -81,6 +81,13 @@ pub enum Command {
         /// The leader's applied log index when it decided.
         decided_at: u64,
     },
+    /// Several commands in one log entry, applied in order: the leader puts every write that
+    /// arrived while the previous entry was being made durable into the next entry, so that
+    /// one sync serves them all.
+    Batch {
+        /// The commands.
+        commands: Vec<Command>,
+    },
 }
 
 /// What applying a command did, returned to the node that proposed it.
@@ -112,6 +119,11 @@ pub enum Reply {
     },
     /// The command could not be applied.
     Rejected(Rejection),
+    /// The replies to a [`Command::Batch`], in its order.
+    Batch {
+        /// One per command.
+        replies: Vec<Reply>,
+    },
 }
 
 /// Why a command was not applied.

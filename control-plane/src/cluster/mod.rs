@@ -43,6 +43,16 @@ use crate::{
     store::{LogStore, StateMachine},
 };
 
+impl ClusterError {
+    /// The same error for another waiter of a batch.
+    fn copy(&self) -> Self {
+        match self {
+            Self::NoLeader(m) => Self::NoLeader(m.clone()),
+            Self::Registry(_) => Self::Registry(RegistryError::StoreUnavailable),
+        }
+    }
+}
+
 /// Why a replicated operation could not be done.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -62,6 +72,13 @@ const HEARTBEAT_FORWARD: Duration = Duration::from_millis(100);
 const HEARTBEAT_BATCH: usize = 10_000;
 /// How often the leader looks for overdue instances: expiry lands within TTL + this.
 const EXPIRY_TICK: Duration = Duration::from_millis(250);
+
+/// Most commands in one log entry. Entries travel in append requests of up to
+/// `max_payload_entries`: this keeps one request to a few megabytes.
+const MAX_PROPOSAL_BATCH: usize = 256;
+
+/// A write waiting to be proposed, and who waits for its answer.
+type Proposal = (Command, oneshot::Sender<Result<WriteAnswer, ClusterError>>);
 
 /// A forwarded write's answer: the reply and the log index to wait for.
 #[derive(Debug, Serialize, Deserialize)]
@@ -92,6 +109,7 @@ pub struct Cluster {
     client: PeerClient,
     election_timeout: Duration,
     reads: mpsc::UnboundedSender<ReadWaiter>,
+    proposals: mpsc::UnboundedSender<Proposal>,
     beats: mpsc::Sender<(ServiceName, InstanceId)>,
     /// Milliseconds since `origin` when the leader last reached this node (leaders: now).
     last_contact: AtomicU64,
@@ -139,6 +157,8 @@ impl Cluster {
             // Keep a tenth of a snapshot's worth of log after it, so that a follower a little
             // behind catches up from the log, not from a whole snapshot.
             max_in_snapshot_log_to_keep: (config.snapshot_entries / 10).max(1),
+            // An entry can hold a batch of up to MAX_PROPOSAL_BATCH commands.
+            max_payload_entries: 16,
             ..Default::default()
         }
         .validate()
@@ -204,6 +224,7 @@ impl Cluster {
             }
         }
         let (reads, read_rx) = mpsc::unbounded_channel();
+        let (proposals, proposal_rx) = mpsc::unbounded_channel();
         let (beats, beat_rx) = mpsc::channel(HEARTBEAT_BATCH * 4);
         let cluster = Arc::new(Self {
             id: config.node_id,
@@ -212,6 +233,7 @@ impl Cluster {
             client,
             election_timeout: config.election_timeout,
             reads,
+            proposals,
             beats,
             last_contact: AtomicU64::new(0),
             origin: Instant::now(),
@@ -225,6 +247,8 @@ impl Cluster {
                 .forward_heartbeats(beat_rx, shutdown.clone()),
         );
         tokio::spawn(cluster.clone().serve_reads(read_rx, shutdown));
+        // Ends when the cluster handle (the channel's sender) is dropped.
+        tokio::spawn(cluster.clone().propose(proposal_rx));
         Ok(cluster)
     }
 
@@ -429,8 +453,68 @@ impl Cluster {
     }
 
     /// Appends `command` on this node, which must lead; for [`Self::write`] and for writes
-    /// forwarded by other nodes.
+    /// forwarded by other nodes. The command joins the next log entry ([`Self::propose`]).
     pub(crate) async fn write_here(&self, command: Command) -> Result<WriteAnswer, ClusterError> {
+        let (done, answer) = oneshot::channel();
+        self.proposals
+            .send((command, done))
+            .map_err(|_| ClusterError::NoLeader("shutting down".into()))?;
+        answer
+            .await
+            .map_err(|_| ClusterError::NoLeader("shutting down".into()))?
+    }
+
+    /// Turns the writes waiting here into log entries, one entry at a time: every write that
+    /// arrived while the previous entry was being appended and committed goes into the next
+    /// one, as a [`Command::Batch`]. openraft 0.9 makes each entry durable before it takes
+    /// the next, so one entry per write would cost one sync per write, in series; batching
+    /// gives the group commit back (one sync serves the whole batch).
+    async fn propose(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Proposal>) {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_PROPOSAL_BATCH {
+                match rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            let (commands, waiters): (Vec<Command>, Vec<_>) = batch.into_iter().unzip();
+            let single = commands.len() == 1;
+            let command = if single {
+                commands.into_iter().next().unwrap_or(Command::Batch {
+                    commands: Vec::new(),
+                })
+            } else {
+                Command::Batch { commands }
+            };
+            match self.append(command).await {
+                Ok(WriteAnswer {
+                    reply: Reply::Batch { replies },
+                    index,
+                }) if !single => {
+                    for (waiter, reply) in waiters.into_iter().zip(replies) {
+                        let _ = waiter.send(Ok(WriteAnswer { reply, index }));
+                    }
+                }
+                Ok(answer) => {
+                    for waiter in waiters {
+                        let _ = waiter.send(Ok(WriteAnswer {
+                            reply: answer.reply.clone(),
+                            index: answer.index,
+                        }));
+                    }
+                }
+                Err(err) => {
+                    for waiter in waiters {
+                        let _ = waiter.send(Err(err.copy()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Appends one entry and waits until it is committed and applied here.
+    async fn append(&self, command: Command) -> Result<WriteAnswer, ClusterError> {
         // Committing needs a majority: on the minority side of a partition this would wait
         // for ever, so it is bounded by the election timeout (after which the outcome is
         // unknown to the client, as with any timeout).

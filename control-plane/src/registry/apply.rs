@@ -56,7 +56,20 @@ impl Registry {
         let mut guard = self.lock();
         let inner = &mut *guard;
         inner.applied = inner.applied.max(index);
-        let reply = match command {
+        let reply = self.apply_one(inner, index, command, now);
+        self.publish(inner);
+        reply
+    }
+
+    /// Applies one command (or each command of a batch, in order) under the lock.
+    fn apply_one(&self, inner: &mut Inner, index: u64, command: &Command, now: Instant) -> Reply {
+        match command {
+            Command::Batch { commands } => Reply::Batch {
+                replies: commands
+                    .iter()
+                    .map(|c| self.apply_one(inner, index, c, now))
+                    .collect(),
+            },
             Command::Init { epoch } => {
                 if self.epoch() == 0 {
                     self.epoch.store(*epoch, Ordering::Release);
@@ -130,9 +143,7 @@ impl Registry {
                     Reply::Nothing
                 }
             }
-        };
-        self.publish(inner);
-        reply
+        }
     }
 
     /// Tells readers what is applied.
