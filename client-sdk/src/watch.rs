@@ -205,6 +205,8 @@ impl Stream for WatchStream {
 pub struct Watch {
     events: WatchStream,
     view: View,
+    /// Snapshots received so far (see [`Watch::snapshots`]).
+    snapshots: u64,
 }
 
 /// A connection silent for this long (no event, no keep-alive comment: the control plane
@@ -235,7 +237,32 @@ impl Watch {
                 instances: BTreeMap::new(),
                 sent: false,
             },
+            snapshots: 0,
         }
+    }
+
+    /// How many snapshots this watch has received so far: 1 once its first connection
+    /// delivered the current set. A reconnection that resumed after the last change seen (the
+    /// usual case, also on another control plane of a cluster) adds none; one that could not
+    /// (the control plane no longer had the changes since, or its epoch changed) adds one,
+    /// and so does a resync after an unreadable event. Counted as the stream is read.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), waypost_client::Error> {
+    /// # let cp = waypost_control::testkit::TestControlPlane::in_memory(|_| {}).await;
+    /// use futures_util::StreamExt;
+    ///
+    /// let client = waypost_client::Client::new(&cp.url)?;
+    /// let mut watch = client.watch("web");
+    /// assert_eq!(watch.snapshots(), 0);
+    /// watch.next().await; // the current set, from a snapshot
+    /// assert_eq!(watch.snapshots(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn snapshots(&self) -> u64 {
+        self.snapshots
     }
 }
 
@@ -247,6 +274,9 @@ impl Stream for Watch {
             match ready!(self.events.poll_next_unpin(cx)) {
                 None => return Poll::Ready(None),
                 Some(StreamEvent::Event { event, .. }) => {
+                    if matches!(*event, WatchEvent::Snapshot { .. }) {
+                        self.snapshots += 1;
+                    }
                     if self.view.apply(*event) {
                         self.view.sent = true;
                         return Poll::Ready(Some(self.view.set()));
