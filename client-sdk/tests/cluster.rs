@@ -347,3 +347,44 @@ async fn a_watch_on_the_stopped_leader_resumes_on_a_survivor_without_a_snapshot(
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn a_watch_skips_a_node_that_has_not_caught_up_instead_of_going_back() {
+    let mut c = TestCluster::start(3, |_| {}).await;
+    let leader = c.leader(DEADLINE).await;
+    let members = running(&c);
+    settled(&c, &members, 0).await;
+    // A node started to join the cluster and not added yet serves `/watch` from an empty
+    // registry without the cluster's epoch, as a node still catching up would: a resume there
+    // is answered with a snapshot older than what the watch already has.
+    let behind = c.join(|_| {}).await;
+    let followers: Vec<usize> = members.iter().copied().filter(|i| *i != leader).collect();
+    // The watch opens at the leader; when the leader stops it tries the node behind next.
+    let client = [leader, behind, followers[0], followers[1]]
+        .iter()
+        .fold(Client::builder(), |b, i| b.endpoint(&c.urls[*i]))
+        .build()
+        .unwrap();
+    let mut watch = client.watch("api");
+    let mut seen = vec![next_set(&mut watch).await];
+    let last = register_through(&c, followers[0], "api", 1).await;
+    seen.push(next_set(&mut watch).await);
+    settled(&c, &members, last).await;
+
+    c.stop(leader).await;
+    // `TestCluster::leader` would wait for the node behind to know a leader too: a write
+    // through a survivor, retried while the survivors elect, is what is waited for instead.
+    register_through(&c, followers[1], "api", 2).await;
+    seen.push(next_set(&mut watch).await);
+    let ids: Vec<Vec<&str>> = seen.iter().map(ServiceSet::ids).collect();
+    assert_eq!(
+        ids,
+        vec![
+            vec![],
+            vec!["127.0.0.1:1"],
+            vec!["127.0.0.1:1", "127.0.0.1:2"],
+        ],
+        "the watch went back to the node behind"
+    );
+    assert_eq!(watch.snapshots(), 1, "the watch took the older snapshot");
+}

@@ -264,3 +264,49 @@ async fn the_sidecar_moves_to_a_survivor_when_its_node_stops_and_resumes_without
     token.cancel();
     let _ = tokio::time::timeout(DEADLINE, sidecar.join).await;
 }
+
+#[tokio::test]
+async fn the_sidecar_skips_a_node_that_has_not_caught_up_and_never_answers_from_the_past() {
+    let mut c = TestCluster::start(3, |_| {}).await;
+    let leader = c.leader(DEADLINE).await;
+    let members = running(&c);
+    settled(&c, &members, 0).await;
+    let followers: Vec<usize> = members.iter().copied().filter(|i| *i != leader).collect();
+    // A node started to join and not added yet serves `/watch` from an empty registry without
+    // the cluster's epoch, as a node still catching up would. It comes second in the
+    // sidecar's list: where the stream goes when the leader stops.
+    let behind = c.join(|_| {}).await;
+    let (sidecar, token) = sidecar(&c, &[leader, behind, followers[0], followers[1]]).await;
+    let dns = sidecar.dns_addr;
+    register(&c, followers[0], "127.0.0.2:80").await;
+    let last = register(&c, leader, "127.0.0.3:80").await;
+    answers(dns, &["127.0.0.2", "127.0.0.3"]).await;
+    settled(&c, &members, last).await;
+
+    c.stop(leader).await;
+    // `TestCluster::leader` would wait for the node behind to know a leader too: a write
+    // through a survivor, retried while the survivors elect, is what is waited for instead.
+    register(&c, followers[1], "127.0.0.4:80").await;
+    // Until the new instance shows, every answer still has the two from before the stop.
+    let before = ip_set(&["127.0.0.2", "127.0.0.3"]);
+    let want = ip_set(&["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
+    eventually(
+        DEADLINE,
+        "the instance registered after the stop",
+        || async {
+            let got = a_records(dns, NAME).await;
+            assert!(got.is_superset(&before), "answered from the past: {got:?}");
+            (got == want).then_some(())
+        },
+    )
+    .await;
+    let h = health(&sidecar).await;
+    assert_eq!(
+        h["snapshots"], 1,
+        "the sidecar took the older snapshot: {h}"
+    );
+    assert_ne!(h["epoch"], "0000000000000000", "{h}");
+
+    token.cancel();
+    let _ = tokio::time::timeout(DEADLINE, sidecar.join).await;
+}
