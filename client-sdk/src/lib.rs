@@ -48,7 +48,9 @@ pub use error::Error;
 pub use registration::{Registration, RegistrationState};
 pub use resolver::{Balance, Resolver};
 pub use shutdown::{deregister_on_shutdown, shutdown_signal};
-pub use watch::{IDLE_LIMIT, RECONNECT_CAP, ServiceSet, StreamEvent, Watch, WatchStream};
+pub use watch::{
+    BEHIND_LIMIT, IDLE_LIMIT, RECONNECT_CAP, ServiceSet, StreamEvent, Watch, WatchStream,
+};
 
 /// The wire types shared with the control plane (requests, answers, problems).
 pub use waypost_model as model;

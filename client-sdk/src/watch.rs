@@ -5,8 +5,10 @@
 //! (refused connection, reset, a connection silent past [`IDLE_LIMIT`]) it reports the
 //! disconnection, waits with backoff and jitter, moves to the next endpoint, and reconnects with
 //! `Last-Event-ID` set to the last event it forwarded: the control plane then sends exactly the
-//! changes after it, or a fresh snapshot when it no longer has them (or its epoch changed). The
-//! task ends when the stream is dropped.
+//! changes after it, or a fresh snapshot when it no longer has them (or its epoch changed). A
+//! snapshot older than what was already forwarded (from a node of a cluster that has not caught
+//! up yet) is not forwarded: the task tries another endpoint instead, for up to
+//! [`BEHIND_LIMIT`]. The task ends when the stream is dropped.
 //!
 //! [`Watch`] folds one service's events into whole instance sets.
 
@@ -20,9 +22,14 @@ use std::{
 
 use eventsource_stream::Eventsource;
 use futures_util::{Stream, StreamExt};
-use tokio::sync::{Notify, mpsc};
+use tokio::{
+    sync::{Notify, mpsc},
+    time::Instant,
+};
 use url::Url;
-use waypost_model::{Instance, Revision, WatchEvent};
+use waypost_model::{
+    Epoch, Instance, Revision, WatchEvent, query::parse_epoch, watch::parse_event_id,
+};
 
 use crate::transport::{Transport, backoff};
 
@@ -205,6 +212,8 @@ impl Stream for WatchStream {
 pub struct Watch {
     events: WatchStream,
     view: View,
+    /// Snapshots received so far (see [`Watch::snapshots`]).
+    snapshots: u64,
 }
 
 /// A connection silent for this long (no event, no keep-alive comment: the control plane
@@ -225,6 +234,17 @@ const RECONNECT_BASE: Duration = Duration::from_millis(100);
 /// ```
 pub const RECONNECT_CAP: Duration = Duration::from_secs(5);
 
+/// How long a watch refuses snapshots older than what it already forwarded before it takes
+/// one anyway. Within a cluster such a snapshot comes from a node that has not applied the
+/// log as far as the node the watch left (it catches up within moments, or another node
+/// serves); a control plane whose history really went back (restored from an old copy) is
+/// followed once this has passed.
+///
+/// ```
+/// assert_eq!(waypost_client::BEHIND_LIMIT.as_secs(), 30);
+/// ```
+pub const BEHIND_LIMIT: Duration = Duration::from_secs(30);
+
 impl Watch {
     pub(crate) fn new(events: WatchStream, service: String) -> Self {
         Self {
@@ -235,7 +255,32 @@ impl Watch {
                 instances: BTreeMap::new(),
                 sent: false,
             },
+            snapshots: 0,
         }
+    }
+
+    /// How many snapshots this watch has received so far: 1 once its first connection
+    /// delivered the current set. A reconnection that resumed after the last change seen (the
+    /// usual case, also on another control plane of a cluster) adds none; one that could not
+    /// (the control plane no longer had the changes since, or its epoch changed) adds one,
+    /// and so does a resync after an unreadable event. Counted as the stream is read.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), waypost_client::Error> {
+    /// # let cp = waypost_control::testkit::TestControlPlane::in_memory(|_| {}).await;
+    /// use futures_util::StreamExt;
+    ///
+    /// let client = waypost_client::Client::new(&cp.url)?;
+    /// let mut watch = client.watch("web");
+    /// assert_eq!(watch.snapshots(), 0);
+    /// watch.next().await; // the current set, from a snapshot
+    /// assert_eq!(watch.snapshots(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn snapshots(&self) -> u64 {
+        self.snapshots
     }
 }
 
@@ -247,6 +292,9 @@ impl Stream for Watch {
             match ready!(self.events.poll_next_unpin(cx)) {
                 None => return Poll::Ready(None),
                 Some(StreamEvent::Event { event, .. }) => {
+                    if matches!(*event, WatchEvent::Snapshot { .. }) {
+                        self.snapshots += 1;
+                    }
                     if self.view.apply(*event) {
                         self.view.sent = true;
                         return Poll::Ready(Some(self.view.set()));
@@ -328,7 +376,7 @@ async fn follow(
     tx: mpsc::Sender<StreamEvent>,
     resync: Arc<Notify>,
 ) {
-    let mut last_event_id: Option<String> = None;
+    let mut progress = Progress::default();
     let mut failures = 0u32;
     loop {
         for (idx, base) in transport.rotation() {
@@ -336,13 +384,13 @@ async fn follow(
                 transport: &transport,
                 base,
                 tx: &tx,
-                last_event_id: &mut last_event_id,
+                progress: &mut progress,
                 failures: &mut failures,
             };
             let error = match connection.run(&query, &resync).await {
                 Ended::Receiver => return,
                 Ended::Resync => {
-                    last_event_id = None;
+                    progress.last_event_id = None;
                     "resynchronising from a fresh snapshot".to_owned()
                 }
                 Ended::Failed(error) => error,
@@ -376,29 +424,91 @@ enum Ended {
     Failed(String),
 }
 
+/// Where the stream stands, across connections.
+#[derive(Debug, Default)]
+struct Progress {
+    /// The id of the last event forwarded, sent as `Last-Event-ID`; cleared by a resync.
+    last_event_id: Option<String>,
+    /// The epoch and revision of the last event forwarded; kept across a resync.
+    forwarded: Option<(Epoch, Revision)>,
+    /// Since when snapshots older than `forwarded` have been refused, with no connection that
+    /// served in between.
+    behind_since: Option<Instant>,
+}
+
+impl Progress {
+    /// Whether a snapshot at `epoch` and `revision` is older than what was forwarded: of the
+    /// same epoch and an earlier revision, or without an epoch (a node that has not applied the
+    /// cluster's first entries yet) after events that had one. Another epoch is another
+    /// history: its snapshot is taken.
+    fn behind(&self, epoch: &str, revision: Revision) -> bool {
+        let Some((had_epoch, had_revision)) = self.forwarded else {
+            return false;
+        };
+        match parse_epoch(epoch) {
+            _ if had_epoch == 0 => false,
+            Some(0) => true,
+            Some(epoch) => epoch == had_epoch && revision < had_revision,
+            None => false,
+        }
+    }
+
+    /// Notes an event forwarded with SSE id `id`.
+    fn forward(&mut self, id: String) {
+        if id.is_empty() {
+            return;
+        }
+        self.forwarded = parse_event_id(&id).and_then(|(epoch, revision)| Some((epoch?, revision)));
+        self.last_event_id = Some(id);
+    }
+}
+
 /// One connection to one endpoint.
 struct Connection<'a> {
     transport: &'a Transport,
     base: &'a Url,
     tx: &'a mpsc::Sender<StreamEvent>,
-    last_event_id: &'a mut Option<String>,
+    progress: &'a mut Progress,
     failures: &'a mut u32,
 }
 
 impl Connection<'_> {
     /// Reads events until the connection fails or ends, the consumer goes away or asks for a
     /// resync. An accepted connection resets the failure count, so backoff grows only while
-    /// nothing answers.
+    /// nothing answers (or only nodes that are behind do).
     async fn run(&mut self, query: &[(String, String)], resync: &Notify) -> Ended {
+        let resume = self.progress.last_event_id.as_deref();
         let opened = tokio::select! {
-            opened = self.transport.open_events(self.base, query, self.last_event_id.as_deref()) => opened,
+            opened = self.transport.open_events(self.base, query, resume) => opened,
             () = self.tx.closed() => return Ended::Receiver,
         };
         let bytes = match opened {
             Ok(bytes) => bytes,
             Err(err) => return Ended::Failed(err.to_string()),
         };
-        *self.failures = 0;
+        let failures = std::mem::take(self.failures);
+        match self.read(bytes, resync).await {
+            Ok(ended) => {
+                // This connection served (it resumed, or its snapshot was taken): refusing
+                // older snapshots starts over.
+                self.progress.behind_since = None;
+                ended
+            }
+            Err(behind) => {
+                // Not a connection that served: the backoff keeps growing.
+                *self.failures = failures;
+                Ended::Failed(behind)
+            }
+        }
+    }
+
+    /// Forwards the events of an accepted connection; `Err` when its snapshot is older than
+    /// what was forwarded already, and refused.
+    async fn read(
+        &mut self,
+        bytes: impl Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin,
+        resync: &Notify,
+    ) -> Result<Ended, String> {
         let endpoint = self.base.to_string();
         if self
             .tx
@@ -406,21 +516,24 @@ impl Connection<'_> {
             .await
             .is_err()
         {
-            return Ended::Receiver;
+            return Ok(Ended::Receiver);
         }
         let mut events = bytes.eventsource();
         loop {
             let next = tokio::select! {
                 next = tokio::time::timeout(IDLE_LIMIT, events.next()) => next,
-                () = resync.notified() => return Ended::Resync,
-                () = self.tx.closed() => return Ended::Receiver,
+                () = resync.notified() => return Ok(Ended::Resync),
+                () = self.tx.closed() => return Ok(Ended::Receiver),
             };
             let event = match next {
                 Err(_) => {
-                    return Ended::Failed(format!("no event or keep-alive for {IDLE_LIMIT:?}"));
+                    let error = format!("no event or keep-alive for {IDLE_LIMIT:?}");
+                    return Ok(Ended::Failed(error));
                 }
-                Ok(None) => return Ended::Closed,
-                Ok(Some(Err(err))) => return Ended::Failed(format!("broken event stream: {err}")),
+                Ok(None) => return Ok(Ended::Closed),
+                Ok(Some(Err(err))) => {
+                    return Ok(Ended::Failed(format!("broken event stream: {err}")));
+                }
                 Ok(Some(Ok(event))) => event,
             };
             let parsed: WatchEvent = match serde_json::from_str(&event.data) {
@@ -429,9 +542,23 @@ impl Connection<'_> {
                     // An event this client cannot read (a newer server's kind): never skip a
                     // change silently; start again from a snapshot instead.
                     tracing::warn!(%err, kind = %event.event, "unreadable watch event; resyncing");
-                    return Ended::Resync;
+                    return Ok(Ended::Resync);
                 }
             };
+            if let WatchEvent::Snapshot {
+                epoch, revision, ..
+            } = &parsed
+                && self.progress.behind(epoch, *revision)
+            {
+                let since = *self.progress.behind_since.get_or_insert_with(Instant::now);
+                if since.elapsed() < BEHIND_LIMIT {
+                    return Err(format!(
+                        "a snapshot at {epoch}-{revision}, older than the last event \
+                         forwarded: this control plane has not caught up"
+                    ));
+                }
+                tracing::warn!(%epoch, revision, "taking an older snapshot after {BEHIND_LIMIT:?} of refusing them");
+            }
             let id = event.id;
             if self
                 .tx
@@ -442,11 +569,33 @@ impl Connection<'_> {
                 .await
                 .is_err()
             {
-                return Ended::Receiver;
+                return Ok(Ended::Receiver);
             }
-            if !id.is_empty() {
-                *self.last_event_id = Some(id);
-            }
+            self.progress.forward(id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_is_behind_only_when_older_in_the_same_history() {
+        let mut p = Progress::default();
+        assert!(!p.behind("00000000000000ab", 1), "nothing forwarded yet");
+        p.forward("00000000000000ab-7".into());
+        assert_eq!(p.last_event_id.as_deref(), Some("00000000000000ab-7"));
+        assert!(p.behind("00000000000000ab", 6));
+        assert!(!p.behind("00000000000000ab", 7));
+        assert!(!p.behind("00000000000000ab", 9));
+        // No epoch yet: a node that has not applied the cluster's first entries.
+        assert!(p.behind("0000000000000000", 9));
+        // Another history (a control plane that started afresh): taken.
+        assert!(!p.behind("00000000000000cd", 1));
+        // Before the epoch was named, nothing can be compared.
+        p.forward("0000000000000000-3".into());
+        assert!(!p.behind("0000000000000000", 1));
+        assert!(!p.behind("00000000000000ab", 1));
     }
 }

@@ -44,6 +44,7 @@ async fn health(State(a): State<Admin>) -> Json<Value> {
         "epoch": snapshot.epoch,
         "lag_seconds": a.status.lag_seconds(a.started_ms),
         "reconnects": a.status.reconnects.load(std::sync::atomic::Ordering::Relaxed),
+        "snapshots": a.metrics.snapshots.get(),
         "services": snapshot.services.len(),
     }))
 }

@@ -96,6 +96,8 @@ pub struct Metrics {
     pub(crate) stale: Gauge,
     pub(crate) lag: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub(crate) reconnects: Gauge,
+    /// Snapshots applied from the change stream (the saved one read at start is not counted).
+    pub(crate) snapshots: Counter,
     pub(crate) services: Gauge,
     pub(crate) instances: Gauge,
     pub(crate) forwarded: Family<QueryLabels, Counter>,
@@ -131,6 +133,7 @@ impl Metrics {
             stale: Gauge::default(),
             lag: Gauge::default(),
             reconnects: Gauge::default(),
+            snapshots: Counter::default(),
             services: Gauge::default(),
             instances: Gauge::default(),
             forwarded: Family::default(),
@@ -206,6 +209,12 @@ impl Metrics {
                 "reconnects",
                 "Reconnections of the change stream since start",
                 m.reconnects.clone(),
+            );
+            r.register(
+                "snapshots",
+                "Snapshots received on the change stream: 1 after the first connection; a \
+                 reconnection that resumed adds none, one that could not resume adds one",
+                m.snapshots.clone(),
             );
             r.register("services", "Services in the snapshot", m.services.clone());
             r.register(

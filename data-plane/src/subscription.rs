@@ -128,6 +128,7 @@ impl Subscription {
                     Ok(changed) => {
                         if is_snapshot {
                             self.status.serving.store(true, Ordering::Relaxed);
+                            self.metrics.snapshots.inc();
                         }
                         self.status.touch();
                         changed
