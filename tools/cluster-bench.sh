@@ -208,6 +208,16 @@ median_row() {
     sort -t'|' -k7 -n "$work/runs.md" | sed -n "$(((n + 1) / 2))p"
 }
 field() { awk -F'|' -v f="$1" '{ gsub(/^ +| +$/, "", $f); print $f }'; }
+# round_ratios LABEL_A LABEL_B SCENARIO FILE: req/s of A over B in each round, then their median.
+round_ratios() {
+    paste -d' ' <(grep -F "| $1 | $3 |" "$4" | field 7) <(grep -F "| $2 | $3 |" "$4" | field 7) |
+        awk '$2 > 0 { r[++n] = $1 / $2; printf "%s%.2f", (n > 1 ? ", " : ""), r[n] }
+            END {
+                if (n == 0) exit
+                for (i = 2; i <= n; i++) for (j = i; j > 1 && r[j - 1] > r[j]; j--) { t = r[j]; r[j] = r[j - 1]; r[j - 1] = t }
+                printf " (median %.2f)", (n % 2) ? r[(n + 1) / 2] : (r[n / 2] + r[n / 2 + 1]) / 2
+            }'
+}
 
 if has_phase load; then
     for case in "${cases[@]}"; do
@@ -339,7 +349,7 @@ median of $ROUNDS runs; etcd clients: $ETCD_CONNECTIONS connections, register le
 
 if has_phase load; then
     echo
-    echo "| operation | member | Waypost req/s | p50 ms | p99 ms | server µs/op | etcd req/s | p50 ms | p99 ms | server µs/op | Waypost / etcd | per-round ratios |"
+    echo "| operation | member | Waypost req/s | p50 ms | p99 ms | server µs/op | etcd req/s | p50 ms | p99 ms | server µs/op | Waypost / etcd (medians) | per-round ratios |"
     echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
     for case in "${cases[@]}"; do
         IFS=: read -r scenario where <<<"$case"
@@ -347,9 +357,7 @@ if has_phase load; then
         e=$(median_row "etcd ($where)" "$scenario" "$rows")
         [ -n "$w" ] && [ -n "$e" ] || continue
         wr=$(field 7 <<<"$w") er=$(field 7 <<<"$e")
-        per_round=$(paste -d' ' <(grep -F "| waypost ($where) | $scenario |" "$rows" | field 7) \
-            <(grep -F "| etcd ($where) | $scenario |" "$rows" | field 7) |
-            awk '$2 > 0 { printf "%s%.2f", (NR > 1 ? ", " : ""), $1 / $2 }')
+        per_round=$(round_ratios "waypost ($where)" "etcd ($where)" "$scenario" "$rows")
         echo "| $scenario | $where | $wr | $(field 8 <<<"$w") | $(field 9 <<<"$w") | $(field 10 <<<"$w") \
 | $er | $(field 8 <<<"$e") | $(field 9 <<<"$e") | $(field 10 <<<"$e") \
 | $(awk -v a="$wr" -v b="$er" 'BEGIN { printf (b > 0 ? "%.2fx" : "-"), a / b }') | $per_round |"
@@ -390,16 +398,14 @@ if has_phase ab && [ -s "$ab" ]; then
     echo
     echo "Single node, $BASE_REV against now (durable, one node each, same run):"
     echo
-    echo "| operation | now req/s | p50 ms | p99 ms | server µs/req | at $BASE_REV req/s | p50 ms | p99 ms | server µs/req | now / before (req/s) | per-round ratios |"
+    echo "| operation | now req/s | p50 ms | p99 ms | server µs/req | at $BASE_REV req/s | p50 ms | p99 ms | server µs/req | now / before (medians) | per-round ratios |"
     echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
     for scenario in discover heartbeat register; do
         n=$(median_row "single node now" "$scenario" "$ab")
         b=$(median_row "single node at $BASE_REV" "$scenario" "$ab")
         [ -n "$n" ] && [ -n "$b" ] || continue
         nr=$(field 7 <<<"$n") br=$(field 7 <<<"$b")
-        per_round=$(paste -d' ' <(grep -F "| single node now | $scenario |" "$ab" | field 7) \
-            <(grep -F "| single node at $BASE_REV | $scenario |" "$ab" | field 7) |
-            awk '$2 > 0 { printf "%s%.2f", (NR > 1 ? ", " : ""), $1 / $2 }')
+        per_round=$(round_ratios "single node now" "single node at $BASE_REV" "$scenario" "$ab")
         echo "| $scenario | $nr | $(field 8 <<<"$n") | $(field 9 <<<"$n") | $(field 10 <<<"$n") \
 | $br | $(field 8 <<<"$b") | $(field 9 <<<"$b") | $(field 10 <<<"$b") \
 | $(awk -v a="$nr" -v b="$br" 'BEGIN { printf (b > 0 ? "%.2f" : "-"), a / b }') | $per_round |"
