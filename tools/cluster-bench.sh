@@ -189,8 +189,10 @@ for i in 1 2 3; do start_etcd "$i"; done
 for i in 1 2 3; do start_waypost "$i"; done
 wait_for etcd etcd_healthy
 wait_for Waypost waypost_healthy
-timeout 180 "$wload" seed --target "${w_url[1]}" >&2
-timeout 180 "$eload" seed --endpoints "$e_all" >&2
+# Seeding is idempotent; a second try covers a write that timed out while the shared disk
+# stalled (each Waypost write waits for an fsync of its own, see BENCHMARKS.md).
+timeout 180 "$wload" seed --target "${w_url[1]}" >&2 || timeout 180 "$wload" seed --target "${w_url[1]}" >&2
+timeout 180 "$eload" seed --endpoints "$e_all" >&2 || timeout 180 "$eload" seed --endpoints "$e_all" >&2
 
 rows=$work/rows.md
 notes=$work/notes.txt
