@@ -146,10 +146,16 @@ impl Cluster {
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, String> {
         let e = u64::try_from(config.election_timeout.as_millis()).unwrap_or(u64::MAX);
+        // openraft 0.9 lets a follower that knows a leader start an election only after the
+        // leader lease (`election_timeout_max`) plus its random timeout (from `min` to `max`)
+        // since it last heard from the leader; a candidate tries again after the random
+        // timeout alone. With e/3 and 2e/3, a follower waits e to 4e/3 (plus up to one tick,
+        // 1.5 heartbeat intervals), as documented; e and 2e made that 3e to 4e, a median
+        // failover of 4.1 s at the default 1 s (BENCHMARKS.md, issue 13).
         let raft_config = openraft::Config {
             cluster_name: "waypost".into(),
-            election_timeout_min: e,
-            election_timeout_max: e.saturating_mul(2),
+            election_timeout_min: e / 3,
+            election_timeout_max: e.saturating_mul(2) / 3,
             // Also the timeout of each append: generous for a loaded host.
             heartbeat_interval: (e / 4).max(20),
             install_snapshot_timeout: 10_000,

@@ -37,9 +37,10 @@ pub(crate) struct BenchArgs {
     /// Skip seeding (the target already holds the data set, or is the baseline).
     #[arg(long)]
     no_seed: bool,
-    /// The server's process id: adds its CPU time per request to the row.
-    #[arg(long)]
-    pid: Option<u32>,
+    /// The server's process id: adds its CPU time per request to the row. Several (repeated
+    /// or comma-separated, as for the nodes of a cluster): their CPU time is added up.
+    #[arg(long, value_delimiter = ',')]
+    pid: Vec<u32>,
     /// Name of the target in the row.
     #[arg(long, default_value = "target")]
     label: String,
@@ -62,7 +63,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Error> {
     if !args.no_seed {
         scenario::seed(&args.target, Duration::from_secs(120)).await?;
     }
-    let cpu_before = CpuUse::now(args.pid)?;
+    let cpu_before = CpuUse::now(&args.pid)?;
     let plan = Plan {
         make: args.scenario.requests(scenario::run_id()),
         deadline: Instant::now() + args.duration,
@@ -71,7 +72,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Error> {
         record_latency: true,
     };
     let (mut tally, took) = drive(&args.target, args.concurrency, plan).await?;
-    let cpu = CpuUse::now(args.pid)?.since(&cpu_before);
+    let cpu = CpuUse::now(&args.pid)?.since(&cpu_before);
     if let Some(first) = &tally.first_error {
         eprintln!("{} errors; the first: {first}", tally.errors);
     }

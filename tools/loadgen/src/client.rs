@@ -55,6 +55,13 @@ impl FromStr for Target {
     }
 }
 
+impl Target {
+    /// The target as given, `http://127.0.0.1:PORT`.
+    pub(crate) fn url(&self) -> String {
+        format!("http://{}", self.authority)
+    }
+}
+
 /// One request to send: small enough to build per request, cheap to clone when precomputed.
 #[derive(Debug, Clone)]
 pub(crate) struct Call {

@@ -14,6 +14,8 @@
 //! - `dns-seed`: registers N services x 2 instances and writes the same names for dnsmasq and
 //!   the query files for dnsperf.
 //! - `propagation`: times register-acknowledged to answered-by-the-sidecar, p50/p99/max.
+//! - `failover`: kills a cluster's leader and times the first write a survivor acknowledges
+//!   (`tools/cluster-bench.sh`).
 //!
 //! The tool only talks to loopback addresses: it is a benchmark, not a way to load someone else's
 //! server.
@@ -23,6 +25,7 @@ mod baseline;
 mod bench;
 mod client;
 mod dns;
+mod failover;
 mod memory;
 mod procfs;
 mod scenario;
@@ -75,6 +78,8 @@ enum Command {
     DnsSeed(dns::SeedArgs),
     /// Time register-to-DNS-answer through a sidecar (p50/p99 over many trials).
     Propagation(dns::PropagationArgs),
+    /// Kill a cluster's leader and time the first write acknowledged after it.
+    Failover(failover::FailoverArgs),
 }
 
 #[tokio::main]
@@ -90,6 +95,7 @@ async fn main() -> std::process::ExitCode {
         Command::DnsSeed(args) => dns::seed(args).await,
         Command::Backend { listen } => backend::serve(listen).await,
         Command::Propagation(args) => dns::propagation(args).await,
+        Command::Failover(args) => failover::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

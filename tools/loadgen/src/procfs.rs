@@ -59,7 +59,7 @@ fn parse_busy_ticks(stat: &str) -> Option<u64> {
 /// CPU time used so far by the server (if known), by this process and by the whole machine.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CpuUse {
-    /// The server process.
+    /// The server process (or processes, added up).
     pub(crate) server: Option<Duration>,
     /// This load generator.
     pub(crate) load: Duration,
@@ -68,10 +68,14 @@ pub(crate) struct CpuUse {
 }
 
 impl CpuUse {
-    /// Reads the three counters now.
-    pub(crate) fn now(server: Option<u32>) -> Result<Self, Error> {
+    /// Reads the three counters now; the server's is the sum over `server` (none: unknown).
+    pub(crate) fn now(server: &[u32]) -> Result<Self, Error> {
+        let mut total = None;
+        for pid in server {
+            total = Some(total.unwrap_or(Duration::ZERO) + cpu_time(*pid)?);
+        }
         Ok(Self {
-            server: server.map(cpu_time).transpose()?,
+            server: total,
             load: cpu_time(std::process::id())?,
             machine: machine_busy()?,
         })
