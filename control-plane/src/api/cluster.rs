@@ -32,6 +32,7 @@ use waypost_model::{AddMember, ClusterStatus, ErrorCode, InstanceId, ServiceName
 
 use super::{
     AppState,
+    auth::forbidden,
     error::ApiError,
     extract::{Json, PathParam},
     responses::AuthErrors,
@@ -62,10 +63,7 @@ pub(crate) fn peer_routes() -> Router<AppState> {
 }
 
 fn peer(app: &AppState, caller: &Caller) -> Result<(), ApiError> {
-    caller.may_peer().map_err(|denied| {
-        app.metrics.forbidden.inc();
-        ApiError::from(denied)
-    })
+    caller.may_peer().map_err(|denied| forbidden(app, denied))
 }
 
 async fn append(
@@ -272,10 +270,9 @@ pub(crate) async fn remove_member(
 }
 
 fn operator(app: &AppState, caller: &Caller) -> Result<(), ApiError> {
-    caller.may_operate().map_err(|denied| {
-        app.metrics.forbidden.inc();
-        ApiError::from(denied)
-    })
+    caller
+        .may_operate()
+        .map_err(|denied| forbidden(app, denied))
 }
 
 /// A 307 to the same path on the leader, when another node leads.

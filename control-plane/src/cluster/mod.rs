@@ -292,26 +292,28 @@ impl Cluster {
             let fresh = voters <= 1 || Duration::from_millis(acked) <= self.election_timeout * 2;
             return (m.state == ServerState::Leader && fresh).then_some(leader);
         }
-        match self.last_contact.load(Ordering::Acquire) {
+        match self.since_contact() {
             // Not reached yet since start-up: trust Raft (it learned the leader by a vote).
-            0 => Some(leader),
-            at => (Duration::from_millis(self.millis().saturating_sub(at))
-                <= self.election_timeout * 2)
-                .then_some(leader),
+            None => Some(leader),
+            Some(ms) => (Duration::from_millis(ms) <= self.election_timeout * 2).then_some(leader),
+        }
+    }
+
+    /// Milliseconds since the leader last reached this node; `None` before it ever did.
+    fn since_contact(&self) -> Option<u64> {
+        match self.last_contact.load(Ordering::Acquire) {
+            0 => None,
+            at => Some(self.millis().saturating_sub(at)),
         }
     }
 
     /// Milliseconds since this node last heard from the leader (0 on the leader itself);
     /// `None` before it ever did.
-    pub fn last_contact_ms(&self) -> Option<u64> {
-        let m = self.raft.metrics();
-        let m = m.borrow();
+    fn last_contact_ms(&self, m: &openraft::RaftMetrics<NodeId, BasicNode>) -> Option<u64> {
         if m.current_leader == Some(self.id) {
-            return Some(0);
-        }
-        match self.last_contact.load(Ordering::Acquire) {
-            0 => None,
-            at => Some(self.millis().saturating_sub(at)),
+            Some(0)
+        } else {
+            self.since_contact()
         }
     }
 
@@ -319,13 +321,7 @@ impl Cluster {
     pub fn contact_headers(&self) -> (&'static str, Option<u64>) {
         let rx = self.raft.metrics();
         let m = rx.borrow();
-        let contact = match m.current_leader {
-            Some(id) if id == self.id => Some(0),
-            _ => match self.last_contact.load(Ordering::Acquire) {
-                0 => None,
-                at => Some(self.millis().saturating_sub(at)),
-            },
-        };
+        let contact = self.last_contact_ms(&m);
         let known = if self.fresh_leader(&m).is_some() {
             "true"
         } else {
@@ -794,11 +790,9 @@ impl Cluster {
 
     /// The cluster as this node sees it, for `GET /cluster`.
     pub fn status(&self) -> waypost_model::ClusterStatus {
-        // Before borrowing the metrics: it borrows them too, and nested borrows of a watch
-        // channel can deadlock against its writer.
-        let last_contact_ms = self.last_contact_ms();
         let m = self.raft.metrics();
         let m = m.borrow();
+        let last_contact_ms = self.last_contact_ms(&m);
         let membership = m.membership_config.membership();
         let leader = m.current_leader;
         let head = m.last_log_index.unwrap_or(0);
