@@ -1,6 +1,7 @@
 //! The SDK against a cluster of three control planes in this process (`TestCluster`, on
 //! 127.0.0.1, 500 ms election timeout). The client knows all three URLs; the leader is
-//! stopped gracefully; registration handles keep their instances alive through the survivors,
+//! killed (`TestCluster::kill`: every task of the node dropped at once, its connections cut
+//! mid-stream, nothing drained); registration handles keep their instances alive through the survivors,
 //! new registrations work, and a watch resumes on another node without a new snapshot.
 
 use std::{cell::RefCell, future::Future, time::Duration};
@@ -146,7 +147,7 @@ async fn ids(client: &Client, service: &str) -> Vec<String> {
 async fn registrations_outlive_the_leader_and_new_ones_work_through_the_survivors() {
     let mut c = TestCluster::start(3, |_| {}).await;
     let leader = c.leader(DEADLINE).await;
-    // The client's current endpoint is the leader: when it stops, every call must fail over.
+    // The client's current endpoint is the leader: when it dies, every call must fail over.
     let client = client_from(&c, leader);
     let mut handles = Vec::new();
     for port in 8001..=8003 {
@@ -157,7 +158,7 @@ async fn registrations_outlive_the_leader_and_new_ones_work_through_the_survivor
             .await,
         );
     }
-    // A witness whose handle is dropped before the stop: nothing renews it, so the new
+    // A witness whose handle is dropped before the kill: nothing renews it, so the new
     // leader must expire it. That shows expiry is in force after the failover, so the
     // handles' instances that stay are there because their heartbeats reach the survivors.
     let witness = retried("the witness", || {
@@ -166,7 +167,7 @@ async fn registrations_outlive_the_leader_and_new_ones_work_through_the_survivor
     .await;
     drop(witness);
 
-    c.stop(leader).await;
+    c.kill(leader);
     let new_leader = c.leader(DEADLINE).await;
     assert_ne!(new_leader, leader);
     let elected = Instant::now();
@@ -174,7 +175,7 @@ async fn registrations_outlive_the_leader_and_new_ones_work_through_the_survivor
     let survivors = client_from(&c, new_leader);
 
     // A new registration through the same client, whose first endpoint is gone.
-    let fresh = retried("a registration after the stop", || {
+    let fresh = retried("a registration after the kill", || {
         client.register(request("web", 8004, TTL))
     })
     .await;
@@ -266,12 +267,12 @@ async fn next_set(watch: &mut Watch) -> ServiceSet {
 }
 
 #[tokio::test]
-async fn a_watch_on_the_stopped_leader_resumes_on_a_survivor_without_a_snapshot() {
+async fn a_watch_on_the_killed_leader_resumes_on_a_survivor_without_a_snapshot() {
     let mut c = TestCluster::start(3, |_| {}).await;
     let leader = c.leader(DEADLINE).await;
     settled(&c, &running(&c), 0).await;
     // The watch opens its stream at its client's first endpoint: the leader, the node that is
-    // stopped below, so that its connection does break.
+    // killed below, so that its connection does break.
     let client = client_from(&c, leader);
     let mut watch = client.watch("api");
     let mut seen = vec![next_set(&mut watch).await];
@@ -294,8 +295,8 @@ async fn a_watch_on_the_stopped_leader_resumes_on_a_survivor_without_a_snapshot(
     // Every survivor has applied what the watch saw, so it can resume there.
     settled(&c, &running(&c), last).await;
 
-    // A graceful stop: the leader ends its streams and closes its listener.
-    c.stop(leader).await;
+    // The leader dies: its streams break without an end.
+    c.kill(leader);
     let new_leader = c.leader(DEADLINE).await;
     assert_ne!(new_leader, leader);
 
@@ -359,7 +360,7 @@ async fn a_watch_skips_a_node_that_has_not_caught_up_instead_of_going_back() {
     // is answered with a snapshot older than what the watch already has.
     let behind = c.join(|_| {}).await;
     let followers: Vec<usize> = members.iter().copied().filter(|i| *i != leader).collect();
-    // The watch opens at the leader; when the leader stops it tries the node behind next.
+    // The watch opens at the leader; when the leader dies it tries the node behind next.
     let client = [leader, behind, followers[0], followers[1]]
         .iter()
         .fold(Client::builder(), |b, i| b.endpoint(&c.urls[*i]))
@@ -371,7 +372,7 @@ async fn a_watch_skips_a_node_that_has_not_caught_up_instead_of_going_back() {
     seen.push(next_set(&mut watch).await);
     settled(&c, &members, last).await;
 
-    c.stop(leader).await;
+    c.kill(leader);
     // `TestCluster::leader` would wait for the node behind to know a leader too: a write
     // through a survivor, retried while the survivors elect, is what is waited for instead.
     register_through(&c, followers[1], "api", 2).await;

@@ -82,6 +82,7 @@ pub struct Metrics {
     pub(crate) raft_applied_index: Gauge,
     pub(crate) raft_replication_lag: Family<PeerLabel, Gauge>,
     pub(crate) forwarded: Family<KindLabel, Counter>,
+    pub(crate) read_index: Family<KindLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -129,6 +130,7 @@ impl Metrics {
             raft_applied_index: Gauge::default(),
             raft_replication_lag: Family::default(),
             forwarded: Family::default(),
+            read_index: Family::default(),
             http: Family::new_with_constructor(|| {
                 Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
                     0.000_05, 2.0, 18,
@@ -167,6 +169,12 @@ impl Metrics {
                 "forwarded",
                 "Requests this node passed on to the leader, by kind (write, read, heartbeat)",
                 m.forwarded.clone(),
+            );
+            r.register(
+                "read_index",
+                "On the leader: read indexes given to linearizable reads, by kind (lease: under \
+                 the leader's lease; round: confirmed by a majority)",
+                m.read_index.clone(),
             );
             r.register(
                 "registrations",

@@ -19,6 +19,9 @@ pub struct TestControlPlane {
     pub running: Running,
     /// The data directory (kept alive while the test runs); `None` in memory mode.
     pub dir: Option<tempfile::TempDir>,
+    /// The runtime of a [`TestCluster`] node, which runs on one of its own so that
+    /// [`TestCluster::kill`] can drop all of its tasks at once.
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl TestControlPlane {
@@ -61,6 +64,7 @@ impl TestControlPlane {
             token,
             running,
             dir,
+            runtime: None,
         }
     }
 
@@ -81,6 +85,48 @@ impl TestControlPlane {
 impl Drop for TestControlPlane {
     fn drop(&mut self) {
         self.token.cancel();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Starts a cluster node on a runtime of its own (one worker thread).
+async fn start_node(
+    config: Config,
+    url: String,
+    dir: Option<tempfile::TempDir>,
+) -> TestControlPlane {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("test-node")
+        .enable_all()
+        .build()
+        .expect("build a node's runtime");
+    let token = CancellationToken::new();
+    // A node killed just before (see `TestCluster::kill`) may still hold its data file for a
+    // moment, until its store's writer thread has seen its tasks go: try again meanwhile.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let running = loop {
+        match runtime
+            .spawn(crate::start(config.clone(), token.clone()))
+            .await
+            .expect("a node's start-up task")
+        {
+            Ok(running) => break running,
+            Err(err) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(%err, "node start failed; trying again");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(err) => panic!("start a cluster node: {err}"),
+        }
+    };
+    TestControlPlane {
+        url,
+        token,
+        running,
+        dir,
+        runtime: Some(runtime),
     }
 }
 
@@ -131,23 +177,18 @@ impl TestCluster {
                 .collect(),
             peers,
         };
-        let starts: Vec<_> = (0..n).map(|i| cluster.config(i, &tweak)).collect();
-        let started =
-            futures_util::future::join_all(starts.into_iter().map(|(dir, config)| async move {
-                let token = CancellationToken::new();
-                let running = crate::start(config, token.clone())
-                    .await
-                    .expect("start a cluster node");
-                (dir, token, running)
-            }))
-            .await;
-        for (i, (dir, token, running)) in started.into_iter().enumerate() {
-            cluster.nodes[i] = Some(TestControlPlane {
-                url: cluster.urls[i].clone(),
-                token,
-                running,
-                dir,
-            });
+        let starts: Vec<_> = (0..n)
+            .map(|i| {
+                let (dir, config) = cluster.config(i, &tweak);
+                start_node(config, cluster.urls[i].clone(), dir)
+            })
+            .collect();
+        for (i, node) in futures_util::future::join_all(starts)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            cluster.nodes[i] = Some(node);
         }
         cluster
     }
@@ -178,19 +219,22 @@ impl TestCluster {
         }
     }
 
+    /// Kills node `i` as `kill -9` would, as far as its peers and clients can tell: every
+    /// task on its runtime is dropped at once, so its connections break mid-stream and
+    /// nothing is drained or shut down in order. Its data stays for [`Self::restart`].
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut node) = self.nodes[i].take() {
+            if let Some(runtime) = node.runtime.take() {
+                runtime.shutdown_background();
+            }
+            self.dirs[i] = node.dir.take();
+        }
+    }
+
     /// Starts node `i` again on its address and data directory.
     pub async fn restart(&mut self, i: usize, tweak: impl Fn(&mut Config)) {
         let (dir, config) = self.config(i, &tweak);
-        let token = CancellationToken::new();
-        let running = crate::start(config, token.clone())
-            .await
-            .expect("restart a cluster node");
-        self.nodes[i] = Some(TestControlPlane {
-            url: self.urls[i].clone(),
-            token,
-            running,
-            dir,
-        });
+        self.nodes[i] = Some(start_node(config, self.urls[i].clone(), dir).await);
     }
 
     /// Starts one more node with `--join` (not a member until `POST /cluster/members` adds
@@ -212,16 +256,7 @@ impl TestCluster {
             tweak(c);
         });
         self.peers = peers;
-        let token = CancellationToken::new();
-        let running = crate::start(config, token.clone())
-            .await
-            .expect("start a joining node");
-        self.nodes[i] = Some(TestControlPlane {
-            url: self.urls[i].clone(),
-            token,
-            running,
-            dir,
-        });
+        self.nodes[i] = Some(start_node(config, self.urls[i].clone(), dir).await);
         i
     }
 

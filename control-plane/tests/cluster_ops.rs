@@ -253,6 +253,116 @@ async fn cluster_metrics_are_exposed() {
 }
 
 #[tokio::test]
+async fn the_leader_shows_each_members_last_contact_and_applied_index() {
+    let mut c = TestCluster::start(3, |_| {}).await;
+    let leader = c.leader(ELECTION).await;
+    let follower = c.other_than(leader);
+    register(node(&c, follower), seed("seen", 1)).await;
+    let applied = get(node(&c, leader), "/cluster").await.body["applied_index"]
+        .as_u64()
+        .unwrap();
+    assert!(applied > 0);
+    // Followers report their applied index at least every second; the leader hears from
+    // each with every Raft heartbeat.
+    let c_ref = &c;
+    eventually(ELECTION, "every member's report", || async move {
+        let status = get(node(c_ref, leader), "/cluster").await.body;
+        let members = status["members"].as_array()?.clone();
+        members
+            .iter()
+            .all(|m| {
+                m["applied_index"].as_u64().is_some_and(|a| a >= applied)
+                    && m["last_contact_ms"].as_u64().is_some_and(|ms| ms < 2_000)
+            })
+            .then_some(())
+    })
+    .await;
+    // A follower knows its own figures and its contact with the leader, not the others'.
+    let status = get(node(&c, follower), "/cluster").await.body;
+    for m in status["members"].as_array().unwrap() {
+        let id = m["id"].as_u64().unwrap();
+        if id == follower as u64 + 1 {
+            assert_eq!(m["last_contact_ms"], 0, "{status}");
+            assert!(m["applied_index"].as_u64().unwrap() >= applied, "{status}");
+        } else if id == leader as u64 + 1 {
+            assert!(m["last_contact_ms"].is_u64(), "{status}");
+            assert!(m["applied_index"].is_null(), "{status}");
+        } else {
+            assert!(m["last_contact_ms"].is_null(), "{status}");
+        }
+    }
+    // A member that dies stops answering: its last contact on the leader grows.
+    c.kill(follower);
+    let gone = follower as u64 + 1;
+    let c_ref = &c;
+    eventually(
+        ELECTION,
+        "the dead member's contact to age",
+        || async move {
+            let status = get(node(c_ref, leader), "/cluster").await.body;
+            let m = status["members"]
+                .as_array()?
+                .iter()
+                .find(|m| m["id"] == gone)?
+                .clone();
+            (m["last_contact_ms"].as_u64()? > 3_000).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn reads_take_consistent_or_stale_but_not_both() {
+    let c = TestCluster::start(3, |_| {}).await;
+    let leader = c.leader(ELECTION).await;
+    let follower = c.other_than(leader);
+    register(node(&c, follower), seed("modes", 1)).await;
+    for i in [leader, follower] {
+        for query in ["?consistent", "?consistent=true", "?consistent=false", ""] {
+            let d = get(node(&c, i), &format!("/discover/modes{query}")).await;
+            assert_eq!(d.status, 200, "node {i} {query}: {}", d.body);
+            assert_eq!(d.body["count"], 1, "node {i} {query}");
+        }
+        get(node(&c, i), "/discover/modes?stale&consistent")
+            .await
+            .assert_problem(400, "invalid_query");
+        get(node(&c, i), "/services?consistent=maybe")
+            .await
+            .assert_problem(400, "invalid_query");
+    }
+    // On the leader a default read is answered under its lease, a consistent one after a
+    // round; a follower's reads ask the leader, which answers the same way.
+    let counted = |kind: &'static str| {
+        let leader = node(&c, leader);
+        async move {
+            text(leader, "/metrics")
+                .await
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(&format!("waypost_read_index_total{{kind=\"{kind}\"}} "))
+                        .map(str::to_owned)
+                })
+                .map_or(0.0, |v| v.parse::<f64>().unwrap())
+        }
+    };
+    for (query, kind) in [("", "lease"), ("?consistent", "round")] {
+        for i in [leader, follower] {
+            let before = counted(kind).await;
+            let d = get(node(&c, i), &format!("/discover/modes{query}")).await;
+            assert_eq!(d.body["count"], 1);
+            // The lease lapses when a heartbeat is late; a read then takes a round instead,
+            // and the next one is tried.
+            eventually(ELECTION, &format!("a read counted as {kind}"), || async {
+                let d = get(node(&c, i), &format!("/discover/modes{query}")).await;
+                assert_eq!(d.body["count"], 1);
+                (counted(kind).await > before).then_some(())
+            })
+            .await;
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_data_directory_from_before_cluster_mode_keeps_its_instances() {
     let dir = tempfile::tempdir().unwrap();
     {

@@ -1,6 +1,7 @@
 //! The sidecar against a cluster of three control planes in this process (`TestCluster`, on
 //! 127.0.0.1, 500 ms election timeout), queried with real DNS over UDP: it follows the node it
-//! is subscribed to, that node (the leader) is stopped, and the sidecar moves to a survivor,
+//! is subscribed to, that node (the leader) is killed (`TestCluster::kill`: every task of the
+//! node dropped at once, its connections cut mid-stream), and the sidecar moves to a survivor,
 //! resumes where it was and keeps answering.
 
 use std::{
@@ -199,13 +200,13 @@ async fn metric(running: &Running, series: &str) -> f64 {
 }
 
 #[tokio::test]
-async fn the_sidecar_moves_to_a_survivor_when_its_node_stops_and_resumes_without_a_snapshot() {
+async fn the_sidecar_moves_to_a_survivor_when_its_node_is_killed_and_resumes_without_a_snapshot() {
     let mut c = TestCluster::start(3, |_| {}).await;
     let leader = c.leader(DEADLINE).await;
     settled(&c, &running(&c), 0).await;
     let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
 
-    // The sidecar subscribes at its first control URL: the leader, the node stopped below, so
+    // The sidecar subscribes at its first control URL: the leader, the node killed below, so
     // that its stream does break (and the cluster needs a new leader too).
     let (sidecar, token) = sidecar(&c, &[leader, followers[0], followers[1]]).await;
     let dns = sidecar.dns_addr;
@@ -235,7 +236,7 @@ async fn the_sidecar_moves_to_a_survivor_when_its_node_stops_and_resumes_without
     // Every survivor has applied what the sidecar saw, so it can resume there.
     settled(&c, &running(&c), last).await;
 
-    c.stop(leader).await;
+    c.kill(leader);
     // Still answering, from its snapshot, while the stream moves and the cluster elects.
     assert_eq!(
         a_records(dns, NAME).await,
@@ -274,7 +275,7 @@ async fn the_sidecar_skips_a_node_that_has_not_caught_up_and_never_answers_from_
     let followers: Vec<usize> = members.iter().copied().filter(|i| *i != leader).collect();
     // A node started to join and not added yet serves `/watch` from an empty registry without
     // the cluster's epoch, as a node still catching up would. It comes second in the
-    // sidecar's list: where the stream goes when the leader stops.
+    // sidecar's list: where the stream goes when the leader dies.
     let behind = c.join(|_| {}).await;
     let (sidecar, token) = sidecar(&c, &[leader, behind, followers[0], followers[1]]).await;
     let dns = sidecar.dns_addr;
@@ -283,16 +284,16 @@ async fn the_sidecar_skips_a_node_that_has_not_caught_up_and_never_answers_from_
     answers(dns, &["127.0.0.2", "127.0.0.3"]).await;
     settled(&c, &members, last).await;
 
-    c.stop(leader).await;
+    c.kill(leader);
     // `TestCluster::leader` would wait for the node behind to know a leader too: a write
     // through a survivor, retried while the survivors elect, is what is waited for instead.
     register(&c, followers[1], "127.0.0.4:80").await;
-    // Until the new instance shows, every answer still has the two from before the stop.
+    // Until the new instance shows, every answer still has the two from before the kill.
     let before = ip_set(&["127.0.0.2", "127.0.0.3"]);
     let want = ip_set(&["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
     eventually(
         DEADLINE,
-        "the instance registered after the stop",
+        "the instance registered after the kill",
         || async {
             let got = a_records(dns, NAME).await;
             assert!(got.is_superset(&before), "answered from the past: {got:?}");

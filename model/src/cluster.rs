@@ -44,6 +44,13 @@ pub struct ClusterMember {
     pub matched_index: Option<u64>,
     /// Entries behind the answering node's last log index.
     pub lag: Option<u64>,
+    /// Milliseconds since the answering node last heard from this member: on the leader, for
+    /// every member (its last answer to a Raft message); on other nodes, for the leader
+    /// only; 0 for the answering node itself.
+    pub last_contact_ms: Option<u64>,
+    /// The last log index this member applied: on the leader, as the member last reported
+    /// it (followers report at least every second); on other nodes, for themselves only.
+    pub applied_index: Option<u64>,
 }
 
 /// `POST /cluster/members`: add a node, first as a learner, then as a voter once it caught up.

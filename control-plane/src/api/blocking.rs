@@ -14,6 +14,7 @@ use waypost_model::{
 };
 
 use super::{AppState, error::ApiError};
+use crate::cluster::Consistency;
 
 /// The response header with the revision an answer was read at.
 pub(crate) static INDEX_HEADER: HeaderName = HeaderName::from_static("x-waypost-index");
@@ -24,13 +25,26 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 /// The longest wait; longer ones are cut to it.
 const MAX_WAIT: Duration = Duration::from_secs(MAX_BLOCKING_WAIT_SECONDS);
 
-/// `index`, `wait` and `stale` from a query string.
+/// `index`, `wait`, `stale` and `consistent` from a query string.
 #[derive(Debug, Default)]
 pub(crate) struct Blocking {
     index: Option<Revision>,
     wait: Option<Duration>,
     /// Answer from this node's state without a round to the leader.
     pub(crate) stale: bool,
+    /// Confirm with a majority even where the leader's lease would do.
+    consistent: bool,
+}
+
+/// `?key`, `key=true` or `key=false`.
+fn flag(key: &str, value: &str) -> Result<bool, ApiError> {
+    match value {
+        "" | "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(ApiError::query(format!(
+            "{key}={value:?}: use ?{key}, {key}=true or {key}=false"
+        ))),
+    }
 }
 
 impl Blocking {
@@ -49,18 +63,14 @@ impl Blocking {
                 })?;
                 self.wait = Some(wait.min(MAX_WAIT));
             }
-            "stale" => {
-                self.stale = match value {
-                    "" | "true" => true,
-                    "false" => false,
-                    _ => {
-                        return Err(ApiError::query(format!(
-                            "stale={value:?}: use ?stale, stale=true or stale=false"
-                        )));
-                    }
-                };
-            }
+            "stale" => self.stale = flag(key, value)?,
+            "consistent" => self.consistent = flag(key, value)?,
             _ => return Ok(false),
+        }
+        if self.stale && self.consistent {
+            return Err(ApiError::query(
+                "stale and consistent exclude each other: pick one",
+            ));
         }
         Ok(true)
     }
@@ -74,7 +84,12 @@ impl Blocking {
     ) -> Result<(), ApiError> {
         self.block(app, passed).await;
         if !self.stale {
-            app.cluster.linearize().await?;
+            let consistency = if self.consistent {
+                Consistency::Consistent
+            } else {
+                Consistency::Default
+            };
+            app.cluster.linearize(consistency).await?;
         }
         Ok(())
     }

@@ -5,8 +5,10 @@
 //! - `POST /cluster/raft/append`, `/cluster/raft/vote`, `/cluster/raft/snapshot`: Raft's
 //!   messages, as openraft's JSON;
 //! - `POST /cluster/write`: a command forwarded by a follower, answered once applied here;
-//! - `POST /cluster/read-index`: the commit index a follower's linearizable read waits for;
-//! - `POST /cluster/heartbeats`: heartbeats a follower accepted, `[[service, id], ...]`.
+//! - `POST /cluster/read-index` (`?consistent`: always a round): the index a follower's
+//!   linearizable read waits for;
+//! - `POST /cluster/heartbeats`: a follower's report, `{"node", "applied", "beats":
+//!   [[service, id], ...]}` (the heartbeats it accepted and its applied index).
 //!
 //! For operators (in the document): `GET /cluster`, `POST /cluster/members`,
 //! `DELETE /cluster/members/{id}`.
@@ -15,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, State},
+    extract::{DefaultBodyLimit, RawQuery, State},
     http::{StatusCode, Uri, header},
     response::{IntoResponse, Response},
     routing::post,
@@ -28,7 +30,7 @@ use openraft::{
         InstallSnapshotResponse, VoteRequest, VoteResponse,
     },
 };
-use waypost_model::{AddMember, ClusterStatus, ErrorCode, InstanceId, ServiceName};
+use waypost_model::{AddMember, ClusterStatus, ErrorCode};
 
 use super::{
     AppState,
@@ -39,7 +41,7 @@ use super::{
 };
 use crate::{
     auth::Caller,
-    cluster::{ReadIndex, WriteAnswer},
+    cluster::{Consistency, ReadIndex, Report, WriteAnswer},
     command::{Command, NodeId, TypeConfig},
 };
 
@@ -116,20 +118,28 @@ async fn write(
 async fn read_index(
     State(app): State<AppState>,
     caller: Caller,
+    RawQuery(query): RawQuery,
 ) -> Result<axum::Json<ReadIndex>, ApiError> {
     peer(&app, &caller)?;
-    let index = app.cluster.read_index_here().await?;
+    let consistency = if query.is_some_and(|q| q.split('&').any(|k| k == "consistent")) {
+        Consistency::Consistent
+    } else {
+        Consistency::Default
+    };
+    let index = app.cluster.read_index_here(consistency).await?;
     Ok(axum::Json(ReadIndex { index }))
 }
 
 async fn heartbeats(
     State(app): State<AppState>,
     caller: Caller,
-    Json(keys): Json<Vec<(ServiceName, InstanceId)>>,
+    Json(report): Json<Report>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     peer(&app, &caller)?;
-    app.registry.renew_keys(&keys, std::time::Instant::now());
-    Ok(axum::Json(serde_json::json!({ "renewed": keys.len() })))
+    app.cluster.reported(&report);
+    Ok(axum::Json(
+        serde_json::json!({ "renewed": report.beats.len() }),
+    ))
 }
 
 /// The cluster as this node sees it.

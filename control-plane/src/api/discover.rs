@@ -140,7 +140,7 @@ pub(crate) async fn discover(
             }
             other => {
                 return Err(ApiError::query(format!(
-                    "unknown parameter {other:?}; known: tag, meta, healthy, index, wait, stale, \
+                    "unknown parameter {other:?}; known: tag, meta, healthy, index, wait, stale, consistent, \
                      meta.KEY"
                 )));
             }

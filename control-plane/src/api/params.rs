@@ -41,8 +41,8 @@ pub(crate) fn repeated(
 }
 
 /// The parameters of a read that may block (`index`, `wait`) and of its consistency
-/// (`stale`); `what` says what must change ("this service", "anything").
-pub(crate) fn blocking(what: &str) -> [Parameter; 3] {
+/// (`stale`, `consistent`); `what` says what must change ("this service", "anything").
+pub(crate) fn blocking(what: &str) -> [Parameter; 4] {
     [
         param(
             "index",
@@ -65,9 +65,23 @@ pub(crate) fn blocking(what: &str) -> [Parameter; 3] {
             "Answer from this node's applied state at once, without confirming with the \
              cluster's leader that it is current (`?stale` or `?stale=true`); it still answers \
              when no leader is known. By default reads are linearizable.",
-            utoipa::openapi::ObjectBuilder::new()
-                .schema_type(utoipa::openapi::schema::Type::String)
-                .enum_values(Some(["", "true", "false"])),
+            flag_schema(),
+        ),
+        param(
+            "consistent",
+            ParameterIn::Query,
+            "Confirm with a majority of the cluster before answering, even where the leader's \
+             lease would do (`?consistent` or `?consistent=true`). By default the leader answers \
+             from its own state while a majority acknowledged it within a third of the election \
+             timeout, and other nodes ask the leader for its read index. Excludes `stale`.",
+            flag_schema(),
         ),
     ]
+}
+
+/// A query flag: `?name`, `name=true` or `name=false`.
+fn flag_schema() -> utoipa::openapi::ObjectBuilder {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(["", "true", "false"]))
 }

@@ -53,7 +53,7 @@ pub(crate) async fn services(
     for (k, v) in pairs {
         if !blocking.accept(&k, &v)? {
             return Err(ApiError::query(format!(
-                "unknown parameter {k:?}; known: index, wait, stale"
+                "unknown parameter {k:?}; known: index, wait, stale, consistent"
             )));
         }
     }

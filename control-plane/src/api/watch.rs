@@ -25,7 +25,7 @@ use waypost_model::{
 };
 
 use super::{AppState, error::ApiError, extract::QueryPairs, params::param, responses::ReadErrors};
-use crate::registry::Stale;
+use crate::{cluster::Consistency, registry::Stale};
 
 /// Query parameters and headers of `GET /watch`.
 pub(crate) struct WatchParams;
@@ -138,7 +138,7 @@ pub(crate) async fn watch(
         // in this history is kept and the stream waits for this node to reach it (a snapshot
         // of this node's older state would take the watcher back in time); without an epoch
         // nothing says it is ours, and it gets a snapshot.
-        resume = match app.cluster.linearize().await {
+        resume = match app.cluster.linearize(Consistency::Default).await {
             Ok(()) => resume.filter(|r| *r <= app.registry.head()),
             Err(_) => resume.filter(|_| epoch.is_some()),
         };

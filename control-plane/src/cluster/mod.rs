@@ -9,9 +9,13 @@
 //! Not replicated: heartbeats. Any node accepts them; followers pass them on to the leader in
 //! batches, where the deadlines that decide expiry live.
 //!
-//! Reads are linearizable by default: the node learns the leader's commit index (one round of
-//! leader heartbeats, shared by every read that arrived meanwhile) and waits until it has
-//! applied it. `?stale` skips that.
+//! Reads are linearizable by default. The leader answers from its own state while it holds a
+//! lease: a majority acknowledged it within a third of the election timeout, and followers
+//! refuse to vote for anyone else for half of it after hearing from it, so no other leader can
+//! exist (the lease assumes clocks that run at about the same rate, as etcd's and Consul's
+//! lease reads do). Without the lease, or with `?consistent`, the node learns the leader's
+//! commit index (one round of leader heartbeats, shared by every read that arrived meanwhile)
+//! and waits until it has applied it. `?stale` skips all of that.
 
 mod network;
 
@@ -68,6 +72,9 @@ pub enum ClusterError {
 /// How often followers pass heartbeats on to the leader: a deadline on the leader is at most
 /// this late.
 const HEARTBEAT_FORWARD: Duration = Duration::from_millis(100);
+/// How often a follower with no heartbeats to pass on still reports to the leader (its
+/// applied index, for `GET /cluster`).
+const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// Most heartbeats in one forwarded batch.
 const HEARTBEAT_BATCH: usize = 10_000;
 /// How often the leader looks for overdue instances: expiry lands within TTL + this.
@@ -93,13 +100,70 @@ pub(crate) struct ReadIndex {
     pub(crate) index: u64,
 }
 
+/// What a follower sends the leader every [`HEARTBEAT_FORWARD`] while instances heartbeat
+/// through it, and every [`REPORT_EVERY`] otherwise.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Report {
+    /// The follower.
+    pub(crate) node: NodeId,
+    /// The last log index it applied.
+    pub(crate) applied: u64,
+    /// The heartbeats it accepted since its last report.
+    pub(crate) beats: Vec<(ServiceName, InstanceId)>,
+}
+
+/// How current a default read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    /// Linearizable: from the leader's state under its lease, else after a read-index round.
+    Default,
+    /// Linearizable, and always confirmed by a read-index round (`?consistent`).
+    Consistent,
+}
+
 /// Who leads, as this node knows it.
 enum Leader {
     Me,
     Other { id: NodeId, url: String },
 }
 
-type ReadWaiter = oneshot::Sender<Result<u64, String>>;
+/// A read waiting for a read index, and whether it asked for a round (`?consistent`).
+type ReadWaiter = (oneshot::Sender<Result<u64, String>>, Consistency);
+
+/// What the leader last heard from one member.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Seen {
+    /// When the member last answered a Raft message.
+    pub(crate) contact: Option<Instant>,
+    /// The applied index it last reported.
+    pub(crate) applied: Option<u64>,
+}
+
+/// What the leader hears from each member (answers to Raft messages, reports), for
+/// `GET /cluster`. Written by the Raft network and the report route.
+#[derive(Debug, Default)]
+pub(crate) struct Members(std::sync::Mutex<BTreeMap<NodeId, Seen>>);
+
+impl Members {
+    pub(crate) fn contact(&self, id: NodeId) {
+        if let Ok(mut seen) = self.0.lock() {
+            seen.entry(id).or_default().contact = Some(Instant::now());
+        }
+    }
+
+    fn applied(&self, id: NodeId, index: u64) {
+        if let Ok(mut seen) = self.0.lock() {
+            seen.entry(id).or_default().applied = Some(index);
+        }
+    }
+
+    fn get(&self, id: NodeId) -> Seen {
+        self.0
+            .lock()
+            .map(|seen| seen.get(&id).copied().unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
 
 /// A node's handle on the cluster. Cheap to share behind an `Arc`.
 pub struct Cluster {
@@ -113,6 +177,13 @@ pub struct Cluster {
     beats: mpsc::Sender<(ServiceName, InstanceId)>,
     /// Milliseconds since `origin` when the leader last reached this node (leaders: now).
     last_contact: AtomicU64,
+    /// Milliseconds since `origin` when a majority last acknowledged this node as leader
+    /// (0: not leading). Taken from openraft's metrics when they change, so it can only be
+    /// later than the truth by the time the metrics took to arrive: the lease's margin
+    /// (followers refuse votes for e/2, the lease is e/3) covers that.
+    quorum_acked: AtomicU64,
+    /// What the leader hears from each member.
+    members: Arc<Members>,
     origin: Instant,
     metrics: Arc<Metrics>,
 }
@@ -147,15 +218,18 @@ impl Cluster {
     ) -> Result<Arc<Self>, String> {
         let e = u64::try_from(config.election_timeout.as_millis()).unwrap_or(u64::MAX);
         // openraft 0.9 lets a follower that knows a leader start an election only after the
-        // leader lease (`election_timeout_max`) plus its random timeout (from `min` to `max`)
-        // since it last heard from the leader; a candidate tries again after the random
-        // timeout alone. With e/3 and 2e/3, a follower waits e to 4e/3 (plus up to one tick,
-        // 1.5 heartbeat intervals), as documented; e and 2e made that 3e to 4e, a median
-        // failover of 4.1 s at the default 1 s (BENCHMARKS.md, issue 13).
+        // leader lease (`election_timeout_max`, during which it also refuses to vote) plus its
+        // random timeout (from `min` to `max`) since it last heard from the leader; a
+        // candidate tries again after the random timeout alone; timers are checked every tick
+        // (1.5 heartbeat intervals, and the minimum must exceed the heartbeat interval). With
+        // 3e/10 and e/2 a follower waits 4e/5 to e, plus up to a tick (3e/8): below etcd's e
+        // to 2e with its default settings. e and 2e made that 3e to 4e (a median failover of
+        // 4.1 s at the default 1 s), e/3 and 2e/3 gave 1.4 s against etcd's 1.3 s
+        // (BENCHMARKS.md, issue 13).
         let raft_config = openraft::Config {
             cluster_name: "waypost".into(),
-            election_timeout_min: e / 3,
-            election_timeout_max: e.saturating_mul(2) / 3,
+            election_timeout_min: e.saturating_mul(3) / 10,
+            election_timeout_max: e / 2,
             // Also the timeout of each append: generous for a loaded host.
             heartbeat_interval: (e / 4).max(20),
             install_snapshot_timeout: 10_000,
@@ -174,8 +248,10 @@ impl Cluster {
             .as_ref()
             .map(|t| (t.cert.as_path(), t.key.as_path()));
         let client = PeerClient::new(config.peer_ca.as_deref(), identity, config.token.clone())?;
+        let seen = Arc::new(Members::default());
         let network = Network {
             client: client.clone(),
+            members: seen.clone(),
         };
         let raft = Raft::new(
             config.node_id,
@@ -242,6 +318,8 @@ impl Cluster {
             proposals,
             beats,
             last_contact: AtomicU64::new(0),
+            quorum_acked: AtomicU64::new(0),
+            members: seen,
             origin: Instant::now(),
             metrics: parts.metrics,
         });
@@ -353,16 +431,28 @@ impl Cluster {
     pub(crate) fn may_answer_unchanged(&self) -> bool {
         let m = self.raft.metrics();
         let m = m.borrow();
+        self.leased(&m)
+            && m.last_applied
+                .is_some_and(|l| l.leader_id.term == m.current_term)
+    }
+
+    /// Whether this node leads and holds the lease: a majority acknowledged it (counted from
+    /// when the acknowledged message was sent) within a third of the election timeout.
+    /// Followers refuse to vote for half an election timeout after they last heard from the
+    /// leader, so no other node can have become leader meanwhile.
+    fn leased(&self, m: &openraft::RaftMetrics<NodeId, BasicNode>) -> bool {
         if m.current_leader != Some(self.id) || m.state != ServerState::Leader {
             return false;
         }
-        let voters = m.membership_config.membership().voter_ids().count();
-        let lease = voters <= 1
-            || m.millis_since_quorum_ack
-                .is_some_and(|ms| Duration::from_millis(ms) < self.election_timeout / 2);
-        lease
-            && m.last_applied
-                .is_some_and(|l| l.leader_id.term == m.current_term)
+        if m.membership_config.membership().voter_ids().count() <= 1 {
+            return true;
+        }
+        match self.quorum_acked.load(Ordering::Acquire) {
+            0 => false,
+            at => {
+                Duration::from_millis(self.millis().saturating_sub(at)) < self.election_timeout / 3
+            }
+        }
     }
 
     /// Whether this node is the only voter and leads: then its applied state is the
@@ -558,13 +648,18 @@ impl Cluster {
 
     /// Makes the next read linearizable: afterwards this node has applied everything that was
     /// committed before the call.
-    pub async fn linearize(&self) -> Result<(), ClusterError> {
+    pub async fn linearize(&self, consistency: Consistency) -> Result<(), ClusterError> {
         if self.sole_voter_leader() {
             return Ok(());
         }
+        if consistency == Consistency::Default
+            && let Some(head) = self.leased_head()
+        {
+            return self.wait_applied(head).await;
+        }
         let (tx, rx) = oneshot::channel();
         self.reads
-            .send(tx)
+            .send((tx, consistency))
             .map_err(|_| ClusterError::NoLeader("shutting down".into()))?;
         let index = rx
             .await
@@ -592,22 +687,34 @@ impl Cluster {
             while let Ok(w) = rx.try_recv() {
                 batch.push(w);
             }
-            let result = self.read_index().await.map_err(|e| e.to_string());
-            for w in batch {
+            let consistency = if batch.iter().any(|(_, c)| *c == Consistency::Consistent) {
+                Consistency::Consistent
+            } else {
+                Consistency::Default
+            };
+            let result = self
+                .read_index(consistency)
+                .await
+                .map_err(|e| e.to_string());
+            for (w, _) in batch {
                 let _ = w.send(result.clone());
             }
         }
     }
 
     /// The commit index a linearizable read must wait for.
-    async fn read_index(&self) -> Result<u64, ClusterError> {
+    async fn read_index(&self, consistency: Consistency) -> Result<u64, ClusterError> {
         match self.leader().await? {
-            Leader::Me => self.read_index_here().await,
+            Leader::Me => self.read_index_here(consistency).await,
             Leader::Other { id, url } => {
                 self.metrics.forwarded.get_or_create(&"read".into()).inc();
+                let path = match consistency {
+                    Consistency::Default => "/cluster/read-index",
+                    Consistency::Consistent => "/cluster/read-index?consistent",
+                };
                 let answer: ReadIndex = self
                     .client
-                    .post(&url, "/cluster/read-index", &(), self.election_timeout)
+                    .post(&url, path, &(), self.election_timeout)
                     .await
                     .map_err(|err| {
                         ClusterError::NoLeader(format!("read index from leader {id}: {err}"))
@@ -617,8 +724,33 @@ impl Cluster {
         }
     }
 
-    /// On the leader: confirms leadership with a majority and returns the commit index.
-    pub(crate) async fn read_index_here(&self) -> Result<u64, ClusterError> {
+    /// Under the lease: this leader's last log index. Every entry committed so far is in it
+    /// (a leader has every committed entry), so a read that waits until it is applied sees
+    /// every write acknowledged before the read began.
+    fn leased_head(&self) -> Option<u64> {
+        let head = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            self.leased(&m).then(|| m.last_log_index.unwrap_or(0))
+        };
+        if head.is_some() {
+            self.metrics.read_index.get_or_create(&"lease".into()).inc();
+        }
+        head
+    }
+
+    /// On the leader: the index a linearizable read waits for, from the lease when it holds
+    /// and the read allows it, else after confirming leadership with a majority.
+    pub(crate) async fn read_index_here(
+        &self,
+        consistency: Consistency,
+    ) -> Result<u64, ClusterError> {
+        if consistency == Consistency::Default
+            && let Some(head) = self.leased_head()
+        {
+            return Ok(head);
+        }
+        self.metrics.read_index.get_or_create(&"round".into()).inc();
         let got = tokio::time::timeout(self.election_timeout, self.raft.get_read_log_id())
             .await
             .map_err(|_| {
@@ -636,50 +768,73 @@ impl Cluster {
         }
     }
 
+    /// Reports to the leader: the heartbeats accepted here, at most [`HEARTBEAT_FORWARD`]
+    /// after they came, and this node's applied index, at least every [`REPORT_EVERY`].
     async fn forward_heartbeats(
         self: Arc<Self>,
         mut rx: mpsc::Receiver<(ServiceName, InstanceId)>,
         shutdown: CancellationToken,
     ) {
-        let mut batch = Vec::new();
+        let mut beats = Vec::new();
         loop {
-            let first = tokio::select! {
+            tokio::select! {
                 () = shutdown.cancelled() => return,
                 next = rx.recv() => match next {
-                    Some(k) => k,
+                    Some(k) => beats.push(k),
                     None => return,
                 },
-            };
-            batch.push(first);
-            // Collect for at most the forwarding interval, then send what came.
-            let until = tokio::time::Instant::now() + HEARTBEAT_FORWARD;
-            while batch.len() < HEARTBEAT_BATCH {
-                match tokio::time::timeout_at(until, rx.recv()).await {
-                    Ok(Some(k)) => batch.push(k),
-                    Ok(None) | Err(_) => break,
-                }
+                () = tokio::time::sleep(REPORT_EVERY) => {}
             }
-            batch.sort_unstable();
-            batch.dedup();
-            match self.leader().await {
-                Ok(Leader::Me) => self.registry.renew_keys(&batch, Instant::now()),
-                Ok(Leader::Other { id, url }) => {
-                    self.metrics
-                        .forwarded
-                        .get_or_create(&"heartbeat".into())
-                        .inc_by(batch.len() as u64);
-                    let sent: Result<serde_json::Value, _> = self
-                        .client
-                        .post(&url, "/cluster/heartbeats", &batch, self.election_timeout)
-                        .await;
-                    if let Err(err) = sent {
-                        tracing::debug!(%err, leader = id, count = batch.len(), "heartbeats not forwarded");
+            if !beats.is_empty() {
+                // Collect for at most the forwarding interval, then send what came.
+                let until = tokio::time::Instant::now() + HEARTBEAT_FORWARD;
+                while beats.len() < HEARTBEAT_BATCH {
+                    match tokio::time::timeout_at(until, rx.recv()).await {
+                        Ok(Some(k)) => beats.push(k),
+                        Ok(None) | Err(_) => break,
                     }
                 }
-                Err(err) => tracing::debug!(%err, "heartbeats not forwarded"),
+                beats.sort_unstable();
+                beats.dedup();
             }
-            batch.clear();
+            let leader = match self.leader().await {
+                Ok(leader) => leader,
+                Err(err) => {
+                    tracing::debug!(%err, count = beats.len(), "heartbeats not forwarded");
+                    beats.clear();
+                    continue;
+                }
+            };
+            let report = Report {
+                node: self.id,
+                applied: self.registry.applied_index(),
+                beats: std::mem::take(&mut beats),
+            };
+            match leader {
+                Leader::Me => self.reported(&report),
+                Leader::Other { id, url } => {
+                    if !report.beats.is_empty() {
+                        self.metrics
+                            .forwarded
+                            .get_or_create(&"heartbeat".into())
+                            .inc_by(report.beats.len() as u64);
+                    }
+                    let sent: Result<serde_json::Value, _> = self
+                        .client
+                        .post(&url, "/cluster/heartbeats", &report, self.election_timeout)
+                        .await;
+                    if let Err(err) = sent {
+                        tracing::debug!(%err, leader = id, count = report.beats.len(), "heartbeats not forwarded");
+                    }
+                }
+            }
         }
+    }
+
+    /// On the leader: a member's report (or this node's own heartbeats).
+    pub(crate) fn reported(&self, report: &Report) {
+        self.members.applied(report.node, report.applied);
+        self.registry.renew_keys(&report.beats, Instant::now());
     }
 
     /// Follows leadership changes: a new leader takes over expiry with a fresh grace for
@@ -691,6 +846,13 @@ impl Cluster {
         loop {
             let (now_leading, leader, term) = {
                 let m = rx.borrow_and_update();
+                let acked = match m.millis_since_quorum_ack {
+                    Some(ms) if m.state == ServerState::Leader => {
+                        self.millis().saturating_sub(ms).max(1)
+                    }
+                    _ => 0,
+                };
+                self.quorum_acked.store(acked, Ordering::Release);
                 let head = m.last_log_index.unwrap_or(0);
                 self.metrics.raft_last_log_index.set(head as i64);
                 self.metrics
@@ -796,6 +958,8 @@ impl Cluster {
         let membership = m.membership_config.membership();
         let leader = m.current_leader;
         let head = m.last_log_index.unwrap_or(0);
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        let leading = leader == Some(self.id) && m.state == ServerState::Leader;
         let replication = m.replication.clone().unwrap_or_default();
         let members = membership
             .nodes()
@@ -815,12 +979,27 @@ impl Cluster {
                         .get(id)
                         .and_then(|l| l.as_ref().map(|l| l.index))
                 };
+                let (last_contact_ms, applied_index) = if *id == self.id {
+                    (Some(0), Some(applied))
+                } else if leading {
+                    let seen = self.members.get(*id);
+                    let since = seen
+                        .contact
+                        .map(|at| u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX));
+                    (since, seen.applied)
+                } else if Some(*id) == leader {
+                    (last_contact_ms, None)
+                } else {
+                    (None, None)
+                };
                 waypost_model::ClusterMember {
                     id: *id,
                     url: node.addr.clone(),
                     role: role.to_owned(),
                     matched_index: matched,
                     lag: matched.map(|i| head.saturating_sub(i)),
+                    last_contact_ms,
+                    applied_index,
                 }
             })
             .collect();
@@ -830,7 +1009,7 @@ impl Cluster {
             leader,
             term: m.current_term,
             last_log_index: head,
-            applied_index: m.last_applied.map_or(0, |l| l.index),
+            applied_index: applied,
             last_contact_ms,
             snapshot_index: m.snapshot.map(|l| l.index),
             millis_since_quorum_ack: m.millis_since_quorum_ack,

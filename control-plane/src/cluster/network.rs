@@ -141,6 +141,8 @@ impl PeerClient {
 #[derive(Debug, Clone)]
 pub(crate) struct Network {
     pub(crate) client: PeerClient,
+    /// Where answers from members are noted, for `GET /cluster`.
+    pub(crate) members: Arc<super::Members>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -151,6 +153,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             base: node.addr.clone(),
             client: self.client.clone(),
+            members: self.members.clone(),
         }
     }
 }
@@ -161,6 +164,7 @@ pub(crate) struct Peer {
     target: NodeId,
     base: String,
     client: PeerClient,
+    members: Arc<super::Members>,
 }
 
 type RpcResult<T, E = openraft::error::Infallible> =
@@ -182,6 +186,8 @@ impl Peer {
                 PeerError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
                 _ => RPCError::Network(NetworkError::new(&e)),
             })?;
+        // Any answer, even a refusal, is contact.
+        self.members.contact(self.target);
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
