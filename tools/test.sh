@@ -8,16 +8,38 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 required=${CI:-}
 
-echo "== cargo fmt --check"
+# Each step is timed; the times are printed at the end (also after a failure), so that a CI
+# log shows where the minutes go (README: Testing).
+steps=()
+current=
+started=$SECONDS
+step() {
+  local now=$SECONDS
+  [ -n "$current" ] && steps+=("$(printf '%5ss  %s' $((now - started)) "$current")")
+  current=$1
+  started=$now
+  [ -n "$1" ] && echo "== $1"
+  return 0
+}
+times() {
+  step ""
+  echo "== time per step"
+  printf '%s\n' "${steps[@]}"
+}
+trap times EXIT
+
+step "README layout names every module"
+bash tools/check-layout.sh
+step "cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy"
+step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
-echo "== build"
+step "build"
 cargo build --workspace --bins
 
 py=${WAYPOST_PYTHON:-.venv/bin/python}
 if [ -x "$py" ] && "$py" -c 'import openapi_spec_validator' 2>/dev/null; then
-  echo "== OpenAPI 3.1 document validates"
+  step "OpenAPI 3.1 document validates"
   "$py" -m openapi_spec_validator openapi/openapi.json
 elif [ -n "$required" ]; then
   echo "openapi-spec-validator is missing" >&2; exit 1
@@ -26,7 +48,7 @@ else
 fi
 
 if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then
-  echo "== /docs renders offline"
+  step "/docs renders offline"
   bash tools/check-docs.sh target/debug/waypost-control
 elif [ -n "$required" ]; then
   echo "chromium is missing" >&2; exit 1
@@ -35,7 +57,7 @@ else
 fi
 
 if [ -x "$py" ] && "$py" -c 'import openapi_python_client' 2>/dev/null && command -v npm >/dev/null; then
-  echo "== generated clients (Python, TypeScript) against a live control plane"
+  step "generated clients (Python, TypeScript) against a live control plane"
   bash tools/generated-clients-check.sh target/debug/waypost-control
 elif [ -n "$required" ]; then
   echo "openapi-python-client or npm is missing" >&2; exit 1
@@ -44,7 +66,7 @@ else
 fi
 
 if [ -x "$py" ] && "$py" -c 'import schemathesis' 2>/dev/null; then
-  echo "== API conformance (schemathesis against a live control plane)"
+  step "API conformance (schemathesis against a live control plane)"
   bash tools/conformance.sh target/debug/waypost-control
 elif [ -n "$required" ]; then
   echo "schemathesis is missing" >&2; exit 1
@@ -53,7 +75,7 @@ else
 fi
 
 if command -v cargo-fuzz >/dev/null; then
-  echo "== fuzz smoke (cargo fuzz, each target briefly)"
+  step "fuzz smoke (cargo fuzz, each target briefly)"
   bash tools/fuzz-smoke.sh
 elif [ -n "$required" ]; then
   echo "cargo-fuzz is missing" >&2; exit 1
@@ -61,8 +83,10 @@ else
   echo "== (skipped: no cargo-fuzz for the fuzz smoke run)"
 fi
 
-echo "== curl walkthrough"
+step "curl walkthrough"
 bash tools/walkthrough-check.sh target/debug/waypost-control
 
-echo "== cargo test"
+step "cargo test: build the tests"
+cargo test --workspace --no-run
+step "cargo test: run"
 cargo test --workspace

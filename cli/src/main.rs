@@ -8,7 +8,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use waypost_runtime::{CancellationToken, logging, signal};
-use waypost_sidecar::proxy::tcp::TcpRoute;
+use waypost_sidecar::{config::defaults as sidecar, proxy::tcp::TcpRoute};
 
 /// Waypost: service registration and discovery.
 #[derive(Debug, Parser)]
@@ -24,21 +24,21 @@ enum Command {
     Dev(Dev),
 }
 
-// The defaults are read from the two components' own configurations, so that each default
-// address is written once, where that component declares it.
+// The defaults are the two components' own named defaults, so that each default address is
+// written once, where that component declares it.
 #[derive(Debug, clap::Args)]
 struct Dev {
     /// Control-plane HTTP listener (port 0: any free port, as for every listener below).
-    #[arg(long, default_value_t = control_defaults().listen)]
+    #[arg(long, default_value_t = waypost_control::config::defaults::LISTEN)]
     listen: SocketAddr,
     /// Sidecar DNS listener (UDP and TCP).
-    #[arg(long, default_value_t = sidecar_defaults().dns_listen)]
+    #[arg(long, default_value_t = sidecar::DNS_LISTEN)]
     dns_listen: SocketAddr,
     /// Sidecar admin listener (/health, /ready, /metrics, /snapshot).
-    #[arg(long, default_value_t = sidecar_defaults().admin_listen)]
+    #[arg(long, default_value_t = sidecar::ADMIN_LISTEN)]
     admin_listen: SocketAddr,
     /// Sidecar HTTP proxy listener.
-    #[arg(long, default_value_t = sidecar_defaults().http_listen)]
+    #[arg(long, default_value_t = sidecar::HTTP_LISTEN)]
     http_listen: SocketAddr,
     /// Sidecar TCP routes LISTEN=SERVICE, comma-separated [default: none].
     #[arg(long, value_delimiter = ',')]
@@ -47,18 +47,13 @@ struct Dev {
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// The DNS domain.
-    #[arg(long, default_value_t = sidecar_defaults().domain.to_ascii())]
+    #[arg(long, default_value = sidecar::DOMAIN)]
     domain: String,
 }
 
 fn control_defaults() -> waypost_control::Config {
     waypost_control::Config::from_layers(Default::default(), Default::default())
         .unwrap_or_else(|e| unreachable!("the control plane's defaults are valid: {e}"))
-}
-
-fn sidecar_defaults() -> waypost_sidecar::Config {
-    waypost_sidecar::Config::from_layers(Default::default(), Default::default())
-        .unwrap_or_else(|e| unreachable!("the sidecar's defaults are valid: {e}"))
 }
 
 #[tokio::main]

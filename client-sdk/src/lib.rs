@@ -35,6 +35,7 @@
 //!
 //! The wire types are [`waypost_model`]'s, re-exported as [`model`].
 
+mod builder;
 mod client;
 mod error;
 mod registration;
@@ -43,7 +44,8 @@ mod shutdown;
 mod transport;
 mod watch;
 
-pub use client::{Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, Filter};
+pub use builder::{ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
+pub use client::{Client, Filter};
 pub use error::Error;
 pub use registration::{Registration, RegistrationState};
 pub use resolver::{Balance, Resolver};

@@ -461,7 +461,7 @@ async fn send<T: serde::de::DeserializeOwned>(
     body: &(impl serde::Serialize + ?Sized),
 ) -> Result<T, Error> {
     transport
-        .call(reqwest::Method::POST, &[path], &[], Some(body))
+        .call(crate::transport::Method::POST, &[path], &[], Some(body))
         .await
 }
 

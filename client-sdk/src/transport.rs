@@ -3,12 +3,13 @@
 //! heartbeat task and the watch.
 
 use std::{
+    path::PathBuf,
     sync::atomic::{AtomicUsize, Ordering},
     time::Duration,
 };
 
 use futures_util::Stream;
-use reqwest::{Method, header};
+use reqwest::header;
 use serde::{Serialize, de::DeserializeOwned};
 use url::Url;
 use waypost_model::Problem;
@@ -26,14 +27,76 @@ pub(crate) struct Transport {
     timeout: Duration,
 }
 
+/// The HTTP method of a call (reqwest's, named here so that only this module names reqwest).
+pub(crate) use reqwest::Method;
+
+
+/// An event stream's body, as it arrives.
+pub(crate) type BodyChunks = reqwest::Result<bytes::Bytes>;
+
+/// What the transport is built from: [`ClientBuilder`](crate::ClientBuilder)'s checked settings.
+pub(crate) struct Settings {
+    pub(crate) endpoints: Vec<Url>,
+    pub(crate) timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) user_agent: String,
+    pub(crate) token: Option<String>,
+    pub(crate) ca_cert: Option<PathBuf>,
+    pub(crate) client_cert: Option<(PathBuf, PathBuf)>,
+}
+
 impl Transport {
-    pub(crate) fn new(http: reqwest::Client, endpoints: Vec<Url>, timeout: Duration) -> Self {
-        Self {
-            http,
-            endpoints,
-            preferred: AtomicUsize::new(0),
-            timeout,
+    /// Builds the HTTP client: the token as a default (sensitive) header, the CA certificates
+    /// instead of the system's roots, the client certificate (mTLS). No request is made.
+    pub(crate) fn connect(settings: Settings) -> Result<Self, Error> {
+        let mut http = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .user_agent(settings.user_agent);
+        if let Some(token) = &settings.token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| {
+                    Error::Config("the token has characters a header cannot carry".into())
+                })?;
+            value.set_sensitive(true);
+            let headers =
+                reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, value)]);
+            http = http.default_headers(headers);
         }
+        let read = |path: &PathBuf| {
+            std::fs::read(path)
+                .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))
+        };
+        if let Some(path) = &settings.ca_cert {
+            let certs = reqwest::Certificate::from_pem_bundle(&read(path)?)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| {
+                    Error::Config(format!("{} holds no PEM certificate", path.display()))
+                })?;
+            http = http.tls_certs_only(certs);
+        }
+        if let Some((cert, key)) = &settings.client_cert {
+            let mut pem = read(cert)?;
+            pem.push(b'\n');
+            pem.extend(read(key)?);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                Error::Config(format!(
+                    "client certificate {} with key {}: {e}",
+                    cert.display(),
+                    key.display()
+                ))
+            })?;
+            http = http.identity(identity);
+        }
+        let http = http
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            endpoints: settings.endpoints,
+            preferred: AtomicUsize::new(0),
+            timeout: settings.timeout,
+        })
     }
 
     pub(crate) fn endpoints(&self) -> &[Url] {

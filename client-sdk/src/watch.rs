@@ -506,7 +506,7 @@ impl Connection<'_> {
     /// what was forwarded already, and refused.
     async fn read(
         &mut self,
-        bytes: impl Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin,
+        bytes: impl Stream<Item = crate::transport::BodyChunks> + Unpin,
         resync: &Notify,
     ) -> Result<Ended, String> {
         let endpoint = self.base.to_string();

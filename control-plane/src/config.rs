@@ -18,6 +18,79 @@ use crate::{
     tls::TlsFiles,
 };
 
+/// Every setting's default, named once: [`Config::from_layers`] applies them, `waypost dev`
+/// uses the listen address, and tests hold the `[default: ...]` of each flag's help and the
+/// README's configuration table to them.
+pub mod defaults {
+    use std::{
+        net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+        time::Duration,
+    };
+
+    use waypost_model::limits::MAX_BLOCKING_WAIT_SECONDS;
+
+    /// `listen`.
+    pub const LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9000));
+    /// `data_dir`.
+    pub const DATA_DIR: &str = "waypost-data";
+    /// `in_memory`.
+    pub const IN_MEMORY: bool = false;
+    /// `default_ttl`.
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
+    /// `heartbeat_interval`.
+    pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+    /// `self_preservation`.
+    pub const SELF_PRESERVATION: bool = true;
+    /// `self_preservation_threshold`.
+    pub const SELF_PRESERVATION_THRESHOLD: f64 = 0.5;
+    /// `self_preservation_window`.
+    pub const SELF_PRESERVATION_WINDOW: Duration = Duration::from_secs(30);
+    /// `self_preservation_min`.
+    pub const SELF_PRESERVATION_MIN: usize = 10;
+    /// `self_preservation_max_hold`.
+    pub const SELF_PRESERVATION_MAX_HOLD: Duration = Duration::from_secs(300);
+    /// `history`.
+    pub const HISTORY: usize = 10_000;
+    /// `max_instances`.
+    pub const MAX_INSTANCES: usize = 1_000_000;
+    /// `max_instances_per_service`.
+    pub const MAX_INSTANCES_PER_SERVICE: usize = 10_000;
+    /// `write_rate`.
+    pub const WRITE_RATE: u32 = 1_000;
+    /// `write_burst`.
+    pub const WRITE_BURST: u32 = 2_000;
+    /// `max_connections`.
+    pub const MAX_CONNECTIONS: usize = 10_000;
+    /// `header_read_timeout`.
+    pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+    /// `idle_timeout`.
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    /// `request_timeout`.
+    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+    /// `max_watchers`.
+    pub const MAX_WATCHERS: usize = 10_000;
+    /// `watch_keepalive`.
+    pub const WATCH_KEEPALIVE: Duration = Duration::from_secs(15);
+    /// `max_query_time`: the longest blocking wait the API allows.
+    pub const MAX_QUERY_TIME: Duration = Duration::from_secs(MAX_BLOCKING_WAIT_SECONDS);
+    /// `shutdown_grace`.
+    pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+    /// `store_cache_mb`.
+    pub const STORE_CACHE_MB: usize = 4;
+    /// `vip_cidr`.
+    pub const VIP_CIDR: &str = "127.100.0.0/16";
+    /// `insecure`.
+    pub const INSECURE: bool = false;
+    /// `node_id`.
+    pub const NODE_ID: u64 = 1;
+    /// `join`.
+    pub const JOIN: bool = false;
+    /// `election_timeout`.
+    pub const ELECTION_TIMEOUT: Duration = Duration::from_secs(1);
+    /// `snapshot_entries`.
+    pub const SNAPSHOT_ENTRIES: u64 = 10_000;
+}
+
 /// Every setting, optional, as given by one layer.
 #[derive(Debug, Clone, Default, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,7 +98,7 @@ pub struct Settings {
     /// Address to listen on [default: 127.0.0.1:9000].
     #[arg(long, env = "WAYPOST_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// Directory of the durable store [default: ./waypost-data].
+    /// Directory of the durable store [default: waypost-data].
     #[arg(long, env = "WAYPOST_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Keep state in memory only (lost on exit) [default: false].
@@ -117,7 +190,8 @@ pub struct Settings {
     /// change any service) [default: false].
     #[arg(long, env = "WAYPOST_INSECURE", num_args = 0..=1, default_missing_value = "true")]
     pub insecure: Option<bool>,
-    /// PEM certificate chain to serve HTTPS with (with `tls_key`) [default: none, plain HTTP].
+    /// PEM certificate chain to serve HTTPS with (with `tls_key`); without it, plain HTTP
+    /// [default: none].
     #[arg(long, env = "WAYPOST_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert` [default: none].
@@ -139,8 +213,8 @@ pub struct Settings {
     /// `POST /cluster/members` [default: false].
     #[arg(long, env = "WAYPOST_JOIN", num_args = 0..=1, default_missing_value = "true")]
     pub join: Option<bool>,
-    /// Raft election timeout: a follower that hears nothing from the leader for this long
-    /// (up to twice it, at random) starts an election [default: 1s].
+    /// Raft election timeout: a follower that hears nothing from the leader for 0.8 to 1.4 of
+    /// it (at random) starts an election [default: 1s].
     #[arg(long, env = "WAYPOST_ELECTION_TIMEOUT", value_parser = humantime::parse_duration)]
     #[serde(default, with = "waypost_runtime::config::opt_duration")]
     pub election_timeout: Option<Duration>,
@@ -154,8 +228,7 @@ pub struct Settings {
     /// [default: none].
     #[arg(long, env = "WAYPOST_CLUSTER_TOKEN", hide_env_values = true)]
     pub cluster_token: Option<String>,
-    /// PEM CA certificates that sign the peers' HTTPS certificates [default: the system's
-    /// roots].
+    /// PEM CA certificates that sign the peers' HTTPS certificates [default: system roots].
     #[arg(long, env = "WAYPOST_PEER_CA")]
     pub peer_ca: Option<PathBuf>,
     /// Bearer tokens and their roles: the `[auth]` table of the config file only (tokens do
@@ -201,7 +274,7 @@ pub enum Command {
 
 /// What the command line asks for.
 #[derive(Debug)]
-pub enum Loaded {
+pub enum Action {
     /// Serve with this configuration.
     Serve(Box<Config>),
     /// Run a subcommand that does not serve.
@@ -313,23 +386,18 @@ impl Config {
     /// `hash-token`) are returned before the settings are checked, so that a config that would
     /// be refused (a non-loopback address still waiting for its tokens) does not stop them.
     /// Pure except for reading that file.
-    pub fn load<I, T>(args: I) -> Result<Loaded, ConfigError>
+    pub fn load<I, T>(args: I) -> Result<Action, ConfigError>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let cli = Cli::try_parse_from(args).map_err(|e| match e.kind() {
-            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                e.exit()
-            }
-            _ => ConfigError::Invalid(e.to_string().trim().to_owned()),
-        })?;
+        let cli: Cli = waypost_runtime::config::parse_args(args)?;
         match cli.command {
             None | Some(Command::Serve) => {}
-            Some(command) => return Ok(Loaded::Command(command)),
+            Some(command) => return Ok(Action::Command(command)),
         }
         let file: Settings = waypost_runtime::config::read_toml(cli.config.as_deref())?;
-        Ok(Loaded::Serve(Box::new(Self::from_layers(
+        Ok(Action::Serve(Box::new(Self::from_layers(
             cli.settings,
             file,
         )?)))
@@ -342,40 +410,46 @@ impl Config {
                 over.$field.or(under.$field).unwrap_or($default)
             };
         }
-        let in_memory = pick!(in_memory, false);
+        let in_memory = pick!(in_memory, defaults::IN_MEMORY);
         let config = Config {
-            listen: pick!(listen, SocketAddr::from(([127, 0, 0, 1], 9000))),
-            data_dir: (!in_memory).then(|| pick!(data_dir, PathBuf::from("waypost-data"))),
-            default_ttl: pick!(default_ttl, Duration::from_secs(30)),
-            heartbeat_interval: pick!(heartbeat_interval, Duration::from_secs(10)),
+            listen: pick!(listen, defaults::LISTEN),
+            data_dir: (!in_memory).then(|| pick!(data_dir, PathBuf::from(defaults::DATA_DIR))),
+            default_ttl: pick!(default_ttl, defaults::DEFAULT_TTL),
+            heartbeat_interval: pick!(heartbeat_interval, defaults::HEARTBEAT_INTERVAL),
             self_preservation: SelfPreservation {
-                enabled: pick!(self_preservation, true),
-                threshold: pick!(self_preservation_threshold, 0.5),
-                window: pick!(self_preservation_window, Duration::from_secs(30)),
-                min_instances: pick!(self_preservation_min, 10),
-                max_hold: pick!(self_preservation_max_hold, Duration::from_secs(300)),
+                enabled: pick!(self_preservation, defaults::SELF_PRESERVATION),
+                threshold: pick!(
+                    self_preservation_threshold,
+                    defaults::SELF_PRESERVATION_THRESHOLD
+                ),
+                window: pick!(self_preservation_window, defaults::SELF_PRESERVATION_WINDOW),
+                min_instances: pick!(self_preservation_min, defaults::SELF_PRESERVATION_MIN),
+                max_hold: pick!(
+                    self_preservation_max_hold,
+                    defaults::SELF_PRESERVATION_MAX_HOLD
+                ),
             },
-            history: pick!(history, 10_000),
-            max_instances: pick!(max_instances, 1_000_000),
-            max_instances_per_service: pick!(max_instances_per_service, 10_000),
-            max_watchers: pick!(max_watchers, 10_000),
-            max_connections: pick!(max_connections, 10_000),
-            header_read_timeout: pick!(header_read_timeout, Duration::from_secs(10)),
-            idle_timeout: pick!(idle_timeout, Duration::from_secs(60)),
-            request_timeout: pick!(request_timeout, Duration::from_secs(30)),
-            write_rate: pick!(write_rate, 1_000),
-            write_burst: pick!(write_burst, 2_000),
-            watch_keepalive: pick!(watch_keepalive, Duration::from_secs(15)),
-            max_query_time: pick!(
-                max_query_time,
-                Duration::from_secs(MAX_BLOCKING_WAIT_SECONDS)
+            history: pick!(history, defaults::HISTORY),
+            max_instances: pick!(max_instances, defaults::MAX_INSTANCES),
+            max_instances_per_service: pick!(
+                max_instances_per_service,
+                defaults::MAX_INSTANCES_PER_SERVICE
             ),
-            shutdown_grace: pick!(shutdown_grace, Duration::from_secs(10)),
-            store_cache_bytes: pick!(store_cache_mb, 4) * 1024 * 1024,
+            max_watchers: pick!(max_watchers, defaults::MAX_WATCHERS),
+            max_connections: pick!(max_connections, defaults::MAX_CONNECTIONS),
+            header_read_timeout: pick!(header_read_timeout, defaults::HEADER_READ_TIMEOUT),
+            idle_timeout: pick!(idle_timeout, defaults::IDLE_TIMEOUT),
+            request_timeout: pick!(request_timeout, defaults::REQUEST_TIMEOUT),
+            write_rate: pick!(write_rate, defaults::WRITE_RATE),
+            write_burst: pick!(write_burst, defaults::WRITE_BURST),
+            watch_keepalive: pick!(watch_keepalive, defaults::WATCH_KEEPALIVE),
+            max_query_time: pick!(max_query_time, defaults::MAX_QUERY_TIME),
+            shutdown_grace: pick!(shutdown_grace, defaults::SHUTDOWN_GRACE),
+            store_cache_bytes: pick!(store_cache_mb, defaults::STORE_CACHE_MB) * 1024 * 1024,
             log_format: pick!(log_format, LogFormat::Text),
             vip_range: match over.vip_cidr.or(under.vip_cidr).as_deref() {
                 None => Some(
-                    "127.100.0.0/16"
+                    defaults::VIP_CIDR
                         .parse()
                         .unwrap_or_else(|e| unreachable!("the default range parses: {e}")),
                 ),
@@ -384,13 +458,13 @@ impl Config {
             },
             tokens: Tokens::from_settings(&over.auth.or(under.auth).unwrap_or_default())
                 .map_err(ConfigError::Invalid)?,
-            insecure: pick!(insecure, false),
+            insecure: pick!(insecure, defaults::INSECURE),
             cluster: ClusterConfig {
-                node_id: 1,
+                node_id: defaults::NODE_ID,
                 peers: Vec::new(),
                 join: false,
-                election_timeout: Duration::from_secs(1),
-                snapshot_entries: 10_000,
+                election_timeout: defaults::ELECTION_TIMEOUT,
+                snapshot_entries: defaults::SNAPSHOT_ENTRIES,
                 token: None,
                 peer_ca: None,
             },
@@ -414,14 +488,14 @@ impl Config {
         };
         let config = Config {
             cluster: ClusterConfig {
-                node_id: pick!(node_id, 1),
+                node_id: pick!(node_id, defaults::NODE_ID),
                 peers: match over.peers.or(under.peers) {
                     Some(text) => parse_peers(&text).map_err(ConfigError::Invalid)?,
                     None => Vec::new(),
                 },
-                join: pick!(join, false),
-                election_timeout: pick!(election_timeout, Duration::from_secs(1)),
-                snapshot_entries: pick!(snapshot_entries, 10_000),
+                join: pick!(join, defaults::JOIN),
+                election_timeout: pick!(election_timeout, defaults::ELECTION_TIMEOUT),
+                snapshot_entries: pick!(snapshot_entries, defaults::SNAPSHOT_ENTRIES),
                 token: over.cluster_token.or(under.cluster_token),
                 peer_ca: over.peer_ca.or(under.peer_ca),
             },
@@ -564,6 +638,37 @@ mod tests {
         assert_eq!(c.data_dir, None);
         let c = load(&["--in-memory", "false"], "data_dir = \"/x\"").unwrap();
         assert_eq!(c.data_dir, Some(PathBuf::from("/x")));
+    }
+
+    /// A flag's `[default: ...]` is the value applied without it, and the README's table
+    /// gives the same default.
+    #[test]
+    fn each_documented_default_is_applied_and_in_the_readme() {
+        use clap::CommandFactory;
+        let readme = include_str!("../../README.md");
+        let none = load(&[], "").unwrap();
+        let documented = waypost_runtime::config::documented_defaults(&Cli::command());
+        assert!(documented.len() > 30, "{documented:?}");
+        for (long, value) in documented {
+            let key = long.replace('-', "_");
+            let start = format!("| `{key}` / `--{long}` |");
+            let row = readme
+                .lines()
+                .find(|l| l.starts_with(&start))
+                .unwrap_or_else(|| panic!("README.md lacks the row {start}"));
+            let cell = row.split('|').nth(3).unwrap_or_default().trim();
+            assert_eq!(cell.trim_matches('`'), value, "README default of --{long}");
+            // Defaults that are words (none, system roots) are no flag value.
+            if value.contains(' ') || value == "none" {
+                continue;
+            }
+            let given = load(&[&format!("--{long}"), &value], "")
+                .unwrap_or_else(|e| panic!("--{long} {value}: {e}"));
+            assert_eq!(
+                given, none,
+                "--{long} {value} is not what applies without it"
+            );
+        }
     }
 
     #[test]

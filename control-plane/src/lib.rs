@@ -32,8 +32,7 @@ pub mod tls;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, task::JoinHandle};
-use tokio_util::sync::CancellationToken;
-use waypost_model::Revision;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use crate::config::Config;
 use crate::{
@@ -84,7 +83,7 @@ pub struct Running {
 }
 
 /// Opens the store, binds `config.listen`, starts Raft and serves until `shutdown` is
-/// cancelled.
+/// cancelled. Every task it starts belongs to one tracker, drained once at shutdown.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
     config.check_exposure().map_err(StartError::Exposed)?;
     // Certificate problems are reported before anything is opened or bound.
@@ -93,36 +92,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         None => None,
     };
     let metrics = Arc::new(Metrics::new());
-    let store = Store::open(config.data_dir.as_deref(), config.store_cache_bytes)?;
-    let loaded = store.image()?;
-    let restored = loaded.image.instances.len();
-    let registry = Arc::new(Registry::new(
-        RegistryConfig {
-            default_ttl_seconds: config.default_ttl.as_secs() as u32,
-            heartbeat_interval: config.heartbeat_interval,
-            history: config.history,
-            max_instances: config.max_instances,
-            max_instances_per_service: config.max_instances_per_service,
-            self_preservation: config.self_preservation,
-            vip_range: config.vip_range,
-        },
-        loaded.image,
-        loaded.last_applied.map_or(0, |l| l.index),
-        metrics.clone(),
-    ));
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: config.listen,
-        source,
-    })?;
-    if config.insecure && !config.tokens.enabled() && !addr.ip().is_loopback() {
-        tracing::warn!(%addr, "--insecure: serving a non-loopback address without auth tokens");
-    }
+    let (store, registry, restored) = open(&config, &metrics)?;
+    let (listener, addr) = bind(&config).await?;
+    let tasks = TaskTracker::new();
     let (log, machine, store) = store.into_parts(registry.clone(), metrics.clone());
     let scheme = if config.tls.is_some() {
         "https"
@@ -138,6 +110,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             metrics: metrics.clone(),
             own_url: format!("{scheme}://{addr}"),
             tls: config.tls.clone(),
+            tasks: tasks.clone(),
         },
         shutdown.clone(),
     )
@@ -159,62 +132,29 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         revision = registry.head(),
         "listening"
     );
-    // Write timeouts: one table and ticker instead of a timer per request.
-    let deadlines = Arc::new(waypost_runtime::deadline::Deadlines::new(
-        (config.request_timeout / 20).clamp(Duration::from_millis(5), Duration::from_millis(100)),
-    ));
-    tokio::spawn(deadlines.clone().run(shutdown.clone()));
-    let state = AppState(Arc::new(api::App {
-        registry: registry.clone(),
-        cluster: cluster.clone(),
-        metrics,
-        shutdown: shutdown.clone(),
-        watch_keepalive: config.watch_keepalive,
-        max_query_time: config.max_query_time,
-        watchers: Arc::new(tokio::sync::Semaphore::new(config.max_watchers)),
-        max_watchers: config.max_watchers,
-        write_limiter: api::limits::WriteLimiter::new(config.write_rate, config.write_burst),
-        request_timeout: config.request_timeout,
-        deadlines: deadlines.clone(),
-        tokens: config.tokens.clone(),
-        durable: config.data_dir.is_some(),
-        openapi_json: api::openapi_pretty().into(),
-    }));
-    let metrics = state.metrics.clone();
-    let app = api::router(state);
+    let state = app_state(&config, &registry, &cluster, metrics, &tasks, &shutdown);
     let conn_limits = serve::ConnLimits {
         max_connections: config.max_connections,
         header_read_timeout: config.header_read_timeout,
         idle_timeout: config.idle_timeout,
     };
-    let reg = registry.clone();
-    let node = cluster.clone();
-    let grace = config.shutdown_grace;
-    let join = tokio::spawn(async move {
-        let token = shutdown.clone();
-        let server = tokio::spawn(serve::serve(
-            listener,
-            app,
-            conn_limits,
-            metrics,
-            tls,
-            token,
-        ));
-        shutdown.cancelled().await;
-        // Stop accepting; streams and blocking queries end on the token; in-flight writes
-        // finish (they are bounded by the election timeout) within the grace period.
-        match tokio::time::timeout(grace, server).await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::error!(%err, "server task failed"),
-            Err(_) => tracing::warn!(
-                grace_ms = grace.as_millis() as u64,
-                "drain exceeded the grace period"
-            ),
-        }
-        node.shutdown().await;
-        store.close().await;
-        tracing::info!(revision = reg.head(), "stopped");
-    });
+    let metrics = state.metrics.clone();
+    tasks.spawn(serve::serve(
+        listener,
+        api::router(state),
+        conn_limits,
+        metrics,
+        tls,
+        shutdown.clone(),
+    ));
+    let join = tokio::spawn(stop(
+        shutdown,
+        tasks,
+        config.shutdown_grace,
+        cluster.clone(),
+        store,
+        registry.clone(),
+    ));
     Ok(Running {
         addr,
         registry,
@@ -223,5 +163,94 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     })
 }
 
-/// The revision type, re-exported for tests and tools.
-pub type Rev = Revision;
+/// Opens the store and builds the registry from what it holds; also returns how many
+/// instances that restored.
+fn open(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<(Store, Arc<Registry>, usize), StartError> {
+    let store = Store::open(config.data_dir.as_deref(), config.store_cache_bytes)?;
+    let restored = store.image()?;
+    let instances = restored.image.instances.len();
+    let registry = Arc::new(Registry::new(
+        RegistryConfig {
+            default_ttl_seconds: config.default_ttl.as_secs() as u32,
+            heartbeat_interval: config.heartbeat_interval,
+            history: config.history,
+            max_instances: config.max_instances,
+            max_instances_per_service: config.max_instances_per_service,
+            self_preservation: config.self_preservation,
+            vip_range: config.vip_range,
+        },
+        restored.image,
+        restored.last_applied.map_or(0, |l| l.index),
+        metrics.clone(),
+    ));
+    Ok((store, registry, instances))
+}
+
+/// Binds the listen address; returns the listener and the address bound (port 0 made real).
+async fn bind(config: &Config) -> Result<(TcpListener, SocketAddr), StartError> {
+    let bind_error = |source| StartError::Bind {
+        addr: config.listen,
+        source,
+    };
+    let listener = TcpListener::bind(config.listen).await.map_err(bind_error)?;
+    let addr = listener.local_addr().map_err(bind_error)?;
+    if config.insecure && !config.tokens.enabled() && !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "--insecure: serving a non-loopback address without auth tokens");
+    }
+    Ok((listener, addr))
+}
+
+/// What every request handler shares; starts the write-deadline ticker on `tasks`.
+fn app_state(
+    config: &Config,
+    registry: &Arc<Registry>,
+    cluster: &Arc<Cluster>,
+    metrics: Arc<Metrics>,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> AppState {
+    // Write timeouts: one table and ticker instead of a timer per request.
+    let deadlines = Arc::new(waypost_runtime::deadline::Deadlines::new(
+        (config.request_timeout / 20).clamp(Duration::from_millis(5), Duration::from_millis(100)),
+    ));
+    tasks.spawn(deadlines.clone().run(shutdown.clone()));
+    AppState(Arc::new(api::App {
+        registry: registry.clone(),
+        cluster: cluster.clone(),
+        metrics,
+        shutdown: shutdown.clone(),
+        tasks: tasks.clone(),
+        watch_keepalive: config.watch_keepalive,
+        max_query_time: config.max_query_time,
+        watchers: Arc::new(tokio::sync::Semaphore::new(config.max_watchers)),
+        max_watchers: config.max_watchers,
+        write_limiter: api::limits::WriteLimiter::new(config.write_rate, config.write_burst),
+        request_timeout: config.request_timeout,
+        deadlines,
+        tokens: config.tokens.clone(),
+        durable: config.data_dir.is_some(),
+        openapi_json: api::openapi_pretty().into(),
+    }))
+}
+
+/// Waits for `shutdown`, then stops in order: every task drained (the server stops accepting
+/// and lets open connections finish; streams, blocking queries and the cluster's tasks end on
+/// the token; in-flight writes, bounded by the election timeout, finish), all within `grace`;
+/// then Raft, then the store.
+async fn stop(
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    grace: Duration,
+    cluster: Arc<Cluster>,
+    store: store::StoreHandle,
+    registry: Arc<Registry>,
+) {
+    shutdown.cancelled().await;
+    waypost_runtime::shutdown::drain(&tasks, grace, "control plane").await;
+    cluster.shutdown().await;
+    store.close().await;
+    tracing::info!(revision = registry.head(), "stopped");
+}

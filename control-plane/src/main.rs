@@ -4,15 +4,15 @@ use std::process::ExitCode;
 
 use waypost_control::{
     Config,
-    config::{Command, Loaded},
+    config::{Action, Command},
 };
 use waypost_runtime::{CancellationToken, config::EXIT_BAD_CONFIG, logging, signal};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = match Config::load(std::env::args_os()) {
-        Ok(Loaded::Serve(config)) => *config,
-        Ok(Loaded::Command(command)) => return run(command),
+        Ok(Action::Serve(config)) => *config,
+        Ok(Action::Command(command)) => return run(command),
         Err(err) => {
             eprintln!("waypost-control: {err}");
             return ExitCode::from(EXIT_BAD_CONFIG as u8);

@@ -1,14 +1,16 @@
-//! Expiry within TTL + 1 s, self-preservation, and the grace period after a restart.
+//! Expiry and self-preservation through the real server. How long an instance lives (its
+//! deadline, heartbeats renewing it, a fresh TTL after a restart) is tested on the registry
+//! with explicit instants, in `registry/tests.rs`; here the server must act on it.
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::json;
 
 #[tokio::test]
-async fn silent_instances_expire_within_ttl_plus_one_second() {
+async fn silent_instances_expire() {
     let cp = TestControlPlane::start(|_| {}).await;
     let mut watch = Watch::open(&cp, "", None).await;
     assert_eq!(watch.next().await.0.event, "snapshot");
@@ -17,7 +19,6 @@ async fn silent_instances_expire_within_ttl_plus_one_second() {
         json!({"service": "web", "address": "10.0.0.1:80", "ttl_seconds": 1}),
     )
     .await;
-    let registered = Instant::now();
     register(
         &cp,
         json!({"service": "web", "address": "10.0.0.2:80", "ttl_seconds": 30}),
@@ -27,14 +28,9 @@ async fn silent_instances_expire_within_ttl_plus_one_second() {
     assert_eq!(watch.next().await.0.event, "upsert");
 
     let (ev, data) = watch.next().await;
-    let elapsed = registered.elapsed();
     assert_eq!(ev.event, "remove");
     assert_eq!(data["reason"], "expired");
     assert_eq!(data["id"], "10.0.0.1:80");
-    assert!(
-        elapsed < Duration::from_secs(2),
-        "expired after {elapsed:?}, TTL 1 s"
-    );
     assert_eq!(ids(&cp, "web", "").await, ["10.0.0.2:80"]);
     post(
         &cp,
@@ -46,28 +42,6 @@ async fn silent_instances_expire_within_ttl_plus_one_second() {
 
     let text = text(&cp, "/metrics").await;
     assert!(text.contains("waypost_expirations_total 1"), "{text}");
-}
-
-#[tokio::test]
-async fn heartbeats_keep_an_instance_past_its_ttl() {
-    let cp = TestControlPlane::in_memory(|_| {}).await;
-    register(
-        &cp,
-        json!({"service": "web", "address": "10.0.0.1:80", "ttl_seconds": 1}),
-    )
-    .await;
-    let until = Instant::now() + Duration::from_millis(2500);
-    while Instant::now() < until {
-        let a = post(
-            &cp,
-            "/heartbeat",
-            json!({"service": "web", "address": "10.0.0.1:80"}),
-        )
-        .await;
-        assert_eq!(a.status, 200, "expired despite heartbeats: {}", a.body);
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    assert_eq!(ids(&cp, "web", "").await, ["10.0.0.1:80"]);
 }
 
 /// Registers four instances of `web` with the default TTL, and six of `silent` (ports 5 to
@@ -183,7 +157,7 @@ async fn self_preservation_can_be_turned_off() {
 }
 
 #[tokio::test]
-async fn restored_instances_get_a_fresh_ttl() {
+async fn restored_instances_are_served_after_a_restart() {
     let cp = TestControlPlane::start(|_| {}).await;
     register(
         &cp,
@@ -194,8 +168,6 @@ async fn restored_instances_get_a_fresh_ttl() {
         .stop()
         .await
         .expect("durable test instance has a directory");
-    // Let the TTL pass entirely while the control plane is down.
-    tokio::time::sleep(Duration::from_millis(2200)).await;
     let path = dir.path().to_path_buf();
     let cp = TestControlPlane::start(|c| c.data_dir = Some(path)).await;
     assert_eq!(

@@ -22,6 +22,37 @@ use crate::proxy::{
     tcp::TcpRoute,
 };
 
+/// The sidecar's own defaults, named once: [`Config::from_layers`] applies them, `waypost dev`
+/// uses the addresses, and tests hold each flag's `[default: ...]` and the README's table to
+/// them. The proxies' and DNS-over-TCP's are their types' `Default`s.
+pub mod defaults {
+    use std::{
+        net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+        time::Duration,
+    };
+
+    /// `control`: the control plane's default address.
+    pub const CONTROL: &str = "http://127.0.0.1:9000";
+    /// `admin_listen`.
+    pub const ADMIN_LISTEN: SocketAddr =
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9100));
+    /// `dns_listen`.
+    pub const DNS_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8600));
+    /// `http_listen`.
+    pub const HTTP_LISTEN: SocketAddr =
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8081));
+    /// `domain`.
+    pub const DOMAIN: &str = "waypost.";
+    /// `dns_ttl`.
+    pub const DNS_TTL: Duration = Duration::from_secs(5);
+    /// `data_dir`.
+    pub const DATA_DIR: &str = "waypost-sidecar-data";
+    /// `deregister_critical_after`.
+    pub const DEREGISTER_CRITICAL_AFTER: Duration = Duration::from_secs(600);
+    /// `shutdown_grace`.
+    pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+}
+
 /// Every setting, each optional so that layers can be merged.
 #[derive(Debug, Clone, Default, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -123,7 +154,7 @@ pub struct Settings {
     #[arg(long, env = "WAYPOST_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
     /// Threads serving traffic, 1 to 1024; with 1, a single-threaded scheduler
-    /// [default: the CPUs this process may use]
+    /// [default: the CPUs the process may use]
     #[arg(long, env = "WAYPOST_WORKERS")]
     pub workers: Option<usize>,
     /// Bearer token for a control plane with authorization on (read role, or a service
@@ -210,12 +241,7 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let cli = Cli::try_parse_from(args).map_err(|e| match e.kind() {
-            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                e.exit()
-            }
-            _ => ConfigError::Invalid(e.to_string().trim().to_owned()),
-        })?;
+        let cli: Cli = waypost_runtime::config::parse_args(args)?;
         let file: Settings = waypost_runtime::config::read_toml(cli.config.as_deref())?;
         Self::from_layers(cli.settings, file)
     }
@@ -227,13 +253,13 @@ impl Config {
                 over.$field.or(under.$field).unwrap_or_else(|| $default)
             };
         }
-        let domain_text = pick!(domain, "waypost.".to_owned());
+        let domain_text = pick!(domain, defaults::DOMAIN.to_owned());
         let config = Config {
-            control: pick!(control, vec!["http://127.0.0.1:9000".to_owned()]),
-            admin_listen: pick!(admin_listen, SocketAddr::from(([127, 0, 0, 1], 9100))),
-            dns_listen: pick!(dns_listen, SocketAddr::from(([127, 0, 0, 1], 8600))),
+            control: pick!(control, vec![defaults::CONTROL.to_owned()]),
+            admin_listen: pick!(admin_listen, defaults::ADMIN_LISTEN),
+            dns_listen: pick!(dns_listen, defaults::DNS_LISTEN),
             domain: parse_domain(&domain_text)?,
-            dns_ttl: pick!(dns_ttl, Duration::from_secs(5)),
+            dns_ttl: pick!(dns_ttl, defaults::DNS_TTL),
             upstreams: pick!(upstreams, Vec::new()),
             dns_tcp: {
                 let d = TcpLimits::default();
@@ -242,8 +268,8 @@ impl Config {
                     max_connections: pick!(dns_tcp_max_connections, d.max_connections),
                 }
             },
-            data_dir: Some(pick!(data_dir, PathBuf::from("waypost-sidecar-data"))),
-            http_listen: pick!(http_listen, SocketAddr::from(([127, 0, 0, 1], 8081))),
+            data_dir: Some(pick!(data_dir, PathBuf::from(defaults::DATA_DIR))),
+            http_listen: pick!(http_listen, defaults::HTTP_LISTEN),
             proxy: {
                 let d = ProxyConfig::default();
                 ProxyConfig {
@@ -270,10 +296,10 @@ impl Config {
                 check_all: pick!(check_all, false),
                 deregister_critical_after: pick!(
                     deregister_critical_after,
-                    Duration::from_secs(600)
+                    defaults::DEREGISTER_CRITICAL_AFTER
                 ),
             },
-            shutdown_grace: pick!(shutdown_grace, Duration::from_secs(5)),
+            shutdown_grace: pick!(shutdown_grace, defaults::SHUTDOWN_GRACE),
             log_format: pick!(log_format, LogFormat::Text),
             workers: pick!(
                 workers,
@@ -373,9 +399,9 @@ mod tests {
     use super::*;
 
     fn load(args: &[&str], file: &str) -> Result<Config, ConfigError> {
-        let cli =
-            Cli::try_parse_from(std::iter::once("waypost-sidecar").chain(args.iter().copied()))
-                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let cli: Cli = waypost_runtime::config::parse_args(
+            std::iter::once("waypost-sidecar").chain(args.iter().copied()),
+        )?;
         let file: Settings = waypost_runtime::config::parse_toml(file)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Config::from_layers(cli.settings, file)
@@ -431,6 +457,40 @@ mod tests {
         assert_eq!(c.tcp, vec!["127.0.0.1:7001=db".parse().unwrap()]);
         let c = load(&["--tcp", "127.0.0.1:7002=a,127.0.0.1:7003=b"], "").unwrap();
         assert_eq!(c.tcp.len(), 2);
+    }
+
+    /// A flag's `[default: ...]` is the value applied without it, and the README's sidecar
+    /// table gives the same default.
+    #[test]
+    fn each_documented_default_is_applied_and_in_the_readme() {
+        use clap::CommandFactory;
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split("Sidecar configuration")
+            .nth(1)
+            .expect("README.md has a sidecar configuration table");
+        let none = load(&[], "").unwrap();
+        let documented = waypost_runtime::config::documented_defaults(&Cli::command());
+        assert!(documented.len() > 25, "{documented:?}");
+        for (long, value) in documented {
+            let key = long.replace('-', "_");
+            let start = format!("| `{key}` / `--{long}` |");
+            let row = section
+                .lines()
+                .find(|l| l.starts_with(&start))
+                .unwrap_or_else(|| panic!("README.md lacks the sidecar row {start}"));
+            let cell = row.split('|').nth(3).unwrap_or_default().trim();
+            assert_eq!(cell.trim_matches('`'), value, "README default of --{long}");
+            if value.contains(' ') || value == "none" {
+                continue;
+            }
+            let given = load(&[&format!("--{long}"), &value], "")
+                .unwrap_or_else(|e| panic!("--{long} {value}: {e}"));
+            assert_eq!(
+                given, none,
+                "--{long} {value} is not what applies without it"
+            );
+        }
     }
 
     #[test]

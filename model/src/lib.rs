@@ -40,7 +40,10 @@ pub mod syntax;
 pub mod watch;
 
 pub use cluster::{AddMember, ClusterMember, ClusterStatus};
-pub use discover::{DiscoverResponse, DiscoveredInstance, ServiceSummary, ServicesResponse};
+pub use discover::{
+    DiscoverBody, DiscoverResponse, DiscoveredInstance, InstanceJson, ServiceSummary,
+    ServicesResponse,
+};
 pub use heartbeat::{
     BatchHeartbeatResponse, CheckReport, CheckResponse, DeregisterResponse, DrainRequest,
     DrainResponse, HeartbeatAnswer, HeartbeatOutcome, HeartbeatRequest, HeartbeatResponse,

@@ -65,6 +65,9 @@ pub enum ErrorCode {
     /// 503: cluster mode: a node added with `POST /cluster/members` is still catching up and
     /// stays a learner for now; send the request again to make it a voter.
     CatchingUp,
+    /// 409: cluster mode: the membership change is not allowed now (the last voter, or
+    /// another change in progress).
+    MembershipConflict,
     /// 500: anything else; the detail is only in the server's log.
     Internal,
     /// A code this version does not know (a newer server).
@@ -73,6 +76,73 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code this version sends (not [`Self::Unknown`], which only a client sees). A new
+    /// code goes here and in the README's error table; a test holds the two together.
+    pub const ALL: [Self; 29] = [
+        Self::InvalidJson,
+        Self::InvalidBody,
+        Self::InvalidField,
+        Self::InvalidServiceName,
+        Self::UnsupportedMediaType,
+        Self::BodyTooLarge,
+        Self::UriTooLong,
+        Self::HeadersTooLarge,
+        Self::InvalidQuery,
+        Self::RouteNotFound,
+        Self::MethodNotAllowed,
+        Self::InstanceNotFound,
+        Self::StoreUnavailable,
+        Self::RegistryFull,
+        Self::ServiceFull,
+        Self::TooManyWatchers,
+        Self::RateLimited,
+        Self::RequestTimeout,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::UnknownService,
+        Self::NoHealthyInstance,
+        Self::UpstreamUnavailable,
+        Self::UpstreamTimeout,
+        Self::ShuttingDown,
+        Self::NoLeader,
+        Self::CatchingUp,
+        Self::MembershipConflict,
+        Self::Internal,
+    ];
+
+    /// The HTTP status every answer with this code has.
+    pub fn status(self) -> u16 {
+        match self {
+            Self::InvalidJson
+            | Self::InvalidField
+            | Self::InvalidServiceName
+            | Self::InvalidQuery => 400,
+            Self::Unauthorized => 401,
+            Self::Forbidden => 403,
+            Self::RouteNotFound | Self::InstanceNotFound | Self::UnknownService => 404,
+            Self::MethodNotAllowed => 405,
+            Self::RequestTimeout => 408,
+            Self::MembershipConflict => 409,
+            Self::BodyTooLarge => 413,
+            Self::UriTooLong => 414,
+            Self::UnsupportedMediaType => 415,
+            Self::InvalidBody => 422,
+            Self::RateLimited => 429,
+            Self::HeadersTooLarge => 431,
+            Self::Internal | Self::Unknown => 500,
+            Self::UpstreamUnavailable => 502,
+            Self::StoreUnavailable
+            | Self::RegistryFull
+            | Self::ServiceFull
+            | Self::TooManyWatchers
+            | Self::NoHealthyInstance
+            | Self::ShuttingDown
+            | Self::NoLeader
+            | Self::CatchingUp => 503,
+            Self::UpstreamTimeout => 504,
+        }
+    }
+
     /// The snake_case wire name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -103,6 +173,7 @@ impl ErrorCode {
             Self::ShuttingDown => "shutting_down",
             Self::NoLeader => "no_leader",
             Self::CatchingUp => "catching_up",
+            Self::MembershipConflict => "membership_conflict",
             Self::Internal => "internal",
             Self::Unknown => "unknown",
         }
@@ -138,6 +209,7 @@ impl ErrorCode {
             Self::ShuttingDown => "Shutting down",
             Self::NoLeader => "No leader",
             Self::CatchingUp => "Catching up",
+            Self::MembershipConflict => "Membership change refused",
             Self::Internal => "Internal error",
             Self::Unknown => "Unknown error",
         }
@@ -195,5 +267,47 @@ mod tests {
         }
         let unknown: ErrorCode = serde_json::from_str("\"from_the_future\"").unwrap();
         assert_eq!(unknown, ErrorCode::Unknown);
+    }
+
+    /// The README's error table is the documentation of every code: each row's codes and
+    /// statuses are `status()`'s, and every code has a row.
+    #[test]
+    fn every_code_has_its_status_in_the_readme_table() {
+        let readme = include_str!("../../README.md");
+        let table = readme
+            .split_once("| code | status | when |")
+            .expect("README.md has the error table")
+            .1;
+        let mut documented = Vec::new();
+        for row in table.lines().skip(2).take_while(|l| l.starts_with('|')) {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let codes: Vec<&str> = cells[1].split(" / ").collect();
+            let statuses: Vec<u16> = cells[2]
+                .split(" / ")
+                .map(|s| s.parse().expect("a status"))
+                .collect();
+            for (i, name) in codes.iter().enumerate() {
+                let name = name.trim_matches('`');
+                let code: ErrorCode = serde_json::from_value(serde_json::json!(name)).unwrap();
+                assert!(
+                    ErrorCode::ALL.contains(&code),
+                    "README row for unknown code {name}"
+                );
+                let status = statuses.get(i).or(statuses.last()).copied();
+                assert_eq!(status, Some(code.status()), "README status of {name}");
+                documented.push(code);
+            }
+        }
+        for code in ErrorCode::ALL {
+            assert!(
+                documented.contains(&code),
+                "README lacks a row for {}",
+                code.as_str()
+            );
+            assert!((400..600).contains(&code.status()), "{}", code.as_str());
+            let json = serde_json::to_value(code).unwrap();
+            assert_eq!(json, code.as_str());
+            assert_eq!(serde_json::from_value::<ErrorCode>(json).unwrap(), code);
+        }
     }
 }

@@ -1,5 +1,9 @@
-//! The bottom layer of config loading: an optional TOML file. Each binary layers its own
-//! defaults < file < `WAYPOST_*` environment < flags on top (clap reads the latter two).
+//! Config loading shared by the binaries. Each has one `Settings` struct that is both its clap
+//! arguments (flags and `WAYPOST_*` environment) and its TOML file's shape, and layers them:
+//! defaults < file < environment < flags. This module has the steps that do not depend on
+//! the binary: parsing the command line ([`parse_args`]), reading the file ([`read_toml`]),
+//! and the check that each setting's documented default is the one applied
+//! ([`documented_defaults`]).
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +35,38 @@ pub enum ConfigError {
 
 /// The exit code for a bad configuration (`EX_USAGE` in sysexits.h).
 pub const EXIT_BAD_CONFIG: i32 = 64;
+
+/// Parses a command line (`args` as from `std::env::args_os`). `--help` and `--version`
+/// print and exit, as clap does; any other error is [`ConfigError::Invalid`], so that the
+/// binary reports it like every other bad setting.
+pub fn parse_args<C, I, T>(args: I) -> Result<C, ConfigError>
+where
+    C: clap::Parser,
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    C::try_parse_from(args).map_err(|e| match e.kind() {
+        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => e.exit(),
+        _ => ConfigError::Invalid(e.to_string().trim().to_owned()),
+    })
+}
+
+/// Every flag of `command` whose help ends with `[default: VALUE]`, with that value: the
+/// one place a default is written for people. Binaries test that giving the flag this value
+/// changes nothing, and that the README's table says the same, so the value in the help, the
+/// one applied and the documented one cannot drift apart.
+pub fn documented_defaults(command: &clap::Command) -> Vec<(String, String)> {
+    command
+        .get_arguments()
+        .filter_map(|arg| {
+            let long = arg.get_long()?;
+            let help = arg.get_long_help().or(arg.get_help())?.to_string();
+            let (_, tail) = help.rsplit_once("[default: ")?;
+            let value = tail.strip_suffix(']')?;
+            Some((long.to_owned(), value.to_owned()))
+        })
+        .collect()
+}
 
 /// Reads a TOML file into `T`; no path means `T::default()`.
 pub fn read_toml<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result<T, ConfigError> {

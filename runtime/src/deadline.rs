@@ -2,9 +2,10 @@
 //! per request (the sidecar's proxied requests, the control plane's writes).
 //!
 //! Every request waits under a deadline that almost never fires. A Tokio timer per request
-//! (`tokio::time::timeout`) costs a timer-wheel entry made and removed each time; measured
-//! under load it cost the sidecar's proxy about a tenth of its throughput and more context
-//! switches per request (BENCHMARKS.md). Here a request that has to wait puts its
+//! (`tokio::time::timeout`) costs a timer-wheel entry made and removed each time: measured on
+//! the sidecar's proxy (BENCHMARKS.md, "The run before (commit d31c31d)"), it cost 2 µs of CPU
+//! and 0.08 context switches per request, and this table took the proxy from 20.1-22.9 µs to
+//! 16.6 µs of CPU per request. That figure is why this hand-written future stays. Here a request that has to wait puts its
 //! deadline and waker in a table, and a ticker wakes the ones whose deadline has passed: a
 //! deadline fires up to one tick late, which is nothing next to a timeout counted in seconds.
 

@@ -6,7 +6,7 @@
 
 use axum::{
     extract::{FromRequestParts, MatchedPath, Request, State},
-    http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts},
+    http::{HeaderMap, HeaderValue, Method, header, request::Parts},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -86,7 +86,6 @@ impl FromRequestParts<AppState> for Caller {
 
 fn unauthorized() -> ApiError {
     ApiError::new(
-        StatusCode::UNAUTHORIZED,
         ErrorCode::Unauthorized,
         "this control plane requires a token: send `Authorization: Bearer <token>` with a configured token",
     )

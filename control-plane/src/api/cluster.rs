@@ -179,7 +179,7 @@ pub(crate) async fn status(State(app): State<AppState>) -> axum::Json<ClusterSta
         AuthErrors,
         (status = 400, description = "`invalid_field`: a bad URL", body = waypost_model::Problem, content_type = "application/problem+json"),
         (status = 403, description = "`forbidden`: not an operator token", body = waypost_model::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`invalid_field`: the change is not allowed now (another change in progress)", body = waypost_model::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`membership_conflict`: the change is not allowed now (another change in progress)", body = waypost_model::Problem, content_type = "application/problem+json"),
         (status = 503, description = "`no_leader`, or `catching_up`: the node stays a learner for now", body = waypost_model::Problem, content_type = "application/problem+json"),
     )
 )]
@@ -192,7 +192,6 @@ pub(crate) async fn add_member(
     operator(&app, &caller)?;
     if url::Url::parse(&req.url).map_or(true, |u| !matches!(u.scheme(), "http" | "https")) {
         return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
             ErrorCode::InvalidField,
             format!("url: {:?} is not an http:// or https:// URL", req.url),
         ));
@@ -211,7 +210,6 @@ pub(crate) async fn add_member(
     .await
     .map_err(|_| {
         ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::CatchingUp,
             format!(
                 "node {} was added as a learner and has not caught up within {} s; it \
@@ -246,7 +244,7 @@ pub(crate) async fn add_member(
         (status = 307, description = "This node does not lead: the same request to the leader"),
         AuthErrors,
         (status = 403, description = "`forbidden`: not an operator token", body = waypost_model::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`invalid_field`: the change is not allowed (the last voter, or another change in progress)", body = waypost_model::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`membership_conflict`: the change is not allowed (the last voter, or another change in progress)", body = waypost_model::Problem, content_type = "application/problem+json"),
         (status = 503, description = "`no_leader`", body = waypost_model::Problem, content_type = "application/problem+json"),
     )
 )]
@@ -312,13 +310,9 @@ fn to_leader(app: &AppState, uri: &Uri) -> Option<Response> {
 fn membership_error(err: &RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> ApiError {
     let code = match &err {
         RaftError::APIError(ClientWriteError::ChangeMembershipError(_)) => {
-            return ApiError::new(
-                StatusCode::CONFLICT,
-                ErrorCode::InvalidField,
-                err.to_string(),
-            );
+            return ApiError::new(ErrorCode::MembershipConflict, err.to_string());
         }
         _ => ErrorCode::NoLeader,
     };
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, err.to_string())
+    ApiError::new(code, err.to_string())
 }

@@ -10,7 +10,7 @@ use utoipa::{
     openapi::path::{Parameter, ParameterIn},
 };
 use waypost_model::{
-    DiscoverResponse, ServiceName,
+    DiscoverBody, DiscoverResponse, ServiceName,
     limits::MAX_FILTER_LEN,
     name::{check_metadata_key, check_tag},
     query::parse_meta_filter,
@@ -151,7 +151,13 @@ pub(crate) async fn discover(
             app.registry.service_revision(name.as_str()) > index
         })
         .await?;
-    let (body, revision) = app.registry.discover_body(name.as_str(), &filter);
+    let mut body = DiscoverBody::new(name.as_str());
+    let (revision, vip) = app
+        .registry
+        .discover_json(name.as_str(), &filter, |i, up, held| {
+            body.push(i, up, held);
+        });
+    let body = body.finish(revision, vip);
     let headers = [
         (INDEX_HEADER.clone(), index_value(revision)),
         (

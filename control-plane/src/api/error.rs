@@ -12,42 +12,46 @@ use waypost_model::{ErrorCode, FieldError, Problem};
 
 use crate::{auth::Denied, cluster::ClusterError, command::Reply, registry::RegistryError};
 
-/// An error answer: status, stable code and a detail sentence.
+/// An error answer: a stable code (which names the status, [`ErrorCode::status`]) and a
+/// detail sentence.
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
     code: ErrorCode,
     detail: String,
 }
 
 impl ApiError {
-    /// An error with an explicit status and code.
-    pub fn new(status: StatusCode, code: ErrorCode, detail: impl Into<String>) -> Self {
+    /// An error with `code`, answered with the code's status.
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
         Self {
-            status,
             code,
             detail: detail.into(),
         }
     }
 
+    fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
     /// A bad query parameter.
     pub fn query(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidQuery, detail)
+        Self::new(ErrorCode::InvalidQuery, detail)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let detail = if self.status.is_server_error() && self.code == ErrorCode::Internal {
+        let status = self.status();
+        let detail = if self.code == ErrorCode::Internal {
             // Internal details stay in the log.
             tracing::error!(detail = %self.detail, "internal error");
             "internal error; see the control plane's log".to_owned()
         } else {
             self.detail
         };
-        let problem = Problem::new(self.code, self.status.as_u16(), detail);
+        let problem = Problem::new(self.code, status.as_u16(), detail);
         (
-            self.status,
+            status,
             [(header::CONTENT_TYPE, "application/problem+json")],
             Json(problem),
         )
@@ -57,7 +61,7 @@ impl IntoResponse for ApiError {
 
 impl From<FieldError> for ApiError {
     fn from(e: FieldError) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, e.code, e.to_string())
+        Self::new(e.code, e.to_string())
     }
 }
 
@@ -65,26 +69,12 @@ impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
         match e {
             RegistryError::Field(f) => f.into(),
-            RegistryError::NotFound { .. } => Self::new(
-                StatusCode::NOT_FOUND,
-                ErrorCode::InstanceNotFound,
-                e.to_string(),
-            ),
-            RegistryError::Full(_) => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorCode::RegistryFull,
-                e.to_string(),
-            ),
-            RegistryError::ServiceFull { .. } => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorCode::ServiceFull,
-                e.to_string(),
-            ),
-            RegistryError::StoreUnavailable => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorCode::StoreUnavailable,
-                e.to_string(),
-            ),
+            RegistryError::NotFound { .. } => Self::new(ErrorCode::InstanceNotFound, e.to_string()),
+            RegistryError::Full(_) => Self::new(ErrorCode::RegistryFull, e.to_string()),
+            RegistryError::ServiceFull { .. } => Self::new(ErrorCode::ServiceFull, e.to_string()),
+            RegistryError::StoreUnavailable => {
+                Self::new(ErrorCode::StoreUnavailable, e.to_string())
+            }
         }
     }
 }
@@ -93,11 +83,7 @@ impl From<ClusterError> for ApiError {
     fn from(e: ClusterError) -> Self {
         match e {
             ClusterError::Registry(r) => r.into(),
-            ClusterError::NoLeader(_) => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorCode::NoLeader,
-                e.to_string(),
-            ),
+            ClusterError::NoLeader(_) => Self::new(ErrorCode::NoLeader, e.to_string()),
         }
     }
 }
@@ -107,7 +93,6 @@ impl ApiError {
     /// different version), never the client's fault.
     pub(crate) fn unexpected(reply: &Reply) -> Self {
         Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::Internal,
             format!("unexpected reply from the state machine: {reply:?}"),
         )
@@ -116,7 +101,7 @@ impl ApiError {
 
 impl From<Denied> for ApiError {
     fn from(d: Denied) -> Self {
-        Self::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, d.to_string())
+        Self::new(ErrorCode::Forbidden, d.to_string())
     }
 }
 
@@ -138,12 +123,7 @@ impl From<JsonRejection> for ApiError {
         } else {
             r.body_text()
         };
-        let status = if code == ErrorCode::InvalidBody {
-            StatusCode::UNPROCESSABLE_ENTITY
-        } else {
-            status
-        };
-        Self::new(status, code, detail)
+        Self::new(code, detail)
     }
 }
 
@@ -161,10 +141,6 @@ impl From<QueryRejection> for ApiError {
 
 impl From<PathRejection> for ApiError {
     fn from(r: PathRejection) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidQuery,
-            r.body_text(),
-        )
+        Self::new(ErrorCode::InvalidQuery, r.body_text())
     }
 }

@@ -3,7 +3,7 @@
 use axum::{
     body::Bytes,
     extract::{FromRequest, FromRequestParts, Query, Request, rejection::JsonRejection},
-    http::{HeaderMap, StatusCode, header, request::Parts},
+    http::{HeaderMap, header, request::Parts},
 };
 use serde::de::{DeserializeOwned, IgnoredAny};
 use waypost_model::ErrorCode;
@@ -27,7 +27,6 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         if !json_content_type(req.headers()) {
             return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 ErrorCode::UnsupportedMediaType,
                 "expected a body with `Content-Type: application/json`",
             ));
@@ -39,13 +38,8 @@ where
             // whether the body is JSON at all.
             Err(JsonRejection::JsonDataError(shape)) => {
                 match serde_json::from_slice::<IgnoredAny>(&bytes) {
-                    Ok(_) => Err(ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        ErrorCode::InvalidBody,
-                        shape.body_text(),
-                    )),
+                    Ok(_) => Err(ApiError::new(ErrorCode::InvalidBody, shape.body_text())),
                     Err(syntax) => Err(ApiError::new(
-                        StatusCode::BAD_REQUEST,
                         ErrorCode::InvalidJson,
                         format!("Failed to parse the request body as JSON: {syntax}"),
                     )),

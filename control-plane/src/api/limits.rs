@@ -13,7 +13,7 @@ use std::{
 
 use axum::{
     extract::{ConnectInfo, Request, State},
-    http::{HeaderValue, Method, StatusCode, header},
+    http::{HeaderValue, Method, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -36,7 +36,6 @@ pub(super) fn check_head(req: &Request) -> Result<(), ApiError> {
     let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if target > MAX_URI_BYTES {
         return Err(ApiError::new(
-            StatusCode::URI_TOO_LONG,
             ErrorCode::UriTooLong,
             format!("the request target is {target} bytes; the limit is {MAX_URI_BYTES}"),
         ));
@@ -44,7 +43,6 @@ pub(super) fn check_head(req: &Request) -> Result<(), ApiError> {
     let headers = req.headers();
     if headers.len() > MAX_HEADERS {
         return Err(ApiError::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorCode::HeadersTooLarge,
             format!(
                 "{} header fields; the limit is {MAX_HEADERS}",
@@ -58,7 +56,6 @@ pub(super) fn check_head(req: &Request) -> Result<(), ApiError> {
         .sum();
     if bytes > MAX_HEADER_BYTES {
         return Err(ApiError::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorCode::HeadersTooLarge,
             format!("{bytes} bytes of headers; the limit is {MAX_HEADER_BYTES}"),
         ));
@@ -119,7 +116,6 @@ pub(crate) async fn writes(State(app): State<AppState>, req: Request, next: Next
     {
         app.metrics.rate_limited.inc();
         let mut res = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::RateLimited,
             format!(
                 "{} sent more than {} writes per second (--write-rate); retry in {wait} s",
@@ -141,7 +137,6 @@ pub(crate) async fn writes(State(app): State<AppState>, req: Request, next: Next
         Err(Elapsed) => {
             app.metrics.request_timeouts.inc();
             ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
                 ErrorCode::RequestTimeout,
                 format!(
                     "the write was not received and answered within {:?} (--request-timeout)",

@@ -70,6 +70,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Cancelled at shutdown: ends watch streams and blocking queries.
     pub shutdown: CancellationToken,
+    /// The control plane's tasks (a watch stream's pump is one), drained at shutdown.
+    pub tasks: waypost_runtime::TaskTracker,
     /// Keep-alive interval on `/watch`.
     pub watch_keepalive: Duration,
     /// The longest a blocking query is held.
@@ -241,7 +243,6 @@ pub fn router(state: AppState) -> Router {
 
 async fn route_not_found(req: Request) -> ApiError {
     ApiError::new(
-        StatusCode::NOT_FOUND,
         ErrorCode::RouteNotFound,
         format!("no route {} {}; see /docs", req.method(), req.uri().path()),
     )
@@ -249,7 +250,6 @@ async fn route_not_found(req: Request) -> ApiError {
 
 async fn method_not_allowed(req: Request) -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
         ErrorCode::MethodNotAllowed,
         format!("{} is not allowed on {}", req.method(), req.uri().path()),
     )

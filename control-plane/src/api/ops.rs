@@ -2,7 +2,7 @@
 
 use axum::{
     extract::State,
-    http::{StatusCode, header},
+    http::header,
     response::IntoResponse,
 };
 use waypost_model::{ErrorCode, HealthResponse, ReadyResponse};
@@ -55,21 +55,18 @@ pub(crate) async fn ready(
 ) -> Result<axum::Json<ReadyResponse>, ApiError> {
     if app.shutdown.is_cancelled() {
         return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::ShuttingDown,
             "the control plane is shutting down",
         ));
     }
     if app.registry.status().store_failed {
         return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::StoreUnavailable,
             "the durable store failed a commit; restart the control plane",
         ));
     }
     if !app.cluster.ready() {
         return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::NoLeader,
             "no leader is known yet, or this node is still applying its log",
         ));

@@ -8,7 +8,7 @@ use std::convert::Infallible;
 
 use axum::{
     extract::State,
-    http::{HeaderMap, StatusCode},
+    http::HeaderMap,
     response::sse::{Event, KeepAlive, Sse},
 };
 use tokio::sync::mpsc;
@@ -147,7 +147,6 @@ pub(crate) async fn watch(
     // bounded by --max-watchers.
     let permit = app.watchers.clone().try_acquire_owned().map_err(|_| {
         ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::TooManyWatchers,
             format!(
                 "{} watch streams are open, the limit (--max-watchers); retry later",
@@ -157,7 +156,8 @@ pub(crate) async fn watch(
     })?;
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     let keepalive = app.watch_keepalive;
-    tokio::spawn(async move {
+    let tasks = app.tasks.clone();
+    tasks.spawn(async move {
         pump(app, service, resume, tx).await;
         drop(permit);
     });

@@ -184,6 +184,8 @@ pub struct Cluster {
     quorum_acked: AtomicU64,
     /// What the leader hears from each member.
     members: Arc<Members>,
+    /// The control plane's tasks, for those started later (naming the epoch).
+    tasks: waypost_runtime::TaskTracker,
     origin: Instant,
     metrics: Arc<Metrics>,
 }
@@ -206,6 +208,8 @@ pub(crate) struct Parts {
     pub(crate) own_url: String,
     /// This node's HTTPS files: its certificate is also its client certificate towards peers.
     pub(crate) tls: Option<crate::tls::TlsFiles>,
+    /// The control plane's tracker: the cluster's tasks are its.
+    pub(crate) tasks: waypost_runtime::TaskTracker,
 }
 
 impl Cluster {
@@ -216,33 +220,7 @@ impl Cluster {
         parts: Parts,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, String> {
-        let e = u64::try_from(config.election_timeout.as_millis()).unwrap_or(u64::MAX);
-        // openraft 0.9 lets a follower that knows a leader start an election only after the
-        // leader lease (`election_timeout_max`, during which it also refuses to vote) plus its
-        // random timeout (from `min` to `max`) since it last heard from the leader; a
-        // candidate tries again after the random timeout alone; timers are checked every tick
-        // (1.5 heartbeat intervals, and the minimum must exceed the heartbeat interval). With
-        // 3e/10 and e/2 a follower waits 4e/5 to e, plus up to a tick (3e/8): below etcd's e
-        // to 2e with its default settings. e and 2e made that 3e to 4e (a median failover of
-        // 4.1 s at the default 1 s), e/3 and 2e/3 gave 1.4 s against etcd's 1.3 s
-        // (BENCHMARKS.md, issue 13).
-        let raft_config = openraft::Config {
-            cluster_name: "waypost".into(),
-            election_timeout_min: e.saturating_mul(3) / 10,
-            election_timeout_max: e / 2,
-            // Also the timeout of each append: generous for a loaded host.
-            heartbeat_interval: (e / 4).max(20),
-            install_snapshot_timeout: 10_000,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_entries),
-            // Keep a tenth of a snapshot's worth of log after it, so that a follower a little
-            // behind catches up from the log, not from a whole snapshot.
-            max_in_snapshot_log_to_keep: (config.snapshot_entries / 10).max(1),
-            // An entry can hold a batch of up to MAX_PROPOSAL_BATCH commands.
-            max_payload_entries: 16,
-            ..Default::default()
-        }
-        .validate()
-        .map_err(|err| format!("raft settings: {err}"))?;
+        let raft_config = raft_config(config)?;
         let identity = parts
             .tls
             .as_ref()
@@ -262,49 +240,7 @@ impl Cluster {
         )
         .await
         .map_err(|err| format!("raft: {err}"))?;
-        let members: BTreeMap<NodeId, BasicNode> = if config.peers.is_empty() {
-            BTreeMap::from([(config.node_id, BasicNode::new(&parts.own_url))])
-        } else {
-            config
-                .peers
-                .iter()
-                .map(|(id, url)| (*id, BasicNode::new(url)))
-                .collect()
-        };
-        let initialized = raft
-            .is_initialized()
-            .await
-            .map_err(|err| format!("raft: {err}"))?;
-        if !initialized && !config.join {
-            // Every node of a new cluster starts with the same membership; which one becomes
-            // the first leader is up to the election.
-            if let Err(err) = raft.initialize(members).await {
-                tracing::warn!(%err, "cluster initialisation");
-            }
-        }
-        // A cluster of one has no one to wait for: elect now rather than after a timeout,
-        // so that a restarted single node takes writes at once.
-        let sole = {
-            let m = raft.metrics();
-            let m = m.borrow();
-            m.membership_config
-                .membership()
-                .voter_ids()
-                .eq([config.node_id])
-        };
-        if sole {
-            let _ = raft.trigger().elect().await;
-            let waited = raft
-                .wait(Some(config.election_timeout * 4))
-                .metrics(
-                    |m| m.current_leader == Some(config.node_id),
-                    "single node leads",
-                )
-                .await;
-            if let Err(err) = waited {
-                tracing::warn!(%err, "a single node did not become leader in time");
-            }
-        }
+        form(&raft, config, &parts.own_url).await?;
         let (reads, read_rx) = mpsc::unbounded_channel();
         let (proposals, proposal_rx) = mpsc::unbounded_channel();
         let (beats, beat_rx) = mpsc::channel(HEARTBEAT_BATCH * 4);
@@ -320,19 +256,20 @@ impl Cluster {
             last_contact: AtomicU64::new(0),
             quorum_acked: AtomicU64::new(0),
             members: seen,
+            tasks: parts.tasks.clone(),
             origin: Instant::now(),
             metrics: parts.metrics,
         });
-        tokio::spawn(cluster.clone().follow_leadership(shutdown.clone()));
-        tokio::spawn(cluster.clone().expire(shutdown.clone()));
-        tokio::spawn(
+        let tasks = &parts.tasks;
+        tasks.spawn(cluster.clone().follow_leadership(shutdown.clone()));
+        tasks.spawn(cluster.clone().expire(shutdown.clone()));
+        tasks.spawn(
             cluster
                 .clone()
                 .forward_heartbeats(beat_rx, shutdown.clone()),
         );
-        tokio::spawn(cluster.clone().serve_reads(read_rx, shutdown));
-        // Ends when the cluster handle (the channel's sender) is dropped.
-        tokio::spawn(cluster.clone().propose(proposal_rx));
+        tasks.spawn(cluster.clone().serve_reads(read_rx, shutdown.clone()));
+        tasks.spawn(cluster.clone().propose(proposal_rx, shutdown));
         Ok(cluster)
     }
 
@@ -561,8 +498,25 @@ impl Cluster {
     /// one, as a [`Command::Batch`]. openraft 0.9 makes each entry durable before it takes
     /// the next, so one entry per write would cost one sync per write, in series; batching
     /// gives the group commit back (one sync serves the whole batch).
-    async fn propose(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Proposal>) {
-        while let Some(first) = rx.recv().await {
+    ///
+    /// At shutdown it proposes what is queued, then ends: later writes are refused.
+    async fn propose(
+        self: Arc<Self>,
+        mut rx: mpsc::UnboundedReceiver<Proposal>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let first = tokio::select! {
+                biased;
+                next = rx.recv() => match next {
+                    Some(p) => p,
+                    None => return,
+                },
+                () = shutdown.cancelled() => match rx.try_recv() {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
             let mut batch = vec![first];
             while batch.len() < MAX_PROPOSAL_BATCH {
                 match rx.try_recv() {
@@ -892,7 +846,8 @@ impl Cluster {
                 self.registry
                     .lead(leading, self.election_timeout * 2, Instant::now());
                 if leading && self.registry.epoch() == 0 {
-                    tokio::spawn(self.clone().name_epoch_while_leading(shutdown.clone()));
+                    self.tasks
+                        .spawn(self.clone().name_epoch_while_leading(shutdown.clone()));
                 }
             }
             tokio::select! {
@@ -1024,4 +979,89 @@ impl Cluster {
         self.fresh_leader(&m).is_some()
             && m.last_applied.map_or(0, |l| l.index) >= m.last_log_index.unwrap_or(0)
     }
+}
+
+/// openraft's settings for the election timeout `e` and the snapshot policy.
+fn raft_config(config: &ClusterConfig) -> Result<openraft::Config, String> {
+    let e = u64::try_from(config.election_timeout.as_millis()).unwrap_or(u64::MAX);
+    // openraft 0.9 lets a follower that knows a leader start an election only after the
+    // leader lease (`election_timeout_max`, during which it also refuses to vote) plus its
+    // random timeout (from `min` to `max`) since it last heard from the leader; a
+    // candidate tries again after the random timeout alone; timers are checked every tick
+    // (1.5 heartbeat intervals, and the minimum must exceed the heartbeat interval). With
+    // 3e/10 and e/2 a follower waits 4e/5 to e, plus up to a tick (3e/8): below etcd's e
+    // to 2e with its default settings. e and 2e made that 3e to 4e (a median failover of
+    // 4.1 s at the default 1 s), e/3 and 2e/3 gave 1.4 s against etcd's 1.3 s
+    // (BENCHMARKS.md, issue 13).
+    openraft::Config {
+        cluster_name: "waypost".into(),
+        election_timeout_min: e.saturating_mul(3) / 10,
+        election_timeout_max: e / 2,
+        // Also the timeout of each append: generous for a loaded host.
+        heartbeat_interval: (e / 4).max(20),
+        install_snapshot_timeout: 10_000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_entries),
+        // Keep a tenth of a snapshot's worth of log after it, so that a follower a little
+        // behind catches up from the log, not from a whole snapshot.
+        max_in_snapshot_log_to_keep: (config.snapshot_entries / 10).max(1),
+        // An entry can hold a batch of up to MAX_PROPOSAL_BATCH commands.
+        max_payload_entries: 16,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|err| format!("raft settings: {err}"))
+}
+
+/// Initialises a new cluster (every node of it with the same membership; the election picks
+/// the first leader) unless this node joins a running one, and elects a cluster of one at
+/// once, so that a restarted single node takes writes without waiting for a timeout.
+async fn form(
+    raft: &Raft<TypeConfig>,
+    config: &ClusterConfig,
+    own_url: &str,
+) -> Result<(), String> {
+    let members: BTreeMap<NodeId, BasicNode> = if config.peers.is_empty() {
+        BTreeMap::from([(config.node_id, BasicNode::new(own_url))])
+    } else {
+        config
+            .peers
+            .iter()
+            .map(|(id, url)| (*id, BasicNode::new(url)))
+            .collect()
+    };
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|err| format!("raft: {err}"))?;
+    if !initialized && !config.join {
+        // Every node of a new cluster starts with the same membership; which one becomes
+        // the first leader is up to the election.
+        if let Err(err) = raft.initialize(members).await {
+            tracing::warn!(%err, "cluster initialisation");
+        }
+    }
+    // A cluster of one has no one to wait for: elect now rather than after a timeout,
+    // so that a restarted single node takes writes at once.
+    let sole = {
+        let m = raft.metrics();
+        let m = m.borrow();
+        m.membership_config
+            .membership()
+            .voter_ids()
+            .eq([config.node_id])
+    };
+    if sole {
+        let _ = raft.trigger().elect().await;
+        let waited = raft
+            .wait(Some(config.election_timeout * 4))
+            .metrics(
+                |m| m.current_leader == Some(config.node_id),
+                "single node leads",
+            )
+            .await;
+        if let Err(err) = waited {
+            tracing::warn!(%err, "a single node did not become leader in time");
+        }
+    }
+    Ok(())
 }

@@ -17,13 +17,14 @@
 
 mod apply;
 pub(crate) mod changes;
+mod deadlines;
 mod error;
 pub mod expiry;
+mod reads;
 pub(crate) mod state;
 mod vips;
 
 use std::{
-    collections::BTreeMap,
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -33,8 +34,8 @@ use std::{
 
 use tokio::sync::watch;
 use waypost_model::{
-    DiscoveredInstance, Epoch, Health, Instance, InstanceId, InstanceRef, RegisterRequest,
-    Revision, ServiceName, ServiceSummary, Status, Timestamp,
+    Epoch, Health, Instance, InstanceId, RegisterRequest, Revision, ServiceName, Status,
+    Timestamp,
 };
 
 pub(crate) use self::changes::{Change, ChangeKind, Stale};
@@ -42,7 +43,7 @@ pub use self::error::RegistryError;
 pub use self::vips::VipRange;
 use self::{
     changes::ChangeLog,
-    expiry::{ExpiryQueue, HOLD_RECHECK, Key, Preservation, Queued, SelfPreservation, Verdict},
+    expiry::{ExpiryQueue, Preservation, SelfPreservation},
     state::{Entry, State},
     vips::Vips,
 };
@@ -373,314 +374,6 @@ impl Registry {
                 })
             }
             _ => None,
-        }
-    }
-
-    /// Renews an instance's deadline. No revision, no log entry.
-    pub fn heartbeat(&self, r: &InstanceRef) -> Result<Renewed, RegistryError> {
-        self.heartbeat_at(r, Instant::now())
-    }
-
-    /// [`Registry::heartbeat`] at a given instant.
-    pub(crate) fn heartbeat_at(
-        &self,
-        r: &InstanceRef,
-        now: Instant,
-    ) -> Result<Renewed, RegistryError> {
-        let (service, identity) = r.resolve()?;
-        let mut inner = self.lock();
-        let Some(found) = inner.state.find(&service, &identity) else {
-            drop(inner);
-            self.metrics.heartbeat(false);
-            return Err(RegistryError::NotFound {
-                id: identity_text(&identity),
-                service,
-            });
-        };
-        let id = found.instance.id.clone();
-        let ttl_seconds = found.instance.ttl_seconds;
-        let ttl = Duration::from_secs(ttl_seconds.into());
-        inner.state.renew(&service, &id, now + ttl);
-        drop(inner);
-        self.metrics.heartbeat(true);
-        Ok(Renewed {
-            service,
-            id,
-            ttl_seconds,
-            expires_at: SystemTime::now() + ttl,
-        })
-    }
-
-    /// Renews instances by key, as forwarded by another node (which answered the client):
-    /// unknown ones are skipped.
-    pub(crate) fn renew_keys(&self, keys: &[(ServiceName, InstanceId)], now: Instant) {
-        let mut inner = self.lock();
-        for (service, id) in keys {
-            if let Some(entry) = inner.state.get_mut(service, id) {
-                let ttl = Duration::from_secs(entry.instance.ttl_seconds.into());
-                inner.state.renew(service, id, now + ttl);
-            }
-        }
-    }
-
-    /// Becomes the node that decides expiry (`true`) or stops (`false`). A new leader does
-    /// not know when each instance last heartbeated elsewhere, so it gives every instance a
-    /// fresh TTL plus `grace` (the election timeout) before expiring anything, as etcd does
-    /// with leases.
-    pub(crate) fn lead(&self, leading: bool, grace: Duration, now: Instant) {
-        let mut inner = self.lock();
-        let inner = &mut *inner;
-        if inner.leading == leading {
-            return;
-        }
-        inner.leading = leading;
-        inner.preservation = Preservation::new(self.config.self_preservation);
-        let mut expiry = ExpiryQueue::default();
-        for svc in inner.state.services.values_mut() {
-            for entry in svc.instances.values_mut() {
-                let ttl = Duration::from_secs(entry.instance.ttl_seconds.into());
-                entry.deadline = now + ttl + grace;
-                entry.held = false;
-                let key = (entry.instance.service.clone(), entry.instance.id.clone());
-                entry.queued = expiry.schedule(entry.deadline, key, entry.queued.registration);
-            }
-        }
-        inner.state.held = 0;
-        inner.expiry = expiry;
-        self.metrics.set_self_preservation(false, 0);
-    }
-
-    /// On the leader: the expiries due at `now`, as commands to propose, unless
-    /// self-preservation holds them. On other nodes: only keeps the queue small.
-    ///
-    /// Nothing is removed here: removal happens when the command is applied. Each decided
-    /// instance is queued again a little later, so that an expiry lost with a leadership
-    /// change is decided again.
-    pub fn expire_due(&self, now: Instant) -> Vec<Command> {
-        if self.failed.load(Ordering::Acquire) {
-            return Vec::new();
-        }
-        let mut inner = self.lock();
-        let inner = &mut *inner;
-        let mut candidates: Vec<(Instant, Key, Queued)> = Vec::new();
-        let mut held_among = 0;
-        for (key, queued) in inner.expiry.pop_due(now) {
-            let Some(entry) = inner.state.get_mut(&key.0, &key.1) else {
-                continue; // removed since it was queued
-            };
-            if entry.queued != queued {
-                continue; // stale: the instance's live entry is another one
-            }
-            if entry.deadline <= now && inner.leading {
-                held_among += usize::from(entry.held);
-                candidates.push((entry.deadline, key, queued));
-            } else {
-                // Renewed meanwhile: queue it again at its deadline. Not ours to decide (a
-                // follower): look again a TTL later, which keeps the queue small.
-                let at = if inner.leading {
-                    entry.deadline
-                } else {
-                    entry
-                        .deadline
-                        .max(now + Duration::from_secs(entry.instance.ttl_seconds.into()))
-                };
-                entry.queued = inner.expiry.schedule(at, key, queued.registration);
-            }
-        }
-        if candidates.is_empty() {
-            self.metrics
-                .set_self_preservation(inner.preservation.active(), inner.state.held);
-            return Vec::new();
-        }
-        // Longest silent first: a partial release expires those, and holds the rest.
-        candidates.sort_unstable_by_key(|(deadline, ..)| *deadline);
-        let verdict = inner.preservation.judge(
-            now,
-            candidates.len(),
-            inner.state.count,
-            inner.state.held - held_among,
-        );
-        let expire = match verdict {
-            Verdict::Hold { became_active } => {
-                if became_active {
-                    tracing::warn!(
-                        overdue = candidates.len(),
-                        instances = inner.state.count,
-                        max_hold_s = self.config.self_preservation.max_hold.as_secs(),
-                        "self-preservation: holding expiry, too many instances stopped heartbeating at once"
-                    );
-                }
-                0
-            }
-            Verdict::Expire { count } => count,
-        };
-        let held = candidates.split_off(expire);
-        if !held.is_empty() && expire > 0 {
-            tracing::warn!(
-                expired = expire,
-                still_held = held.len(),
-                "self-preservation: releasing instances held longer than the maximum hold"
-            );
-        }
-        self.metrics.held.inc_by(held.len() as u64);
-        let again = now + HOLD_RECHECK;
-        let mut commands = Vec::with_capacity(candidates.len());
-        for (_, key, queued) in candidates {
-            commands.push(Command::Expire {
-                service: key.0.clone(),
-                id: key.1.clone(),
-                registration: queued.registration,
-                decided_at: inner.applied,
-            });
-            // Decided, not yet applied: look again later in case the command is lost.
-            let requeued = inner
-                .expiry
-                .schedule(again, key.clone(), queued.registration);
-            if let Some(entry) = inner.state.get_mut(&key.0, &key.1) {
-                entry.queued = requeued;
-            }
-        }
-        for (_, key, queued) in held {
-            inner.state.hold(&key.0, &key.1);
-            let requeued = inner
-                .expiry
-                .schedule(again, key.clone(), queued.registration);
-            if let Some(entry) = inner.state.get_mut(&key.0, &key.1) {
-                entry.queued = requeued;
-            }
-        }
-        self.metrics
-            .set_self_preservation(inner.preservation.active(), inner.state.held);
-        commands
-    }
-
-    /// Waits until log `index` is applied on this node. Fails when the store failed first.
-    pub async fn wait_applied(&self, index: u64) -> Result<(), RegistryError> {
-        let mut rx = self.committed.subscribe();
-        let c = *rx
-            .wait_for(|c| c.index >= index || c.failed)
-            .await
-            .map_err(|_| RegistryError::StoreUnavailable)?;
-        if c.index >= index {
-            Ok(())
-        } else {
-            Err(RegistryError::StoreUnavailable)
-        }
-    }
-
-    /// The last log index applied on this node.
-    pub fn applied_index(&self) -> u64 {
-        self.committed.borrow().index
-    }
-
-    /// Matching instances of `service` and the head revision they were read at.
-    pub fn discover(&self, service: &str, filter: &Filter) -> (Vec<DiscoveredInstance>, Revision) {
-        let now = SystemTime::now();
-        let inner = self.lock();
-        let list = inner
-            .state
-            .services
-            .get(service)
-            .map(|s| {
-                s.instances
-                    .values()
-                    .filter(|e| filter.matches(&e.instance))
-                    .map(|e| DiscoveredInstance {
-                        instance: e.instance.clone(),
-                        uptime_seconds: now
-                            .duration_since(e.registered)
-                            .unwrap_or_default()
-                            .as_secs_f64(),
-                        held: e.held,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        (list, inner.head)
-    }
-
-    /// The JSON body of a discovery answer (a [`waypost_model::DiscoverResponse`]) and the head
-    /// revision, assembled from each instance's pre-serialised JSON.
-    pub fn discover_body(&self, service: &str, filter: &Filter) -> (Vec<u8>, Revision) {
-        use std::fmt::Write as _;
-        let now = SystemTime::now();
-        let mut body = String::with_capacity(256);
-        body.push_str("{\"service\":");
-        // A validated service name needs no escaping, but let serde decide.
-        body.push_str(&serde_json::to_string(service).unwrap_or_default());
-        body.push_str(",\"instances\":[");
-        let mut count = 0;
-        let inner = self.lock();
-        if let Some(s) = inner.state.services.get(service) {
-            for e in s.instances.values().filter(|e| filter.matches(&e.instance)) {
-                if count > 0 {
-                    body.push(',');
-                }
-                count += 1;
-                body.push_str(&e.json);
-                let uptime = now.duration_since(e.registered).unwrap_or_default();
-                // f64's Display never uses exponents, so it is valid JSON.
-                let _ = write!(body, ",\"uptime_seconds\":{}", uptime.as_secs_f64());
-                body.push_str(if e.held { ",\"held\":true}" } else { "}" });
-            }
-        }
-        let revision = inner.head;
-        let vip = inner.vips.as_ref().and_then(|v| v.get(service));
-        drop(inner);
-        let _ = write!(body, "],\"count\":{count},\"revision\":{revision}");
-        if let Some(vip) = vip {
-            let _ = write!(body, ",\"vip\":\"{vip}\"");
-        }
-        body.push('}');
-        (body.into_bytes(), revision)
-    }
-
-    /// Summaries of every service and the head revision.
-    pub fn services(&self) -> (BTreeMap<String, ServiceSummary>, Revision) {
-        let inner = self.lock();
-        let mut summaries = inner.state.summaries();
-        if let Some(vips) = &inner.vips {
-            for (name, summary) in &mut summaries {
-                summary.vip = vips.get(name);
-            }
-        }
-        (summaries, inner.head)
-    }
-
-    /// The revision of the last change to `service` (or the oldest remembered revision).
-    pub fn service_revision(&self, service: &str) -> Revision {
-        let inner = self.lock();
-        inner.state.service_revision(service, inner.changes.floor())
-    }
-
-    /// The in-memory head revision.
-    pub fn head(&self) -> Revision {
-        self.head.load(Ordering::Acquire)
-    }
-
-    /// Every instance (of one service, or all) at the head revision.
-    pub fn snapshot(&self, service: Option<&str>) -> (Vec<Instance>, Revision) {
-        let inner = self.lock();
-        (inner.state.instances(service), inner.head)
-    }
-
-    /// The committed changes after `after` up to `up_to`.
-    pub(crate) fn changes_since(
-        &self,
-        after: Revision,
-        up_to: Revision,
-    ) -> Result<Vec<Change>, Stale> {
-        self.lock().changes.since(after, up_to)
-    }
-
-    /// Liveness details.
-    pub fn status(&self) -> RegistryStatus {
-        let inner = self.lock();
-        RegistryStatus {
-            instances: inner.state.count,
-            self_preservation_active: inner.preservation.active(),
-            store_failed: self.failed.load(Ordering::Acquire),
-            revision: inner.head,
         }
     }
 }

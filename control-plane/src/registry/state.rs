@@ -9,17 +9,15 @@ use std::{
 
 use super::expiry::Queued;
 use waypost_model::{
-    Instance, InstanceId, Revision, ServiceName, ServiceSummary, heartbeat::Identity,
+    Instance, InstanceId, InstanceJson, Revision, ServiceName, ServiceSummary, heartbeat::Identity,
 };
 
 /// One registered instance with the facts that are not on the wire.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub(crate) instance: Arc<Instance>,
-    /// The instance as JSON without its closing brace, serialised once per change: discovery
-    /// answers copy it and append `uptime_seconds`, the one field that changes per request.
-    /// Serialising every instance on every request was the largest cost of `/discover`.
-    pub(crate) json: Arc<str>,
+    /// The instance serialised once per change, for discovery answers.
+    pub(crate) json: InstanceJson,
     /// Wall-clock registration time, for `uptime_seconds`.
     pub(crate) registered: SystemTime,
     /// Expires when this passes without a heartbeat.
@@ -40,13 +38,9 @@ impl Entry {
         deadline: Instant,
         queued: Queued,
     ) -> Self {
-        let mut json = serde_json::to_string(&*instance)
-            .unwrap_or_else(|e| unreachable!("an Instance always serialises: {e}"));
-        // `{...}` → `{...`, ready for `,"uptime_seconds":N}`.
-        json.pop();
         Self {
+            json: InstanceJson::new(&instance),
             instance,
-            json: json.into(),
             registered,
             deadline,
             queued,

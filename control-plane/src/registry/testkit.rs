@@ -116,4 +116,13 @@ impl Registry {
             self.propose_at(&command, now);
         }
     }
+
+    /// The `/discover` body the API writes, and its revision.
+    pub(crate) fn discover_body(&self, service: &str, filter: &super::Filter) -> (Vec<u8>, u64) {
+        let mut body = waypost_model::DiscoverBody::new(service);
+        let (revision, vip) = self.discover_json(service, filter, |i, up, held| {
+            body.push(i, up, held);
+        });
+        (body.finish(revision, vip), revision)
+    }
 }

@@ -605,3 +605,69 @@ fn a_registry_restored_from_its_image_is_the_same_and_allocates_vips_the_same() 
     assert!(matches!(&one, Reply::Registered { created: true, .. }));
     assert_eq!(one, two, "the same command gives the same result on both");
 }
+
+#[test]
+fn heartbeats_keep_an_instance_past_its_ttl() {
+    let start = Instant::now();
+    let r = Registry::from_image_for_test(config(), Image::default(), start);
+    r.register_at(
+        &RegisterRequest {
+            ttl_seconds: Some(1),
+            ..RegisterRequest::new("web", "10.0.0.1:80")
+        },
+        start,
+    )
+    .unwrap();
+    let me = InstanceRef::by_id("web", "10.0.0.1:80");
+    // A heartbeat every 300 ms for 2.5 s of registry time (the expiry task's tick included).
+    for step in 1..=8 {
+        let now = start + Duration::from_millis(300 * step);
+        r.heartbeat_at(&me, now).unwrap();
+        r.expire_at(now + Duration::from_millis(250));
+        assert_eq!(
+            r.status().instances,
+            1,
+            "expired despite heartbeats at step {step}"
+        );
+    }
+    // Then silence: gone one TTL after the last heartbeat.
+    r.expire_at(start + Duration::from_millis(2400) + Duration::from_secs(1));
+    assert_eq!(r.status().instances, 0);
+}
+
+#[test]
+fn a_restored_registry_gives_every_instance_a_fresh_ttl_when_it_starts_leading() {
+    let registered = Instant::now();
+    let before = Registry::in_memory_for_test(config());
+    before
+        .register_at(
+            &RegisterRequest {
+                ttl_seconds: Some(2),
+                ..RegisterRequest::new("web", "10.0.0.1:80")
+            },
+            registered,
+        )
+        .unwrap();
+    // The process was down for longer than the TTL; it starts leading at `restarted`, with
+    // a grace (a cluster's: the election timeout) on top of the TTL.
+    let restarted = registered + Duration::from_secs(60);
+    let grace = Duration::from_secs(2);
+    let after = Registry::new(config(), before.image(), 0, Arc::new(Metrics::new()));
+    after.lead(true, grace, restarted);
+    after.expire_at(restarted + Duration::from_secs(2) + grace - Duration::from_millis(1));
+    assert_eq!(
+        after.status().instances,
+        1,
+        "a restart must not mass-expire"
+    );
+    let me = InstanceRef::by_id("web", "10.0.0.1:80");
+    after
+        .heartbeat_at(&me, restarted + Duration::from_secs(3))
+        .unwrap();
+    after.expire_at(restarted + Duration::from_secs(3) + Duration::from_secs(2));
+    assert_eq!(
+        after.status().instances,
+        0,
+        "one TTL after its last heartbeat"
+    );
+}

@@ -6,7 +6,7 @@ mod raft;
 
 use std::sync::Arc;
 
-pub(crate) use self::raft::{LogStore, StateMachine, Store};
+pub(crate) use self::raft::{LogStore, StateMachine, Store, StoreHandle};
 
 /// Why the store could not be opened or read.
 #[derive(Debug, thiserror::Error)]

@@ -42,7 +42,7 @@ const FILE: &str = "waypost.redb";
 
 /// What the state machine held at its last stored snapshot: the registry starts from it.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Loaded {
+pub(crate) struct Restored {
     /// The registry's state.
     pub(crate) image: Image,
     /// The last log entry the image includes (`None`: a new or converted store).
@@ -105,9 +105,9 @@ impl Store {
     }
 
     /// The state at the last stored snapshot (an empty image, epoch 0, for a new store).
-    pub(crate) fn image(&self) -> Result<Loaded, StoreError> {
+    pub(crate) fn image(&self) -> Result<Restored, StoreError> {
         let Some((meta, data)) = &self.disk.snapshot else {
-            return Ok(Loaded {
+            return Ok(Restored {
                 image: Image::default(),
                 last_applied: None,
                 membership: StoredMembership::default(),
@@ -117,7 +117,7 @@ impl Store {
             key: tables::SNAPSHOT_DATA_KEY.to_owned(),
             source,
         })?;
-        Ok(Loaded {
+        Ok(Restored {
             image,
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),

@@ -1,0 +1,125 @@
+//! Reads of the applied state: discovery, summaries, snapshots for watchers, the change log
+//! since a revision, and waiting for a log index to be applied here.
+
+use std::{collections::BTreeMap, sync::atomic::Ordering, time::SystemTime};
+
+use waypost_model::{DiscoveredInstance, Instance, InstanceJson, Revision, ServiceSummary};
+
+use super::{Change, Filter, Registry, RegistryError, RegistryStatus, Stale};
+
+impl Registry {
+    /// Waits until log `index` is applied on this node. Fails when the store failed first.
+    pub async fn wait_applied(&self, index: u64) -> Result<(), RegistryError> {
+        let mut rx = self.committed.subscribe();
+        let c = *rx
+            .wait_for(|c| c.index >= index || c.failed)
+            .await
+            .map_err(|_| RegistryError::StoreUnavailable)?;
+        if c.index >= index {
+            Ok(())
+        } else {
+            Err(RegistryError::StoreUnavailable)
+        }
+    }
+
+    /// The last log index applied on this node.
+    pub fn applied_index(&self) -> u64 {
+        self.committed.borrow().index
+    }
+
+    /// Matching instances of `service` and the head revision they were read at.
+    pub fn discover(&self, service: &str, filter: &Filter) -> (Vec<DiscoveredInstance>, Revision) {
+        let now = SystemTime::now();
+        let inner = self.lock();
+        let list = inner
+            .state
+            .services
+            .get(service)
+            .map(|s| {
+                s.instances
+                    .values()
+                    .filter(|e| filter.matches(&e.instance))
+                    .map(|e| DiscoveredInstance {
+                        instance: e.instance.clone(),
+                        uptime_seconds: now
+                            .duration_since(e.registered)
+                            .unwrap_or_default()
+                            .as_secs_f64(),
+                        held: e.held,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        (list, inner.head)
+    }
+
+    /// Visits the matching instances of `service` under the lock, each as its pre-serialised
+    /// JSON with its uptime and whether it is held, for the API to write the answer
+    /// ([`waypost_model::DiscoverBody`]); returns the head revision and the service's VIP.
+    pub fn discover_json(
+        &self,
+        service: &str,
+        filter: &Filter,
+        mut visit: impl FnMut(&InstanceJson, f64, bool),
+    ) -> (Revision, Option<std::net::Ipv4Addr>) {
+        let now = SystemTime::now();
+        let inner = self.lock();
+        if let Some(s) = inner.state.services.get(service) {
+            for e in s.instances.values().filter(|e| filter.matches(&e.instance)) {
+                let uptime = now.duration_since(e.registered).unwrap_or_default();
+                visit(&e.json, uptime.as_secs_f64(), e.held);
+            }
+        }
+        let vip = inner.vips.as_ref().and_then(|v| v.get(service));
+        (inner.head, vip)
+    }
+
+    /// Summaries of every service and the head revision.
+    pub fn services(&self) -> (BTreeMap<String, ServiceSummary>, Revision) {
+        let inner = self.lock();
+        let mut summaries = inner.state.summaries();
+        if let Some(vips) = &inner.vips {
+            for (name, summary) in &mut summaries {
+                summary.vip = vips.get(name);
+            }
+        }
+        (summaries, inner.head)
+    }
+
+    /// The revision of the last change to `service` (or the oldest remembered revision).
+    pub fn service_revision(&self, service: &str) -> Revision {
+        let inner = self.lock();
+        inner.state.service_revision(service, inner.changes.floor())
+    }
+
+    /// The in-memory head revision.
+    pub fn head(&self) -> Revision {
+        self.head.load(Ordering::Acquire)
+    }
+
+    /// Every instance (of one service, or all) at the head revision.
+    pub fn snapshot(&self, service: Option<&str>) -> (Vec<Instance>, Revision) {
+        let inner = self.lock();
+        (inner.state.instances(service), inner.head)
+    }
+
+    /// The committed changes after `after` up to `up_to`.
+    pub(crate) fn changes_since(
+        &self,
+        after: Revision,
+        up_to: Revision,
+    ) -> Result<Vec<Change>, Stale> {
+        self.lock().changes.since(after, up_to)
+    }
+
+    /// Liveness details.
+    pub fn status(&self) -> RegistryStatus {
+        let inner = self.lock();
+        RegistryStatus {
+            instances: inner.state.count,
+            self_preservation_active: inner.preservation.active(),
+            store_failed: self.failed.load(Ordering::Acquire),
+            revision: inner.head,
+        }
+    }
+}
