@@ -30,7 +30,6 @@ pub(crate) struct Transport {
 /// The HTTP method of a call (reqwest's, named here so that only this module names reqwest).
 pub(crate) use reqwest::Method;
 
-
 /// An event stream's body, as it arrives.
 pub(crate) type BodyChunks = reqwest::Result<bytes::Bytes>;
 

@@ -164,8 +164,10 @@ pub struct Image {
     pub epoch: Epoch,
     /// The last revision given.
     pub revision: Revision,
-    /// Every instance.
-    pub instances: Vec<Instance>,
+    /// Every instance, shared with the registry: exporting a snapshot copies pointers under
+    /// the registry's lock, not instances (a deep copy of 350,000 instances held the lock, and
+    /// with it every apply and read, for most of a second).
+    pub instances: Vec<Arc<Instance>>,
     /// Every service's VIP, including services without instances (their VIP is kept until
     /// the range runs out), so that a node restored from a snapshot allocates as the others.
     #[serde(default)]

@@ -1,10 +1,6 @@
 //! `GET /health`, `GET /ready`, `GET /metrics`.
 
-use axum::{
-    extract::State,
-    http::header,
-    response::IntoResponse,
-};
+use axum::{extract::State, http::header, response::IntoResponse};
 use waypost_model::{ErrorCode, HealthResponse, ReadyResponse};
 
 use super::{AppState, error::ApiError, responses::AuthErrors};

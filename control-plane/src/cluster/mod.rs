@@ -186,6 +186,8 @@ pub struct Cluster {
     members: Arc<Members>,
     /// The control plane's tasks, for those started later (naming the epoch).
     tasks: waypost_runtime::TaskTracker,
+    /// `--snapshot-entries`.
+    snapshot_entries: u64,
     origin: Instant,
     metrics: Arc<Metrics>,
 }
@@ -257,6 +259,7 @@ impl Cluster {
             quorum_acked: AtomicU64::new(0),
             members: seen,
             tasks: parts.tasks.clone(),
+            snapshot_entries: config.snapshot_entries.max(1),
             origin: Instant::now(),
             metrics: parts.metrics,
         });
@@ -570,6 +573,10 @@ impl Cluster {
         )
         .await
         .map_err(|_| {
+            tracing::warn!(
+                timeout_ms = self.election_timeout.as_millis() as u64,
+                "a write was not committed in time"
+            );
             ClusterError::NoLeader("the write was not committed within the election timeout".into())
         })?;
         match written {
@@ -797,9 +804,16 @@ impl Cluster {
         let mut rx = self.raft.metrics();
         let mut leading = false;
         let mut known: Option<NodeId> = None;
+        // The snapshot index a snapshot was last asked for after (not again until it is done).
+        let mut snapshot_asked: Option<u64> = None;
         loop {
-            let (now_leading, leader, term) = {
+            let (now_leading, leader, term, snapshot) = {
                 let m = rx.borrow_and_update();
+                let last_snapshot = m.snapshot.map_or(0, |l| l.index);
+                let applied = m.last_applied.map_or(0, |l| l.index);
+                let snapshot = (snapshot_asked != Some(last_snapshot)
+                    && snapshot_due(applied, last_snapshot, self.snapshot_entries, self.id))
+                .then_some(last_snapshot);
                 let acked = match m.millis_since_quorum_ack {
                     Some(ms) if m.state == ServerState::Leader => {
                         self.millis().saturating_sub(ms).max(1)
@@ -825,8 +839,15 @@ impl Cluster {
                     m.current_leader == Some(self.id) && m.state == ServerState::Leader,
                     m.current_leader,
                     m.current_term,
+                    snapshot,
                 )
             };
+            if let Some(last) = snapshot {
+                snapshot_asked = Some(last);
+                if let Err(err) = self.raft.trigger().snapshot().await {
+                    tracing::warn!(%err, "could not start a snapshot");
+                }
+            }
             self.metrics.raft_term.set(term as i64);
             if self.raft.metrics().borrow().running_state.is_err() {
                 tracing::error!("raft stopped on a storage error; refusing writes");
@@ -1000,7 +1021,8 @@ fn raft_config(config: &ClusterConfig) -> Result<openraft::Config, String> {
         // Also the timeout of each append: generous for a loaded host.
         heartbeat_interval: (e / 4).max(20),
         install_snapshot_timeout: 10_000,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_entries),
+        // Snapshots are triggered by `follow_leadership`, staggered between the nodes.
+        snapshot_policy: SnapshotPolicy::Never,
         // Keep a tenth of a snapshot's worth of log after it, so that a follower a little
         // behind catches up from the log, not from a whole snapshot.
         max_in_snapshot_log_to_keep: (config.snapshot_entries / 10).max(1),
@@ -1064,4 +1086,48 @@ async fn form(
         }
     }
     Ok(())
+}
+
+/// Whether a node should snapshot its state machine now: every `every` entries, each node at
+/// its own point of the cycle (node 1 at multiples of `every`, node 2 a fifth later, and so
+/// on), and at least half a cycle after its last snapshot. Writing a snapshot of a large
+/// registry holds the node's log writes for as long as it takes; nodes that did it at the
+/// same index (openraft's own policy) all stalled at once, and with them the majority every
+/// commit needs (BENCHMARKS.md, issue 13): staggered, a majority is always writing.
+fn snapshot_due(applied: u64, last_snapshot: u64, every: u64, node: NodeId) -> bool {
+    let offset = (node.saturating_sub(1) % 5) * every / 5;
+    let earliest = last_snapshot.saturating_add(every / 2);
+    let next = earliest + (offset + every - earliest % every) % every;
+    applied >= next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::snapshot_due;
+
+    /// The first index at or after `from` at which `node` snapshots, having last done so at
+    /// `last`.
+    fn next(node: u64, last: u64, from: u64) -> u64 {
+        (from..)
+            .find(|a| snapshot_due(*a, last, 10_000, node))
+            .unwrap()
+    }
+
+    #[test]
+    fn nodes_snapshot_a_fifth_of_a_cycle_apart_and_at_most_once_a_cycle() {
+        assert_eq!(next(1, 0, 0), 10_000);
+        assert_eq!(next(2, 0, 0), 12_000);
+        assert_eq!(next(3, 0, 0), 14_000);
+        assert_eq!(next(5, 0, 0), 8_000);
+        assert_eq!(next(6, 0, 0), 10_000);
+        // Built a little after it was due: the next one keeps the node's place in the cycle.
+        assert_eq!(next(1, 10_007, 10_007), 20_000);
+        assert_eq!(next(2, 12_150, 12_150), 22_000);
+        // Never twice within half a cycle, whatever the last one was.
+        assert_eq!(next(1, 19_000, 19_000), 30_000);
+        assert_eq!(next(3, 3, 3), 14_000);
+        // Small cycles (tests use a few entries) work the same.
+        assert!(snapshot_due(5, 0, 5, 1));
+        assert!(!snapshot_due(4, 0, 5, 1));
+    }
 }

@@ -34,8 +34,7 @@ use std::{
 
 use tokio::sync::watch;
 use waypost_model::{
-    Epoch, Health, Instance, InstanceId, RegisterRequest, Revision, ServiceName, Status,
-    Timestamp,
+    Epoch, Health, Instance, InstanceId, RegisterRequest, Revision, ServiceName, Status, Timestamp,
 };
 
 pub(crate) use self::changes::{Change, ChangeKind, Stale};
@@ -231,10 +230,7 @@ impl Registry {
             let revision = instance.revision;
             let key = (instance.service.clone(), instance.id.clone());
             let queued = expiry.schedule(deadline, key, revision);
-            state.insert(
-                Entry::new(Arc::new(instance), registered, deadline, queued),
-                revision,
-            );
+            state.insert(Entry::new(instance, registered, deadline, queued), revision);
         }
         for (name, svc) in &state.services {
             self.metrics.set_instances(name, svc.instances.len());

@@ -100,7 +100,10 @@ impl Registry {
     /// Every instance (of one service, or all) at the head revision.
     pub fn snapshot(&self, service: Option<&str>) -> (Vec<Instance>, Revision) {
         let inner = self.lock();
-        (inner.state.instances(service), inner.head)
+        let instances = inner.state.instances(service);
+        let head = inner.head;
+        drop(inner);
+        (instances.iter().map(|i| Instance::clone(i)).collect(), head)
     }
 
     /// The committed changes after `after` up to `up_to`.

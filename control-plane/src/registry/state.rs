@@ -187,17 +187,12 @@ impl State {
     }
 
     /// Every instance of `service` (or of all services), ordered by service then id.
-    pub(crate) fn instances(&self, service: Option<&str>) -> Vec<Instance> {
+    pub(crate) fn instances(&self, service: Option<&str>) -> Vec<Arc<Instance>> {
         match service {
             Some(name) => self
                 .services
                 .get(name)
-                .map(|s| {
-                    s.instances
-                        .values()
-                        .map(|e| Instance::clone(&e.instance))
-                        .collect()
-                })
+                .map(|s| s.instances.values().map(|e| e.instance.clone()).collect())
                 .unwrap_or_default(),
             None => {
                 let mut names: Vec<&ServiceName> = self.services.keys().collect();
@@ -205,7 +200,7 @@ impl State {
                 names
                     .into_iter()
                     .flat_map(|n| self.services[n].instances.values())
-                    .map(|e| Instance::clone(&e.instance))
+                    .map(|e| e.instance.clone())
                     .collect()
             }
         }

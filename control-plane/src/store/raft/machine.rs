@@ -83,8 +83,21 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             snapshot_id: snapshot_id(self.last_applied.as_ref()),
         };
         let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
-        let data = encode("image", &self.image)
+        // Encoding a large registry takes a while: off the runtime's worker threads.
+        let image = std::mem::take(&mut self.image);
+        let instances = image.instances.len();
+        let started = std::time::Instant::now();
+        let data = tokio::task::spawn_blocking(move || encode("image", &image))
+            .await
+            .map_err(|e| {
+                openraft::StorageIOError::new(
+                    subject(),
+                    ErrorVerb::Write,
+                    openraft::AnyError::new(&e),
+                )
+            })?
             .map_err(|e| storage_error(subject(), ErrorVerb::Write, &e))?;
+        let (bytes, encoded) = (data.len(), started.elapsed());
         let stored_meta = meta.clone();
         let data = self
             .writer
@@ -96,6 +109,15 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             })
             .await
             .map_err(|e| storage_error(subject(), ErrorVerb::Write, &e))?;
+        // A snapshot's write holds the log's writes on this node meanwhile: worth seeing.
+        tracing::info!(
+            index = meta.last_log_id.map_or(0, |l| l.index),
+            instances,
+            bytes,
+            encode_ms = encoded.as_millis() as u64,
+            write_ms = (started.elapsed() - encoded).as_millis() as u64,
+            "snapshot built"
+        );
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),

@@ -91,7 +91,7 @@ fn convert(txn: &WriteTransaction) -> Result<(), StoreError> {
         for row in instances.iter().map_err(db_err)? {
             let (k, v) = row.map_err(db_err)?;
             let instance: Instance = decode(k.value(), v.value())?;
-            image.instances.push(instance);
+            image.instances.push(std::sync::Arc::new(instance));
         }
     }
     txn.delete_table(OLD_INSTANCES).map_err(db_err)?;

@@ -272,7 +272,10 @@ async fn a_built_snapshot_is_the_image_after_a_reopen_and_installs_elsewhere() {
     let image = Image {
         epoch: 0xfeed,
         revision: 12,
-        instances: vec![instance("api", "a-1", 11), instance("api", "a-2", 12)],
+        instances: vec![
+            Arc::new(instance("api", "a-1", 11)),
+            Arc::new(instance("api", "a-2", 12)),
+        ],
         ..Image::default()
     };
     let machine = Arc::new(Counter::default());
@@ -393,7 +396,7 @@ fn a_single_node_data_file_is_converted_once() {
     let want = Image {
         epoch: 0xabcd,
         revision: 42,
-        instances: instances.to_vec(),
+        instances: instances.iter().cloned().map(Arc::new).collect(),
         ..Image::default()
     };
     for _ in 0..2 {
