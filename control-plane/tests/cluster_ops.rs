@@ -312,7 +312,7 @@ async fn the_leader_shows_each_members_last_contact_and_applied_index() {
 }
 
 #[tokio::test]
-async fn reads_take_consistent_or_stale_but_not_both() {
+async fn reads_take_consistent_or_stale_and_consistent_wins() {
     let c = TestCluster::start(3, |_| {}).await;
     let leader = c.leader(ELECTION).await;
     let follower = c.other_than(leader);
@@ -323,9 +323,9 @@ async fn reads_take_consistent_or_stale_but_not_both() {
             assert_eq!(d.status, 200, "node {i} {query}: {}", d.body);
             assert_eq!(d.body["count"], 1, "node {i} {query}");
         }
-        get(node(&c, i), "/discover/modes?stale&consistent")
-            .await
-            .assert_problem(400, "invalid_query");
+        // Both: the stronger one wins.
+        let both = get(node(&c, i), "/discover/modes?stale&consistent").await;
+        assert_eq!(both.body["count"], 1, "{}", both.body);
         get(node(&c, i), "/services?consistent=maybe")
             .await
             .assert_problem(400, "invalid_query");

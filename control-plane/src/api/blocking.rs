@@ -30,7 +30,7 @@ const MAX_WAIT: Duration = Duration::from_secs(MAX_BLOCKING_WAIT_SECONDS);
 pub(crate) struct Blocking {
     index: Option<Revision>,
     wait: Option<Duration>,
-    /// Answer from this node's state without a round to the leader.
+    /// Answer from this node's state without a round to the leader (unless `consistent`).
     pub(crate) stale: bool,
     /// Confirm with a majority even where the leader's lease would do.
     consistent: bool,
@@ -67,11 +67,6 @@ impl Blocking {
             "consistent" => self.consistent = flag(key, value)?,
             _ => return Ok(false),
         }
-        if self.stale && self.consistent {
-            return Err(ApiError::query(
-                "stale and consistent exclude each other: pick one",
-            ));
-        }
         Ok(true)
     }
 
@@ -83,7 +78,8 @@ impl Blocking {
         passed: impl Fn(Revision) -> bool,
     ) -> Result<(), ApiError> {
         self.block(app, passed).await;
-        if !self.stale {
+        // Asked for both, the stronger guarantee wins: never less current than asked.
+        if !self.stale || self.consistent {
             let consistency = if self.consistent {
                 Consistency::Consistent
             } else {

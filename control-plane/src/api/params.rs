@@ -73,7 +73,8 @@ pub(crate) fn blocking(what: &str) -> [Parameter; 4] {
             "Confirm with a majority of the cluster before answering, even where the leader's \
              lease would do (`?consistent` or `?consistent=true`). By default the leader answers \
              from its own state while a majority acknowledged it within a third of the election \
-             timeout, and other nodes ask the leader for its read index. Excludes `stale`.",
+             timeout, and other nodes ask the leader for its read index. With `stale` too, \
+             `consistent` wins.",
             flag_schema(),
         ),
     ]
