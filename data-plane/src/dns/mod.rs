@@ -6,9 +6,12 @@
 
 pub mod forward;
 pub mod handler;
-pub mod names;
 pub mod records;
 pub mod tcp;
+
+/// What a query name asks for: the naming scheme, in a crate of its own so that it can be
+/// fuzzed without the sidecar.
+pub use waypost_dns_names as names;
 
 use std::{net::SocketAddr, sync::Arc};
 
