@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use waypost_model::{Instance, Revision, WatchEvent};
 
-use crate::dns::records::{RecordBuilder, ServiceRecords};
+use crate::dns::records::{RecordBuilder, ServiceRecords, Up};
 
 /// One service as readers see it.
 #[derive(Debug)]
@@ -38,6 +38,13 @@ pub struct Target {
     pub instance: Arc<Instance>,
     /// Its addresses (empty when its host name did not resolve).
     pub addrs: Vec<IpAddr>,
+}
+
+impl Target {
+    /// The target as DNS records are built from it.
+    pub fn up(&self) -> Up<'_> {
+        (&*self.instance, self.addrs.as_slice())
+    }
 }
 
 /// The registry at one revision, immutable.
@@ -270,7 +277,8 @@ impl Registry {
                 })
                 .collect();
             let vip = all.iter().find_map(|i| i.vip).map(IpAddr::V4);
-            let records = records.service(name, &up, vip.filter(|_| vip_mode));
+            let records =
+                records.service(name, up.iter().map(Target::up), vip.filter(|_| vip_mode));
             Some(Arc::new(ServiceView {
                 instances: all,
                 up,
