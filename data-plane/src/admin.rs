@@ -11,15 +11,12 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use crate::{
-    metrics::{Metrics, Status},
-    snapshot::Snapshots,
-};
+use crate::{metrics::Metrics, snapshot::Snapshots, subscription::StreamStatus};
 
 #[derive(Clone)]
 pub(crate) struct Admin {
     pub(crate) snapshots: Snapshots,
-    pub(crate) status: Arc<Status>,
+    pub(crate) status: Arc<StreamStatus>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) started_ms: u64,
 }

@@ -3,8 +3,8 @@
 //!
 //! # Layout
 //! - [`config`]: the one `Config` (flags > `WAYPOST_*` env > TOML), loaded before binding.
-//! - `subscription`: the only writer: change stream → [`snapshot::Registry`] → published
-//!   [`snapshot::Snapshot`] → saved to disk ([`persist`]).
+//! - `subscription`: the only writer: change stream → the snapshot module's mirror → published
+//!   [`snapshot::Snapshot`] → saved to disk ([`persist`]); its [`StreamStatus`].
 //! - [`snapshot`]: the snapshot and its lock-free read handle, [`snapshot::Snapshots`].
 //! - [`dns`]: the hickory server and our handler (names, records, forwarding).
 //! - `admin`: `/health`, `/ready`, `/metrics`, `/snapshot`.
@@ -26,8 +26,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
-use metrics::{Metrics, Status};
+use metrics::Metrics;
 use snapshot::Snapshots;
+pub use subscription::StreamStatus;
 
 /// Why the sidecar could not start.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +65,7 @@ pub struct Running {
     /// The snapshot readers use.
     pub snapshots: Snapshots,
     /// The subscription's status.
-    pub status: Arc<Status>,
+    pub status: Arc<StreamStatus>,
     /// Finishes after shutdown: listeners closed, the last snapshot saved.
     pub join: JoinHandle<()>,
 }
@@ -132,13 +133,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     };
 
     let metrics = Arc::new(Metrics::new());
-    let status = Arc::new(Status::default());
+    let status = Arc::new(StreamStatus::default());
     let records = dns::records::RecordBuilder::new(config.domain.clone(), config.dns_ttl);
     let (publisher, snapshots) = snapshot::channel();
     let checker_client = client.clone();
     let mut subscription = subscription::Subscription {
         events: client.watch_events(None),
-        registry: snapshot::Registry::default(),
+        mirror: snapshot::Mirror::default(),
         publisher,
         records: records.clone(),
         names: HashMap::new(),

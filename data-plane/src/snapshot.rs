@@ -1,4 +1,4 @@
-//! The sidecar's view of the registry: the mutable [`Registry`] that the subscription task
+//! The sidecar's view of the registry: the mutable [`Mirror`] that the subscription task
 //! alone writes, and the immutable [`Snapshot`] it publishes after every change, with
 //! everything readers need already derived (DNS record sets per service).
 //!
@@ -153,9 +153,10 @@ pub(crate) struct Gap {
     pub(crate) received: Revision,
 }
 
-/// The writer's state: every instance by service and id.
+/// The registry as this sidecar mirrors it from the change stream: every instance by service
+/// and id. The subscription task's alone; readers see only the [`Snapshot`]s built from it.
 #[derive(Debug, Default)]
-pub(crate) struct Registry {
+pub(crate) struct Mirror {
     pub(crate) epoch: Option<String>,
     pub(crate) revision: Revision,
     services: BTreeMap<String, BTreeMap<String, Arc<Instance>>>,
@@ -168,11 +169,11 @@ pub(crate) enum Changed {
     Nothing,
     /// These services.
     Services(BTreeSet<String>),
-    /// Everything (a snapshot replaced the registry).
+    /// Everything (a snapshot replaced the mirror).
     All,
 }
 
-impl Registry {
+impl Mirror {
     /// Applies one event of the full (unfiltered) change stream. Changes must come with the
     /// next revision; an older one is a duplicate and ignored, a later one is a [`Gap`].
     pub(crate) fn apply(&mut self, event: WatchEvent) -> Result<Changed, Gap> {
@@ -336,7 +337,7 @@ mod tests {
 
     #[test]
     fn changes_apply_in_order_and_gaps_are_refused() {
-        let mut r = Registry::default();
+        let mut r = Mirror::default();
         let snap = WatchEvent::Snapshot {
             epoch: "e".into(),
             revision: 5,
