@@ -193,7 +193,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             shutdown.clone(),
         ))
     });
-    let proxying = tokio::spawn(proxy::serve_http(
+    let proxying = tokio::spawn(proxy::http::serve(
         http_listener,
         http_proxy,
         shutdown.clone(),
