@@ -26,7 +26,7 @@ use crate::{
     dns::records::RecordBuilder,
     metrics::{Metrics, now_ms},
     persist::SnapshotFile,
-    snapshot::{Changed, Mirror, Publisher},
+    snapshot::{self, Changed, Mirror, Publisher, Snapshots},
 };
 
 /// How often host names are resolved again.
@@ -89,20 +89,48 @@ impl StreamStatus {
     }
 }
 
+/// The writer's state: the stream it follows, the mirror it applies events to, and where it
+/// publishes and saves the result.
 pub(crate) struct Subscription {
-    pub(crate) events: WatchStream,
-    pub(crate) mirror: Mirror,
-    pub(crate) publisher: Publisher,
-    pub(crate) records: RecordBuilder,
-    pub(crate) names: HashMap<String, Vec<IpAddr>>,
-    pub(crate) status: Arc<StreamStatus>,
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) file: Option<SnapshotFile>,
+    events: WatchStream,
+    mirror: Mirror,
+    publisher: Publisher,
+    records: RecordBuilder,
+    /// Instances' host names and what they resolved to.
+    names: HashMap<String, Vec<IpAddr>>,
+    status: Arc<StreamStatus>,
+    metrics: Arc<Metrics>,
+    file: Option<SnapshotFile>,
     /// DNS answers services' virtual IPs.
-    pub(crate) vip_mode: bool,
+    vip_mode: bool,
 }
 
 impl Subscription {
+    /// A subscription to `events`, building DNS records with `records`, saving to `file`;
+    /// with the read handle on what it will publish.
+    pub(crate) fn new(
+        events: WatchStream,
+        records: RecordBuilder,
+        status: Arc<StreamStatus>,
+        metrics: Arc<Metrics>,
+        file: Option<SnapshotFile>,
+        vip_mode: bool,
+    ) -> (Self, Snapshots) {
+        let (publisher, snapshots) = snapshot::channel();
+        let subscription = Self {
+            events,
+            mirror: Mirror::default(),
+            publisher,
+            records,
+            names: HashMap::new(),
+            status,
+            metrics,
+            file,
+            vip_mode,
+        };
+        (subscription, snapshots)
+    }
+
     /// Serves the saved snapshot, if any, until the control plane's arrives.
     pub(crate) async fn restore(&mut self) {
         let Some(saved) = self.file.as_ref().and_then(SnapshotFile::load) else {
@@ -118,6 +146,7 @@ impl Subscription {
         }
     }
 
+    /// Follows the stream until `shutdown`, then saves the last snapshot if it changed.
     pub(crate) async fn run(mut self, shutdown: CancellationToken) {
         let mut save = tokio::time::interval(SAVE_EVERY);
         let mut resolve = tokio::time::interval(RESOLVE_EVERY);

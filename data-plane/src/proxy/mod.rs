@@ -1,5 +1,5 @@
-//! The proxies: HTTP ([`http`]) and TCP ([`tcp`], on explicit routes, and on services' virtual
-//! IPs with [`vips`]). They read the same snapshot as DNS, choose
+//! The proxies: HTTP ([`http`]) and TCP ([`tcp`], on explicit routes and on services' virtual
+//! IPs, whose listeners [`crate::listeners`] keeps). They read the same snapshot as DNS, choose
 //! an instance with [`balance`], and keep their own facts about instances (in flight,
 //! failures, ejections) to themselves; [`error`] turns the HTTP proxy's failures into answers.
 
@@ -8,7 +8,6 @@ pub mod error;
 pub mod http;
 pub mod pool;
 pub mod tcp;
-pub mod vips;
 
 use std::time::Duration;
 

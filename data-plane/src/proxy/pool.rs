@@ -33,6 +33,7 @@ use hyper::{
 };
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
+use tokio_util::task::TaskTracker;
 
 use super::ProxyBody;
 
@@ -62,15 +63,19 @@ pub struct Upstreams {
     pools: Mutex<HashMap<(SocketAddr, bool), Arc<Pool>>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
+    /// Where connections that run on a task of their own (h2c, upgrades) are spawned.
+    tasks: TaskTracker,
 }
 
 impl Upstreams {
-    /// Connections opened within `connect_timeout` and closed after `idle_timeout` unused.
-    pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Self {
+    /// Connections opened within `connect_timeout` and closed after `idle_timeout` unused;
+    /// those with a task of their own run on `tasks`.
+    pub fn new(connect_timeout: Duration, idle_timeout: Duration, tasks: TaskTracker) -> Self {
         Self {
             pools: Mutex::default(),
             connect_timeout,
             idle_timeout,
+            tasks,
         }
     }
 
@@ -89,6 +94,7 @@ impl Upstreams {
                     authority: Authority::try_from(addr.to_string().as_str())
                         .expect("a socket address is an authority"),
                     connect_timeout: self.connect_timeout,
+                    tasks: self.tasks.clone(),
                     idle: Mutex::default(),
                     shared: Mutex::default(),
                 })
@@ -191,6 +197,10 @@ pub struct Pool {
     /// `addr` as the `:authority` of HTTP/2 requests.
     pub authority: Authority,
     connect_timeout: Duration,
+    /// The sidecar's tasks, for connections that run on a task of their own. Such a task ends
+    /// when its connection does: when the upstream closes it, or once every sender is gone
+    /// (the pool with the proxy, at shutdown).
+    tasks: TaskTracker,
     /// Boxed: a connection's state is large and moves from pool to request and back.
     idle: Mutex<Vec<(Box<Driven>, Instant)>>,
     shared: Mutex<Option<http2::SendRequest<ProxyBody>>>,
@@ -270,7 +280,7 @@ impl Pool {
             let (sender, connection) = http2::handshake(TokioExecutor::new(), io)
                 .await
                 .map_err(UpstreamError::Handshake)?;
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 if let Err(err) = connection.await {
                     tracing::debug!(%err, "h2c upstream connection ended");
                 }
@@ -283,7 +293,7 @@ impl Pool {
             let (sender, connection) = http1::handshake(io)
                 .await
                 .map_err(UpstreamError::Handshake)?;
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 if let Err(err) = connection.with_upgrades().await {
                     tracing::debug!(%err, "upstream connection ended");
                 }

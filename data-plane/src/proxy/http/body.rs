@@ -14,6 +14,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 use tokio::time::Sleep;
+use tokio_util::sync::CancellationToken;
 
 use super::super::{
     BoxError, ProxyBody,
@@ -26,8 +27,13 @@ pub(super) fn empty() -> ProxyBody {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
 }
 
-/// Copies bytes both ways between an upgraded client connection and the upstream's.
-pub(super) async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+/// Copies bytes both ways between an upgraded client connection and the upstream's, until
+/// both sides close or the sidecar shuts down (a tunnel has no graceful close of its own).
+pub(super) async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    shutdown: CancellationToken,
+) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(both) => both,
         Err(err) => {
@@ -37,7 +43,10 @@ pub(super) async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::u
     };
     let mut client = TokioIo::new(client);
     let mut upstream = TokioIo::new(upstream);
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+        () = shutdown.cancelled() => {}
+    }
 }
 
 /// Counts a request in flight on its endpoint until the response body is done or dropped.

@@ -23,6 +23,7 @@ use hyper::{
     body::{Body, Incoming},
     upgrade::OnUpgrade,
 };
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use waypost_runtime::deadline::Deadlines;
 
 pub use self::routing::{BALANCE_KEY, PROTOCOL_KEY};
@@ -53,6 +54,11 @@ pub struct HttpProxy {
     pub(crate) upstreams: Arc<Upstreams>,
     /// The request timeouts.
     pub(crate) deadlines: Arc<Deadlines>,
+    /// The sidecar's tasks: the proxy's own (tunnels, the reaper, the deadline ticker) are
+    /// spawned here, so that the sidecar's drain waits for them.
+    pub(crate) tasks: TaskTracker,
+    /// The sidecar's shutdown.
+    pub(crate) shutdown: CancellationToken,
     budget: RetryBudget,
     routes: Routes,
 }
@@ -64,25 +70,33 @@ impl std::fmt::Debug for HttpProxy {
 }
 
 impl HttpProxy {
-    /// A proxy for `domain`'s services.
+    /// A proxy for `domain`'s services; its tasks go on `tasks` and stop with `shutdown`.
     pub(crate) fn new(
         snapshots: Snapshots,
         config: ProxyConfig,
         metrics: Arc<Metrics>,
         domain: &str,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
     ) -> Self {
         Self {
             deadlines: Arc::new(Deadlines::new(
                 (config.request_timeout / 20)
                     .clamp(Duration::from_millis(5), Duration::from_millis(100)),
             )),
-            upstreams: Arc::new(Upstreams::new(config.connect_timeout, config.idle_timeout)),
+            upstreams: Arc::new(Upstreams::new(
+                config.connect_timeout,
+                config.idle_timeout,
+                tasks.clone(),
+            )),
             snapshots,
             balancer: Balancer::new(config.outlier, config.panic_threshold),
             budget: RetryBudget::new(config.retry_budget),
             host_suffix: format!(".service.{}", domain.trim_end_matches('.')),
             config,
             metrics,
+            tasks,
+            shutdown,
             routes: Routes::default(),
         }
     }
@@ -232,7 +246,11 @@ impl HttpProxy {
             (client_upgrade, response.status())
         {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
-            tokio::spawn(body::tunnel(client_upgrade, upstream_upgrade));
+            self.tasks.spawn(body::tunnel(
+                client_upgrade,
+                upstream_upgrade,
+                self.shutdown.clone(),
+            ));
             let (mut parts, _) = response.into_parts();
             parts.headers.append(header::VIA, via(parts.version));
             return Response::from_parts(parts, empty());

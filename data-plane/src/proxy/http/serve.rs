@@ -2,15 +2,15 @@
 //! at once), telling HTTP/2 with prior knowledge from HTTP/1.1, holding each connection to the
 //! deadlines of [`waypost_runtime::conn`], and closing them gracefully at shutdown.
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{convert::Infallible, sync::Arc};
 
 use hyper::service::service_fn;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
 };
-use tokio::net::TcpListener;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio::{net::TcpListener, task::JoinSet};
+use tokio_util::sync::CancellationToken;
 use waypost_runtime::conn::{
     Activity, Connections, Deadlines, Ended, H2_KEEPALIVE_INTERVAL, H2_KEEPALIVE_TIMEOUT,
 };
@@ -20,26 +20,28 @@ use super::{super::BoxError, HttpProxy};
 /// What an HTTP/2 client with prior knowledge sends first (RFC 9113, section 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Serves HTTP/1.1 and HTTP/2 (h2c, prior knowledge) on `listener` until `shutdown`, then lets
-/// open connections finish within `grace`. Client connections are under the deadlines of
-/// [`waypost_runtime::conn`]: the first request within `client_header_timeout` of the accept,
-/// then a graceful close after `idle_timeout` without a new one.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    proxy: Arc<HttpProxy>,
-    shutdown: CancellationToken,
-    grace: Duration,
-) {
-    tokio::spawn(proxy.upstreams.clone().reap_until(shutdown.clone()));
-    tokio::spawn(proxy.deadlines.clone().run(shutdown.clone()));
+/// Serves HTTP/1.1 and HTTP/2 (h2c, prior knowledge) on `listener` until the proxy's shutdown,
+/// then closes open connections gracefully and returns once they are done (the sidecar's drain
+/// bounds the wait). Client connections are under the deadlines of [`waypost_runtime::conn`]:
+/// the first request within `client_header_timeout` of the accept, then a graceful close after
+/// `idle_timeout` without a new one.
+pub(crate) async fn serve(listener: TcpListener, proxy: Arc<HttpProxy>) {
+    let shutdown = proxy.shutdown.clone();
+    proxy
+        .tasks
+        .spawn(proxy.upstreams.clone().reap_until(shutdown.clone()));
+    proxy
+        .tasks
+        .spawn(proxy.deadlines.clone().run(shutdown.clone()));
     let drain = Connections::new(Deadlines {
         first_request: proxy.config.client_header_timeout,
         idle: proxy.config.idle_timeout,
     });
-    let connections = TaskTracker::new();
+    // Owned here, so that this function knows when the last of its connections is done.
+    let mut connections = JoinSet::new();
     // Deadlines hold until the last connection is drained, not only until shutdown begins.
     let sweeping = CancellationToken::new();
-    let sweeper = tokio::spawn(drain.clone().sweep(sweeping.clone()));
+    let sweeper = proxy.tasks.spawn(drain.clone().sweep(sweeping.clone()));
     let drain_deadline = proxy.config.client_header_timeout;
     // One write(2) of a copied head and body instead of writev(2) of the pieces: answers are
     // mostly small, and the copy costs less than the vectored call (BENCHMARKS.md).
@@ -140,16 +142,12 @@ pub(crate) async fn serve(
                 tracing::debug!(%err, "proxy connection ended with an error");
             }
         });
+        // Forget finished connections, so that the set holds only open ones.
+        while connections.try_join_next().is_some() {}
     }
     drop(listener);
     drain.close();
-    connections.close();
-    if tokio::time::timeout(grace, connections.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("proxy connections outlived the grace period");
-    }
+    while connections.join_next().await.is_some() {}
     sweeping.cancel();
     let _ = sweeper.await;
 }
