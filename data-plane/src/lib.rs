@@ -3,22 +3,25 @@
 //! TCP to the services' instances and runs their health checks.
 //!
 //! # Layout
+//! Every module, in the order data flows (a test below keeps this list complete):
 //! - [`start`] (here): binds every listener, then starts each part below on one task tracker;
 //!   shutdown is one bounded drain of that tracker.
 //! - [`config`]: the one `Config` (flags > `WAYPOST_*` env > TOML), loaded before binding.
 //! - `listeners`: every socket the sidecar listens on: all bound at start, and the TCP proxy's
 //!   listeners (explicit routes, and VIPs reconciled with each snapshot) while it runs.
 //! - `subscription`: the only writer: change stream → [`snapshot`]'s mirror → published
-//!   [`snapshot::Snapshot`] → saved to disk ([`persist`]); its [`StreamStatus`].
+//!   [`snapshot::Snapshot`] → saved to disk; its [`StreamStatus`].
 //! - [`snapshot`]: the snapshot, the mirror it is built from, and the lock-free read handle
 //!   [`snapshot::Snapshots`] that every reader below holds.
-//! - [`dns`]: the hickory server (UDP) and our TCP listener around our handler; [`dns::records`]
-//!   builds the answers the snapshot holds, [`dns::names`] (the `waypost-dns-names` crate in
-//!   `data-plane/dns-names/`) reads query names, [`dns::forward`] passes other names upstream.
-//! - [`proxy`]: the HTTP proxy ([`proxy::http`]: serving clients, routing, headers, retries,
-//!   bodies), the TCP proxy ([`proxy::tcp`]), balancing and outlier ejection
-//!   ([`proxy::balance`]), upstream connections ([`proxy::pool`]), error answers
-//!   ([`proxy::error`]).
+//! - [`persist`]: the last snapshot on disk, written atomically, read back at start.
+//! - [`dns`]: the responder. [`dns::handler`] answers from the snapshot, [`dns::records`]
+//!   builds the record sets the snapshot holds, [`dns::names`] (the `waypost-dns-names` crate
+//!   in `data-plane/dns-names/`) reads query names, [`dns::forward`] passes other names
+//!   upstream, [`dns::tcp`] serves DNS over TCP (UDP is hickory's server).
+//! - [`proxy`]: [`proxy::http`] (its modules: `serve` for client connections, `routing`,
+//!   `headers`, `retry`, `body`), [`proxy::tcp`], balancing and outlier ejection in
+//!   [`proxy::balance`], upstream connections in [`proxy::pool`], error answers in
+//!   [`proxy::error`].
 //! - [`checks`]: active health checks of this node's instances, reported to the control plane.
 //! - [`metrics`]: every metric, registered in one place.
 //! - `admin`: `/health`, `/ready`, `/metrics`, `/snapshot`.
@@ -221,5 +224,58 @@ async fn run(
         snapshots,
         status,
         join,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The `mod` declarations of a module file.
+    fn modules(source: &str) -> Vec<String> {
+        source
+            .lines()
+            .filter_map(|line| {
+                let line = line
+                    .trim_start()
+                    .strip_prefix("pub ")
+                    .unwrap_or(line.trim_start());
+                let line = line.strip_prefix("pub(crate) ").unwrap_or(line);
+                let name = line.strip_prefix("mod ")?.strip_suffix(';')?;
+                Some(name.to_owned())
+            })
+            .collect()
+    }
+
+    /// The crate doc's layout section names every module of the crate, and of `dns`, `proxy`
+    /// and `proxy::http`.
+    #[test]
+    fn the_layout_names_every_module() {
+        let lib = include_str!("lib.rs");
+        let layout = lib
+            .split("# Layout")
+            .nth(1)
+            .and_then(|rest| rest.split("\n\n").next())
+            .expect("a layout section in the crate doc");
+        let named = |path: &str| {
+            layout.contains(&format!("[`{path}`]")) || layout.contains(&format!("`{path}`"))
+        };
+        let directories = [
+            ("", lib),
+            ("dns::", include_str!("dns/mod.rs")),
+            ("proxy::", include_str!("proxy/mod.rs")),
+        ];
+        for (prefix, source) in directories {
+            for module in modules(source) {
+                let path = format!("{prefix}{module}");
+                assert!(named(&path), "the layout in lib.rs leaves out {path}");
+            }
+        }
+        for module in modules(include_str!("proxy/http/mod.rs")) {
+            assert!(
+                named(&module),
+                "the layout in lib.rs leaves out proxy::http's {module}"
+            );
+        }
+        // `dns::names` is a re-export of its own crate, not a `mod`.
+        assert!(named("dns::names"));
     }
 }
