@@ -10,21 +10,31 @@ use axum::{
     routing::get,
 };
 use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
-use crate::{
-    metrics::{Metrics, Status},
-    snapshot::Snapshots,
-};
+use crate::{metrics::Metrics, snapshot::Snapshots, subscription::StreamStatus};
 
+/// What the admin endpoints read.
 #[derive(Clone)]
 pub(crate) struct Admin {
     pub(crate) snapshots: Snapshots,
-    pub(crate) status: Arc<Status>,
+    pub(crate) status: Arc<StreamStatus>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) started_ms: u64,
 }
 
-pub(crate) fn router(admin: Admin) -> Router {
+/// Serves the admin endpoints on `listener` until `shutdown`, then lets open requests finish.
+pub(crate) async fn serve(listener: TcpListener, admin: Admin, shutdown: CancellationToken) {
+    let served = axum::serve(listener, router(admin))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(err) = served {
+        tracing::error!(%err, "admin listener failed");
+    }
+}
+
+fn router(admin: Admin) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))

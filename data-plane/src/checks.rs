@@ -18,7 +18,7 @@ use hyper_util::{
     client::legacy::{Client as HttpClient, connect::HttpConnector},
     rt::TokioExecutor,
 };
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use waypost_client::Client;
 use waypost_model::{
@@ -66,7 +66,9 @@ pub(crate) async fn run(
         client,
         config,
     });
-    let mut running: HashMap<(String, String), (Check, JoinHandle<()>)> = HashMap::new();
+    // The check loops, owned here: dropping the set at the end stops them all.
+    let mut checking = JoinSet::new();
+    let mut running: HashMap<(String, String), (Check, AbortHandle)> = HashMap::new();
     let mut changes = snapshots.clone();
     loop {
         let snapshot = snapshots.current();
@@ -93,7 +95,7 @@ pub(crate) async fn run(
         });
         for (key, check) in wanted {
             if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(key) {
-                let task = tokio::spawn(check_loop(
+                let task = checking.spawn(check_loop(
                     shared.clone(),
                     slot.key().clone(),
                     check.clone(),
@@ -101,14 +103,13 @@ pub(crate) async fn run(
                 slot.insert((check, task));
             }
         }
+        // Forget the loops that ended (their instance left), so the set holds only live ones.
+        while checking.try_join_next().is_some() {}
         drop(snapshot);
         tokio::select! {
             () = shutdown.cancelled() => break,
             () = changes.changed() => {}
         }
-    }
-    for (_, (_, task)) in running {
-        task.abort();
     }
 }
 

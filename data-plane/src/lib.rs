@@ -1,12 +1,29 @@
 //! `waypost-sidecar`, the per-host data plane. It follows the control plane's change stream,
-//! keeps an immutable snapshot of every service, and answers DNS for them.
+//! keeps an immutable snapshot of every service, and answers DNS for them; it proxies HTTP and
+//! TCP to the services' instances and runs their health checks.
 //!
 //! # Layout
+//! Every module, in the order data flows (a test below keeps this list complete):
+//! - [`start`] (here): binds every listener, then starts each part below on one task tracker;
+//!   shutdown is one bounded drain of that tracker.
 //! - [`config`]: the one `Config` (flags > `WAYPOST_*` env > TOML), loaded before binding.
-//! - `subscription`: the only writer: change stream → [`snapshot::Registry`] → published
-//!   [`snapshot::Snapshot`] → saved to disk ([`persist`]).
-//! - [`snapshot`]: the snapshot and its lock-free read handle, [`snapshot::Snapshots`].
-//! - [`dns`]: the hickory server and our handler (names, records, forwarding).
+//! - `listeners`: every socket the sidecar listens on: all bound at start, and the TCP proxy's
+//!   listeners (explicit routes, and VIPs reconciled with each snapshot) while it runs.
+//! - `subscription`: the only writer: change stream → [`snapshot`]'s mirror → published
+//!   [`snapshot::Snapshot`] → saved to disk; its [`StreamStatus`].
+//! - [`snapshot`]: the snapshot, the mirror it is built from, and the lock-free read handle
+//!   [`snapshot::Snapshots`] that every reader below holds.
+//! - [`persist`]: the last snapshot on disk, written atomically, read back at start.
+//! - [`dns`]: the responder. [`dns::handler`] answers from the snapshot, [`dns::records`]
+//!   builds the record sets the snapshot holds, [`dns::names`] (the `waypost-dns-names` crate
+//!   in `data-plane/dns-names/`) reads query names, [`dns::forward`] passes other names
+//!   upstream, [`dns::tcp`] serves DNS over TCP (UDP is hickory's server).
+//! - [`proxy`]: [`proxy::http`] (its modules: `serve` for client connections, `routing`,
+//!   `headers`, `retry`, `body`), [`proxy::tcp`], balancing and outlier ejection in
+//!   [`proxy::balance`], upstream connections in [`proxy::pool`], error answers in
+//!   [`proxy::error`].
+//! - [`checks`]: active health checks of this node's instances, reported to the control plane.
+//! - [`metrics`]: every metric, registered in one place.
 //! - `admin`: `/health`, `/ready`, `/metrics`, `/snapshot`.
 
 pub mod checks;
@@ -18,16 +35,27 @@ pub mod proxy;
 pub mod snapshot;
 
 mod admin;
+mod listeners;
 mod subscription;
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc};
 
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use waypost_client::Client;
 
 pub use config::Config;
-use metrics::{Metrics, Status};
-use snapshot::Snapshots;
+pub use subscription::StreamStatus;
+
+use crate::{
+    dns::{forward::Forwarder, handler::Handler, records::RecordBuilder},
+    listeners::Bound,
+    metrics::Metrics,
+    persist::SnapshotFile,
+    proxy::{balance::Balancer, http::HttpProxy, tcp::TcpProxy},
+    snapshot::Snapshots,
+    subscription::Subscription,
+};
 
 /// Why the sidecar could not start.
 #[derive(Debug, thiserror::Error)]
@@ -64,16 +92,28 @@ pub struct Running {
     /// The snapshot readers use.
     pub snapshots: Snapshots,
     /// The subscription's status.
-    pub status: Arc<Status>,
-    /// Finishes after shutdown: listeners closed, the last snapshot saved.
+    pub status: Arc<StreamStatus>,
+    /// Finishes after shutdown: every task of the sidecar done (listeners closed, the last
+    /// snapshot saved), or the grace period over.
     pub join: JoinHandle<()>,
 }
 
 /// Binds the listeners, serves the saved snapshot if there is one, follows the control plane,
 /// and serves until `shutdown` is cancelled.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, SidecarError> {
-    let mut builder = waypost_client::Client::builder()
-        .user_agent(concat!("waypost-sidecar/", env!("CARGO_PKG_VERSION")));
+    let client = control_client(&config)?;
+    let bound = listeners::bind(&config).await?;
+    let file = match &config.data_dir {
+        Some(dir) => Some(SnapshotFile::new(dir).map_err(SidecarError::DataDir)?),
+        None => None,
+    };
+    Ok(run(config, client, bound, file, shutdown).await)
+}
+
+/// The client the sidecar follows the control plane with (and reports checks through).
+fn control_client(config: &Config) -> Result<Client, SidecarError> {
+    let mut builder =
+        Client::builder().user_agent(concat!("waypost-sidecar/", env!("CARGO_PKG_VERSION")));
     for url in &config.control {
         builder = builder.endpoint(url);
     }
@@ -86,167 +126,156 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     if let Some((cert, key)) = &config.client_cert {
         builder = builder.client_cert(cert, key);
     }
-    let client = builder.build()?;
-    let dns_error = |source| SidecarError::Bind {
-        what: "DNS",
-        addr: config.dns_listen,
-        source,
-    };
-    let (udp, tcp) = dns::bind(config.dns_listen).await.map_err(dns_error)?;
-    let dns_addr = udp.local_addr().map_err(dns_error)?;
-    let admin_error = |source| SidecarError::Bind {
-        what: "admin",
-        addr: config.admin_listen,
-        source,
-    };
-    let admin_listener = tokio::net::TcpListener::bind(config.admin_listen)
-        .await
-        .map_err(admin_error)?;
-    let admin_addr = admin_listener.local_addr().map_err(admin_error)?;
-    let http_error = |source| SidecarError::Bind {
-        what: "HTTP proxy",
-        addr: config.http_listen,
-        source,
-    };
-    let http_listener = tokio::net::TcpListener::bind(config.http_listen)
-        .await
-        .map_err(http_error)?;
-    let http_addr = http_listener.local_addr().map_err(http_error)?;
-    let mut tcp_listeners = Vec::new();
-    for route in &config.tcp {
-        let tcp_error = |source| SidecarError::Bind {
-            what: "TCP proxy",
-            addr: route.listen,
-            source,
-        };
-        let listener = tokio::net::TcpListener::bind(route.listen)
-            .await
-            .map_err(tcp_error)?;
-        let addr = listener.local_addr().map_err(tcp_error)?;
-        tcp_listeners.push((listener, addr, route.service.clone()));
-    }
-    let tcp_addrs: Vec<SocketAddr> = tcp_listeners.iter().map(|(_, a, _)| *a).collect();
-    let file = match &config.data_dir {
-        Some(dir) => Some(persist::SnapshotFile::new(dir).map_err(SidecarError::DataDir)?),
-        None => None,
-    };
+    Ok(builder.build()?)
+}
 
+/// Starts every part of the sidecar on `bound` sockets. Each runs on one task tracker (and
+/// spawns its own tasks there, or on a `JoinSet` it owns) and stops at `shutdown`; the returned
+/// `join` drains the tracker within the grace period.
+async fn run(
+    config: Config,
+    client: Client,
+    bound: Bound,
+    file: Option<SnapshotFile>,
+    shutdown: CancellationToken,
+) -> Running {
+    let tasks = TaskTracker::new();
     let metrics = Arc::new(Metrics::new());
-    let status = Arc::new(Status::default());
-    let records = dns::records::RecordBuilder::new(config.domain.clone(), config.dns_ttl);
-    let (publisher, snapshots) = snapshot::channel();
-    let checker_client = client.clone();
-    let mut subscription = subscription::Subscription {
-        events: client.watch_events(None),
-        registry: snapshot::Registry::default(),
-        publisher,
-        records: records.clone(),
-        names: HashMap::new(),
-        status: status.clone(),
-        metrics: metrics.clone(),
-        file,
-        vip_mode: config.vip_mode,
-    };
-    subscription.restore().await;
-    let following = tokio::spawn(subscription.run(shutdown.clone()));
+    let status = Arc::new(StreamStatus::default());
+    let records = RecordBuilder::new(config.domain.clone(), config.dns_ttl);
 
-    let handler = dns::handler::Handler {
+    // The writer first: a saved snapshot is published before anything answers from it.
+    let (mut subscription, snapshots) = Subscription::new(
+        client.watch_events(None),
+        records.clone(),
+        status.clone(),
+        metrics.clone(),
+        file,
+        config.vip_mode,
+    );
+    subscription.restore().await;
+    tasks.spawn(subscription.run(shutdown.clone()));
+
+    let handler = Handler {
         snapshots: snapshots.clone(),
         records,
-        forwarder: dns::forward::Forwarder::new(&config.upstreams),
+        forwarder: Forwarder::new(&config.upstreams),
         metrics: metrics.clone(),
     };
-    let dns_server = dns::serve(udp, tcp, handler, config.dns_tcp);
-    let http_proxy = Arc::new(proxy::http::HttpProxy::new(
+    tasks.spawn(dns::serve(
+        bound.dns_udp,
+        bound.dns_tcp,
+        handler,
+        config.dns_tcp,
+        shutdown.clone(),
+    ));
+
+    let http_proxy = HttpProxy::new(
         snapshots.clone(),
         config.proxy.clone(),
         metrics.clone(),
         &config.domain.to_ascii(),
-    ));
-    let checking = (config.checks.check_all || config.checks.node.is_some()).then(|| {
-        tokio::spawn(checks::run(
-            snapshots.clone(),
-            checker_client,
-            config.checks.clone(),
-            shutdown.clone(),
-        ))
-    });
-    let tcp_proxy = Arc::new(proxy::tcp::TcpProxy {
+        tasks.clone(),
+        shutdown.clone(),
+    );
+    tasks.spawn(proxy::http::serve(bound.http, Arc::new(http_proxy)));
+    let tcp_addrs = bound.tcp_routes.iter().map(|r| r.addr).collect();
+    let tcp_proxy = Arc::new(TcpProxy {
         snapshots: snapshots.clone(),
-        balancer: proxy::balance::Balancer::new(config.proxy.outlier, config.proxy.panic_threshold),
+        balancer: Balancer::new(config.proxy.outlier, config.proxy.panic_threshold),
         config: config.proxy.clone(),
+        tasks: tasks.clone(),
+        shutdown: shutdown.clone(),
     });
-    for (listener, _, service) in tcp_listeners {
-        tokio::spawn(proxy::tcp::serve(
-            listener,
-            service,
-            None,
-            tcp_proxy.clone(),
+    listeners::serve_tcp(bound.tcp_routes, config.vip_mode, &tcp_proxy);
+
+    if config.checks.check_all || config.checks.node.is_some() {
+        tasks.spawn(checks::run(
+            snapshots.clone(),
+            client,
+            config.checks.clone(),
             shutdown.clone(),
         ));
     }
-    let vip_listeners = config.vip_mode.then(|| {
-        tokio::spawn(proxy::vips::run(
-            snapshots.clone(),
-            tcp_proxy.clone(),
-            shutdown.clone(),
-        ))
-    });
-    let proxying = tokio::spawn(proxy::serve_http(
-        http_listener,
-        http_proxy,
-        shutdown.clone(),
-        config.shutdown_grace,
-    ));
-    let admin = admin::router(admin::Admin {
+    let admin = admin::Admin {
         snapshots: snapshots.clone(),
         status: status.clone(),
         metrics,
         started_ms: metrics::now_ms(),
-    });
-    let admin_shutdown = shutdown.clone();
-    let admin_server = tokio::spawn(async move {
-        let served = axum::serve(admin_listener, admin)
-            .with_graceful_shutdown(async move { admin_shutdown.cancelled().await })
-            .await;
-        if let Err(err) = served {
-            tracing::error!(%err, "admin listener failed");
-        }
-    });
-    tracing::info!(dns = %dns_addr, http = %http_addr, admin = %admin_addr, "listening");
+    };
+    tasks.spawn(admin::serve(bound.admin, admin, shutdown.clone()));
+    tracing::info!(
+        dns = %bound.dns_addr,
+        http = %bound.http_addr,
+        admin = %bound.admin_addr,
+        "listening"
+    );
 
     let grace = config.shutdown_grace;
     let join = tokio::spawn(async move {
         shutdown.cancelled().await;
-        let stopping = async {
-            if let Err(err) = dns_server.shutdown().await {
-                tracing::warn!(%err, "DNS server stopped with an error");
-            }
-            let _ = admin_server.await;
-            let _ = proxying.await;
-            if let Some(checking) = checking {
-                let _ = checking.await;
-            }
-            if let Some(vip_listeners) = vip_listeners {
-                let _ = vip_listeners.await;
-            }
-            // The subscription saves the last snapshot as it ends.
-            let _ = following.await;
-        };
-        if tokio::time::timeout(grace, stopping).await.is_err() {
-            tracing::warn!(
-                grace_ms = grace.as_millis() as u64,
-                "shutdown exceeded the grace period"
-            );
-        }
+        waypost_runtime::shutdown::drain(&tasks, grace, "sidecar").await;
     });
-    Ok(Running {
-        dns_addr,
-        admin_addr,
-        http_addr,
+    Running {
+        dns_addr: bound.dns_addr,
+        admin_addr: bound.admin_addr,
+        http_addr: bound.http_addr,
         tcp_addrs,
         snapshots,
         status,
         join,
-    })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The `mod` declarations of a module file.
+    fn modules(source: &str) -> Vec<String> {
+        source
+            .lines()
+            .filter_map(|line| {
+                let line = line
+                    .trim_start()
+                    .strip_prefix("pub ")
+                    .unwrap_or(line.trim_start());
+                let line = line.strip_prefix("pub(crate) ").unwrap_or(line);
+                let name = line.strip_prefix("mod ")?.strip_suffix(';')?;
+                Some(name.to_owned())
+            })
+            .collect()
+    }
+
+    /// The crate doc's layout section names every module of the crate, and of `dns`, `proxy`
+    /// and `proxy::http`.
+    #[test]
+    fn the_layout_names_every_module() {
+        let lib = include_str!("lib.rs");
+        let layout = lib
+            .split("# Layout")
+            .nth(1)
+            .and_then(|rest| rest.split("\n\n").next())
+            .expect("a layout section in the crate doc");
+        let named = |path: &str| {
+            layout.contains(&format!("[`{path}`]")) || layout.contains(&format!("`{path}`"))
+        };
+        let directories = [
+            ("", lib),
+            ("dns::", include_str!("dns/mod.rs")),
+            ("proxy::", include_str!("proxy/mod.rs")),
+        ];
+        for (prefix, source) in directories {
+            for module in modules(source) {
+                let path = format!("{prefix}{module}");
+                assert!(named(&path), "the layout in lib.rs leaves out {path}");
+            }
+        }
+        for module in modules(include_str!("proxy/http/mod.rs")) {
+            assert!(
+                named(&module),
+                "the layout in lib.rs leaves out proxy::http's {module}"
+            );
+        }
+        // `dns::names` is a re-export of its own crate, not a `mod`.
+        assert!(named("dns::names"));
+    }
 }

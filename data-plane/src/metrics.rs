@@ -1,11 +1,7 @@
-//! Every metric of the sidecar, named and registered in one place, and the subscription's
-//! status that `/health` and the metrics report.
+//! Every metric of the sidecar, named and registered in one place.
 
 use std::{
-    sync::{
-        Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
+    sync::Mutex,
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -28,59 +24,7 @@ pub(crate) struct CloseLabel {
     pub(crate) reason: &'static str,
 }
 
-/// The subscription's state, written by the subscription task, read by `/health`, `/ready`
-/// and `/metrics`.
-#[derive(Debug, Default)]
-pub struct Status {
-    /// The stream is connected and has delivered its snapshot.
-    pub(crate) live: AtomicBool,
-    /// A snapshot (live or from disk) is being served.
-    pub(crate) serving: AtomicBool,
-    /// Unix milliseconds when the stream was last known to be live (0: never).
-    pub(crate) live_at_ms: AtomicU64,
-    /// Reconnections so far.
-    pub(crate) reconnects: AtomicU64,
-}
-
-impl Status {
-    /// `true` while the answers may be out of date: not connected, or never synchronised.
-    pub fn stale(&self) -> bool {
-        !self.live.load(Ordering::Relaxed)
-    }
-
-    /// `true` once any snapshot is served.
-    pub fn serving(&self) -> bool {
-        self.serving.load(Ordering::Relaxed)
-    }
-
-    /// How far behind the control plane the answers may be: 0 while live, else the seconds
-    /// since the stream was last live (since start when it never was).
-    pub fn lag_seconds(&self, started_ms: u64) -> f64 {
-        if !self.stale() {
-            return 0.0;
-        }
-        let since = match self.live_at_ms.load(Ordering::Relaxed) {
-            0 => started_ms,
-            at => at,
-        };
-        now_ms().saturating_sub(since) as f64 / 1000.0
-    }
-
-    pub(crate) fn set_live(&self, live: bool) {
-        self.live.store(live, Ordering::Relaxed);
-        if live {
-            self.live_at_ms.store(now_ms(), Ordering::Relaxed);
-        }
-    }
-
-    /// Marks the stream as live now (called for every applied event while connected).
-    pub(crate) fn touch(&self) {
-        if !self.stale() {
-            self.live_at_ms.store(now_ms(), Ordering::Relaxed);
-        }
-    }
-}
-
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

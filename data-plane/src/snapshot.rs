@@ -1,4 +1,4 @@
-//! The sidecar's view of the registry: the mutable [`Registry`] that the subscription task
+//! The sidecar's view of the registry: the mutable [`Mirror`] that the subscription task
 //! alone writes, and the immutable [`Snapshot`] it publishes after every change, with
 //! everything readers need already derived (DNS record sets per service).
 //!
@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use waypost_model::{Instance, Revision, WatchEvent};
 
-use crate::dns::records::{RecordBuilder, ServiceRecords};
+use crate::dns::records::{RecordBuilder, ServiceRecords, Up};
 
 /// One service as readers see it.
 #[derive(Debug)]
@@ -38,6 +38,13 @@ pub struct Target {
     pub instance: Arc<Instance>,
     /// Its addresses (empty when its host name did not resolve).
     pub addrs: Vec<IpAddr>,
+}
+
+impl Target {
+    /// The target as DNS records are built from it.
+    pub fn up(&self) -> Up<'_> {
+        (&*self.instance, self.addrs.as_slice())
+    }
 }
 
 /// The registry at one revision, immutable.
@@ -146,9 +153,10 @@ pub(crate) struct Gap {
     pub(crate) received: Revision,
 }
 
-/// The writer's state: every instance by service and id.
+/// The registry as this sidecar mirrors it from the change stream: every instance by service
+/// and id. The subscription task's alone; readers see only the [`Snapshot`]s built from it.
 #[derive(Debug, Default)]
-pub(crate) struct Registry {
+pub(crate) struct Mirror {
     pub(crate) epoch: Option<String>,
     pub(crate) revision: Revision,
     services: BTreeMap<String, BTreeMap<String, Arc<Instance>>>,
@@ -161,11 +169,11 @@ pub(crate) enum Changed {
     Nothing,
     /// These services.
     Services(BTreeSet<String>),
-    /// Everything (a snapshot replaced the registry).
+    /// Everything (a snapshot replaced the mirror).
     All,
 }
 
-impl Registry {
+impl Mirror {
     /// Applies one event of the full (unfiltered) change stream. Changes must come with the
     /// next revision; an older one is a duplicate and ignored, a later one is a [`Gap`].
     pub(crate) fn apply(&mut self, event: WatchEvent) -> Result<Changed, Gap> {
@@ -270,7 +278,8 @@ impl Registry {
                 })
                 .collect();
             let vip = all.iter().find_map(|i| i.vip).map(IpAddr::V4);
-            let records = records.service(name, &up, vip.filter(|_| vip_mode));
+            let records =
+                records.service(name, up.iter().map(Target::up), vip.filter(|_| vip_mode));
             Some(Arc::new(ServiceView {
                 instances: all,
                 up,
@@ -328,7 +337,7 @@ mod tests {
 
     #[test]
     fn changes_apply_in_order_and_gaps_are_refused() {
-        let mut r = Registry::default();
+        let mut r = Mirror::default();
         let snap = WatchEvent::Snapshot {
             epoch: "e".into(),
             revision: 5,

@@ -1,5 +1,5 @@
 //! The one writer: follows the control plane's change stream, applies each event to the
-//! [`Registry`], builds and publishes the next [`Snapshot`](crate::snapshot::Snapshot), and
+//! [`Mirror`], builds and publishes the next [`Snapshot`](crate::snapshot::Snapshot), and
 //! saves it to disk at most once a second.
 //!
 //! Events that are already waiting are applied together and published once, so a burst of
@@ -10,7 +10,10 @@
 use std::{
     collections::{BTreeSet, HashMap},
     net::IpAddr,
-    sync::{Arc, atomic::Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -21,9 +24,9 @@ use waypost_model::WatchEvent;
 
 use crate::{
     dns::records::RecordBuilder,
-    metrics::{Metrics, Status},
+    metrics::{Metrics, now_ms},
     persist::SnapshotFile,
-    snapshot::{Changed, Publisher, Registry},
+    snapshot::{self, Changed, Mirror, Publisher, Snapshots},
 };
 
 /// How often host names are resolved again.
@@ -33,35 +36,117 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The most often the snapshot file is rewritten.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 
+/// How the subscription is doing: written by the subscription task alone, read by `/health`,
+/// `/ready` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct StreamStatus {
+    /// The stream is connected and has delivered its snapshot.
+    pub(crate) live: AtomicBool,
+    /// A snapshot (live or from disk) is being served.
+    pub(crate) serving: AtomicBool,
+    /// Unix milliseconds when the stream was last known to be live (0: never).
+    pub(crate) live_at_ms: AtomicU64,
+    /// Reconnections so far.
+    pub(crate) reconnects: AtomicU64,
+}
+
+impl StreamStatus {
+    /// `true` while the answers may be out of date: not connected, or never synchronised.
+    pub fn stale(&self) -> bool {
+        !self.live.load(Ordering::Relaxed)
+    }
+
+    /// `true` once any snapshot is served.
+    pub fn serving(&self) -> bool {
+        self.serving.load(Ordering::Relaxed)
+    }
+
+    /// How far behind the control plane the answers may be: 0 while live, else the seconds
+    /// since the stream was last live (since start when it never was).
+    pub fn lag_seconds(&self, started_ms: u64) -> f64 {
+        if !self.stale() {
+            return 0.0;
+        }
+        let since = match self.live_at_ms.load(Ordering::Relaxed) {
+            0 => started_ms,
+            at => at,
+        };
+        now_ms().saturating_sub(since) as f64 / 1000.0
+    }
+
+    pub(crate) fn set_live(&self, live: bool) {
+        self.live.store(live, Ordering::Relaxed);
+        if live {
+            self.live_at_ms.store(now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// Marks the stream as live now (called for every applied event while connected).
+    pub(crate) fn touch(&self) {
+        if !self.stale() {
+            self.live_at_ms.store(now_ms(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// The writer's state: the stream it follows, the mirror it applies events to, and where it
+/// publishes and saves the result.
 pub(crate) struct Subscription {
-    pub(crate) events: WatchStream,
-    pub(crate) registry: Registry,
-    pub(crate) publisher: Publisher,
-    pub(crate) records: RecordBuilder,
-    pub(crate) names: HashMap<String, Vec<IpAddr>>,
-    pub(crate) status: Arc<Status>,
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) file: Option<SnapshotFile>,
+    events: WatchStream,
+    mirror: Mirror,
+    publisher: Publisher,
+    records: RecordBuilder,
+    /// Instances' host names and what they resolved to.
+    names: HashMap<String, Vec<IpAddr>>,
+    status: Arc<StreamStatus>,
+    metrics: Arc<Metrics>,
+    file: Option<SnapshotFile>,
     /// DNS answers services' virtual IPs.
-    pub(crate) vip_mode: bool,
+    vip_mode: bool,
 }
 
 impl Subscription {
+    /// A subscription to `events`, building DNS records with `records`, saving to `file`;
+    /// with the read handle on what it will publish.
+    pub(crate) fn new(
+        events: WatchStream,
+        records: RecordBuilder,
+        status: Arc<StreamStatus>,
+        metrics: Arc<Metrics>,
+        file: Option<SnapshotFile>,
+        vip_mode: bool,
+    ) -> (Self, Snapshots) {
+        let (publisher, snapshots) = snapshot::channel();
+        let subscription = Self {
+            events,
+            mirror: Mirror::default(),
+            publisher,
+            records,
+            names: HashMap::new(),
+            status,
+            metrics,
+            file,
+            vip_mode,
+        };
+        (subscription, snapshots)
+    }
+
     /// Serves the saved snapshot, if any, until the control plane's arrives.
     pub(crate) async fn restore(&mut self) {
         let Some(saved) = self.file.as_ref().and_then(SnapshotFile::load) else {
             return;
         };
-        if self.registry.apply(saved).is_ok() {
+        if self.mirror.apply(saved).is_ok() {
             self.publish(Changed::All).await;
             self.status.serving.store(true, Ordering::Relaxed);
             tracing::info!(
-                revision = self.registry.revision,
+                revision = self.mirror.revision,
                 "serving the saved snapshot until the control plane answers"
             );
         }
     }
 
+    /// Follows the stream until `shutdown`, then saves the last snapshot if it changed.
     pub(crate) async fn run(mut self, shutdown: CancellationToken) {
         let mut save = tokio::time::interval(SAVE_EVERY);
         let mut resolve = tokio::time::interval(RESOLVE_EVERY);
@@ -124,7 +209,7 @@ impl Subscription {
             }
             StreamEvent::Event { event, .. } => {
                 let is_snapshot = matches!(*event, WatchEvent::Snapshot { .. });
-                match self.registry.apply(*event) {
+                match self.mirror.apply(*event) {
                     Ok(changed) => {
                         if is_snapshot {
                             self.status.serving.store(true, Ordering::Relaxed);
@@ -150,7 +235,7 @@ impl Subscription {
 
     async fn publish(&mut self, changed: Changed) {
         let missing: Vec<String> = self
-            .registry
+            .mirror
             .host_names()
             .into_iter()
             .filter(|n| !self.names.contains_key(n))
@@ -159,7 +244,7 @@ impl Subscription {
             self.names.insert(name, addrs);
         }
         let previous = self.publisher.current();
-        let snapshot = self.registry.build(
+        let snapshot = self.mirror.build(
             &previous,
             &changed,
             &self.names,
@@ -180,7 +265,7 @@ impl Subscription {
 
     /// Resolves every host name again; `true` when an answer changed.
     async fn resolve_all(&mut self) -> bool {
-        let wanted = self.registry.host_names();
+        let wanted = self.mirror.host_names();
         self.names.retain(|n, _| wanted.contains(n));
         let mut changed = false;
         for (name, addrs) in resolve(wanted.into_iter().collect()).await {

@@ -1,6 +1,8 @@
 //! Active health checks: a real upstream whose /healthz the test breaks and mends, a real
 //! control plane, a real sidecar told to check everything; DNS, proxy and discovery follow.
 
+mod common;
+
 use std::{
     convert::Infallible,
     net::SocketAddr,
@@ -12,20 +14,19 @@ use std::{
 };
 
 use bytes::Bytes;
+use common::{TestSidecar, a_records};
 use http_body_util::Full;
 use hyper::{Request, Response, body::Incoming, service::service_fn};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::conn::auto,
 };
-use tokio::net::{TcpListener, UdpSocket};
-use tokio_util::sync::CancellationToken;
+use tokio::net::TcpListener;
 use waypost_client::{
     Client, Filter,
     model::{Check, Health, RegisterRequest},
 };
 use waypost_control::testkit::{TestControlPlane, eventually};
-use waypost_sidecar::Config;
 
 /// An upstream answering 200 on every path, except /healthz while `sick`.
 async fn upstream(sick: Arc<AtomicBool>) -> SocketAddr {
@@ -55,20 +56,7 @@ async fn upstream(sick: Arc<AtomicBool>) -> SocketAddr {
 }
 
 async fn a_count(dns: SocketAddr, name: &str) -> usize {
-    use hickory_proto::{
-        op::{Message, MessageType, OpCode, Query},
-        rr::{Name, RecordType},
-    };
-    let mut query = Message::new(9, MessageType::Query, OpCode::Query);
-    query.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    socket.send_to(&query.to_vec().unwrap(), dns).await.unwrap();
-    let mut buf = vec![0u8; 4096];
-    let (n, _) = tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    Message::from_vec(&buf[..n]).unwrap().answers.len()
+    a_records(dns, name).await.len()
 }
 
 #[tokio::test]
@@ -88,16 +76,16 @@ async fn a_failing_check_takes_the_instance_out_of_dns_and_the_proxy_and_back() 
         ..RegisterRequest::new("web", addr.to_string())
     };
     client.register_once(&request).await.unwrap();
-    let mut config = Config::for_test(&cp.url, None);
-    config.checks.check_all = true;
-    config.checks.deregister_critical_after = Duration::from_secs(3);
-    let token = CancellationToken::new();
-    let sidecar = waypost_sidecar::start(config, token.clone()).await.unwrap();
-    let dns = sidecar.dns_addr;
+    let sidecar = TestSidecar::start(&cp.url, |c| {
+        c.checks.check_all = true;
+        c.checks.deregister_critical_after = Duration::from_secs(3);
+    })
+    .await;
+    let dns = sidecar.dns();
     let name = "web.service.waypost.";
     let http = reqwest::Client::new();
     let proxy_status = || async {
-        http.get(format!("http://{}/", sidecar.http_addr))
+        http.get(format!("http://{}/", sidecar.http()))
             .header("host", "web")
             .send()
             .await
@@ -163,5 +151,5 @@ async fn a_failing_check_takes_the_instance_out_of_dns_and_the_proxy_and_back() 
         },
     )
     .await;
-    token.cancel();
+    sidecar.stop().await;
 }

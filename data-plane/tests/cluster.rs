@@ -4,29 +4,23 @@
 //! node dropped at once, its connections cut mid-stream), and the sidecar moves to a survivor,
 //! resumes where it was and keeps answering.
 
+mod common;
+
 use std::{
     cell::RefCell,
     collections::BTreeSet,
     future::Future,
     net::{IpAddr, SocketAddr},
-    time::Duration,
 };
 
-use hickory_proto::{
-    op::{Message, MessageType, OpCode, Query, ResponseCode},
-    rr::{Name, RData, RecordType},
-};
-use tokio::net::UdpSocket;
-use tokio_util::sync::CancellationToken;
+use common::{DEADLINE, TestSidecar, ip_set, ips, udp};
+use hickory_proto::{op::ResponseCode, rr::RecordType};
 use waypost_client::{
     Client, Error,
     model::{InstanceRef, RegisterRequest},
 };
 use waypost_control::testkit::{TestCluster, eventually};
-use waypost_sidecar::{Config, Running};
 
-/// For an election, a catch-up, one change to arrive.
-const DEADLINE: Duration = Duration::from_secs(10);
 const NAME: &str = "web.service.waypost.";
 
 /// A client of node `i` only.
@@ -125,46 +119,22 @@ async fn settled(c: &TestCluster, nodes: &[usize], revision: u64) {
 }
 
 /// A sidecar whose control URLs are the nodes in `order`: it subscribes at the first.
-async fn sidecar(c: &TestCluster, order: &[usize]) -> (Running, CancellationToken) {
-    let mut config = Config::for_test(&c.urls[order[0]], None);
-    config.control = order.iter().map(|i| c.urls[*i].clone()).collect();
-    let token = CancellationToken::new();
-    let running = waypost_sidecar::start(config, token.clone())
-        .await
-        .expect("start the sidecar");
-    (running, token)
+async fn sidecar(c: &TestCluster, order: &[usize]) -> TestSidecar {
+    TestSidecar::start(&c.urls[order[0]], |config| {
+        config.control = order.iter().map(|i| c.urls[*i].clone()).collect();
+    })
+    .await
 }
 
-/// The A records `name` answers with, over UDP.
+/// The A records `name` answers with, over UDP; the name must be known.
 async fn a_records(dns: SocketAddr, name: &str) -> BTreeSet<IpAddr> {
-    let mut query = Message::new(rand::random(), MessageType::Query, OpCode::Query);
-    query.metadata.recursion_desired = true;
-    query.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    socket.send_to(&query.to_vec().unwrap(), dns).await.unwrap();
-    let mut buf = vec![0u8; 65_535];
-    let (n, _) = tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf))
-        .await
-        .expect("an answer within 2 s")
-        .unwrap();
-    let answer = Message::from_vec(&buf[..n]).expect("a well-formed answer");
+    let answer = udp(dns, name, RecordType::A).await;
     assert_eq!(
         answer.metadata.response_code,
         ResponseCode::NoError,
         "{name}: the sidecar lost the service"
     );
-    answer
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            _ => None,
-        })
-        .collect()
-}
-
-fn ip_set(list: &[&str]) -> BTreeSet<IpAddr> {
-    list.iter().map(|s| s.parse().unwrap()).collect()
+    ips(&answer.answers)
 }
 
 /// Waits until `NAME` answers exactly `want`.
@@ -176,29 +146,6 @@ async fn answers(dns: SocketAddr, want: &[&str]) {
     .await;
 }
 
-/// The sidecar's `/health` document.
-async fn health(running: &Running) -> serde_json::Value {
-    reqwest::get(format!("http://{}/health", running.admin_addr))
-        .await
-        .expect("/health answers")
-        .json()
-        .await
-        .expect("a JSON health document")
-}
-
-/// The value of the sidecar's metric line that starts with `series`, 0 when absent.
-async fn metric(running: &Running, series: &str) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", running.admin_addr))
-        .await
-        .expect("/metrics answers")
-        .text()
-        .await
-        .expect("the metrics text");
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |v| v.trim().parse().expect("a number"))
-}
-
 #[tokio::test]
 async fn the_sidecar_moves_to_a_survivor_when_its_node_is_killed_and_resumes_without_a_snapshot() {
     let mut c = TestCluster::start(3, |_| {}).await;
@@ -208,8 +155,8 @@ async fn the_sidecar_moves_to_a_survivor_when_its_node_is_killed_and_resumes_wit
 
     // The sidecar subscribes at its first control URL: the leader, the node killed below, so
     // that its stream does break (and the cluster needs a new leader too).
-    let (sidecar, token) = sidecar(&c, &[leader, followers[0], followers[1]]).await;
-    let dns = sidecar.dns_addr;
+    let sidecar = sidecar(&c, &[leader, followers[0], followers[1]]).await;
+    let dns = sidecar.dns();
 
     // Instances registered through each node.
     register(&c, followers[0], "127.0.0.2:80").await;
@@ -217,8 +164,8 @@ async fn the_sidecar_moves_to_a_survivor_when_its_node_is_killed_and_resumes_wit
     let last = register(&c, followers[1], "127.0.0.4:80").await;
     answers(dns, &["127.0.0.2", "127.0.0.3", "127.0.0.4"]).await;
     let snapshots = "waypost_sidecar_snapshots_total";
-    assert_eq!(metric(&sidecar, snapshots).await, 1.0);
-    assert_eq!(health(&sidecar).await["stale"], false);
+    assert_eq!(sidecar.metric(snapshots).await, 1.0);
+    assert_eq!(sidecar.health().await["stale"], false);
     // The sidecar's stream is open on the leader.
     let streams = "waypost_watch_streams";
     assert_eq!(
@@ -251,19 +198,18 @@ async fn the_sidecar_moves_to_a_survivor_when_its_node_is_killed_and_resumes_wit
     answers(dns, &["127.0.0.3", "127.0.0.4", "127.0.0.5"]).await;
 
     // It reconnected, to a survivor, and resumed: no second snapshot.
-    let h = health(&sidecar).await;
+    let h = sidecar.health().await;
     assert_eq!(h["stale"], false, "{h}");
     assert!(h["reconnects"].as_u64().unwrap() >= 1, "{h}");
     assert_eq!(
         h["snapshots"], 1,
         "the sidecar received a new snapshot: {h}"
     );
-    assert_eq!(metric(&sidecar, snapshots).await, 1.0);
+    assert_eq!(sidecar.metric(snapshots).await, 1.0);
     let revision = h["revision"].as_u64().unwrap();
     assert_eq!(revision, last + 2, "{h}");
 
-    token.cancel();
-    let _ = tokio::time::timeout(DEADLINE, sidecar.join).await;
+    sidecar.stop().await;
 }
 
 #[tokio::test]
@@ -277,8 +223,8 @@ async fn the_sidecar_skips_a_node_that_has_not_caught_up_and_never_answers_from_
     // the cluster's epoch, as a node still catching up would. It comes second in the
     // sidecar's list: where the stream goes when the leader dies.
     let behind = c.join(|_| {}).await;
-    let (sidecar, token) = sidecar(&c, &[leader, behind, followers[0], followers[1]]).await;
-    let dns = sidecar.dns_addr;
+    let sidecar = sidecar(&c, &[leader, behind, followers[0], followers[1]]).await;
+    let dns = sidecar.dns();
     register(&c, followers[0], "127.0.0.2:80").await;
     let last = register(&c, leader, "127.0.0.3:80").await;
     answers(dns, &["127.0.0.2", "127.0.0.3"]).await;
@@ -301,13 +247,12 @@ async fn the_sidecar_skips_a_node_that_has_not_caught_up_and_never_answers_from_
         },
     )
     .await;
-    let h = health(&sidecar).await;
+    let h = sidecar.health().await;
     assert_eq!(
         h["snapshots"], 1,
         "the sidecar took the older snapshot: {h}"
     );
     assert_ne!(h["epoch"], "0000000000000000", "{h}");
 
-    token.cancel();
-    let _ = tokio::time::timeout(DEADLINE, sidecar.join).await;
+    sidecar.stop().await;
 }

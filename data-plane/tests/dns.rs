@@ -1,137 +1,25 @@
 //! The sidecar against a real control plane, queried with real DNS over UDP and TCP on
 //! 127.0.0.1 (messages built and read with hickory-proto).
 
-use std::{
-    collections::BTreeSet,
-    net::{IpAddr, SocketAddr},
-    path::Path,
-    time::Duration,
-};
+mod common;
 
+use std::{collections::BTreeSet, time::Duration};
+
+use common::{
+    DEADLINE, TestSidecar, a_records, answers, ip_set, ips, query, tcp, tcp_exchange, udp,
+    udp_edns, udp_raw,
+};
 use hickory_proto::{
-    op::{Edns, Message, MessageType, OpCode, Query, ResponseCode},
-    rr::{Name, RData, Record, RecordType},
+    op::{Message, ResponseCode},
+    rr::{Name, RData, RecordType},
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpStream, UdpSocket},
+    net::TcpStream,
 };
-use tokio_util::sync::CancellationToken;
 use waypost_client::{Client, model::InstanceRef, model::RegisterRequest};
 use waypost_control::testkit::{TestControlPlane, eventually};
-use waypost_sidecar::{Config, Running, dns::tcp::TcpLimits};
-
-const DEADLINE: Duration = Duration::from_secs(10);
-
-struct Sidecar {
-    running: Running,
-    token: CancellationToken,
-}
-
-impl Sidecar {
-    async fn start(control: &str, dir: Option<&Path>, tweak: impl FnOnce(&mut Config)) -> Self {
-        let mut config = Config::for_test(control, dir.map(Path::to_path_buf));
-        tweak(&mut config);
-        let token = CancellationToken::new();
-        let running = waypost_sidecar::start(config, token.clone())
-            .await
-            .expect("start the sidecar");
-        Self { running, token }
-    }
-
-    fn dns(&self) -> SocketAddr {
-        self.running.dns_addr
-    }
-
-    fn admin(&self, path: &str) -> String {
-        format!("http://{}{path}", self.running.admin_addr)
-    }
-
-    /// Waits until the sidecar serves at least `revision`.
-    async fn caught_up(&self, revision: u64) {
-        tokio::time::timeout(
-            DEADLINE,
-            self.running.snapshots.wait_for(|s| s.revision >= revision),
-        )
-        .await
-        .expect("the sidecar catches up");
-    }
-
-    async fn stop(self) {
-        self.token.cancel();
-        let _ = tokio::time::timeout(DEADLINE, self.running.join).await;
-    }
-}
-
-fn message(name: &str, rtype: RecordType, edns: Option<u16>) -> Vec<u8> {
-    let mut m = Message::new(rand::random(), MessageType::Query, OpCode::Query);
-    m.metadata.recursion_desired = true;
-    m.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
-    if let Some(size) = edns {
-        let mut e = Edns::new();
-        e.set_max_payload(size);
-        m.set_edns(e);
-    }
-    m.to_vec().unwrap()
-}
-
-async fn udp_raw(server: SocketAddr, bytes: &[u8]) -> Option<Message> {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    socket.send_to(bytes, server).await.unwrap();
-    let mut buf = vec![0u8; 65_535];
-    let (n, _) = tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf))
-        .await
-        .ok()?
-        .unwrap();
-    Some(Message::from_vec(&buf[..n]).expect("a well-formed answer"))
-}
-
-async fn udp(server: SocketAddr, name: &str, rtype: RecordType) -> Message {
-    udp_raw(server, &message(name, rtype, None))
-        .await
-        .expect("an answer within 2 s")
-}
-
-async fn udp_edns(server: SocketAddr, name: &str, rtype: RecordType, size: u16) -> Message {
-    udp_raw(server, &message(name, rtype, Some(size)))
-        .await
-        .expect("an answer within 2 s")
-}
-
-async fn tcp(server: SocketAddr, name: &str, rtype: RecordType) -> Message {
-    let mut stream = TcpStream::connect(server).await.unwrap();
-    tcp_exchange(&mut stream, name, rtype).await
-}
-
-/// One query and its answer on an open DNS-over-TCP connection.
-async fn tcp_exchange(stream: &mut TcpStream, name: &str, rtype: RecordType) -> Message {
-    let query = message(name, rtype, None);
-    stream
-        .write_all(&(query.len() as u16).to_be_bytes())
-        .await
-        .unwrap();
-    stream.write_all(&query).await.unwrap();
-    let mut len = [0u8; 2];
-    stream.read_exact(&mut len).await.unwrap();
-    let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
-    stream.read_exact(&mut answer).await.unwrap();
-    Message::from_vec(&answer).unwrap()
-}
-
-fn ips(records: &[Record]) -> BTreeSet<IpAddr> {
-    records
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
-            _ => None,
-        })
-        .collect()
-}
-
-fn ip_set(list: &[&str]) -> BTreeSet<IpAddr> {
-    list.iter().map(|s| s.parse().unwrap()).collect()
-}
+use waypost_sidecar::dns::tcp::TcpLimits;
 
 fn has_soa(m: &Message) -> bool {
     m.authorities
@@ -156,7 +44,7 @@ async fn answers_a_aaaa_srv_tags_and_negatives() {
     register(&client, "web", "127.0.0.3:8002", &[]).await;
     register(&client, "web", "[::1]:8003", &[]).await;
     let last = register(&client, "db", "http://localhost:5432", &[]).await;
-    let sidecar = Sidecar::start(&cp.url, None, |_| {}).await;
+    let sidecar = TestSidecar::start(&cp.url, |_| {}).await;
     sidecar.caught_up(last).await;
     let dns = sidecar.dns();
 
@@ -269,7 +157,7 @@ async fn large_answers_are_truncated_over_udp_and_whole_over_tcp() {
     for i in 1..=100 {
         last = register(&client, "big", &format!("127.0.1.{i}:80"), &[]).await;
     }
-    let sidecar = Sidecar::start(&cp.url, None, |_| {}).await;
+    let sidecar = TestSidecar::start(&cp.url, |_| {}).await;
     sidecar.caught_up(last).await;
 
     // Without EDNS a UDP answer is at most 512 bytes: truncated, TC set.
@@ -292,24 +180,11 @@ async fn large_answers_are_truncated_over_udp_and_whole_over_tcp() {
     sidecar.stop().await;
 }
 
-async fn a_records(dns: SocketAddr, name: &str) -> BTreeSet<IpAddr> {
-    ips(&udp(dns, name, RecordType::A).await.answers)
-}
-
-/// Waits until `name` answers exactly `want`.
-async fn answers(dns: SocketAddr, name: &str, want: &[&str]) {
-    let want = ip_set(want);
-    eventually(DEADLINE, &format!("{name} to answer {want:?}"), || async {
-        (a_records(dns, name).await == want).then_some(())
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn answers_follow_register_deregister_and_expiry() {
     let cp = TestControlPlane::in_memory(|_| {}).await;
     let client = Client::new(&cp.url).unwrap();
-    let sidecar = Sidecar::start(&cp.url, None, |_| {}).await;
+    let sidecar = TestSidecar::start(&cp.url, |_| {}).await;
     let dns = sidecar.dns();
     let name = "api.service.waypost.";
 
@@ -352,7 +227,7 @@ async fn answers_continue_without_the_control_plane_and_a_restart_serves_the_sav
     let url = cp.url.clone();
     let client = Client::new(&cp.url).unwrap();
     let last = register(&client, "pay", "127.0.0.9:443", &[]).await;
-    let sidecar = Sidecar::start(&url, Some(dir.path()), |_| {}).await;
+    let sidecar = TestSidecar::start_at(&url, Some(dir.path()), |_| {}).await;
     sidecar.caught_up(last).await;
     let name = "pay.service.waypost.";
     answers(sidecar.dns(), name, &["127.0.0.9"]).await;
@@ -373,7 +248,7 @@ async fn answers_continue_without_the_control_plane_and_a_restart_serves_the_sav
     sidecar.stop().await;
 
     // Restarted while the control plane is still down: the saved snapshot answers.
-    let restarted = Sidecar::start(&url, Some(dir.path()), |_| {}).await;
+    let restarted = TestSidecar::start_at(&url, Some(dir.path()), |_| {}).await;
     assert_eq!(
         a_records(restarted.dns(), name).await,
         ip_set(&["127.0.0.9"])
@@ -398,13 +273,13 @@ async fn names_outside_the_domain_go_to_the_upstream_resolvers() {
     let client = Client::new(&cp.url).unwrap();
     let last = register(&client, "ledger", "127.0.0.7:80", &[]).await;
     // The upstream is another real DNS server: a second sidecar serving the domain `corp.`.
-    let upstream = Sidecar::start(&cp.url, None, |c| {
+    let upstream = TestSidecar::start(&cp.url, |c| {
         c.domain = Name::from_ascii("corp.").unwrap();
     })
     .await;
     upstream.caught_up(last).await;
     let upstream_addr = upstream.dns();
-    let sidecar = Sidecar::start(&cp.url, None, |c| c.upstreams = vec![upstream_addr]).await;
+    let sidecar = TestSidecar::start(&cp.url, |c| c.upstreams = vec![upstream_addr]).await;
     sidecar.caught_up(last).await;
 
     let forwarded = udp(sidecar.dns(), "ledger.service.corp.", RecordType::A).await;
@@ -429,7 +304,7 @@ async fn malformed_packets_never_stop_the_responder_and_answers_are_shuffled() {
     for i in 1..=6 {
         last = register(&client, "mix", &format!("127.0.2.{i}:80"), &[]).await;
     }
-    let sidecar = Sidecar::start(&cp.url, None, |_| {}).await;
+    let sidecar = TestSidecar::start(&cp.url, |_| {}).await;
     sidecar.caught_up(last).await;
     let dns = sidecar.dns();
 
@@ -441,7 +316,7 @@ async fn malformed_packets_never_stop_the_responder_and_answers_are_shuffled() {
     if let Some(answer) = udp_raw(dns, &broken).await {
         assert_eq!(answer.metadata.response_code, ResponseCode::FormErr);
     }
-    let mut garbage = message("mix.service.waypost.", RecordType::A, None);
+    let mut garbage = query("mix.service.waypost.", RecordType::A, None);
     garbage.truncate(garbage.len() - 3);
     if let Some(answer) = udp_raw(dns, &garbage).await {
         assert_eq!(answer.metadata.response_code, ResponseCode::FormErr);
@@ -469,19 +344,6 @@ async fn malformed_packets_never_stop_the_responder_and_answers_are_shuffled() {
 /// A frame with a correct length prefix whose 5 bytes are no DNS message (not even a header).
 const GARBAGE_FRAME: &[u8] = b"\x00\x05abcde";
 
-/// The value of the metric line that starts with `series` (name and labels), 0 when absent.
-async fn metric(sidecar: &Sidecar, series: &str) -> f64 {
-    let text = reqwest::get(sidecar.admin("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |v| v.trim().parse().expect("a number"))
-}
-
 /// `true` when the server closes `stream` (a read returns end of file) before `until`; any
 /// bytes it sends first are a failure (these clients sent no query).
 async fn closed_by_server(stream: &mut TcpStream, until: tokio::time::Instant) -> bool {
@@ -501,7 +363,7 @@ async fn dns_tcp_connections_without_a_query_are_closed_counted_and_capped() {
     let cp = TestControlPlane::in_memory(|_| {}).await;
     let client = Client::new(&cp.url).unwrap();
     let last = register(&client, "web", "127.0.0.2:8001", &[]).await;
-    let sidecar = Sidecar::start(&cp.url, None, |c| {
+    let sidecar = TestSidecar::start(&cp.url, |c| {
         c.dns_tcp = TcpLimits {
             idle_timeout: idle,
             max_connections: CAP,
@@ -517,7 +379,7 @@ async fn dns_tcp_connections_without_a_query_are_closed_counted_and_capped() {
     for _ in 0..2 * CAP {
         silent.push(TcpStream::connect(dns).await.unwrap());
     }
-    let query = message("web.service.waypost.", RecordType::A, None);
+    let query = query("web.service.waypost.", RecordType::A, None);
     let mut lone_byte = TcpStream::connect(dns).await.unwrap();
     lone_byte.write_all(&[0]).await.unwrap();
     let mut half_message = TcpStream::connect(dns).await.unwrap();
@@ -536,7 +398,7 @@ async fn dns_tcp_connections_without_a_query_are_closed_counted_and_capped() {
     // backlog).
     let open = "waypost_sidecar_dns_tcp_connections";
     eventually(DEADLINE, "the cap to be reached", || async {
-        let n = metric(&sidecar, open).await;
+        let n = sidecar.metric(open).await;
         assert!(n <= CAP as f64, "{n} DNS TCP connections open, cap {CAP}");
         (n == CAP as f64).then_some(())
     })
@@ -565,8 +427,8 @@ async fn dns_tcp_connections_without_a_query_are_closed_counted_and_capped() {
     }
     let timeout = "waypost_sidecar_dns_tcp_closed_total{reason=\"timeout\"}";
     let malformed = "waypost_sidecar_dns_tcp_closed_total{reason=\"malformed\"}";
-    assert_eq!(metric(&sidecar, timeout).await, (2 * CAP + 2) as f64);
-    assert_eq!(metric(&sidecar, malformed).await, 1.0);
+    assert_eq!(sidecar.metric(timeout).await, (2 * CAP + 2) as f64);
+    assert_eq!(sidecar.metric(malformed).await, 1.0);
     sidecar.stop().await;
 }
 
@@ -576,7 +438,7 @@ async fn dns_tcp_queries_keep_a_connection_and_repeated_garbage_frames_do_not() 
     let cp = TestControlPlane::in_memory(|_| {}).await;
     let client = Client::new(&cp.url).unwrap();
     let last = register(&client, "web", "127.0.0.2:8001", &[]).await;
-    let sidecar = Sidecar::start(&cp.url, None, |c| c.dns_tcp.idle_timeout = idle).await;
+    let sidecar = TestSidecar::start(&cp.url, |c| c.dns_tcp.idle_timeout = idle).await;
     sidecar.caught_up(last).await;
 
     // Queries half an idle timeout apart keep one connection past the timeout (it counts from
@@ -616,6 +478,6 @@ async fn dns_tcp_queries_keep_a_connection_and_repeated_garbage_frames_do_not() 
     assert!(closed, "{frames} garbage frames, still open");
     assert_eq!(frames, 1, "closed at the first garbage frame");
     let malformed = "waypost_sidecar_dns_tcp_closed_total{reason=\"malformed\"}";
-    assert_eq!(metric(&sidecar, malformed).await, 1.0);
+    assert_eq!(sidecar.metric(malformed).await, 1.0);
     sidecar.stop().await;
 }

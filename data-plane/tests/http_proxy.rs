@@ -1,6 +1,8 @@
 //! The sidecar's HTTP proxy with real upstreams: small hyper servers on 127.0.0.1:0 that the
 //! test can make fail or kill outright.
 
+mod common;
+
 use std::{
     collections::BTreeMap,
     convert::Infallible,
@@ -13,6 +15,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use common::{DEADLINE, TestSidecar};
 use http_body_util::Full;
 use hyper::{Request, Response, body::Incoming, service::service_fn};
 use hyper_util::{
@@ -20,12 +23,9 @@ use hyper_util::{
     server::conn::auto,
 };
 use tokio::{net::TcpListener, task::AbortHandle};
-use tokio_util::sync::CancellationToken;
 use waypost_client::{Client, model::InstanceRef, model::RegisterRequest};
 use waypost_control::testkit::{TestControlPlane, eventually};
-use waypost_sidecar::{Config, Running};
-
-const DEADLINE: Duration = Duration::from_secs(10);
+use waypost_sidecar::Config;
 
 /// An upstream that answers `name version path via x-forwarded-for`, or 500 while failing.
 struct Upstream {
@@ -141,15 +141,8 @@ impl Upstream {
 struct Setup {
     _cp: TestControlPlane,
     client: Client,
-    sidecar: Running,
-    token: CancellationToken,
+    sidecar: TestSidecar,
     upstreams: Vec<Upstream>,
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        self.token.cancel();
-    }
 }
 
 /// A control plane, `n` upstreams registered as `web` (with `meta` and weights), a sidecar.
@@ -178,18 +171,12 @@ async fn setup(
         last = client.register_once(&request).await.unwrap().revision;
         upstreams.push(upstream);
     }
-    let mut config = Config::for_test(&cp.url, None);
-    tweak(&mut config);
-    let token = CancellationToken::new();
-    let sidecar = waypost_sidecar::start(config, token.clone()).await.unwrap();
-    tokio::time::timeout(DEADLINE, sidecar.snapshots.wait_for(|s| s.revision >= last))
-        .await
-        .unwrap();
+    let sidecar = TestSidecar::start(&cp.url, tweak).await;
+    sidecar.caught_up(last).await;
     Setup {
         _cp: cp,
         client,
         sidecar,
-        token,
         upstreams,
     }
 }
@@ -197,28 +184,16 @@ async fn setup(
 impl Setup {
     /// Waits until the sidecar serves `revision` (or later).
     async fn caught_up(&self, revision: u64) {
-        tokio::time::timeout(
-            DEADLINE,
-            self.sidecar
-                .snapshots
-                .wait_for(|snap| snap.revision >= revision),
-        )
-        .await
-        .expect("the sidecar catches up");
+        self.sidecar.caught_up(revision).await;
     }
 
     /// The sidecar's Prometheus text.
     async fn metrics(&self) -> String {
-        reqwest::get(format!("http://{}/metrics", self.sidecar.admin_addr))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        self.sidecar.metrics().await
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.sidecar.http_addr)
+        format!("http://{}{path}", self.sidecar.http())
     }
 
     async fn send(&self, http: &reqwest::Client, host: &str, path: &str) -> reqwest::Response {
@@ -457,7 +432,7 @@ async fn websocket_echo_through_the_proxy() {
     s.caught_up(revision).await;
 
     // Connect to the proxy; `Host: ws` names the service.
-    let stream = tokio::net::TcpStream::connect(s.sidecar.http_addr)
+    let stream = tokio::net::TcpStream::connect(s.sidecar.http())
         .await
         .unwrap();
     let request = "ws://ws/echo".into_client_request().unwrap();
@@ -637,7 +612,7 @@ async fn the_binary_on_one_worker_proxies() {
 async fn shutdown_closes_idle_connections_and_lets_the_answer_in_flight_finish() {
     let mut setup = setup(1, &[], &[], |_| {}).await;
     // An idle keep-alive connection, after one exchange.
-    let stream = tokio::net::TcpStream::connect(setup.sidecar.http_addr)
+    let stream = tokio::net::TcpStream::connect(setup.sidecar.http())
         .await
         .unwrap();
     let (mut idle, conn) =
@@ -675,7 +650,7 @@ async fn shutdown_closes_idle_connections_and_lets_the_answer_in_flight_finish()
         || async { (upstream.held.load(Ordering::SeqCst) == 1).then_some(()) },
     )
     .await;
-    setup.token.cancel();
+    setup.sidecar.token.cancel();
     // The idle connection is closed by the proxy while the held answer is still pending.
     tokio::time::timeout(DEADLINE, idle_conn)
         .await
@@ -690,7 +665,7 @@ async fn shutdown_closes_idle_connections_and_lets_the_answer_in_flight_finish()
         .unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.starts_with("u0 HTTP/1.1 /held"), "{body}");
-    tokio::time::timeout(DEADLINE, &mut setup.sidecar.join)
+    tokio::time::timeout(DEADLINE, &mut setup.sidecar.running.join)
         .await
         .expect("the sidecar stops once its connections are done")
         .unwrap();
@@ -713,7 +688,7 @@ async fn silent_and_idle_client_connections_are_closed_and_counted() {
     let kinds: [&[u8]; 3] = [b"", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"GET /hal"];
     for kind in kinds {
         for _ in 0..3 {
-            let mut stream = tokio::net::TcpStream::connect(setup.sidecar.http_addr)
+            let mut stream = tokio::net::TcpStream::connect(setup.sidecar.http())
                 .await
                 .unwrap();
             stream.write_all(kind).await.unwrap();
@@ -721,7 +696,7 @@ async fn silent_and_idle_client_connections_are_closed_and_counted() {
         }
     }
     // An idle keep-alive connection after one exchange.
-    let mut idle = tokio::net::TcpStream::connect(setup.sidecar.http_addr)
+    let mut idle = tokio::net::TcpStream::connect(setup.sidecar.http())
         .await
         .unwrap();
     idle.write_all(b"GET /warm HTTP/1.1\r\nhost: web\r\n\r\n")

@@ -1,17 +1,14 @@
 //! The sidecar following a control plane that serves HTTPS, asks for client certificates and
 //! has authorization on: it connects with the configured CA, client certificate and token.
 
-use std::time::Duration;
+mod common;
 
-use tokio_util::sync::CancellationToken;
+use common::TestSidecar;
 use waypost_client::{Client, model::RegisterRequest};
 use waypost_control::{
     auth::Role,
     testkit::{TestControlPlane, TestPki, tokens},
 };
-use waypost_sidecar::Config;
-
-const DEADLINE: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn the_sidecar_follows_a_control_plane_over_mtls_with_a_token() {
@@ -36,24 +33,21 @@ async fn the_sidecar_follows_a_control_plane_over_mtls_with_a_token() {
         .await
         .unwrap();
 
-    let mut config = Config::for_test(&cp.url, None);
-    config.token = Some("sidecar-read".parse().unwrap());
-    config.ca_cert = Some(pki.ca.clone());
-    config.client_cert = Some(pki.client.clone());
-    assert!(
-        !format!("{config:?}").contains("sidecar-read"),
-        "the token is redacted"
+    let sidecar = TestSidecar::start(&cp.url, |config| {
+        config.token = Some("sidecar-read".parse().unwrap());
+        config.ca_cert = Some(pki.ca.clone());
+        config.client_cert = Some(pki.client.clone());
+        assert!(
+            !format!("{config:?}").contains("sidecar-read"),
+            "the token is redacted"
+        );
+    })
+    .await;
+    // Caught up over mTLS with its token.
+    sidecar.caught_up(registered.revision).await;
+    assert_eq!(
+        sidecar.running.snapshots.current().revision,
+        registered.revision
     );
-    let token = CancellationToken::new();
-    let sidecar = waypost_sidecar::start(config, token.clone()).await.unwrap();
-    let snapshot = tokio::time::timeout(
-        DEADLINE,
-        sidecar
-            .snapshots
-            .wait_for(|s| s.revision >= registered.revision),
-    )
-    .await
-    .expect("the sidecar caught up over mTLS with its token");
-    assert_eq!(snapshot.revision, registered.revision);
-    token.cancel();
+    sidecar.stop().await;
 }

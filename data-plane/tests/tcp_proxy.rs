@@ -1,17 +1,17 @@
 //! The TCP proxy on an explicit route, with real upstreams on 127.0.0.1.
 
-use std::{net::SocketAddr, time::Duration};
+mod common;
 
+use std::net::SocketAddr;
+
+use common::{DEADLINE, TestSidecar, a_records};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
 };
-use tokio_util::sync::CancellationToken;
 use waypost_client::{Client, model::RegisterRequest};
 use waypost_control::testkit::TestControlPlane;
-use waypost_sidecar::{Config, proxy::tcp::TcpRoute};
-
-const DEADLINE: Duration = Duration::from_secs(10);
+use waypost_sidecar::proxy::tcp::TcpRoute;
 
 /// An echo server that answers only after the client has finished sending (it reads to EOF,
 /// then writes everything back prefixed with its name, then closes): it works only if the proxy
@@ -52,17 +52,15 @@ async fn tcp_routes_relay_with_half_close_and_skip_dead_instances() {
             .unwrap()
             .revision;
     }
-    let mut config = Config::for_test(&cp.url, None);
-    config.tcp = vec![TcpRoute {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        service: "db".into(),
-    }];
-    let token = CancellationToken::new();
-    let sidecar = waypost_sidecar::start(config, token.clone()).await.unwrap();
-    tokio::time::timeout(DEADLINE, sidecar.snapshots.wait_for(|s| s.revision >= last))
-        .await
-        .unwrap();
-    let route = sidecar.tcp_addrs[0];
+    let sidecar = TestSidecar::start(&cp.url, |c| {
+        c.tcp = vec![TcpRoute {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            service: "db".into(),
+        }];
+    })
+    .await;
+    sidecar.caught_up(last).await;
+    let route = sidecar.running.tcp_addrs[0];
 
     // Every connection reaches the live instance (a refused connect tries the other), and the
     // answer arrives only because our half-close reached the upstream.
@@ -78,16 +76,11 @@ async fn tcp_routes_relay_with_half_close_and_skip_dead_instances() {
             .unwrap();
         assert_eq!(answer, format!("live:{payload}"));
     }
-    token.cancel();
+    sidecar.stop().await;
 }
 
 #[tokio::test]
 async fn vip_mode_answers_the_vip_and_relays_connections_to_it() {
-    use hickory_proto::{
-        op::{Message, MessageType, OpCode, Query},
-        rr::{Name, RData, RecordType},
-    };
-
     let cp = TestControlPlane::in_memory(|_| {}).await;
     let client = Client::new(&cp.url).unwrap();
     let upstream = echo_after_eof("db").await;
@@ -99,42 +92,15 @@ async fn vip_mode_answers_the_vip_and_relays_connections_to_it() {
         .instance
         .vip
         .expect("the control plane gives a VIP");
-    let mut config = Config::for_test(&cp.url, None);
-    config.vip_mode = true;
-    let token = CancellationToken::new();
-    let sidecar = waypost_sidecar::start(config, token.clone()).await.unwrap();
-    tokio::time::timeout(
-        DEADLINE,
-        sidecar
-            .snapshots
-            .wait_for(|s| s.revision >= registered.revision),
-    )
-    .await
-    .unwrap();
+    let sidecar = TestSidecar::start(&cp.url, |c| c.vip_mode = true).await;
+    sidecar.caught_up(registered.revision).await;
 
     // DNS answers the VIP for the service's name.
-    let mut query = Message::new(3, MessageType::Query, OpCode::Query);
-    query.add_query(Query::query(
-        Name::from_ascii("db.service.waypost.").unwrap(),
-        RecordType::A,
-    ));
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    socket
-        .send_to(&query.to_vec().unwrap(), sidecar.dns_addr)
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 2048];
-    let (n, _) = socket.recv_from(&mut buf).await.unwrap();
-    let answer = Message::from_vec(&buf[..n]).unwrap();
-    let ips: Vec<std::net::IpAddr> = answer
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.0.into()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(ips, vec![std::net::IpAddr::V4(vip)]);
+    let ips = a_records(sidecar.dns(), "db.service.waypost.").await;
+    assert_eq!(
+        ips.into_iter().collect::<Vec<_>>(),
+        [std::net::IpAddr::V4(vip)]
+    );
 
     // A program that connects to VIP:port reaches the instance (the listener opens once the
     // snapshot is seen, so wait for it).
@@ -151,5 +117,5 @@ async fn vip_mode_answers_the_vip_and_relays_connections_to_it() {
         .unwrap()
         .unwrap();
     assert_eq!(answer, "db:hello vip");
-    token.cancel();
+    sidecar.stop().await;
 }

@@ -4,7 +4,7 @@
 
 use hickory_proto::{op::Message, rr::Name};
 use libfuzzer_sys::fuzz_target;
-use waypost_sidecar::dns::names;
+use waypost_dns_names as names;
 
 fuzz_target!(|data: &[u8]| {
     let domain = Name::from_ascii("waypost.").expect("a valid domain");

@@ -20,7 +20,7 @@ use crate::{
         records::RecordBuilder,
     },
     metrics::{Metrics, QueryLabels},
-    snapshot::Snapshots,
+    snapshot::{Snapshots, Target},
 };
 
 /// The largest UDP answer we send, whatever the client advertises (RFC 6891 and the 2020 DNS
@@ -149,7 +149,9 @@ impl Handler {
                         {
                             return Answer::negative(ResponseCode::NXDomain, soa());
                         }
-                        tagged = self.records.tagged(service, tag, &view.up);
+                        tagged = self
+                            .records
+                            .tagged(service, tag, view.up.iter().map(Target::up));
                         &tagged
                     }
                 };

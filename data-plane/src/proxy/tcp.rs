@@ -15,7 +15,7 @@ use std::{
 };
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
     ProxyConfig,
@@ -55,26 +55,32 @@ pub(crate) struct TcpProxy {
     pub(crate) snapshots: Snapshots,
     pub(crate) balancer: Balancer,
     pub(crate) config: ProxyConfig,
+    /// The sidecar's tasks: every relayed connection runs on one of them.
+    pub(crate) tasks: TaskTracker,
+    /// The sidecar's shutdown, which ends every relayed connection.
+    pub(crate) shutdown: CancellationToken,
 }
 
-/// Accepts on `listener` for `service` until `shutdown`; open connections end with the process.
-/// With `port`, only instances on that port are used (a VIP listener per port).
+/// Accepts on `listener` for `service` until `stop` (the sidecar's shutdown, or the end of a
+/// VIP listener). Connections are relayed on the sidecar's tasks until they end or the sidecar
+/// shuts down, so they outlive a VIP listener that closes. With `port`, only instances on that
+/// port are used (a VIP listener per port). Started by [`crate::listeners`] only.
 pub(crate) async fn serve(
     listener: TcpListener,
     service: String,
     port: Option<u16>,
     proxy: Arc<TcpProxy>,
-    shutdown: CancellationToken,
+    stop: CancellationToken,
 ) {
     loop {
-        let Some((client, _)) = waypost_runtime::net::accept(&listener, &shutdown).await else {
+        let Some((client, _)) = waypost_runtime::net::accept(&listener, &stop).await else {
             return;
         };
-        let (proxy, service, shutdown) = (proxy.clone(), service.clone(), shutdown.clone());
-        tokio::spawn(async move {
+        let (relaying, service) = (proxy.clone(), service.clone());
+        proxy.tasks.spawn(async move {
             tokio::select! {
-                () = shutdown.cancelled() => {}
-                () = proxy.relay(client, &service, port) => {}
+                () = relaying.shutdown.cancelled() => {}
+                () = relaying.relay(client, &service, port) => {}
             }
         });
     }

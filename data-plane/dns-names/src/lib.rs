@@ -1,4 +1,6 @@
-//! What a query name asks for: pure, so the naming scheme is tested as a table.
+//! `waypost-dns-names`: what a query name asks for, in the sidecar's naming scheme. Pure, so
+//! the scheme is tested as a table and fuzzed (`fuzz/fuzz_targets/dns_names.rs`) without the
+//! sidecar; the sidecar uses it as `waypost_sidecar::dns::names`.
 //!
 //! Under the domain `D` (default `waypost.`):
 //! - `<service>.service.D`: the service's `up` instances (A, AAAA, SRV);
