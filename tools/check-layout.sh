@@ -15,7 +15,7 @@ for tool in $(git ls-files tools | cut -d/ -f2 | sort -u); do
   named "${tool%.sh}" || named "$tool" || missing+=("tools/$tool")
 done
 for src in model/src runtime/src control-plane/src data-plane/src data-plane/src/dns \
-  data-plane/src/proxy client-sdk/src cli/src; do
+  data-plane/src/proxy data-plane/src/proxy/http client-sdk/src cli/src; do
   [ -d "$src" ] || continue
   for entry in $(git ls-files "$src" | sed "s|^$src/||" | cut -d/ -f1 | sort -u); do
     name=${entry%.rs}

@@ -35,23 +35,20 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
-    fn status_and_code(&self) -> (StatusCode, ErrorCode) {
+    /// The stable code; its status is [`ErrorCode::status`].
+    fn code(&self) -> ErrorCode {
         match self {
-            Self::NoRoute | Self::UnknownService(_) => {
-                (StatusCode::NOT_FOUND, ErrorCode::UnknownService)
-            }
-            Self::NoHealthyInstance(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorCode::NoHealthyInstance,
-            ),
-            Self::Unavailable { .. } => (StatusCode::BAD_GATEWAY, ErrorCode::UpstreamUnavailable),
-            Self::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, ErrorCode::UpstreamTimeout),
+            Self::NoRoute | Self::UnknownService(_) => ErrorCode::UnknownService,
+            Self::NoHealthyInstance(_) => ErrorCode::NoHealthyInstance,
+            Self::Unavailable { .. } => ErrorCode::UpstreamUnavailable,
+            Self::Timeout(_) => ErrorCode::UpstreamTimeout,
         }
     }
 
     /// The answer to send.
     pub fn into_response(self) -> Response<ProxyBody> {
-        let (status, code) = self.status_and_code();
+        let code = self.code();
+        let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::BAD_GATEWAY);
         let problem = Problem::new(code, status.as_u16(), self.to_string());
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = Response::new(
