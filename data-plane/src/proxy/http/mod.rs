@@ -32,7 +32,7 @@ use self::{
     body::{InFlight, Tracked, empty},
     headers::{Names, forward_headers, is_hop_by_hop, is_upgrade, strip_hop_by_hop, via},
     retry::{RetryBudget, exchange, is_idempotent},
-    routing::{Route, Routes},
+    routing::Routes,
 };
 use super::{
     BoxError, ProxyBody, ProxyConfig,
@@ -124,8 +124,14 @@ impl HttpProxy {
         }
     }
 
-    /// Routes `req`, prepares it for upstream and sends it; `client` is the client's address
-    /// as a header value.
+    /// Routes `req`, prepares it for upstream and sends it to one of the route's endpoints;
+    /// after a failure before any answer, to another when the request may be retried and the
+    /// budget allows. `client` is the client's address as a header value.
+    ///
+    /// One function on purpose, with the answer built in it: the attempt loop in a future of
+    /// its own, or the answer built by a function (even one always inlined), each cost about
+    /// 180 more instructions per request, in moves of the large values they take
+    /// (tools/proxy-callgrind.sh: 29,000 per request as one function).
     async fn forward(
         &self,
         req: Request<Incoming>,
@@ -146,21 +152,18 @@ impl HttpProxy {
         if route.mass_removal {
             self.metrics.proxy_panic.inc();
         }
-        let outgoing =
-            Outgoing::new(req, rewritten, client).map_err(|detail| ProxyError::Unavailable {
+        let path = match rewritten {
+            Some(path) => path.parse().map_err(|e| ProxyError::Unavailable {
                 service: route.service.clone(),
-                detail,
-            })?;
-        self.send(&route, outgoing).await
-    }
-
-    /// Sends `outgoing` to one of `route`'s endpoints; after a failure before any answer, to
-    /// another when the request may be retried and the budget allows.
-    async fn send(
-        &self,
-        route: &Route,
-        mut outgoing: Outgoing,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
+                detail: format!("bad rewritten path: {e}"),
+            })?,
+            None => req
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        };
+        let mut outgoing = Outgoing::new(req, path, client);
         // The name as the route keeps it: the request it was read from has been taken apart.
         let service = route.service.as_str();
         let (endpoints, policy) = (&route.endpoints, route.policy);
@@ -194,7 +197,7 @@ impl HttpProxy {
                 )
                 .await;
             let err = match sent {
-                Ok(Ok((response, conn))) => {
+                Ok(Ok((mut response, conn))) => {
                     if response.status().is_server_error() {
                         if self.balancer.failed(&endpoint.stats) {
                             self.ejected(service, &endpoint.id);
@@ -202,8 +205,30 @@ impl HttpProxy {
                     } else {
                         self.balancer.succeeded(&endpoint.stats);
                     }
-                    let client_upgrade = outgoing.client_upgrade.take();
-                    return Ok(self.answer(response, conn, pool, guard, client_upgrade));
+                    if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) =
+                        (outgoing.client_upgrade.take(), response.status())
+                    {
+                        let upstream_upgrade = hyper::upgrade::on(&mut response);
+                        self.tasks.spawn(body::tunnel(
+                            client_upgrade,
+                            upstream_upgrade,
+                            self.shutdown.clone(),
+                        ));
+                        let (mut parts, _) = response.into_parts();
+                        parts.headers.append(header::VIA, via(parts.version));
+                        return Ok(Response::from_parts(parts, empty()));
+                    }
+                    let (mut parts, incoming) = response.into_parts();
+                    if parts.headers.keys().any(is_hop_by_hop) {
+                        strip_hop_by_hop(&mut parts.headers, false);
+                    }
+                    parts.headers.append(header::VIA, via(parts.version));
+                    let lease = match conn {
+                        Conn::H1(driven) => Some((pool.clone(), driven)),
+                        Conn::Upgrade(_) | Conn::H2(_) => None,
+                    };
+                    let body = Tracked::new(incoming, guard, self.config.idle_timeout, lease);
+                    return Ok(Response::from_parts(parts, body.boxed_unsync()));
                 }
                 Ok(Err(err)) => err,
                 Err(_) => {
@@ -231,43 +256,6 @@ impl HttpProxy {
         }
     }
 
-    /// The client's answer to the upstream's `response`. After `101 Switching Protocols` to an
-    /// upgrade, the head alone, with the two upgraded connections joined by a tunnel; else the
-    /// head with the body streamed, `guard` and (HTTP/1.1) the connection held until its end.
-    fn answer(
-        &self,
-        mut response: Response<Incoming>,
-        conn: Conn,
-        pool: &Arc<Pool>,
-        guard: InFlight,
-        client_upgrade: Option<OnUpgrade>,
-    ) -> Response<ProxyBody> {
-        if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) =
-            (client_upgrade, response.status())
-        {
-            let upstream_upgrade = hyper::upgrade::on(&mut response);
-            self.tasks.spawn(body::tunnel(
-                client_upgrade,
-                upstream_upgrade,
-                self.shutdown.clone(),
-            ));
-            let (mut parts, _) = response.into_parts();
-            parts.headers.append(header::VIA, via(parts.version));
-            return Response::from_parts(parts, empty());
-        }
-        let (mut parts, incoming) = response.into_parts();
-        if parts.headers.keys().any(is_hop_by_hop) {
-            strip_hop_by_hop(&mut parts.headers, false);
-        }
-        parts.headers.append(header::VIA, via(parts.version));
-        let lease = match conn {
-            Conn::H1(driven) => Some((pool.clone(), driven)),
-            Conn::Upgrade(_) | Conn::H2(_) => None,
-        };
-        let body = Tracked::new(incoming, guard, self.config.idle_timeout, lease);
-        Response::from_parts(parts, body.boxed_unsync())
-    }
-
     fn ejected(&self, service: &str, id: &str) {
         self.metrics.proxy_ejections.inc();
         tracing::warn!(%service, instance = %id, "ejected after consecutive failures");
@@ -292,27 +280,14 @@ struct Outgoing {
 }
 
 impl Outgoing {
-    /// `req` with its headers as they go upstream (from `client`), and `rewritten` as its path
-    /// when routed by path prefix. Fails only on a rewritten path that is no path.
-    fn new(
-        mut req: Request<Incoming>,
-        rewritten: Option<String>,
-        client: HeaderValue,
-    ) -> Result<Self, String> {
+    /// `req` with its headers as they go upstream (from `client`), to `path`. Always inlined,
+    /// as [`Outgoing::attempt`]: built in place in the request's future, not moved into it.
+    #[inline(always)]
+    fn new(mut req: Request<Incoming>, path: PathAndQuery, client: HeaderValue) -> Self {
         let names = Names::of(req.headers());
         let upgrade = names.upgrade && is_upgrade(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
-        let path = match rewritten {
-            Some(path) => path
-                .parse()
-                .map_err(|e| format!("bad rewritten path: {e}"))?,
-            None => parts
-                .uri
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/")),
-        };
         let mut headers = parts.headers;
         if !names.host {
             // An HTTP/2 client names the host in :authority; an HTTP/1.1 upstream needs Host.
@@ -326,7 +301,7 @@ impl Outgoing {
         }
         forward_headers(&mut headers, names, upgrade, client, parts.version);
         let empty_body = body.is_end_stream() || body.size_hint().exact() == Some(0);
-        Ok(Self {
+        Self {
             // Retried only when nothing can be lost: an idempotent method without a body.
             retryable: !upgrade && empty_body && is_idempotent(&parts.method),
             method: parts.method,
@@ -335,11 +310,12 @@ impl Outgoing {
             body: Some(body),
             upgrade,
             client_upgrade,
-        })
+        }
     }
 
     /// The request for one attempt on `pool`'s endpoint (HTTP/2 when `h2c`); `may_retry` when
     /// another attempt may follow this one, so that the headers are copied only then.
+    #[inline(always)]
     fn attempt(&mut self, pool: &Pool, h2c: bool, may_retry: bool) -> Request<ProxyBody> {
         let headers = if may_retry {
             self.headers.clone()
