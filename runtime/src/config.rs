@@ -68,6 +68,46 @@ pub fn documented_defaults(command: &clap::Command) -> Vec<(String, String)> {
         .collect()
 }
 
+/// For each binary's tests: every documented default (see [`documented_defaults`]) is the one
+/// applied, and `readme`'s table row for the flag (`| \`key\` / \`--flag\` | env | default |`)
+/// gives the same. `load` turns flags (and no file) into the binary's config. Defaults that
+/// are words (`none`, `system roots`) are only checked against the README. Returns how many
+/// defaults were checked, or the first disagreement.
+pub fn check_documented_defaults<T, E>(
+    command: &clap::Command,
+    readme: &str,
+    load: impl Fn(&[&str]) -> Result<T, E>,
+) -> Result<usize, String>
+where
+    T: PartialEq + std::fmt::Debug,
+    E: std::fmt::Display,
+{
+    let none = load(&[]).map_err(|e| format!("the defaults do not load: {e}"))?;
+    let documented = documented_defaults(command);
+    for (long, value) in &documented {
+        let start = format!("| `{}` / `--{long}` |", long.replace('-', "_"));
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with(&start))
+            .ok_or_else(|| format!("the README lacks the row {start}"))?;
+        let cell = row.split('|').nth(3).unwrap_or_default().trim();
+        if cell.trim_matches('`') != value {
+            return Err(format!(
+                "--{long}: the help says {value}, the README {cell}"
+            ));
+        }
+        if value.contains(' ') || value == "none" {
+            continue;
+        }
+        let flag = format!("--{long}");
+        let given = load(&[&flag, value]).map_err(|e| format!("--{long} {value}: {e}"))?;
+        if given != none {
+            return Err(format!("--{long} {value} is not what applies without it"));
+        }
+    }
+    Ok(documented.len())
+}
+
 /// Reads a TOML file into `T`; no path means `T::default()`.
 pub fn read_toml<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result<T, ConfigError> {
     let Some(path) = path else {
