@@ -188,6 +188,10 @@ pub struct Cluster {
     tasks: waypost_runtime::TaskTracker,
     /// `--snapshot-entries`.
     snapshot_entries: u64,
+    /// `waypost_read_index_total{kind="lease"}` and `{kind="round"}`, looked up once: a
+    /// leader counts one per read.
+    lease_reads: prometheus_client::metrics::counter::Counter,
+    round_reads: prometheus_client::metrics::counter::Counter,
     origin: Instant,
     metrics: Arc<Metrics>,
 }
@@ -246,6 +250,16 @@ impl Cluster {
         let (reads, read_rx) = mpsc::unbounded_channel();
         let (proposals, proposal_rx) = mpsc::unbounded_channel();
         let (beats, beat_rx) = mpsc::channel(HEARTBEAT_BATCH * 4);
+        let lease_reads = parts
+            .metrics
+            .read_index
+            .get_or_create(&"lease".into())
+            .clone();
+        let round_reads = parts
+            .metrics
+            .read_index
+            .get_or_create(&"round".into())
+            .clone();
         let cluster = Arc::new(Self {
             id: config.node_id,
             raft,
@@ -260,6 +274,8 @@ impl Cluster {
             members: seen,
             tasks: parts.tasks.clone(),
             snapshot_entries: config.snapshot_entries.max(1),
+            lease_reads,
+            round_reads,
             origin: Instant::now(),
             metrics: parts.metrics,
         });
@@ -695,7 +711,7 @@ impl Cluster {
             self.leased(&m).then(|| m.last_log_index.unwrap_or(0))
         };
         if head.is_some() {
-            self.metrics.read_index.get_or_create(&"lease".into()).inc();
+            self.lease_reads.inc();
         }
         head
     }
@@ -711,7 +727,7 @@ impl Cluster {
         {
             return Ok(head);
         }
-        self.metrics.read_index.get_or_create(&"round".into()).inc();
+        self.round_reads.inc();
         let got = tokio::time::timeout(self.election_timeout, self.raft.get_read_log_id())
             .await
             .map_err(|_| {
