@@ -421,6 +421,11 @@ impl Client {
             .await
     }
 
+    /// The transport, for the calls defined in other modules.
+    pub(crate) fn transport(&self) -> &Transport {
+        &self.inner.transport
+    }
+
     /// Every service with its instance counts.
     ///
     /// ```

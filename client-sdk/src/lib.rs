@@ -7,6 +7,8 @@
 //!   interval the server suggests, with jitter; retries with backoff; re-registers when the
 //!   control plane lost it), with its [`RegistrationState`] on a watch channel.
 //! - [`Watch`]: a service's instance sets as a `Stream`, resuming across reconnections.
+//! - [`Propagate`]: writes that answer once every sidecar routes by them, and the sidecars'
+//!   table (`Client::nodes`, `Client::propagation`).
 //! - [`Resolver`]: a watch-fed cache with round-robin or weighted selection, which keeps
 //!   answering while the control plane is away.
 //!
@@ -38,6 +40,7 @@
 mod builder;
 mod client;
 mod error;
+mod nodes;
 mod registration;
 mod resolver;
 mod shutdown;
@@ -47,6 +50,7 @@ mod watch;
 pub use builder::{ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
 pub use client::{Client, Filter};
 pub use error::Error;
+pub use nodes::Propagate;
 pub use registration::{Registration, RegistrationState};
 pub use resolver::{Balance, Resolver};
 pub use shutdown::{deregister_on_shutdown, shutdown_signal};

@@ -172,6 +172,20 @@ impl Transport {
         query: &[(String, String)],
         body: Option<&B>,
     ) -> Result<T, Error> {
+        self.call_within(method, segments, query, body, Duration::ZERO)
+            .await
+    }
+
+    /// [`Self::call`] for a request the server may hold for up to `longer` beyond the usual
+    /// timeout (a wait for sidecars).
+    pub(crate) async fn call_within<T: DeserializeOwned, B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(String, String)],
+        body: Option<&B>,
+        longer: Duration,
+    ) -> Result<T, Error> {
         let mut last = None;
         let mut tried = 0;
         for (idx, base) in self.rotation() {
@@ -180,7 +194,7 @@ impl Transport {
             let mut request = self
                 .http
                 .request(method.clone(), url)
-                .timeout(self.timeout)
+                .timeout(self.timeout + longer)
                 .header(header::ACCEPT, "application/json");
             if let Some(body) = body {
                 request = request.json(body);

@@ -13,7 +13,11 @@
 //!   heartbeat, deregister, drain, check reports) only for the services its `services` list
 //!   names: exact names, prefixes ending in `*` (`billing-*`), or `*` for every service;
 //! - `cluster`: what one control plane sends another (Raft messages, forwarded writes, reads
-//!   and heartbeats under `/cluster/...`), and reads; no writes through the public API.
+//!   and heartbeats under `/cluster/...`), and reads; no writes through the public API;
+//! - `sidecar`: what a sidecar needs and no more: reads, its reports (`PUT /nodes/{node}`),
+//!   check results for any service (it checks the instances of its node), and deregistering
+//!   an instance whose check is not passing (`deregister_critical_after`); it cannot register,
+//!   heartbeat or drain.
 
 use std::{fmt, sync::Arc};
 
@@ -57,6 +61,8 @@ pub enum Role {
     Service,
     /// Control-plane peers: the internal `/cluster/...` routes, and reads.
     Cluster,
+    /// Sidecars: reads, node reports, check results, deregistering failing instances.
+    Sidecar,
 }
 
 /// Services a service token may write: exact names and prefixes.
@@ -133,7 +139,7 @@ impl Caller {
         };
         let allowed = match token.role {
             Role::Operator => true,
-            Role::Read | Role::Cluster => false,
+            Role::Read | Role::Cluster | Role::Sidecar => false,
             Role::Service => token.scopes.iter().any(|s| s.covers(service)),
         };
         if allowed {
@@ -144,6 +150,43 @@ impl Caller {
                 role: token.role.as_str(),
                 action: format!("change instances of service {service:?}"),
             })
+        }
+    }
+
+    /// Whether this caller may report health check results for `service`: those who may
+    /// write it, and sidecars.
+    pub fn may_report_check(&self, service: &str) -> Result<(), Denied> {
+        match self {
+            Self::Token(token) if token.role == Role::Sidecar => Ok(()),
+            _ => self.may_write(service),
+        }
+    }
+
+    /// Whether this caller may report a sidecar (`PUT /nodes/{node}`): sidecars and
+    /// operators.
+    pub fn may_report_node(&self) -> Result<(), Denied> {
+        match self {
+            Self::Token(token) if !matches!(token.role, Role::Sidecar | Role::Operator) => {
+                Err(Denied {
+                    token: token.name.clone(),
+                    role: token.role.as_str(),
+                    action: "report a sidecar".to_owned(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `true` for a sidecar's token: it may deregister only instances whose check fails.
+    pub fn is_sidecar(&self) -> bool {
+        matches!(self, Self::Token(token) if token.role == Role::Sidecar)
+    }
+
+    /// The token's label (empty with authorization off).
+    pub fn token_name(&self) -> &str {
+        match self {
+            Self::Token(token) => &token.name,
+            Self::Anyone => "",
         }
     }
 
@@ -196,6 +239,7 @@ impl Role {
             Self::Read => "read",
             Self::Service => "service",
             Self::Cluster => "cluster",
+            Self::Sidecar => "sidecar",
         }
     }
 }
@@ -254,7 +298,7 @@ impl Tokens {
                         t.name
                     ));
                 }
-                (Role::Operator | Role::Read, false) => {
+                (Role::Operator | Role::Read | Role::Sidecar, false) => {
                     return Err(format!(
                         "auth token {:?}: `services` applies only to role = \"service\"",
                         t.name

@@ -89,6 +89,12 @@ pub mod defaults {
     pub const ELECTION_TIMEOUT: Duration = Duration::from_secs(1);
     /// `snapshot_entries`.
     pub const SNAPSHOT_ENTRIES: u64 = 10_000;
+    /// `node_lost_after`: three of the sidecar's default keep-alives (5 s).
+    pub const NODE_LOST_AFTER: Duration = Duration::from_secs(15);
+    /// `node_forget_after`.
+    pub const NODE_FORGET_AFTER: Duration = Duration::from_secs(3_600);
+    /// `max_nodes`.
+    pub const MAX_NODES: usize = 10_000;
 }
 
 /// Every setting, optional, as given by one layer.
@@ -231,6 +237,19 @@ pub struct Settings {
     /// PEM CA certificates that sign the peers' HTTPS certificates [default: system roots].
     #[arg(long, env = "WAYPOST_PEER_CA")]
     pub peer_ca: Option<PathBuf>,
+    /// A sidecar not heard from for this long is shown `lost` in `/nodes` and is no longer
+    /// waited for by `?wait=propagated` [default: 15s].
+    #[arg(long, env = "WAYPOST_NODE_LOST_AFTER", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "waypost_runtime::config::opt_duration")]
+    pub node_lost_after: Option<Duration>,
+    /// A sidecar not heard from for this long is dropped from `/nodes` [default: 1h].
+    #[arg(long, env = "WAYPOST_NODE_FORGET_AFTER", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "waypost_runtime::config::opt_duration")]
+    pub node_forget_after: Option<Duration>,
+    /// Most sidecars known at once; a new one beyond is refused with 503 `too_many_nodes`
+    /// [default: 10000].
+    #[arg(long, env = "WAYPOST_MAX_NODES")]
+    pub max_nodes: Option<usize>,
     /// Bearer tokens and their roles: the `[auth]` table of the config file only (tokens do
     /// not belong in flags or the environment of every process).
     #[arg(skip)]
@@ -334,6 +353,8 @@ pub struct Config {
     pub insecure: bool,
     /// Cluster membership and Raft timing.
     pub cluster: ClusterConfig,
+    /// The sidecars' table.
+    pub nodes: crate::nodes::NodesConfig,
 }
 
 /// This node's place in a cluster.
@@ -471,6 +492,11 @@ impl Config {
                 token: over.cluster_token.or(under.cluster_token),
                 peer_ca: over.peer_ca.or(under.peer_ca),
             },
+            nodes: crate::nodes::NodesConfig {
+                lost_after: pick!(node_lost_after, defaults::NODE_LOST_AFTER),
+                forget_after: pick!(node_forget_after, defaults::NODE_FORGET_AFTER),
+                max_nodes: pick!(max_nodes, defaults::MAX_NODES),
+            },
             tls: match (
                 over.tls_cert.or(under.tls_cert),
                 over.tls_key.or(under.tls_key),
@@ -539,6 +565,13 @@ impl Config {
         self.check_exposure().map_err(ConfigError::Invalid)?;
         if self.watch_keepalive.is_zero() {
             return bad("watch_keepalive must be above zero".into());
+        }
+        let n = &self.nodes;
+        if n.lost_after.is_zero() || n.forget_after < n.lost_after || n.max_nodes == 0 {
+            return bad(
+                "node_lost_after and max_nodes must be above zero, and node_forget_after at least node_lost_after"
+                    .into(),
+            );
         }
         let c = &self.cluster;
         if !c.peers.is_empty() && !c.peers.iter().any(|(id, _)| *id == c.node_id) {

@@ -6,7 +6,9 @@
 //! - [`command`]: what the replicated log holds (commands, replies, snapshot images).
 //! - [`registry`]: the state machine (state, revisions, change log, expiry decisions).
 //! - `store`: the Raft log and snapshots in redb (openraft's storage).
-//! - [`cluster`]: Raft on this node: writes, linearizable reads, forwarding to the leader.
+//! - [`cluster`]: Raft on this node: writes, linearizable reads, forwarding to the leader,
+//!   and passing sidecars' reports on to the other members.
+//! - [`nodes`]: the sidecars and the revisions they applied (soft state, on every member).
 //! - [`api`]: one module per endpoint, the OpenAPI document, errors as problem+json.
 //! - [`metrics`]: every metric in one place.
 //!
@@ -22,6 +24,7 @@ pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod metrics;
+pub mod nodes;
 pub mod registry;
 mod serve;
 mod store;
@@ -217,6 +220,8 @@ fn app_state(
         (config.request_timeout / 20).clamp(Duration::from_millis(5), Duration::from_millis(100)),
     ));
     tasks.spawn(deadlines.clone().run(shutdown.clone()));
+    let nodes = Arc::new(nodes::Nodes::new(config.nodes.clone(), registry.clone()));
+    tasks.spawn(nodes.clone().follow(shutdown.clone()));
     AppState(Arc::new(api::App {
         registry: registry.clone(),
         cluster: cluster.clone(),
@@ -231,6 +236,7 @@ fn app_state(
         request_timeout: config.request_timeout,
         deadlines,
         tokens: config.tokens.clone(),
+        nodes,
         durable: config.data_dir.is_some(),
         openapi_json: api::openapi_pretty().into(),
     }))

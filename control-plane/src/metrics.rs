@@ -35,6 +35,12 @@ pub(crate) struct PeerLabel {
     pub(crate) peer: u64,
 }
 
+/// The label of propagation waits: `complete` or `timeout`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct OutcomeLabel {
+    pub(crate) outcome: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
@@ -83,6 +89,8 @@ pub struct Metrics {
     pub(crate) raft_replication_lag: Family<PeerLabel, Gauge>,
     pub(crate) forwarded: Family<KindLabel, Counter>,
     pub(crate) read_index: Family<KindLabel, Counter>,
+    pub(crate) node_reports: Counter,
+    pub(crate) propagation_waits: Family<OutcomeLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -131,6 +139,8 @@ impl Metrics {
             raft_replication_lag: Family::default(),
             forwarded: Family::default(),
             read_index: Family::default(),
+            node_reports: Counter::default(),
+            propagation_waits: Family::default(),
             http: Family::new_with_constructor(|| {
                 Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
                     0.000_05, 2.0, 18,
@@ -175,6 +185,17 @@ impl Metrics {
                 "On the leader: read indexes given to linearizable reads, by kind (lease: under \
                  the leader's lease; round: confirmed by a majority)",
                 m.read_index.clone(),
+            );
+            r.register(
+                "node_reports",
+                "Sidecar reports received first-hand (PUT /nodes/{node})",
+                m.node_reports.clone(),
+            );
+            r.register(
+                "propagation_waits",
+                "Writes and /propagation queries that waited for sidecars, by outcome \
+                 (complete: all applied; timeout: some still behind)",
+                m.propagation_waits.clone(),
             );
             r.register(
                 "registrations",

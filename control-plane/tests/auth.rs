@@ -260,3 +260,70 @@ fn hash_token_prints_the_digest_from_standard_input() {
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     );
 }
+
+#[tokio::test]
+async fn a_sidecar_token_reports_and_checks_but_cannot_change_what_passes() {
+    const SIDECAR: &str = "sidecar-5e0a71";
+    let cp = TestControlPlane::in_memory(|c| {
+        c.tokens = tokens(&[
+            (OPERATOR, Role::Operator, &[]),
+            (READER, Role::Read, &[]),
+            (SIDECAR, Role::Sidecar, &[]),
+        ]);
+    })
+    .await;
+    let report = json!({"version": "1.0.0", "revision": 0, "dns": ["127.0.0.1:8600"]});
+    let put = |bearer: &'static str| {
+        client()
+            .put(cp.at("/nodes/node-1"))
+            .bearer_auth(bearer)
+            .json(&report)
+            .send()
+    };
+    // It reports itself; a read token may not.
+    let res = put(SIDECAR).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let res = put(READER).await.unwrap();
+    assert_eq!(res.status(), 403);
+    let (status, body, _) = send(&cp, Some(READER), "/nodes", None).await;
+    assert_eq!((status, body["count"].as_u64()), (200, Some(1)), "{body}");
+
+    // It may not register, drain or deregister what passes...
+    let web = json!({"service": "web", "address": "127.0.0.1:8001"});
+    refused(
+        &send(&cp, Some(SIDECAR), "/register", Some(web.clone())).await,
+        403,
+        "forbidden",
+    );
+    assert_eq!(
+        send(&cp, Some(OPERATOR), "/register", Some(web.clone()))
+            .await
+            .0,
+        201
+    );
+    let drain = json!({"service": "web", "address": "127.0.0.1:8001", "draining": true});
+    refused(
+        &send(&cp, Some(SIDECAR), "/drain", Some(drain)).await,
+        403,
+        "forbidden",
+    );
+    refused(
+        &send(&cp, Some(SIDECAR), "/deregister", Some(web.clone())).await,
+        403,
+        "forbidden",
+    );
+    assert_eq!(ids_of(&cp, "web").await, ["127.0.0.1:8001"]);
+
+    // ...but reports checks of any service, and removes an instance its check failed.
+    let critical = json!({"service": "web", "address": "127.0.0.1:8001", "health": "critical"});
+    assert_eq!(
+        send(&cp, Some(SIDECAR), "/check", Some(critical)).await.0,
+        200
+    );
+    assert_eq!(
+        send(&cp, Some(SIDECAR), "/deregister", Some(web)).await.0,
+        200
+    );
+    let (status, body, _) = send(&cp, Some(OPERATOR), "/discover/web?healthy=false", None).await;
+    assert_eq!((status, body["count"].as_u64()), (200, Some(0)), "{body}");
+}

@@ -51,6 +51,8 @@ pub mod defaults {
     pub const DEREGISTER_CRITICAL_AFTER: Duration = Duration::from_secs(600);
     /// `shutdown_grace`.
     pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+    /// `report_keepalive`.
+    pub const REPORT_KEEPALIVE: Duration = Duration::from_secs(5);
 }
 
 /// Every setting, each optional so that layers can be merged.
@@ -139,6 +141,12 @@ pub struct Settings {
     /// This host's node name: the checks of instances registered with it run here [default: none]
     #[arg(long, env = "WAYPOST_NODE")]
     pub node: Option<String>,
+    /// Report to the control plane (`PUT /nodes/{node}`, named by `node`, else the host name)
+    /// at once when the applied revision or staleness changes, and at this interval otherwise;
+    /// 0s turns reports off [default: 5s]
+    #[arg(long, env = "WAYPOST_REPORT_KEEPALIVE", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "waypost_runtime::config::opt_duration")]
+    pub report_keepalive: Option<Duration>,
     /// Run the checks of every instance (a single host) [default: false]
     #[arg(long, env = "WAYPOST_CHECK_ALL", num_args = 0..=1, default_missing_value = "true")]
     pub check_all: Option<bool>,
@@ -216,6 +224,8 @@ pub struct Config {
     pub tcp: Vec<TcpRoute>,
     /// Which health checks run here.
     pub checks: CheckConfig,
+    /// The keep-alive of the reports to the control plane (zero: no reports).
+    pub report_keepalive: Duration,
     /// Serve services on their virtual IPs.
     pub vip_mode: bool,
     /// Shutdown grace period.
@@ -299,6 +309,7 @@ impl Config {
                     defaults::DEREGISTER_CRITICAL_AFTER
                 ),
             },
+            report_keepalive: pick!(report_keepalive, defaults::REPORT_KEEPALIVE),
             shutdown_grace: pick!(shutdown_grace, defaults::SHUTDOWN_GRACE),
             log_format: pick!(log_format, LogFormat::Text),
             workers: pick!(

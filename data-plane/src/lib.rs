@@ -23,6 +23,8 @@
 //!   [`proxy::balance`], upstream connections in [`proxy::pool`], error answers in
 //!   [`proxy::error`].
 //! - [`checks`]: active health checks of this node's instances, reported to the control plane.
+//! - `report`: reports this sidecar to the control plane (`PUT /nodes/{node}`): where it
+//!   serves and the revision it answers from, at once on change and on a keep-alive.
 //! - [`metrics`]: every metric, registered in one place.
 //! - `admin`: `/health`, `/ready`, `/metrics`, `/snapshot`.
 
@@ -36,13 +38,14 @@ pub mod snapshot;
 
 mod admin;
 mod listeners;
+mod report;
 mod subscription;
 
 use std::{net::SocketAddr, sync::Arc};
 
 use tokio::task::JoinHandle;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use waypost_client::Client;
+use waypost_client::{Client, model::NodeReport};
 
 pub use config::Config;
 pub use subscription::StreamStatus;
@@ -179,7 +182,7 @@ async fn run(
         shutdown.clone(),
     );
     tasks.spawn(proxy::http::serve(bound.http, Arc::new(http_proxy)));
-    let tcp_addrs = bound.tcp_routes.iter().map(|r| r.addr).collect();
+    let tcp_addrs: Vec<SocketAddr> = bound.tcp_routes.iter().map(|r| r.addr).collect();
     let tcp_proxy = Arc::new(TcpProxy {
         snapshots: snapshots.clone(),
         balancer: Balancer::new(config.proxy.outlier, config.proxy.panic_threshold),
@@ -189,6 +192,28 @@ async fn run(
     });
     listeners::serve_tcp(bound.tcp_routes, config.vip_mode, &tcp_proxy);
 
+    if !config.report_keepalive.is_zero() {
+        let reporter = report::Reporter {
+            client: client.clone(),
+            node: config
+                .checks
+                .node
+                .clone()
+                .unwrap_or_else(report::host_node_name),
+            base: NodeReport {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                dns: vec![bound.dns_addr.to_string()],
+                http: vec![bound.http_addr.to_string()],
+                tcp: tcp_addrs.iter().map(ToString::to_string).collect(),
+                admin: Some(bound.admin_addr.to_string()),
+                ..NodeReport::default()
+            },
+            snapshots: snapshots.clone(),
+            status: status.clone(),
+            keepalive: config.report_keepalive,
+        };
+        tasks.spawn(reporter.run(shutdown.clone()));
+    }
     if config.checks.check_all || config.checks.node.is_some() {
         tasks.spawn(checks::run(
             snapshots.clone(),

@@ -55,6 +55,10 @@ impl Unsigned for u32 {
     const MAX: u64 = u32::MAX as u64;
 }
 
+impl Unsigned for u64 {
+    const MAX: u64 = u64::MAX;
+}
+
 struct Integer;
 
 impl Visitor<'_> for Integer {

@@ -242,6 +242,10 @@ pub struct DeregisterResponse {
     pub id: InstanceId,
     /// The revision of the removal.
     pub revision: u64,
+    /// With `?wait=propagated`: which sidecars applied this write's revision before the
+    /// answer (all of them when `complete`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagation: Option<crate::Propagation>,
 }
 
 /// `POST /drain`: put an instance into `draining` (or back to `up` with `"draining": false`).
@@ -271,6 +275,10 @@ pub struct DrainResponse {
     pub instance: Instance,
     /// The current revision (unchanged when the status already was the requested one).
     pub revision: u64,
+    /// With `?wait=propagated`: which sidecars applied this write's revision before the
+    /// answer (all of them when `complete`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagation: Option<crate::Propagation>,
 }
 
 /// `POST /check`: a sidecar reports the result of an instance's health check.

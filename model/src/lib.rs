@@ -15,6 +15,7 @@
 //! - [`name`]: validated names ([`ServiceName`], [`InstanceId`]) and tag rules.
 //! - [`instance`]: the stored [`Instance`], its [`Status`] and optional [`Check`].
 //! - [`register`], [`heartbeat`], [`discover`], [`watch`]: request and response bodies per endpoint.
+//! - [`nodes`]: sidecars' reports, the node table and propagation answers.
 //! - [`problem`]: the RFC 9457 error body and its stable [`ErrorCode`]s.
 //! - [`limits`]: every explicit limit, in one place; [`syntax`]: the syntax of every string
 //!   field and query parameter as a regular expression built from them; [`query`]: the query
@@ -30,6 +31,7 @@ pub mod heartbeat;
 pub mod instance;
 pub mod limits;
 pub mod name;
+pub mod nodes;
 pub mod ops;
 pub mod problem;
 pub mod query;
@@ -51,6 +53,7 @@ pub use heartbeat::{
 };
 pub use instance::{Check, Endpoint, Health, Instance, Status, Timestamp};
 pub use name::{InstanceId, NameError, ServiceName};
+pub use nodes::{Behind, NodeReport, NodeState, NodeStatus, NodesResponse, Propagation};
 pub use ops::{HealthResponse, ReadyResponse};
 pub use problem::{ErrorCode, Problem};
 pub use register::{RegisterRequest, RegisterResponse, Registration};

@@ -80,3 +80,16 @@ pub const MAX_NODE_LEN: usize = 253;
 
 /// Longest health check output kept with an instance (longer output is cut).
 pub const MAX_CHECK_OUTPUT_LEN: usize = 1024;
+
+/// Longest version a sidecar reports (letters, digits, `-`, `_`, `.`).
+pub const MAX_VERSION_LEN: usize = 64;
+
+/// Most listen addresses of one kind (DNS, HTTP proxy, TCP proxy) in a sidecar's report.
+pub const MAX_NODE_LISTENERS: usize = 64;
+
+/// Most sidecars one propagation wait or query names (`?node=`): 30 names of the longest
+/// kind still fit a request target of [`MAX_URI_BYTES`].
+pub const MAX_NAMED_NODES: usize = 30;
+
+// The names, each as `&node=NAME`, and room for the path and the other parameters.
+const _: () = assert!(MAX_NAMED_NODES * ("&node=".len() + MAX_NODE_LEN) + 256 <= MAX_URI_BYTES);

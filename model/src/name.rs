@@ -109,6 +109,11 @@ pub fn check_node(node: &str) -> Result<(), NameError> {
     check_word(node, MAX_NODE_LEN)
 }
 
+/// Checks a sidecar's version: 1 to 64 letters, digits, `-`, `_` or `.`.
+pub fn check_version(version: &str) -> Result<(), NameError> {
+    check_word(version, crate::limits::MAX_VERSION_LEN)
+}
+
 fn check_word(s: &str, max: usize) -> Result<(), NameError> {
     if s.is_empty() {
         return Err(NameError::Empty);

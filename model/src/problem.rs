@@ -39,6 +39,9 @@ pub enum ErrorCode {
     ServiceFull,
     /// 503: the configured maximum of `/watch` streams is open.
     TooManyWatchers,
+    /// 503: the control plane knows its configured maximum of sidecars (`--max-nodes`); a new
+    /// one is refused until lost ones are forgotten.
+    TooManyNodes,
     /// 429: this client sent more writes than its rate allows; see `Retry-After`.
     RateLimited,
     /// 408: the write was not received and answered in time (a body sent too slowly).
@@ -78,7 +81,7 @@ pub enum ErrorCode {
 impl ErrorCode {
     /// Every code this version sends (not [`Self::Unknown`], which only a client sees). A new
     /// code goes here and in the README's error table; a test holds the two together.
-    pub const ALL: [Self; 29] = [
+    pub const ALL: [Self; 30] = [
         Self::InvalidJson,
         Self::InvalidBody,
         Self::InvalidField,
@@ -95,6 +98,7 @@ impl ErrorCode {
         Self::RegistryFull,
         Self::ServiceFull,
         Self::TooManyWatchers,
+        Self::TooManyNodes,
         Self::RateLimited,
         Self::RequestTimeout,
         Self::Unauthorized,
@@ -135,6 +139,7 @@ impl ErrorCode {
             | Self::RegistryFull
             | Self::ServiceFull
             | Self::TooManyWatchers
+            | Self::TooManyNodes
             | Self::NoHealthyInstance
             | Self::ShuttingDown
             | Self::NoLeader
@@ -162,6 +167,7 @@ impl ErrorCode {
             Self::RegistryFull => "registry_full",
             Self::ServiceFull => "service_full",
             Self::TooManyWatchers => "too_many_watchers",
+            Self::TooManyNodes => "too_many_nodes",
             Self::RateLimited => "rate_limited",
             Self::RequestTimeout => "request_timeout",
             Self::Unauthorized => "unauthorized",
@@ -198,6 +204,7 @@ impl ErrorCode {
             Self::RegistryFull => "Registry full",
             Self::ServiceFull => "Service full",
             Self::TooManyWatchers => "Too many watchers",
+            Self::TooManyNodes => "Too many nodes",
             Self::RateLimited => "Rate limited",
             Self::RequestTimeout => "Request timeout",
             Self::Unauthorized => "Unauthorized",

@@ -265,6 +265,10 @@ pub struct RegisterResponse {
     /// Seconds between heartbeats the control plane suggests (a third of the TTL, at most
     /// the configured hint).
     pub heartbeat_interval_seconds: u32,
+    /// With `?wait=propagated`: which sidecars applied this write's revision before the
+    /// answer (all of them when `complete`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagation: Option<crate::Propagation>,
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ use crate::{
     limits::{
         CHECK_SECONDS_RANGE, MAX_ADDRESS_LEN, MAX_BATCH_HEARTBEAT, MAX_FILTER_LEN, MAX_HOST_LEN,
         MAX_INSTANCE_ID_LEN, MAX_METADATA_ENTRIES, MAX_METADATA_KEY_LEN, MAX_METADATA_VALUE_LEN,
-        MAX_NODE_LEN, MAX_QUERY_REVISION, MAX_SERVICE_NAME_LEN, MAX_TAG_LEN, MAX_TAGS,
-        TTL_SECONDS_RANGE, WEIGHT_RANGE,
+        MAX_NODE_LEN, MAX_NODE_LISTENERS, MAX_QUERY_REVISION, MAX_SERVICE_NAME_LEN, MAX_TAG_LEN,
+        MAX_TAGS, MAX_VERSION_LEN, TTL_SECONDS_RANGE, WEIGHT_RANGE,
     },
     syntax,
 };
@@ -397,6 +397,113 @@ pub fn epoch() -> Object {
             "The epoch `since` belongs to (hex, as in event ids); another epoch gets a snapshot.",
         ))
         .examples(["c44fa78add87a17f"])
+        .build()
+}
+
+/// A sidecar report's `version`.
+pub fn version() -> Object {
+    string(
+        syntax::version(),
+        1,
+        MAX_VERSION_LEN,
+        format!("The sidecar's version: 1 to {MAX_VERSION_LEN} letters, digits, `-`, `_` or `.`."),
+    )
+    .examples(["0.1.0"])
+    .build()
+}
+
+/// A listen address in a sidecar report.
+pub fn listener() -> Object {
+    string(
+        syntax::socket_addr(),
+        1,
+        MAX_LISTENER_LEN,
+        "A listen address: an IP address (IPv6 in brackets) and a port.".to_owned(),
+    )
+    .examples(["127.0.0.1:8600"])
+    .build()
+}
+
+/// The longest listen address: `[` + an IPv6 address with an IPv4 tail (45) + `]:65535`.
+const MAX_LISTENER_LEN: usize = 53;
+
+/// A list of listen addresses in a sidecar report.
+pub fn listeners() -> Array {
+    ArrayBuilder::new()
+        .items(listener())
+        .max_items(Some(MAX_NODE_LISTENERS))
+        .description(Some(format!(
+            "Listen addresses (`ip:port`), at most {MAX_NODE_LISTENERS}."
+        )))
+        .build()
+}
+
+/// A sidecar report's `epoch`.
+pub fn report_epoch() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(syntax::EPOCH_HEX_DIGITS))
+        .pattern(Some(syntax::epoch()))
+        .description(Some(
+            "The epoch of the revisions the sidecar follows (hex, as in event ids).",
+        ))
+        .examples(["c44fa78add87a17f"])
+        .build()
+}
+
+/// A sidecar report's `revision`.
+pub fn report_revision() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .minimum(Some(0))
+        .maximum(Some(MAX_QUERY_REVISION))
+        .description(Some(
+            "The revision the sidecar's DNS and proxies answer from.",
+        ))
+        .build()
+}
+
+/// Path parameter `node` of `PUT /nodes/{node}`, and the repeatable query parameter `node`.
+pub fn report_node() -> Object {
+    string(
+        syntax::node(),
+        1,
+        MAX_NODE_LEN,
+        format!("A sidecar's node name: 1 to {MAX_NODE_LEN} letters, digits, `-`, `_` or `.`."),
+    )
+    .examples(["node-7"])
+    .build()
+}
+
+/// Query parameter `node` (repeatable) of a propagation wait.
+pub fn named_nodes() -> Array {
+    ArrayBuilder::new()
+        .items(report_node())
+        .max_items(Some(crate::limits::MAX_NAMED_NODES))
+        .build()
+}
+
+/// Query parameter `wait` of a write.
+pub fn write_wait() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(["propagated"]))
+        .build()
+}
+
+/// Query parameter `timeout` of a propagation wait.
+pub fn propagation_timeout() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .pattern(Some(syntax::wait()))
+        .description(Some(
+            "Seconds (`5`) or whole numbers with units `ms`, `s`, `m`, `h` (`5s`, `1m30s`); cut \
+             to the control plane's `--max-query-time`.",
+        ))
+        .examples(["5s"])
         .build()
 }
 

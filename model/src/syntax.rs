@@ -15,7 +15,7 @@
 
 use crate::limits::{
     MAX_DNS_LABEL_LEN, MAX_INSTANCE_ID_LEN, MAX_METADATA_KEY_LEN, MAX_NODE_LEN,
-    MAX_SERVICE_NAME_LEN, MAX_TAG_LEN,
+    MAX_SERVICE_NAME_LEN, MAX_TAG_LEN, MAX_VERSION_LEN,
 };
 
 /// The characters of an instance id besides ASCII letters and digits.
@@ -77,6 +77,10 @@ fn node_body() -> String {
     format!("[A-Za-z0-9_.-]{{1,{MAX_NODE_LEN}}}")
 }
 
+fn version_body() -> String {
+    format!("[A-Za-z0-9_.-]{{1,{MAX_VERSION_LEN}}}")
+}
+
 /// A DNS name: labels of letters, digits, `-` and `_`, not starting or ending with `-`, joined
 /// by dots, with an optional final dot. (IPv4 addresses are DNS names by this rule.)
 fn dns_name_body() -> String {
@@ -125,6 +129,16 @@ fn host_port_body() -> String {
     format!(
         "(?:{}|\\[(?:{})\\]):(?:{})",
         dns_name_body(),
+        ipv6_body(),
+        port_body()
+    )
+}
+
+/// A socket address: an IPv4 address or an IPv6 address in brackets, and a port.
+fn socket_addr_body() -> String {
+    let dec = "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
+    format!(
+        "(?:(?:{dec}\\.){{3}}{dec}|\\[(?:{})\\]):(?:{})",
         ipv6_body(),
         port_body()
     )
@@ -228,6 +242,11 @@ pub fn node() -> String {
     anchored(&node_body())
 }
 
+/// A sidecar's version.
+pub fn version() -> String {
+    anchored(&version_body())
+}
+
 /// An instance's `address`: a URL (the port may be left out for http, https, ws, wss and ftp)
 /// or `host:port`.
 pub fn address() -> String {
@@ -242,6 +261,11 @@ pub fn host() -> String {
 /// `host:port`, as a TCP check's target.
 pub fn host_port() -> String {
     anchored(&host_port_body())
+}
+
+/// A listen address (`ip:port`, IPv6 in brackets), as sidecars report them.
+pub fn socket_addr() -> String {
+    anchored(&socket_addr_body())
 }
 
 /// An HTTP check's URL.
@@ -282,7 +306,7 @@ mod tests {
     use crate::{
         Endpoint, InstanceId, ServiceName,
         instance::check_http_url,
-        name::{check_metadata_key, check_node, check_tag},
+        name::{check_metadata_key, check_node, check_tag, check_version},
         query::{parse_meta_filter, parse_wait},
     };
 
@@ -383,6 +407,11 @@ mod tests {
         }
 
         #[test]
+        fn versions(s in near(&version_body(), NAME_CHARS)) {
+            agree(&version(), &s, check_version(&s).is_ok())?;
+        }
+
+        #[test]
         fn addresses(s in near(&address_body(), ADDRESS_CHARS)) {
             agree_but_long_hosts(&address(), &s, Endpoint::parse_address(&s).is_ok())?;
         }
@@ -397,6 +426,11 @@ mod tests {
         #[test]
         fn tcp_targets(s in near(&host_port_body(), ADDRESS_CHARS)) {
             agree_but_long_hosts(&host_port(), &s, Endpoint::parse_host_port(&s).is_ok())?;
+        }
+
+        #[test]
+        fn listen_addresses(s in near(&socket_addr_body(), ADDRESS_CHARS)) {
+            agree(&socket_addr(), &s, crate::nodes::check_listener(&s).is_ok())?;
         }
 
         #[test]

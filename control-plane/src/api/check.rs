@@ -5,7 +5,7 @@ use waypost_model::{CheckReport, CheckResponse};
 
 use super::{
     AppState,
-    auth::check_write,
+    auth::forbidden,
     error::ApiError,
     extract::Json,
     responses::{NotFound, WriteErrors},
@@ -39,7 +39,9 @@ pub(crate) async fn check(
     caller: Caller,
     Json(report): Json<CheckReport>,
 ) -> Result<axum::Json<CheckResponse>, ApiError> {
-    check_write(&app, &caller, [report.instance.service.as_str()])?;
+    caller
+        .may_report_check(&report.instance.service)
+        .map_err(|denied| forbidden(&app, denied))?;
     report.instance.resolve()?;
     let command = Command::Check {
         target: report.instance,

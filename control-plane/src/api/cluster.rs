@@ -61,6 +61,7 @@ pub(crate) fn peer_routes() -> Router<AppState> {
         .route("/cluster/write", post(write))
         .route("/cluster/read-index", post(read_index))
         .route("/cluster/heartbeats", post(heartbeats))
+        .route("/cluster/nodes", post(nodes))
         .route_layer(DefaultBodyLimit::max(PEER_BODY_LIMIT))
 }
 
@@ -140,6 +141,24 @@ async fn heartbeats(
     Ok(axum::Json(
         serde_json::json!({ "renewed": report.beats.len() }),
     ))
+}
+
+/// Sidecars' reports another member heard.
+async fn nodes(
+    State(app): State<AppState>,
+    caller: Caller,
+    Json(batch): Json<Vec<crate::cluster::SharedReport>>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    peer(&app, &caller)?;
+    let mut noted = 0;
+    for shared in batch {
+        let age = std::time::Duration::from_millis(shared.age_ms);
+        // A full table refuses new sidecars here as it does first-hand.
+        if app.nodes.report(&shared.node, shared.report, age).is_ok() {
+            noted += 1;
+        }
+    }
+    Ok(axum::Json(serde_json::json!({ "noted": noted })))
 }
 
 /// The cluster as this node sees it.

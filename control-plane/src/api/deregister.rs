@@ -5,9 +5,10 @@ use waypost_model::{DeregisterResponse, InstanceRef};
 
 use super::{
     AppState,
-    auth::check_write,
+    auth::{check_write, forbidden},
     error::ApiError,
-    extract::Json,
+    extract::{Json, QueryPairs},
+    nodes::{PropagationWait, WriteParams},
     responses::{NotFound, WriteErrors},
 };
 use crate::{
@@ -24,6 +25,7 @@ use crate::{
     path = "/deregister",
     security(("bearer" = []), ()),
     tag = "registry",
+    params(WriteParams),
     request_body(content = InstanceRef, examples(
         ("seed form" = (value = json!({"service": "user-service", "address": "http://localhost:8001"}))),
         ("by id" = (value = json!({"service": "user-service", "id": "user-1"}))),
@@ -37,10 +39,30 @@ use crate::{
 pub(crate) async fn deregister(
     State(app): State<AppState>,
     caller: Caller,
+    QueryPairs(query): QueryPairs,
     Json(req): Json<InstanceRef>,
 ) -> Result<axum::Json<DeregisterResponse>, ApiError> {
-    check_write(&app, &caller, [req.service.as_str()])?;
-    req.resolve()?;
+    let wait = PropagationWait::from_pairs(query)?;
+    let (service, identity) = req.resolve()?;
+    if caller.is_sidecar() {
+        // A sidecar removes only what its checks failed (`deregister_critical_after`).
+        if app
+            .registry
+            .health_of(&service, &identity)
+            .is_some_and(|h| h.is_passing())
+        {
+            return Err(forbidden(
+                &app,
+                crate::auth::Denied {
+                    token: caller.token_name().to_owned(),
+                    role: "sidecar",
+                    action: format!("deregister a passing instance of service {service:?}"),
+                },
+            ));
+        }
+    } else {
+        check_write(&app, &caller, [req.service.as_str()])?;
+    }
     let (service, id, revision) = match app.replicate(Command::Deregister { target: req }).await? {
         Reply::Removed {
             service,
@@ -55,5 +77,6 @@ pub(crate) async fn deregister(
         service,
         id,
         revision,
+        propagation: wait.settle(&app, revision).await,
     }))
 }

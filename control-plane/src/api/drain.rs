@@ -7,7 +7,8 @@ use super::{
     AppState,
     auth::check_write,
     error::ApiError,
-    extract::Json,
+    extract::{Json, QueryPairs},
+    nodes::{PropagationWait, WriteParams},
     responses::{NotFound, WriteErrors},
 };
 use crate::{
@@ -26,6 +27,7 @@ use crate::{
     path = "/drain",
     security(("bearer" = []), ()),
     tag = "registry",
+    params(WriteParams),
     request_body = DrainRequest,
     responses(
         (status = 200, description = "The status now in force", body = DrainResponse),
@@ -36,8 +38,10 @@ use crate::{
 pub(crate) async fn drain(
     State(app): State<AppState>,
     caller: Caller,
+    QueryPairs(query): QueryPairs,
     Json(req): Json<DrainRequest>,
 ) -> Result<axum::Json<DrainResponse>, ApiError> {
+    let wait = PropagationWait::from_pairs(query)?;
     check_write(&app, &caller, [req.instance.service.as_str()])?;
     req.instance.resolve()?;
     let command = Command::Drain {
@@ -53,5 +57,6 @@ pub(crate) async fn drain(
         status: instance.status,
         revision,
         instance: waypost_model::Instance::clone(&instance),
+        propagation: wait.settle(&app, revision).await,
     }))
 }

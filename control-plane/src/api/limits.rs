@@ -128,9 +128,12 @@ pub(crate) async fn writes(State(app): State<AppState>, req: Request, next: Next
             .insert(header::RETRY_AFTER, HeaderValue::from(wait.max(1)));
         return res;
     }
+    // A write that waits for sidecars (`?wait=propagated`) has that long beyond the limit.
+    let propagation =
+        super::nodes::PropagationWait::requested(req.uri().query(), app.max_query_time);
     match app
         .deadlines
-        .within(app.request_timeout, next.run(req))
+        .within(app.request_timeout + propagation, next.run(req))
         .await
     {
         Ok(res) => res,

@@ -13,6 +13,7 @@ pub mod error;
 mod extract;
 mod heartbeat;
 pub mod limits;
+mod nodes;
 mod ops;
 mod params;
 mod register;
@@ -88,6 +89,8 @@ pub struct App {
     pub deadlines: Arc<waypost_runtime::deadline::Deadlines>,
     /// The configured tokens (none: authorization is off).
     pub tokens: crate::auth::Tokens,
+    /// The sidecars and what they applied.
+    pub nodes: Arc<crate::nodes::Nodes>,
     /// Whether a durable store backs the registry.
     pub durable: bool,
     /// The OpenAPI document, rendered once.
@@ -133,6 +136,7 @@ with tokens configured, send `Authorization: Bearer <token>`, or get 401 `unauth
     tags(
         (name = "registry", description = "Register, heartbeat, drain, report checks and deregister instances"),
         (name = "discovery", description = "Find instances, list services, watch changes"),
+        (name = "nodes", description = "Sidecars: their reports, and which have applied a revision"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     )
 )]
@@ -172,6 +176,7 @@ fn write_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(deregister::deregister))
         .routes(routes!(drain::drain))
         .routes(routes!(check::check))
+        .routes(routes!(nodes::report))
 }
 
 /// Everything else.
@@ -179,6 +184,8 @@ fn read_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(discover::discover))
         .routes(routes!(services::services))
+        .routes(routes!(nodes::list))
+        .routes(routes!(nodes::propagation))
         .routes(routes!(watch::watch))
         .routes(routes!(ops::health))
         .routes(routes!(ops::ready))
@@ -262,6 +269,9 @@ const ROUTES: &[&str] = &[
     "/deregister",
     "/drain",
     "/check",
+    "/nodes/{node}",
+    "/nodes",
+    "/propagation",
     "/discover/{service}",
     "/services",
     "/watch",
@@ -281,6 +291,7 @@ const ROUTES: &[&str] = &[
     "/cluster/write",
     "/cluster/read-index",
     "/cluster/heartbeats",
+    "/cluster/nodes",
 ];
 
 fn route_label(matched: Option<&MatchedPath>) -> &'static str {

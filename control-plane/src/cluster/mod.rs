@@ -7,7 +7,8 @@
 //! (no `--peers`) is the same machinery with a single voter.
 //!
 //! Not replicated: heartbeats. Any node accepts them; followers pass them on to the leader in
-//! batches, where the deadlines that decide expiry live.
+//! batches, where the deadlines that decide expiry live. Nor sidecars' reports: the node that
+//! hears one passes it on to every other member (`fanout`).
 //!
 //! Reads are linearizable by default. The leader answers from its own state while it holds a
 //! lease: a majority acknowledged it within a third of the election timeout, and followers
@@ -17,6 +18,7 @@
 //! commit index (one round of leader heartbeats, shared by every read that arrived meanwhile)
 //! and waits until it has applied it. `?stale` skips all of that.
 
+mod fanout;
 mod network;
 
 use std::{
@@ -38,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use waypost_model::{InstanceId, ServiceName};
 
 use self::network::Network;
-pub(crate) use self::network::PeerClient;
+pub(crate) use self::{fanout::SharedReport, network::PeerClient};
 use crate::{
     command::{Command, NodeId, Reply, TypeConfig},
     config::ClusterConfig,
@@ -194,6 +196,10 @@ pub struct Cluster {
     round_reads: prometheus_client::metrics::counter::Counter,
     origin: Instant,
     metrics: Arc<Metrics>,
+    /// Sidecars' reports on their way to the other members.
+    fanout: fanout::Fanout,
+    /// The control plane's shutdown, for tasks started later.
+    shutdown: CancellationToken,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -278,6 +284,8 @@ impl Cluster {
             round_reads,
             origin: Instant::now(),
             metrics: parts.metrics,
+            fanout: fanout::Fanout::default(),
+            shutdown: shutdown.clone(),
         });
         let tasks = &parts.tasks;
         tasks.spawn(cluster.clone().follow_leadership(shutdown.clone()));

@@ -3,7 +3,10 @@
 
 use std::{collections::BTreeMap, sync::atomic::Ordering, time::SystemTime};
 
-use waypost_model::{DiscoveredInstance, Instance, InstanceJson, Revision, ServiceSummary};
+use waypost_model::{
+    DiscoveredInstance, Health, Instance, InstanceJson, Revision, ServiceName, ServiceSummary,
+    heartbeat::Identity,
+};
 
 use super::{Change, Filter, Registry, RegistryError, RegistryStatus, Stale};
 
@@ -20,6 +23,15 @@ impl Registry {
         } else {
             Err(RegistryError::StoreUnavailable)
         }
+    }
+
+    /// The health of an instance, if it is registered.
+    pub fn health_of(&self, service: &ServiceName, identity: &Identity) -> Option<Health> {
+        let inner = self.lock();
+        inner
+            .state
+            .find(service, identity)
+            .map(|e| e.instance.health)
     }
 
     /// The last log index applied on this node.
