@@ -15,9 +15,10 @@
 //!   [`snapshot::Snapshots`] that every reader below holds.
 //! - [`persist`]: the last snapshot on disk, written atomically, read back at start.
 //! - [`dns`]: the responder. [`dns::handler`] answers from the snapshot, [`dns::records`]
-//!   builds the record sets the snapshot holds, [`dns::names`] (the `waypost-dns-names` crate
-//!   in `data-plane/dns-names/`) reads query names, [`dns::forward`] passes other names
-//!   upstream, [`dns::tcp`] serves DNS over TCP (UDP is hickory's server).
+//!   builds the record sets the snapshot holds, each record with its weight, and
+//!   [`dns::weighted`] draws an answer's order by those weights; [`dns::names`] (the
+//!   `waypost-dns-names` crate in `data-plane/dns-names/`) reads query names, [`dns::forward`]
+//!   passes other names upstream, [`dns::tcp`] serves DNS over TCP (UDP is hickory's server).
 //! - [`proxy`]: [`proxy::http`] (its modules: `serve` for client connections, `routing`,
 //!   `headers`, `retry`, `body`), [`proxy::tcp`], balancing and outlier ejection in
 //!   [`proxy::balance`], upstream connections in [`proxy::pool`], error answers in

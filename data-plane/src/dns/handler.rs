@@ -11,13 +11,13 @@ use hickory_server::{
     server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
     zone_handler::MessageResponseBuilder,
 };
-use rand::seq::SliceRandom;
 
 use crate::{
     dns::{
         forward::Forwarder,
         names::{self, Lookup},
         records::RecordBuilder,
+        weighted::WeightedRecords,
     },
     metrics::{Metrics, QueryLabels},
     snapshot::{Snapshots, Target},
@@ -120,12 +120,11 @@ impl Handler {
     fn answer(&self, lookup: &Lookup, qtype: RecordType) -> Answer {
         let snapshot = self.snapshots.current();
         let soa = || self.records.soa(snapshot.revision);
+        // Every list of records is answered in a weighted random order, so that a client that
+        // takes the first address (or the first SRV record, ignoring RFC 2782's own weighted
+        // pick) spreads load by weight, as the proxy and the SDK do.
         let mut rng = rand::rng();
-        let mut pick = |records: &[Record]| {
-            let mut list = records.to_vec();
-            list.shuffle(&mut rng);
-            list
-        };
+        let mut pick = |records: &WeightedRecords| records.weighted_order(&mut rng);
         match lookup {
             Lookup::Apex => match qtype {
                 RecordType::SOA => Answer {

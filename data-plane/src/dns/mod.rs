@@ -8,6 +8,7 @@ pub mod forward;
 pub mod handler;
 pub mod records;
 pub mod tcp;
+pub mod weighted;
 
 /// What a query name asks for: the naming scheme, in a crate of its own so that it can be
 /// fuzzed without the sidecar.

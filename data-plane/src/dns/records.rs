@@ -3,8 +3,15 @@
 //!
 //! Pure: it reads instances and their addresses, not the snapshot. The snapshot calls it when a
 //! service changes ([`crate::snapshot`] depends on this module, never the other way round).
+//!
+//! Each address and SRV record carries its weight (see [`WeightedRecords`]), so that a query
+//! only draws the order of its answer.
 
-use std::{collections::BTreeSet, net::IpAddr, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    time::Duration,
+};
 
 use hickory_proto::rr::{
     Name, RData, Record,
@@ -12,7 +19,7 @@ use hickory_proto::rr::{
 };
 use waypost_model::Instance;
 
-use crate::dns::names::hex_label;
+use crate::dns::{names::hex_label, weighted::WeightedRecords};
 
 /// An `up` instance and the addresses it is reached at (its IP, or what its host name resolved
 /// to): what the records of a service are made of.
@@ -21,14 +28,16 @@ pub type Up<'a> = (&'a Instance, &'a [IpAddr]);
 /// The answers for one service (or one tag of it).
 #[derive(Debug, Default)]
 pub struct ServiceRecords {
-    /// A records of the `up` instances' IPv4 addresses (deduplicated).
-    pub a: Vec<Record>,
-    /// AAAA records of their IPv6 addresses.
-    pub aaaa: Vec<Record>,
-    /// SRV records owned by `<service>.service.D` (or the tag name).
-    pub srv: Vec<Record>,
+    /// A records of the `up` instances' IPv4 addresses (deduplicated), each weighted by the
+    /// instances reached at it (see [`RecordBuilder::service`]).
+    pub a: WeightedRecords,
+    /// AAAA records of their IPv6 addresses, weighted the same way.
+    pub aaaa: WeightedRecords,
+    /// SRV records owned by `<service>.service.D` (or the tag name), weighted by their
+    /// instance's weight.
+    pub srv: WeightedRecords,
     /// The same SRV records owned by `_<service>._tcp.service.D`.
-    pub srv_rfc2782: Vec<Record>,
+    pub srv_rfc2782: WeightedRecords,
     /// A/AAAA records of the SRV targets, for the additional section.
     pub targets: Vec<Record>,
 }
@@ -66,6 +75,12 @@ impl RecordBuilder {
     /// The answers for `service`'s `up` instances. With `vip` (VIP mode), the service's name
     /// answers the virtual IP instead of the instances' addresses (SRV records still name
     /// the instances).
+    ///
+    /// An address's weight is the sum of the weights of the instances reached at it (several
+    /// ports on one host share one A record, and together take that host's share of the
+    /// load). An instance registered by a host name that resolved to several addresses of one
+    /// family splits its weight evenly among them, so that its share of the first addresses
+    /// answered is still its weight's share, whichever family the client asks for.
     pub fn service<'t>(
         &self,
         service: &str,
@@ -84,10 +99,10 @@ impl RecordBuilder {
         let up = up.into_iter().inspect(|_| any_up = true);
         let mut records = self.build(&owner, rfc2782.as_ref(), up);
         if let Some(vip) = vip.filter(|_| any_up) {
-            let record = self.address(owner, vip);
+            let record = WeightedRecords::single(self.address(owner, vip));
             (records.a, records.aaaa) = match vip {
-                IpAddr::V4(_) => (vec![record], Vec::new()),
-                IpAddr::V6(_) => (Vec::new(), vec![record]),
+                IpAddr::V4(_) => (record, WeightedRecords::default()),
+                IpAddr::V6(_) => (WeightedRecords::default(), record),
             };
         }
         records
@@ -121,10 +136,16 @@ impl RecordBuilder {
         up: impl Iterator<Item = Up<'t>>,
     ) -> ServiceRecords {
         let mut out = ServiceRecords::default();
-        let mut ips = BTreeSet::new();
+        // Ordered by address, so that records come out the same for the same instances.
+        let mut ips: BTreeMap<IpAddr, f64> = BTreeMap::new();
         let mut extra_names = BTreeSet::new();
         for (instance, addrs) in up {
-            ips.extend(addrs.iter().copied());
+            let v4 = addrs.iter().filter(|ip| ip.is_ipv4()).count();
+            let v6 = addrs.len() - v4;
+            for ip in addrs {
+                let family = if ip.is_ipv4() { v4 } else { v6 };
+                *ips.entry(*ip).or_default() += f64::from(instance.weight) / family as f64;
+            }
             let srv_target = match instance.host.parse::<IpAddr>() {
                 Ok(ip) => self.addr_base.prepend_label(hex_label(ip)).ok(),
                 Err(_) => Name::from_ascii(format!("{}.", instance.host)).ok(),
@@ -134,11 +155,14 @@ impl RecordBuilder {
             };
             let weight = u16::try_from(instance.weight).unwrap_or(u16::MAX);
             let srv = RData::SRV(SRV::new(1, weight, instance.port, srv_target.clone()));
-            out.srv
-                .push(Record::from_rdata(owner.clone(), self.ttl, srv.clone()));
+            let srv_weight = f64::from(instance.weight);
+            out.srv.push(
+                Record::from_rdata(owner.clone(), self.ttl, srv.clone()),
+                srv_weight,
+            );
             if let Some(name) = rfc2782 {
                 out.srv_rfc2782
-                    .push(Record::from_rdata(name.clone(), self.ttl, srv));
+                    .push(Record::from_rdata(name.clone(), self.ttl, srv), srv_weight);
             }
             if extra_names.insert(srv_target.clone()) {
                 for ip in addrs {
@@ -146,11 +170,11 @@ impl RecordBuilder {
                 }
             }
         }
-        for ip in ips {
+        for (ip, weight) in ips {
             let record = self.address(owner.clone(), ip);
             match ip {
-                IpAddr::V4(_) => out.a.push(record),
-                IpAddr::V6(_) => out.aaaa.push(record),
+                IpAddr::V4(_) => out.a.push(record, weight),
+                IpAddr::V6(_) => out.aaaa.push(record, weight),
             }
         }
         out
@@ -241,11 +265,11 @@ mod tests {
 
         // One A per distinct address, owned by the service's name, with the builder's TTL.
         assert_eq!(
-            shown(&records.a),
+            shown(records.a.records()),
             [("web.service.waypost.".into(), 5, "127.0.0.2".into())]
         );
         assert_eq!(
-            shown(&records.aaaa),
+            shown(records.aaaa.records()),
             [("web.service.waypost.".into(), 5, "::1".into())]
         );
         // One SRV per instance: priority 1, the instance's weight and port, and a target under
@@ -253,7 +277,7 @@ mod tests {
         let v4_target = "7f000002.addr.waypost.";
         let v6_target = "00000000000000000000000000000001.addr.waypost.";
         assert_eq!(
-            shown(&records.srv),
+            shown(records.srv.records()),
             [
                 (
                     "web.service.waypost.".into(),
@@ -273,9 +297,9 @@ mod tests {
             ]
         );
         // The RFC 2782 form holds the same data under `_web._tcp.service.`.
-        let rfc2782 = shown(&records.srv_rfc2782);
+        let rfc2782 = shown(records.srv_rfc2782.records());
         assert_eq!(rfc2782.len(), 3);
-        for ((owner, ttl, data), (_, _, same)) in rfc2782.iter().zip(shown(&records.srv)) {
+        for ((owner, ttl, data), (_, _, same)) in rfc2782.iter().zip(shown(records.srv.records())) {
             assert_eq!(owner, "_web._tcp.service.waypost.");
             assert_eq!(*ttl, 5);
             assert_eq!(*data, same);
@@ -296,7 +320,7 @@ mod tests {
         let resolved = [ip("10.0.0.1"), ip("10.0.0.2")];
         let records = builder().service("db", [(&db, &resolved[..])], None);
         assert_eq!(
-            shown(&records.srv),
+            shown(records.srv.records()),
             [(
                 "db.service.waypost.".into(),
                 5,
@@ -310,12 +334,54 @@ mod tests {
                 ("db.example.".into(), 5, "10.0.0.2".into()),
             ]
         );
-        assert_eq!(records.a.len(), 2);
+        assert_eq!(records.a.records().len(), 2);
 
         // A host name that did not resolve still has its SRV record, and no address.
         let unresolved = builder().service("db", [(&db, &[][..])], None);
-        assert_eq!(unresolved.srv.len(), 1);
+        assert_eq!(unresolved.srv.records().len(), 1);
         assert!(unresolved.a.is_empty() && unresolved.targets.is_empty());
+    }
+
+    #[test]
+    fn address_weights_sum_the_instances_at_them_and_split_a_host_names() {
+        // Two ports on one host (3 + 1), one more host (2), and a host name of weight 6 that
+        // resolved to two IPv4 addresses (3 each, one shared with the first host) and one
+        // IPv6 address (6: the only one of its family).
+        let (first, second) = (
+            instance("127.0.0.2", 8001, &[], 3),
+            instance("127.0.0.2", 8002, &[], 1),
+        );
+        let other = instance("127.0.0.3", 8003, &[], 2);
+        let named = instance("web.example", 8004, &[], 6);
+        let one = [ip("127.0.0.2")];
+        let three = [ip("127.0.0.3")];
+        let resolved = [ip("127.0.0.2"), ip("127.0.0.4"), ip("::1")];
+        let up = [
+            (&first, &one[..]),
+            (&second, &one[..]),
+            (&other, &three[..]),
+            (&named, &resolved[..]),
+        ];
+        let records = builder().service("web", up, None);
+        let weighted = |set: &WeightedRecords| {
+            shown(set.records())
+                .into_iter()
+                .map(|(_, _, data)| data)
+                .zip(set.weights().iter().copied())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            weighted(&records.a),
+            [
+                ("127.0.0.2".into(), 7.0),
+                ("127.0.0.3".into(), 2.0),
+                ("127.0.0.4".into(), 3.0),
+            ]
+        );
+        assert_eq!(weighted(&records.aaaa), [("::1".into(), 6.0)]);
+        // SRV records name instances, so each keeps its own weight.
+        assert_eq!(records.srv.weights(), [3.0, 1.0, 2.0, 6.0]);
+        assert_eq!(records.srv_rfc2782.weights(), [3.0, 1.0, 2.0, 6.0]);
     }
 
     #[test]
@@ -323,7 +389,7 @@ mod tests {
         let heavy = instance("127.0.0.2", 80, &[], 100_000);
         let ips = [ip("127.0.0.2")];
         let records = builder().service("web", [(&heavy, &ips[..])], None);
-        match &records.srv[0].data {
+        match &records.srv.records()[0].data {
             RData::SRV(srv) => assert_eq!(srv.weight, u16::MAX),
             other => panic!("not an SRV record: {other:?}"),
         }
@@ -336,12 +402,12 @@ mod tests {
         let vip = IpAddr::V4(Ipv4Addr::new(127, 240, 0, 1));
         let records = builder().service("web", [(&web, &ips[..])], Some(vip));
         assert_eq!(
-            shown(&records.a),
+            shown(records.a.records()),
             [("web.service.waypost.".into(), 5, "127.240.0.1".into())]
         );
         assert!(records.aaaa.is_empty());
         assert_eq!(
-            shown(&records.srv),
+            shown(records.srv.records()),
             [(
                 "web.service.waypost.".into(),
                 5,
@@ -353,7 +419,7 @@ mod tests {
         let records = builder().service("web", [(&web, &ips[..])], Some(v6));
         assert!(records.a.is_empty());
         assert_eq!(
-            shown(&records.aaaa),
+            shown(records.aaaa.records()),
             [("web.service.waypost.".into(), 5, "fd00::1".into())]
         );
 
@@ -370,11 +436,11 @@ mod tests {
         let up = [(&v2, &v2_ips[..]), (&v1, &v1_ips[..])];
         let records = builder().tagged("web", "v2", up);
         assert_eq!(
-            shown(&records.a),
+            shown(records.a.records()),
             [("v2.web.service.waypost.".into(), 5, "127.0.0.2".into())]
         );
         assert_eq!(
-            shown(&records.srv),
+            shown(records.srv.records()),
             [(
                 "v2.web.service.waypost.".into(),
                 5,
