@@ -67,10 +67,9 @@ async fn a_failing_check_takes_the_instance_out_of_dns_and_the_proxy_and_back() 
     let addr = upstream(sick.clone()).await;
     let request = RegisterRequest {
         check: Some(Check {
-            http: Some(format!("http://{addr}/healthz")),
-            tcp: None,
             interval_seconds: 1,
             timeout_seconds: 1,
+            ..Check::http(format!("http://{addr}/healthz"))
         }),
         ttl_seconds: Some(600),
         ..RegisterRequest::new("web", addr.to_string())
