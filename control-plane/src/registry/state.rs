@@ -9,7 +9,8 @@ use std::{
 
 use super::expiry::Queued;
 use waypost_model::{
-    Health, Instance, InstanceId, InstanceJson, Revision, ServiceName, ServiceSummary, heartbeat::Identity,
+    Health, Instance, InstanceId, InstanceJson, Revision, ServiceName, ServiceSummary,
+    heartbeat::Identity,
 };
 
 /// One registered instance with the facts that are not on the wire.

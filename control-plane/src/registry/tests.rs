@@ -280,7 +280,11 @@ fn a_flapping_instance_takes_no_work_keeps_its_account_and_is_counted() {
         healthy_only: true,
         ..Filter::default()
     };
-    assert_eq!(r.discover("web", &healthy).0.len(), 1, "only the other takes work");
+    assert_eq!(
+        r.discover("web", &healthy).0.len(),
+        1,
+        "only the other takes work"
+    );
     assert_eq!(r.discover("web", &Filter::default()).0.len(), 2);
     assert_eq!(r.metrics.flapping_entered.get(), 1);
     assert_eq!(r.metrics.flapping_instances.get(), 1);
@@ -289,8 +293,7 @@ fn a_flapping_instance_takes_no_work_keeps_its_account_and_is_counted() {
         .unwrap();
     assert_eq!(r.metrics.flapping_entered.get(), 1);
     // Released to critical: the gauge drops, the counter stays.
-    r.report_check(&one, Health::Critical, Some("503"))
-        .unwrap();
+    r.report_check(&one, Health::Critical, Some("503")).unwrap();
     assert_eq!(r.metrics.flapping_instances.get(), 0);
     assert_eq!(r.metrics.flapping_entered.get(), 1);
     // A flapping instance that leaves takes its share of the gauge with it.
