@@ -386,3 +386,127 @@ async fn cp_metric(cp: &TestControlPlane, series: &str) -> f64 {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .map_or(0.0, |v| v.trim().parse().expect("a number"))
 }
+
+/// An HTTPS upstream with `pki`'s server certificate (for 127.0.0.1, from a CA the sidecar
+/// does not trust unless told), answering 200 to every request and counting them.
+async fn https_upstream(pki: &TestPki) -> (SocketAddr, Arc<AtomicUsize>) {
+    let config = pki
+        .server_files(false)
+        .server_config()
+        .expect("the test TLS configuration");
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counted = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (acceptor, counted) = (acceptor.clone(), counted.clone());
+            tokio::spawn(async move {
+                // A client that refuses the certificate ends the handshake here.
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = service_fn(move |_req: Request<Incoming>| {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    async {
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                    }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (addr, requests)
+}
+
+async fn health_of(client: &Client, service: &str) -> (Health, String) {
+    let all = client
+        .discover(service, &Filter::default().include_draining())
+        .await
+        .unwrap();
+    let instance = &all.instances[0].instance;
+    (
+        instance.health,
+        instance
+            .health_output
+            .as_deref()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn https_checks_verify_certificates_unless_told_not_to() {
+    let pki = TestPki::new();
+    let cp = TestControlPlane::in_memory(|_| {}).await;
+    let client = Client::new(&cp.url).unwrap();
+    let (addr, requests) = https_upstream(&pki).await;
+    for (service, skip) in [("verified", false), ("unverified", true)] {
+        let request = RegisterRequest {
+            check: Some(Check {
+                interval_seconds: 1,
+                timeout_seconds: 1,
+                tls_skip_verify: skip,
+                ..Check::http(format!("https://{addr}/{service}"))
+            }),
+            ttl_seconds: Some(600),
+            ..RegisterRequest::new(service, addr.to_string())
+        };
+        client.register_once(&request).await.unwrap();
+    }
+
+    // Without the CA: the verifying check fails on the certificate and says so.
+    let sidecar = TestSidecar::start(&cp.url, |c| c.checks.check_all = true).await;
+    let output = eventually(
+        Duration::from_secs(10),
+        "the verifying check to fail",
+        || async {
+            let (health, output) = health_of(&client, "verified").await;
+            (health == Health::Critical).then_some(output)
+        },
+    )
+    .await;
+    assert!(
+        output.contains("https://") && output.contains("certificate"),
+        "{output}"
+    );
+    // The skipping check got through to HTTP; once two of its requests arrived (checks run
+    // one after the other), the first one's result is in: it passes.
+    eventually(Duration::from_secs(10), "two requests", || async {
+        (requests.load(Ordering::Relaxed) >= 2).then_some(())
+    })
+    .await;
+    assert_eq!(health_of(&client, "unverified").await.0, Health::Passing);
+    sidecar.stop().await;
+
+    // With the CA as --check-ca-cert: the verifying check passes too (host name included:
+    // the certificate names 127.0.0.1).
+    let sidecar = TestSidecar::start(&cp.url, |c| {
+        c.checks.check_all = true;
+        c.checks.ca_cert = Some(pki.ca.clone());
+    })
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the verifying check to pass",
+        || async { (health_of(&client, "verified").await.0 == Health::Passing).then_some(()) },
+    )
+    .await;
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn a_sidecar_with_an_unusable_check_ca_does_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate").unwrap();
+    let mut config = waypost_sidecar::Config::for_test("http://127.0.0.1:9", None);
+    config.checks.ca_cert = Some(empty);
+    let err = waypost_sidecar::start(config, Default::default())
+        .await
+        .expect_err("a CA file without certificates is refused");
+    assert!(err.to_string().contains("check_ca_cert"), "{err}");
+}
