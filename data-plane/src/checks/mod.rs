@@ -158,20 +158,8 @@ async fn check_loop(shared: Arc<Shared>, (service, id): (String, String), check:
         match state.observe(outcome.is_ok(), now) {
             Event::Held => {
                 shared.metrics.check_flapping.inc();
-                let window = rules.flap_window.as_secs();
-                let last = match &outcome {
-                    Ok(()) => "passed".to_owned(),
-                    Err(text) => text.clone(),
-                };
-                let text = format!(
-                    "flapping: {} changes between passing and critical within {window} s (at \
-                     most {} allowed); out of rotation until stable for {window} s; last check: \
-                     {last}",
-                    state.recent_changes(),
-                    rules.flap_changes,
-                );
-                tracing::warn!(%service, %id, changes = state.recent_changes(), window_seconds = window, "check flapping: held out of rotation");
-                account = Some(text.chars().take(MAX_CHECK_OUTPUT_LEN).collect());
+                tracing::warn!(%service, %id, changes = state.recent_changes(), window = ?rules.flap_window, "check flapping: held out of rotation");
+                account = Some(flapping_account(&rules, state.recent_changes(), &outcome));
             }
             Event::Released => {
                 tracing::info!(%service, %id, health = ?state.health(), "check stable again: released");
@@ -230,6 +218,22 @@ async fn check_loop(shared: Arc<Shared>, (service, id): (String, String), check:
         }
         tokio::time::sleep(interval).await;
     }
+}
+
+/// What a flapping instance's `health_output` says: how many changes in which window, until
+/// when, and the last result.
+fn flapping_account(rules: &Rules, changes: usize, last: &Result<(), String>) -> String {
+    let window = rules.flap_window.as_secs();
+    let last = match last {
+        Ok(()) => "passed",
+        Err(text) => text,
+    };
+    let text = format!(
+        "flapping: {changes} changes between passing and critical within {window} s (at most \
+         {} allowed); out of rotation until stable for {window} s; last check: {last}",
+        rules.flap_changes,
+    );
+    text.chars().take(MAX_CHECK_OUTPUT_LEN).collect()
 }
 
 /// This loop's share of `waypost_sidecar_checks_flapping`, given back however the loop ends
