@@ -66,6 +66,8 @@ pub struct Metrics {
     heartbeats: Family<ResultLabel, Counter>,
     pub(crate) deregistrations: Counter,
     pub(crate) expirations: Counter,
+    pub(crate) flapping_entered: Counter,
+    pub(crate) flapping_instances: Gauge,
     pub(crate) held: Counter,
     pub(crate) rate_limited: Counter,
     pub(crate) unauthorized: Counter,
@@ -115,6 +117,8 @@ impl Metrics {
             heartbeats: Family::default(),
             deregistrations: Counter::default(),
             expirations: Counter::default(),
+            flapping_entered: Counter::default(),
+            flapping_instances: Gauge::default(),
             held: Counter::default(),
             rate_limited: Counter::default(),
             unauthorized: Counter::default(),
@@ -257,6 +261,17 @@ impl Metrics {
                 "expirations",
                 "Instances expired for missing heartbeats",
                 m.expirations.clone(),
+            );
+            r.register(
+                "flapping",
+                "Instances that entered `flapping` (a sidecar's flap damping held them out of \
+                 rotation), as applied on this node",
+                m.flapping_entered.clone(),
+            );
+            r.register(
+                "flapping_instances",
+                "Instances held as `flapping` right now",
+                m.flapping_instances.clone(),
             );
             r.register(
                 "self_preservation_held",

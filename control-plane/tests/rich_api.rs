@@ -103,6 +103,39 @@ async fn discovery_filters_by_tag_metadata_and_health() {
     .await;
     assert_eq!(c.body["health"], "passing");
     assert_eq!(ids(&cp, "api", "").await, ["a", "c"]);
+    // Flapping (a sidecar's flap damping holds it) takes it out as critical does, with the
+    // sidecar's account; `?healthy=false` shows it.
+    let account = "flapping: 5 changes between passing and critical within 120 s";
+    let c = post(
+        &cp,
+        "/check",
+        json!({"service": "api", "id": "c", "health": "flapping", "output": account}),
+    )
+    .await;
+    assert_eq!(c.status, 200, "{}", c.body);
+    assert_eq!(ids(&cp, "api", "").await, ["a"]);
+    let all = get(&cp, "/discover/api?healthy=false").await;
+    let c_json = all.body["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == "c")
+        .unwrap()
+        .clone();
+    assert_eq!(c_json["health"], "flapping");
+    assert_eq!(c_json["health_output"], account);
+    assert!(
+        text(&cp, "/metrics")
+            .await
+            .contains("waypost_flapping_instances 1")
+    );
+    post(
+        &cp,
+        "/check",
+        json!({"service": "api", "id": "c", "health": "passing"}),
+    )
+    .await;
+    assert_eq!(ids(&cp, "api", "").await, ["a", "c"]);
     let unknown = post(
         &cp,
         "/check",

@@ -6,6 +6,101 @@ use common::*;
 use serde_json::json;
 
 #[tokio::test]
+async fn check_thresholds_damping_and_tls_settings_are_bounded() {
+    let cp = TestControlPlane::in_memory(|_| {}).await;
+    let before = get(&cp, "/health").await.body["revision"].clone();
+    let with = |extra: serde_json::Value| {
+        let mut check = json!({"http": "https://10.0.0.1:8443/healthz"});
+        check
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        json!({"service": "web", "address": "10.0.0.1:80", "check": check})
+    };
+    // Out of range, or skip-verify on a check that is not https: 400 naming the field.
+    for (extra, field) in [
+        (
+            json!({"failures_before_critical": 0}),
+            "check.failures_before_critical",
+        ),
+        (
+            json!({"failures_before_critical": 101}),
+            "check.failures_before_critical",
+        ),
+        (
+            json!({"successes_before_passing": 0}),
+            "check.successes_before_passing",
+        ),
+        (
+            json!({"successes_before_passing": 101}),
+            "check.successes_before_passing",
+        ),
+        (json!({"flap_changes": 101}), "check.flap_changes"),
+        (
+            json!({"flap_window_seconds": 0}),
+            "check.flap_window_seconds",
+        ),
+        (
+            json!({"flap_window_seconds": 3601}),
+            "check.flap_window_seconds",
+        ),
+        (
+            json!({"http": "http://10.0.0.1/healthz", "tls_skip_verify": true}),
+            "check.tls_skip_verify",
+        ),
+    ] {
+        let a = post(&cp, "/register", with(extra.clone())).await;
+        a.assert_problem(400, "invalid_field");
+        let detail = a.body["detail"].as_str().unwrap();
+        assert!(detail.contains(field), "{extra}: {detail}");
+    }
+    let a = post(
+        &cp,
+        "/register",
+        json!({"service": "web", "address": "10.0.0.1:80",
+               "check": {"tcp": "10.0.0.1:80", "tls_skip_verify": true}}),
+    )
+    .await;
+    a.assert_problem(400, "invalid_field");
+    // The wrong type: 422, as for every field.
+    for extra in [
+        json!({"failures_before_critical": "3"}),
+        json!({"successes_before_passing": -1}),
+        json!({"flap_changes": 2.5}),
+        json!({"flap_window_seconds": null}),
+        json!({"tls_skip_verify": "yes"}),
+    ] {
+        post(&cp, "/register", with(extra))
+            .await
+            .assert_problem(422, "invalid_body");
+    }
+    assert_eq!(get(&cp, "/health").await.body["revision"], before);
+
+    // The bounds themselves are accepted; left out, each takes its documented default.
+    let edge = register(
+        &cp,
+        with(
+            json!({"failures_before_critical": 100, "successes_before_passing": 1,
+                    "flap_changes": 0, "flap_window_seconds": 3600, "tls_skip_verify": true}),
+        ),
+    )
+    .await;
+    assert_eq!(edge["instance"]["check"]["failures_before_critical"], 100);
+    assert_eq!(edge["instance"]["check"]["flap_changes"], 0);
+    let plain = register(
+        &cp,
+        json!({"service": "db", "address": "10.0.0.2:5432", "check": {"tcp": "10.0.0.2:5432"}}),
+    )
+    .await;
+    assert_eq!(
+        plain["instance"]["check"],
+        json!({"tcp": "10.0.0.2:5432", "interval_seconds": 10, "timeout_seconds": 2,
+               "failures_before_critical": 1, "successes_before_passing": 1,
+               "flap_changes": 4, "flap_window_seconds": 120, "tls_skip_verify": false})
+    );
+}
+
+#[tokio::test]
 async fn each_validation_error_has_its_code_and_changes_nothing() {
     let cp = TestControlPlane::start(|_| {}).await;
     register(&cp, seed("web", 8001)).await;

@@ -170,6 +170,9 @@ pub struct Settings {
     /// [default: none]
     #[arg(long, env = "WAYPOST_TOKEN", hide_env_values = true)]
     pub token: Option<Secret>,
+    /// PEM CA certificates HTTPS health checks trust besides the system's [default: none]
+    #[arg(long, env = "WAYPOST_CHECK_CA_CERT")]
+    pub check_ca_cert: Option<PathBuf>,
     /// PEM CA certificates to trust for `https://` control URLs instead of the system's [default: none]
     #[arg(long, env = "WAYPOST_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
@@ -308,6 +311,7 @@ impl Config {
                     deregister_critical_after,
                     defaults::DEREGISTER_CRITICAL_AFTER
                 ),
+                ca_cert: over.check_ca_cert.or(under.check_ca_cert),
             },
             report_keepalive: pick!(report_keepalive, defaults::REPORT_KEEPALIVE),
             shutdown_grace: pick!(shutdown_grace, defaults::SHUTDOWN_GRACE),

@@ -80,6 +80,17 @@ pub enum SidecarError {
     /// The data directory is unusable.
     #[error("data directory: {0}")]
     DataDir(std::io::Error),
+    /// `check_ca_cert` cannot be read or holds no usable CA certificate.
+    #[error("check_ca_cert {path}: {detail}")]
+    CheckCa {
+        /// The file.
+        path: String,
+        /// Why.
+        detail: String,
+    },
+    /// rustls refused the HTTPS checks' configuration.
+    #[error("TLS for HTTPS checks: {0}")]
+    CheckTls(String),
 }
 
 /// A started sidecar.
@@ -106,12 +117,13 @@ pub struct Running {
 /// and serves until `shutdown` is cancelled.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, SidecarError> {
     let client = control_client(&config)?;
+    let prober = checks::Prober::new(config.checks.ca_cert.as_deref())?;
     let bound = listeners::bind(&config).await?;
     let file = match &config.data_dir {
         Some(dir) => Some(SnapshotFile::new(dir).map_err(SidecarError::DataDir)?),
         None => None,
     };
-    Ok(run(config, client, bound, file, shutdown).await)
+    Ok(run(config, client, prober, bound, file, shutdown).await)
 }
 
 /// The client the sidecar follows the control plane with (and reports checks through).
@@ -139,6 +151,7 @@ fn control_client(config: &Config) -> Result<Client, SidecarError> {
 async fn run(
     config: Config,
     client: Client,
+    prober: checks::Prober,
     bound: Bound,
     file: Option<SnapshotFile>,
     shutdown: CancellationToken,
@@ -219,7 +232,9 @@ async fn run(
         tasks.spawn(checks::run(
             snapshots.clone(),
             client,
+            prober,
             config.checks.clone(),
+            metrics.clone(),
             shutdown.clone(),
         ));
     }

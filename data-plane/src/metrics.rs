@@ -55,6 +55,10 @@ pub struct Metrics {
     pub(crate) proxy_panic: Counter,
     pub(crate) proxy_client_header_timeouts: Counter,
     pub(crate) proxy_client_idle_closed: Counter,
+    /// Checks run here that entered flapping.
+    pub(crate) check_flapping: Counter,
+    /// Instances this sidecar holds as flapping now.
+    pub(crate) checks_flapping: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -90,6 +94,8 @@ impl Metrics {
             proxy_panic: Counter::default(),
             proxy_client_header_timeouts: Counter::default(),
             proxy_client_idle_closed: Counter::default(),
+            check_flapping: Counter::default(),
+            checks_flapping: Gauge::default(),
         };
         let mut m = m;
         m.outcomes = [
@@ -191,6 +197,17 @@ impl Metrics {
                 "proxy_client_idle_closed",
                 "Client connections closed after --idle-timeout without a new request",
                 m.proxy_client_idle_closed.clone(),
+            );
+            r.register(
+                "check_flapping",
+                "Times a check run here changed more often than its flap damping allows and \
+                 its instance was held as flapping",
+                m.check_flapping.clone(),
+            );
+            r.register(
+                "checks_flapping",
+                "Instances whose checks run here held as flapping now",
+                m.checks_flapping.clone(),
             );
             r.register(
                 "instances",

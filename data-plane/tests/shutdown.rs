@@ -57,10 +57,9 @@ async fn every_task_ends_at_shutdown_well_within_the_grace_period() {
     let request = RegisterRequest {
         ttl_seconds: Some(600),
         check: Some(Check {
-            http: Some(format!("http://{h1}/")),
-            tcp: None,
             interval_seconds: 1,
             timeout_seconds: 1,
+            ..Check::http(format!("http://{h1}/"))
         }),
         ..RegisterRequest::new("web", h1.to_string())
     };

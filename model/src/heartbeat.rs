@@ -289,9 +289,9 @@ pub struct CheckReport {
     /// The instance, by `id` or `address`.
     #[serde(flatten)]
     pub instance: InstanceRef,
-    /// `passing` or `critical`.
+    /// `passing`, `critical`, or `flapping` (the sidecar's flap damping holds the instance).
     pub health: Health,
-    /// What the check said (kept when critical; cut at 1024 characters).
+    /// What the check said (kept when critical or flapping; cut at 1024 characters).
     #[serde(
         default,
         deserialize_with = "crate::de::present",

@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     FieldError, InstanceId, ServiceName,
-    limits::{CHECK_SECONDS_RANGE, MAX_ADDRESS_LEN, MAX_DNS_LABEL_LEN, MAX_HOST_LEN},
+    limits::{
+        CHECK_SECONDS_RANGE, CHECK_THRESHOLD_RANGE, FLAP_CHANGES_RANGE, FLAP_WINDOW_SECONDS_RANGE,
+        MAX_ADDRESS_LEN, MAX_DNS_LABEL_LEN, MAX_HOST_LEN,
+    },
     syntax::{DEFAULT_PORTS, URL_REST_EXTRA_CHARS},
 };
 
@@ -27,10 +30,15 @@ pub enum Status {
     Draining,
 }
 
-/// A health check for the sidecar to run against the instance: exactly one of `http` or `tcp`.
+/// A health check for the sidecar to run against the instance: exactly one of `http` or `tcp`,
+/// with how often, how many results in a row change the instance's health, and when a check
+/// that keeps changing is held as `flapping`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[cfg_attr(feature = "openapi", schema(example = json!({"http": "http://10.0.0.7:8001/healthz", "interval_seconds": 10, "timeout_seconds": 2})))]
+#[cfg_attr(feature = "openapi", schema(example = json!({
+    "http": "http://10.0.0.7:8001/healthz", "interval_seconds": 10, "timeout_seconds": 2,
+    "failures_before_critical": 3, "successes_before_passing": 2
+})))]
 pub struct Check {
     /// An HTTP(S) URL that answers 2xx when the instance is healthy.
     #[serde(
@@ -63,18 +71,105 @@ pub struct Check {
     )]
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::check_timeout))]
     pub timeout_seconds: u32,
+    /// Failed checks in a row that make a passing instance `critical` (1 to 100; default 1).
+    #[serde(default = "one", deserialize_with = "crate::de::integer")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::check_failures))]
+    pub failures_before_critical: u32,
+    /// Passed checks in a row that make a critical instance `passing` again (1 to 100;
+    /// default 1).
+    #[serde(default = "one", deserialize_with = "crate::de::integer")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::check_successes))]
+    pub successes_before_passing: u32,
+    /// Changes of health (passing to critical or back) allowed within `flap_window_seconds`;
+    /// one more and the instance is held as `flapping` (0 to 100; default 4; 0: no damping).
+    #[serde(
+        default = "default_flap_changes",
+        deserialize_with = "crate::de::integer"
+    )]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::check_flap_changes))]
+    pub flap_changes: u32,
+    /// The flap window, in seconds: changes are counted within it, and a flapping instance is
+    /// released once its check has not changed for this long (1 to 3600; default 120).
+    #[serde(
+        default = "default_flap_window",
+        deserialize_with = "crate::de::integer"
+    )]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::check_flap_window))]
+    pub flap_window_seconds: u32,
+    /// For an `https://` check: accept any certificate (self-signed, expired, another name).
+    /// Dangerous: anyone who can answer on that address passes the check. Default `false`.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::check_tls_skip_verify))]
+    pub tls_skip_verify: bool,
 }
 
 fn default_check_interval() -> u32 {
-    10
+    Check::DEFAULT_INTERVAL_SECONDS
 }
 
 fn default_check_timeout() -> u32 {
-    2
+    Check::DEFAULT_TIMEOUT_SECONDS
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_flap_changes() -> u32 {
+    Check::DEFAULT_FLAP_CHANGES
+}
+
+fn default_flap_window() -> u32 {
+    Check::DEFAULT_FLAP_WINDOW_SECONDS
 }
 
 impl Check {
-    /// Checks that exactly one target is set and well formed, and the times are in range.
+    /// `interval_seconds` when none is given.
+    pub const DEFAULT_INTERVAL_SECONDS: u32 = 10;
+    /// `timeout_seconds` when none is given.
+    pub const DEFAULT_TIMEOUT_SECONDS: u32 = 2;
+    /// `flap_changes` when none is given. A restart is two changes (down, up) and a deploy
+    /// that restarts an instance twice within the window is four, so neither is damped; a fifth
+    /// change within two minutes is an instance going round in circles, which is better kept
+    /// out of rotation than sent traffic in between. At the default interval (10 s) a check
+    /// can change at most 12 times in the window.
+    pub const DEFAULT_FLAP_CHANGES: u32 = 4;
+    /// `flap_window_seconds` when none is given: two minutes, long enough to span a few
+    /// restarts at the default interval, short enough that a repaired instance is back within
+    /// minutes.
+    pub const DEFAULT_FLAP_WINDOW_SECONDS: u32 = 120;
+
+    /// An HTTP(S) check of `url` with every other setting at its default.
+    pub fn http(url: impl Into<String>) -> Self {
+        Self {
+            http: Some(url.into()),
+            ..Self::target_less()
+        }
+    }
+
+    /// A TCP check of `host_port` with every other setting at its default.
+    pub fn tcp(host_port: impl Into<String>) -> Self {
+        Self {
+            tcp: Some(host_port.into()),
+            ..Self::target_less()
+        }
+    }
+
+    fn target_less() -> Self {
+        Self {
+            http: None,
+            tcp: None,
+            interval_seconds: Self::DEFAULT_INTERVAL_SECONDS,
+            timeout_seconds: Self::DEFAULT_TIMEOUT_SECONDS,
+            failures_before_critical: 1,
+            successes_before_passing: 1,
+            flap_changes: Self::DEFAULT_FLAP_CHANGES,
+            flap_window_seconds: Self::DEFAULT_FLAP_WINDOW_SECONDS,
+            tls_skip_verify: false,
+        }
+    }
+
+    /// Checks that exactly one target is set and well formed, and every number is in range.
     pub fn validate(&self) -> Result<(), FieldError> {
         match (&self.http, &self.tcp) {
             (Some(url), None) => {
@@ -96,20 +191,57 @@ impl Check {
                 ));
             }
         }
-        for (field, v) in [
-            ("check.interval_seconds", self.interval_seconds),
-            ("check.timeout_seconds", self.timeout_seconds),
-        ] {
-            if !CHECK_SECONDS_RANGE.contains(&v) {
-                return Err(FieldError::new(
-                    field,
-                    format!("{v} is outside {CHECK_SECONDS_RANGE:?}"),
-                ));
-            }
-        }
         // A timeout longer than the interval is allowed (as in Consul): the sidecar runs one
         // check after the other, so it only spaces them further apart.
+        for (field, v, range) in [
+            (
+                "check.interval_seconds",
+                self.interval_seconds,
+                CHECK_SECONDS_RANGE,
+            ),
+            (
+                "check.timeout_seconds",
+                self.timeout_seconds,
+                CHECK_SECONDS_RANGE,
+            ),
+            (
+                "check.failures_before_critical",
+                self.failures_before_critical,
+                CHECK_THRESHOLD_RANGE,
+            ),
+            (
+                "check.successes_before_passing",
+                self.successes_before_passing,
+                CHECK_THRESHOLD_RANGE,
+            ),
+            ("check.flap_changes", self.flap_changes, FLAP_CHANGES_RANGE),
+            (
+                "check.flap_window_seconds",
+                self.flap_window_seconds,
+                FLAP_WINDOW_SECONDS_RANGE,
+            ),
+        ] {
+            if !range.contains(&v) {
+                return Err(FieldError::new(field, format!("{v} is outside {range:?}")));
+            }
+        }
+        // Refused rather than ignored: on a plain check it would suggest a protection that
+        // is not there.
+        if self.tls_skip_verify && !self.is_https() {
+            return Err(FieldError::new(
+                "check.tls_skip_verify",
+                "applies only to an `http` check with an https:// URL",
+            ));
+        }
         Ok(())
+    }
+
+    /// `true` for an `http` check of an `https://` URL.
+    pub fn is_https(&self) -> bool {
+        self.http.as_deref().is_some_and(|url| {
+            url.get(..8)
+                .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+        })
     }
 }
 
@@ -371,6 +503,10 @@ pub enum Health {
     Passing,
     /// The check fails: the instance takes no work until it passes again.
     Critical,
+    /// The check changed between passing and critical more often than its flap damping
+    /// allows (`flap_changes` within `flap_window_seconds`): the instance takes no work, as
+    /// when critical, until its check has been stable for the window.
+    Flapping,
 }
 
 impl Health {
@@ -381,7 +517,8 @@ impl Health {
 }
 
 impl Instance {
-    /// `true` when the instance should get new work: status `up` and health `passing`.
+    /// `true` when the instance should get new work: status `up` and health `passing` (not
+    /// `critical`, not `flapping`).
     pub fn takes_work(&self) -> bool {
         self.status == Status::Up && self.health == Health::Passing
     }
@@ -430,12 +567,14 @@ pub struct Instance {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub node: Option<Box<str>>,
-    /// The check's result as last reported: `passing` (also before any report) or `critical`.
-    /// A critical instance takes no work: it leaves default discovery, DNS and the proxies.
-    /// Absent means `passing` (left out of answers to keep them, and memory, small).
+    /// The check's result as last reported: `passing` (also before any report), `critical` or
+    /// `flapping`. A critical or flapping instance takes no work: it leaves default discovery,
+    /// DNS and the proxies. Absent means `passing` (left out of answers to keep them, and
+    /// memory, small).
     #[serde(default, skip_serializing_if = "Health::is_passing")]
     pub health: Health,
-    /// What the last failing check said.
+    /// What the last failing check said; for a flapping instance, how many changes in which
+    /// window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub health_output: Option<Box<str>>,
@@ -499,12 +638,7 @@ mod tests {
 
     #[test]
     fn checks_need_exactly_one_target() {
-        let mut c = Check {
-            http: Some("http://10.0.0.1:80/health".into()),
-            tcp: None,
-            interval_seconds: 10,
-            timeout_seconds: 2,
-        };
+        let mut c = Check::http("http://10.0.0.1:80/health");
         assert!(c.validate().is_ok());
         c.tcp = Some("10.0.0.1:80".into());
         assert!(c.validate().is_err());
@@ -515,5 +649,75 @@ mod tests {
         assert!(c.validate().is_ok());
         c.timeout_seconds = 3601;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn thresholds_and_damping_are_bounded() {
+        let ok = Check::http("https://10.0.0.1/health");
+        assert!(ok.validate().is_ok());
+        let field = |c: Check| c.validate().unwrap_err().field;
+        for (c, want) in [
+            (
+                Check {
+                    failures_before_critical: 0,
+                    ..ok.clone()
+                },
+                "check.failures_before_critical",
+            ),
+            (
+                Check {
+                    successes_before_passing: 101,
+                    ..ok.clone()
+                },
+                "check.successes_before_passing",
+            ),
+            (
+                Check {
+                    flap_changes: 101,
+                    ..ok.clone()
+                },
+                "check.flap_changes",
+            ),
+            (
+                Check {
+                    flap_window_seconds: 0,
+                    ..ok.clone()
+                },
+                "check.flap_window_seconds",
+            ),
+            (
+                Check {
+                    tls_skip_verify: true,
+                    ..Check::http("http://10.0.0.1/health")
+                },
+                "check.tls_skip_verify",
+            ),
+        ] {
+            assert_eq!(field(c), want);
+        }
+        // 0 turns damping off; skipping verification is allowed on https.
+        for c in [
+            Check {
+                flap_changes: 0,
+                ..ok.clone()
+            },
+            Check {
+                tls_skip_verify: true,
+                ..ok.clone()
+            },
+        ] {
+            assert!(c.validate().is_ok(), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn a_check_without_the_new_fields_keeps_the_old_behaviour() {
+        let c: Check = serde_json::from_str(r#"{"tcp": "10.0.0.1:80"}"#).unwrap();
+        assert_eq!(c, Check::tcp("10.0.0.1:80"));
+        assert_eq!(
+            (c.failures_before_critical, c.successes_before_passing),
+            (1, 1)
+        );
+        assert!(!c.tls_skip_verify);
     }
 }

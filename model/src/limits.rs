@@ -93,3 +93,17 @@ pub const MAX_NAMED_NODES: usize = 30;
 
 // The names, each as `&node=NAME`, and room for the path and the other parameters.
 const _: () = assert!(MAX_NAMED_NODES * ("&node=".len() + MAX_NODE_LEN) + 256 <= MAX_URI_BYTES);
+
+/// Consecutive results a check needs to change an instance's health
+/// (`failures_before_critical`, `successes_before_passing`). A hundred results at the shortest
+/// interval is over a minute and a half; beyond that a threshold hides an outage rather than
+/// a blip.
+pub const CHECK_THRESHOLD_RANGE: std::ops::RangeInclusive<u32> = 1..=100;
+
+/// State changes a check may make within its flap window (`flap_changes`); more and the
+/// instance is held as `flapping`. 0 turns damping off. The sidecar remembers one more change
+/// than this per check, so the bound is also its memory bound.
+pub const FLAP_CHANGES_RANGE: std::ops::RangeInclusive<u32> = 0..=100;
+
+/// The flap window, in seconds (`flap_window_seconds`): an hour at most, as a check's interval.
+pub const FLAP_WINDOW_SECONDS_RANGE: std::ops::RangeInclusive<u32> = 1..=3_600;

@@ -10,11 +10,13 @@ use utoipa::openapi::{
 };
 
 use crate::{
+    Check,
     limits::{
-        CHECK_SECONDS_RANGE, MAX_ADDRESS_LEN, MAX_BATCH_HEARTBEAT, MAX_FILTER_LEN, MAX_HOST_LEN,
-        MAX_INSTANCE_ID_LEN, MAX_METADATA_ENTRIES, MAX_METADATA_KEY_LEN, MAX_METADATA_VALUE_LEN,
-        MAX_NODE_LEN, MAX_NODE_LISTENERS, MAX_QUERY_REVISION, MAX_SERVICE_NAME_LEN, MAX_TAG_LEN,
-        MAX_TAGS, MAX_VERSION_LEN, TTL_SECONDS_RANGE, WEIGHT_RANGE,
+        CHECK_SECONDS_RANGE, CHECK_THRESHOLD_RANGE, FLAP_CHANGES_RANGE, FLAP_WINDOW_SECONDS_RANGE,
+        MAX_ADDRESS_LEN, MAX_BATCH_HEARTBEAT, MAX_FILTER_LEN, MAX_HOST_LEN, MAX_INSTANCE_ID_LEN,
+        MAX_METADATA_ENTRIES, MAX_METADATA_KEY_LEN, MAX_METADATA_VALUE_LEN, MAX_NODE_LEN,
+        MAX_NODE_LISTENERS, MAX_QUERY_REVISION, MAX_SERVICE_NAME_LEN, MAX_TAG_LEN, MAX_TAGS,
+        MAX_VERSION_LEN, TTL_SECONDS_RANGE, WEIGHT_RANGE,
     },
     syntax,
 };
@@ -29,11 +31,21 @@ fn string(pattern: String, min: usize, max: usize, description: String) -> Objec
 }
 
 fn integer(range: &std::ops::RangeInclusive<u32>, description: String) -> Object {
+    integer_builder(range, description).build()
+}
+
+fn integer_builder(range: &std::ops::RangeInclusive<u32>, description: String) -> ObjectBuilder {
     ObjectBuilder::new()
         .schema_type(Type::Integer)
         .minimum(Some(*range.start()))
         .maximum(Some(*range.end()))
         .description(Some(description))
+}
+
+/// An integer in `range` that takes `default` when left out.
+fn integer_or(range: &std::ops::RangeInclusive<u32>, default: u32, description: String) -> Object {
+    integer_builder(range, description)
+        .default(Some(json!(default)))
         .build()
 }
 
@@ -255,27 +267,104 @@ pub fn check_tcp() -> Object {
 
 /// `check.interval_seconds`.
 pub fn check_interval() -> Object {
-    integer(
+    integer_or(
         &CHECK_SECONDS_RANGE,
+        Check::DEFAULT_INTERVAL_SECONDS,
         format!(
-            "Seconds between checks, {} to {}. Default 10.",
+            "Seconds between checks, {} to {}. Default {}.",
             CHECK_SECONDS_RANGE.start(),
-            CHECK_SECONDS_RANGE.end()
+            CHECK_SECONDS_RANGE.end(),
+            Check::DEFAULT_INTERVAL_SECONDS
         ),
     )
 }
 
 /// `check.timeout_seconds`.
 pub fn check_timeout() -> Object {
-    integer(
+    integer_or(
         &CHECK_SECONDS_RANGE,
+        Check::DEFAULT_TIMEOUT_SECONDS,
         format!(
-            "Seconds before one check counts as failed, {} to {}. Default 2. It may exceed the \
+            "Seconds before one check counts as failed, {} to {}. Default {}. It may exceed the \
              interval (the next check then waits for this one).",
             CHECK_SECONDS_RANGE.start(),
-            CHECK_SECONDS_RANGE.end()
+            CHECK_SECONDS_RANGE.end(),
+            Check::DEFAULT_TIMEOUT_SECONDS
         ),
     )
+}
+
+/// `check.failures_before_critical`.
+pub fn check_failures() -> Object {
+    integer_or(
+        &CHECK_THRESHOLD_RANGE,
+        1,
+        format!(
+            "Failed checks in a row that make a passing instance `critical`, {} to {}. \
+             Default 1.",
+            CHECK_THRESHOLD_RANGE.start(),
+            CHECK_THRESHOLD_RANGE.end()
+        ),
+    )
+}
+
+/// `check.successes_before_passing`.
+pub fn check_successes() -> Object {
+    integer_or(
+        &CHECK_THRESHOLD_RANGE,
+        1,
+        format!(
+            "Passed checks in a row that make a critical instance `passing` again, {} to {}. \
+             Default 1.",
+            CHECK_THRESHOLD_RANGE.start(),
+            CHECK_THRESHOLD_RANGE.end()
+        ),
+    )
+}
+
+/// `check.flap_changes`.
+pub fn check_flap_changes() -> Object {
+    integer_or(
+        &FLAP_CHANGES_RANGE,
+        Check::DEFAULT_FLAP_CHANGES,
+        format!(
+            "Changes of health (after the thresholds above) allowed within \
+             `flap_window_seconds`; one more holds the instance as `flapping`, out of \
+             rotation, until its check has not changed for the window. {} to {}; 0 turns flap \
+             damping off. Default {}.",
+            FLAP_CHANGES_RANGE.start(),
+            FLAP_CHANGES_RANGE.end(),
+            Check::DEFAULT_FLAP_CHANGES
+        ),
+    )
+}
+
+/// `check.flap_window_seconds`.
+pub fn check_flap_window() -> Object {
+    integer_or(
+        &FLAP_WINDOW_SECONDS_RANGE,
+        Check::DEFAULT_FLAP_WINDOW_SECONDS,
+        format!(
+            "The flap window in seconds: changes are counted within it, and a flapping \
+             instance is released after this long without a change. {} to {}. Default {}.",
+            FLAP_WINDOW_SECONDS_RANGE.start(),
+            FLAP_WINDOW_SECONDS_RANGE.end(),
+            Check::DEFAULT_FLAP_WINDOW_SECONDS
+        ),
+    )
+}
+
+/// `check.tls_skip_verify`.
+pub fn check_tls_skip_verify() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Boolean)
+        .default(Some(json!(false)))
+        .description(Some(
+            "Only for an `https://` check: accept any server certificate (self-signed, expired, \
+             for another name). Dangerous: whoever answers on that address passes the check. \
+             Default false.",
+        ))
+        .build()
 }
 
 /// `instances` of a batch heartbeat.

@@ -20,7 +20,7 @@ pub enum ChangeReason {
     Updated,
     /// Status moved between `up` and `draining`.
     StatusChanged,
-    /// The health check's result changed (`passing` / `critical`).
+    /// The health check's result changed (`passing` / `critical` / `flapping`).
     HealthChanged,
     /// Removed by `POST /deregister`.
     Deregistered,

@@ -18,10 +18,13 @@ use crate::{
 /// Report a health check's result.
 ///
 /// Sent by the sidecar that runs the instance's `check` (the one whose node name matches the
-/// instance's `node`, or one told to check everything). A `critical` instance stays registered
-/// but takes no work: it leaves default discovery results, DNS and the proxies until a
-/// `passing` report brings it back. A change of health is a visible change with a revision;
-/// reporting the health already in force changes nothing.
+/// instance's `node`, or one told to check everything), when the health it has decided differs
+/// from the registry's: after `failures_before_critical` failures or `successes_before_passing`
+/// successes in a row, or `flapping` when the check changed more than `flap_changes` times
+/// within `flap_window_seconds`. A `critical` or `flapping` instance stays registered but takes
+/// no work: it leaves default discovery results, DNS and the proxies until a `passing` report
+/// brings it back. A change of health is a visible change with a revision; reporting the
+/// health already in force changes nothing.
 #[utoipa::path(
     post,
     path = "/check",

@@ -57,7 +57,8 @@ impl IntoParams for DiscoverParams {
                 "healthy",
                 ParameterIn::Query,
                 "`true` (default): only instances that take work \
-                (status `up`, health `passing`). `false`: draining and critical ones too.",
+                (status `up`, health `passing`). `false`: draining, critical and flapping ones too \
+                (a flapping one's `health_output` says how many changes in which window).",
                 utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::Type::Boolean),
             ),
         ]

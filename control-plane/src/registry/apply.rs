@@ -101,10 +101,14 @@ impl Registry {
                 if i.health == *health {
                     return false;
                 }
+                if *health == Health::Flapping {
+                    self.metrics.flapping_entered.inc();
+                }
                 i.health = *health;
                 i.health_output = match health {
                     Health::Passing => None,
-                    Health::Critical => output.as_deref().map(|o| {
+                    // Flapping: the sidecar's account of the changes in its window.
+                    Health::Critical | Health::Flapping => output.as_deref().map(|o| {
                         let cut: String = o.chars().take(MAX_CHECK_OUTPUT_LEN).collect();
                         cut.into_boxed_str()
                     }),
@@ -171,6 +175,9 @@ impl Registry {
             .get(&service)
             .map_or(0, |s| s.instances.len());
         self.metrics.set_instances(&service, count);
+        self.metrics
+            .flapping_instances
+            .set(inner.state.flapping as i64);
         self.metrics.revision.set(revision as i64);
         revision
     }

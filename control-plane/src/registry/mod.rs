@@ -111,7 +111,8 @@ pub struct Filter {
     pub tags: Vec<String>,
     /// Every one of these metadata pairs.
     pub meta: Vec<(String, String)>,
-    /// `true` (default): only `up` instances; `false`: draining ones too.
+    /// `true` (default): only instances that take work; `false`: draining, critical and
+    /// flapping ones too.
     pub healthy_only: bool,
 }
 
@@ -236,6 +237,7 @@ impl Registry {
             self.metrics.set_instances(name, svc.instances.len());
         }
         self.metrics.revision.set(image.revision as i64);
+        self.metrics.flapping_instances.set(state.flapping as i64);
         inner.state = state;
         inner.expiry = expiry;
         inner.vips = vips;

@@ -9,7 +9,8 @@ use std::{
 
 use super::expiry::Queued;
 use waypost_model::{
-    Instance, InstanceId, InstanceJson, Revision, ServiceName, ServiceSummary, heartbeat::Identity,
+    Health, Instance, InstanceId, InstanceJson, Revision, ServiceName, ServiceSummary,
+    heartbeat::Identity,
 };
 
 /// One registered instance with the facts that are not on the wire.
@@ -76,6 +77,8 @@ pub(crate) struct State {
     pub(crate) count: usize,
     /// Entries with `held` set.
     pub(crate) held: usize,
+    /// Instances whose health is `flapping`, kept current for the gauge.
+    pub(crate) flapping: usize,
     /// Services emptied at a revision; pruned once the change log has moved past it.
     tombstones: VecDeque<(Revision, ServiceName)>,
 }
@@ -107,11 +110,13 @@ impl State {
         svc.modified = revision;
         svc.active += usize::from(entry.instance.takes_work());
         self.held += usize::from(entry.held);
+        self.flapping += usize::from(entry.instance.health == Health::Flapping);
         let old = svc.instances.insert(id, entry);
         match &old {
             Some(o) => {
                 svc.active -= usize::from(o.instance.takes_work());
                 self.held -= usize::from(o.held);
+                self.flapping -= usize::from(o.instance.health == Health::Flapping);
             }
             None => self.count += 1,
         }
@@ -147,6 +152,7 @@ impl State {
         let old = svc.instances.remove(id)?;
         self.count -= 1;
         self.held -= usize::from(old.held);
+        self.flapping -= usize::from(old.instance.health == Health::Flapping);
         svc.active -= usize::from(old.instance.takes_work());
         svc.modified = revision;
         if svc.instances.is_empty() {

@@ -219,10 +219,9 @@ fn the_assembled_discovery_body_is_a_discover_response() {
         )]
         .into(),
         check: Some(waypost_model::Check {
-            http: Some("http://10.0.0.1:80/h".into()),
-            tcp: None,
             interval_seconds: 5,
             timeout_seconds: 1,
+            ..waypost_model::Check::http("http://10.0.0.1:80/h")
         }),
         ..RegisterRequest::new("web", "http://10.0.0.1:80")
     };
@@ -257,6 +256,53 @@ fn the_assembled_discovery_body_is_a_discover_response() {
     let (empty, _) = r.discover_body("nobody", &Filter::default());
     let parsed: waypost_model::DiscoverResponse = serde_json::from_slice(&empty).unwrap();
     assert_eq!(parsed.count, 0);
+}
+
+#[test]
+fn a_flapping_instance_takes_no_work_keeps_its_account_and_is_counted() {
+    let r = Registry::in_memory_for_test(RegistryConfig {
+        max_instances: 10,
+        ..config()
+    });
+    for port in 1..=2 {
+        r.register(&RegisterRequest::new("web", format!("10.0.0.1:{port}")))
+            .unwrap();
+    }
+    let one = InstanceRef::by_id("web", "10.0.0.1:1");
+    let account = "flapping: 5 changes within 120 s";
+    let (instance, _) = r
+        .report_check(&one, Health::Flapping, Some(account))
+        .unwrap();
+    assert!(!instance.takes_work());
+    assert_eq!(instance.health_output.as_deref(), Some(account));
+    assert_eq!(r.services().0["web"].active_instances, 1);
+    let healthy = Filter {
+        healthy_only: true,
+        ..Filter::default()
+    };
+    assert_eq!(
+        r.discover("web", &healthy).0.len(),
+        1,
+        "only the other takes work"
+    );
+    assert_eq!(r.discover("web", &Filter::default()).0.len(), 2);
+    assert_eq!(r.metrics.flapping_entered.get(), 1);
+    assert_eq!(r.metrics.flapping_instances.get(), 1);
+    // Reported again (a sidecar setting the record straight): no change, not counted again.
+    r.report_check(&one, Health::Flapping, Some(account))
+        .unwrap();
+    assert_eq!(r.metrics.flapping_entered.get(), 1);
+    // Released to critical: the gauge drops, the counter stays.
+    r.report_check(&one, Health::Critical, Some("503")).unwrap();
+    assert_eq!(r.metrics.flapping_instances.get(), 0);
+    assert_eq!(r.metrics.flapping_entered.get(), 1);
+    // A flapping instance that leaves takes its share of the gauge with it.
+    r.report_check(&one, Health::Flapping, Some(account))
+        .unwrap();
+    assert_eq!(r.metrics.flapping_instances.get(), 1);
+    r.deregister(&one).unwrap();
+    assert_eq!(r.metrics.flapping_instances.get(), 0);
+    assert_eq!(r.metrics.flapping_entered.get(), 2);
 }
 
 #[test]
