@@ -12,7 +12,9 @@
 use std::{io::Cursor, sync::Arc};
 
 use serde::{Deserialize, Serialize};
-use waypost_model::{Epoch, Health, Instance, InstanceId, InstanceRef, Revision, ServiceName};
+use waypost_model::{
+    Epoch, Health, Instance, InstanceId, InstanceRef, Revision, ServiceName, Timestamp,
+};
 
 /// A node's id in the cluster (`--node-id`).
 pub type NodeId = u64;
@@ -50,6 +52,12 @@ pub enum Command {
     Deregister {
         /// Which instance.
         target: InstanceRef,
+        /// When the proposer took it (absent in entries written before it was kept).
+        #[serde(default)]
+        at: Option<Timestamp>,
+        /// Who asked (the token's name, with authorization on).
+        #[serde(default)]
+        by: Option<String>,
     },
     /// Moves an instance into or out of `draining`.
     Drain {
@@ -57,6 +65,9 @@ pub enum Command {
         target: InstanceRef,
         /// `true`: draining; `false`: up.
         draining: bool,
+        /// When the proposer took it.
+        #[serde(default)]
+        at: Option<Timestamp>,
     },
     /// A health check's result that changes the instance's health.
     Check {
@@ -66,6 +77,9 @@ pub enum Command {
         health: Health,
         /// The check's output (kept when critical).
         output: Option<String>,
+        /// When the proposer took it.
+        #[serde(default)]
+        at: Option<Timestamp>,
     },
     /// The leader found the instance overdue. Applied only if the instance is still the
     /// registration that was overdue: same registration revision and not registered again
@@ -80,6 +94,9 @@ pub enum Command {
         registration: Revision,
         /// The leader's applied log index when it decided.
         decided_at: u64,
+        /// When the leader decided.
+        #[serde(default)]
+        at: Option<Timestamp>,
     },
     /// Several commands in one log entry, applied in order: the leader puts every write that
     /// arrived while the previous entry was being made durable into the next entry, so that

@@ -326,4 +326,10 @@ async fn a_sidecar_token_reports_and_checks_but_cannot_change_what_passes() {
     );
     let (status, body, _) = send(&cp, Some(OPERATOR), "/discover/web?healthy=false", None).await;
     assert_eq!((status, body["count"].as_u64()), (200, Some(0)), "{body}");
+    // Explain says who removed it: the token's name (the test kit names it by role).
+    let (status, body, _) = send(&cp, Some(READER), "/discover/web/explain", None).await;
+    assert_eq!(status, 200, "{body}");
+    let reason = &body["instances"][0]["reasons"][0];
+    let said = (reason["code"].as_str(), reason["by"].as_str());
+    assert_eq!(said, (Some("deregistered"), Some("sidecar-2")), "{body}");
 }

@@ -578,6 +578,14 @@ pub struct Instance {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub health_output: Option<Box<str>>,
+    /// When `status` last changed (RFC 3339); absent: as registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub status_since: Option<Timestamp>,
+    /// When `health` last changed (RFC 3339); absent: passing since it was registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub health_since: Option<Timestamp>,
     /// The service's virtual IP (the same for every instance of the service), when the control
     /// plane allocates them.
     #[serde(default, skip_serializing_if = "Option::is_none")]

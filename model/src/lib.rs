@@ -15,6 +15,7 @@
 //! - [`name`]: validated names ([`ServiceName`], [`InstanceId`]) and tag rules.
 //! - [`instance`]: the stored [`Instance`], its [`Status`] and optional [`Check`].
 //! - [`register`], [`heartbeat`], [`discover`], [`watch`]: request and response bodies per endpoint.
+//! - [`explain`]: why `/discover` returns an instance or not.
 //! - [`nodes`]: sidecars' reports, the node table and propagation answers.
 //! - [`problem`]: the RFC 9457 error body and its stable [`ErrorCode`]s.
 //! - [`limits`]: every explicit limit, in one place; [`syntax`]: the syntax of every string
@@ -27,6 +28,7 @@
 pub mod cluster;
 mod de;
 pub mod discover;
+pub mod explain;
 pub mod heartbeat;
 pub mod instance;
 pub mod limits;
@@ -46,6 +48,7 @@ pub use discover::{
     DiscoverBody, DiscoverResponse, DiscoveredInstance, InstanceJson, ServiceSummary,
     ServicesResponse,
 };
+pub use explain::{ExplainResponse, ExplainedInstance, Reason, ReasonCode};
 pub use heartbeat::{
     BatchHeartbeatResponse, CheckReport, CheckResponse, DeregisterResponse, DrainRequest,
     DrainResponse, HeartbeatAnswer, HeartbeatOutcome, HeartbeatRequest, HeartbeatResponse,

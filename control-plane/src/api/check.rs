@@ -50,6 +50,7 @@ pub(crate) async fn check(
         target: report.instance,
         health: report.health,
         output: report.output,
+        at: Some(waypost_model::Timestamp::now()),
     };
     let instance = match app.replicate(command).await? {
         Reply::Amended { instance } => instance,

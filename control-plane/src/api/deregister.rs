@@ -63,7 +63,15 @@ pub(crate) async fn deregister(
     } else {
         check_write(&app, &caller, [req.service.as_str()])?;
     }
-    let (service, id, revision) = match app.replicate(Command::Deregister { target: req }).await? {
+    let (service, id, revision) = match app
+        .replicate(Command::Deregister {
+            target: req,
+            at: Some(waypost_model::Timestamp::now()),
+            // Who, for explain: the token's name when authorization is on.
+            by: Some(caller.token_name().to_owned()).filter(|n| !n.is_empty()),
+        })
+        .await?
+    {
         Reply::Removed {
             service,
             id,

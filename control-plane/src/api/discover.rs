@@ -10,7 +10,7 @@ use utoipa::{
     openapi::path::{Parameter, ParameterIn},
 };
 use waypost_model::{
-    DiscoverBody, DiscoverResponse, ServiceName,
+    DiscoverBody, DiscoverResponse, ExplainResponse, ServiceName,
     limits::MAX_FILTER_LEN,
     name::{check_metadata_key, check_tag},
     query::parse_meta_filter,
@@ -92,7 +92,35 @@ pub(crate) async fn discover(
     PathParam(service): PathParam<String>,
     QueryPairs(pairs): QueryPairs,
 ) -> Result<Response, ApiError> {
-    let name = ServiceName::new(&service).map_err(|e| {
+    let (name, filter, blocking) = parse(&service, pairs)?;
+    blocking
+        .read(&app, |index| {
+            app.registry.service_revision(name.as_str()) > index
+        })
+        .await?;
+    let mut body = DiscoverBody::new(name.as_str());
+    let (revision, vip) = app
+        .registry
+        .discover_json(name.as_str(), &filter, |i, up, held| {
+            body.push(i, up, held);
+        });
+    let body = body.finish(revision, vip);
+    let headers = [
+        (INDEX_HEADER.clone(), index_value(revision)),
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ),
+    ];
+    Ok((headers, body).into_response())
+}
+
+/// The service and the query of `/discover/{service}` (and of its explain).
+pub(super) fn parse(
+    service: &str,
+    pairs: Vec<(String, String)>,
+) -> Result<(ServiceName, Filter, Blocking), ApiError> {
+    let name = ServiceName::new(service).map_err(|e| {
         ApiError::from(waypost_model::FieldError {
             code: waypost_model::ErrorCode::InvalidServiceName,
             field: "service".into(),
@@ -147,24 +175,41 @@ pub(crate) async fn discover(
             }
         }
     }
+    Ok((name, filter, blocking))
+}
+
+/// Explain what `/discover/{service}` returns.
+///
+/// Takes the same parameters as `/discover/{service}` and lists every instance the registry
+/// knows for the service, each with `included` (whether `/discover` returns it) and its
+/// `reasons`: draining, critical or flapping (since when, and what the check said), a tag or
+/// metadata the query asks for and it lacks, held by self-preservation; and the instances that
+/// expired or were deregistered in the last 10 minutes, with when, and by whom when
+/// authorization is on.
+#[utoipa::path(
+    get,
+    path = "/discover/{service}/explain",
+    security(("bearer" = []), ()),
+    tag = "discovery",
+    params(DiscoverParams),
+    responses(
+        (status = 200, description = "Every instance with its verdict and reasons", body = ExplainResponse,
+            headers(("X-Waypost-Index" = u64, description = "Revision the answer was read at"))),
+        ReadErrors,
+    )
+)]
+pub(crate) async fn explain(
+    State(app): State<AppState>,
+    PathParam(service): PathParam<String>,
+    QueryPairs(pairs): QueryPairs,
+) -> Result<Response, ApiError> {
+    let (name, filter, blocking) = parse(&service, pairs)?;
     blocking
         .read(&app, |index| {
             app.registry.service_revision(name.as_str()) > index
         })
         .await?;
-    let mut body = DiscoverBody::new(name.as_str());
-    let (revision, vip) = app
-        .registry
-        .discover_json(name.as_str(), &filter, |i, up, held| {
-            body.push(i, up, held);
-        });
-    let body = body.finish(revision, vip);
-    let headers = [
-        (INDEX_HEADER.clone(), index_value(revision)),
-        (
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        ),
-    ];
-    Ok((headers, body).into_response())
+    let answer = app.registry.explain(name.as_str(), &filter);
+    let headers = [(INDEX_HEADER.clone(), index_value(answer.revision))];
+    Ok((headers, axum::Json(answer)).into_response())
 }

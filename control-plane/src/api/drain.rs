@@ -47,6 +47,7 @@ pub(crate) async fn drain(
     let command = Command::Drain {
         target: req.instance,
         draining: req.draining,
+        at: Some(waypost_model::Timestamp::now()),
     };
     let instance = match app.replicate(command).await? {
         Reply::Amended { instance } => instance,

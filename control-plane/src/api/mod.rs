@@ -183,6 +183,7 @@ fn write_routes() -> OpenApiRouter<AppState> {
 fn read_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(discover::discover))
+        .routes(routes!(discover::explain))
         .routes(routes!(services::services))
         .routes(routes!(nodes::list))
         .routes(routes!(nodes::propagation))
@@ -273,6 +274,7 @@ const ROUTES: &[&str] = &[
     "/nodes",
     "/propagation",
     "/discover/{service}",
+    "/discover/{service}/explain",
     "/services",
     "/watch",
     "/health",

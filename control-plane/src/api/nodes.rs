@@ -372,7 +372,8 @@ mod tests {
         .unwrap();
         assert_eq!(
             (w.wanted, w.nodes.len(), w.timeout),
-            (true, 1, Some(Duration::from_secs(2)))
+            // Repeats are kept (and counted against the limit); a wait judges each name once.
+            (true, 2, Some(Duration::from_secs(2)))
         );
         for bad in [
             &[("wait", "5s")][..],

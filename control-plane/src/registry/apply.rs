@@ -8,10 +8,16 @@ use std::{
 };
 
 use waypost_model::{
-    ChangeReason, Health, Instance, InstanceRef, Revision, Status, limits::MAX_CHECK_OUTPUT_LEN,
+    ChangeReason, Health, Instance, InstanceRef, Revision, Status, Timestamp,
+    limits::MAX_CHECK_OUTPUT_LEN,
 };
 
-use super::{Committed, Inner, Registry, identity_text, state::Entry};
+use super::{
+    Committed, Inner, Registry,
+    departures::{Departure, Left},
+    identity_text,
+    state::Entry,
+};
 use crate::{
     command::{Command, Image, Machine, Reply},
     registry::{ChangeKind, changes::Change},
@@ -20,9 +26,17 @@ use crate::{
 /// `proposed` registered over `old`: what an update keeps of the stored instance (its
 /// registration time, its last reported health, its VIP and revision) and what it replaces.
 pub(super) fn merge(old: &Instance, proposed: &Instance) -> Instance {
+    // A registration that changes the status changes it now (its proposer's time).
+    let status_since = if old.status == proposed.status {
+        old.status_since
+    } else {
+        Some(proposed.registered_at)
+    };
     Instance {
         health: old.health,
         health_output: old.health_output.clone(),
+        health_since: old.health_since,
+        status_since,
         vip: old.vip,
         registered_at: old.registered_at,
         revision: old.revision,
@@ -78,8 +92,14 @@ impl Registry {
                 Reply::Nothing
             }
             Command::Register { instance } => self.apply_register(inner, index, instance, now),
-            Command::Deregister { target } => self.apply_deregister(inner, target),
-            Command::Drain { target, draining } => {
+            Command::Deregister { target, at, by } => {
+                self.apply_deregister(inner, target, *at, by.clone())
+            }
+            Command::Drain {
+                target,
+                draining,
+                at,
+            } => {
                 let want = if *draining {
                     Status::Draining
                 } else {
@@ -90,6 +110,7 @@ impl Registry {
                         return false;
                     }
                     i.status = want;
+                    i.status_since = *at;
                     true
                 })
             }
@@ -97,6 +118,7 @@ impl Registry {
                 target,
                 health,
                 output,
+                at,
             } => self.amend(inner, target, ChangeReason::HealthChanged, |i| {
                 if i.health == *health {
                     return false;
@@ -105,6 +127,7 @@ impl Registry {
                     self.metrics.flapping_entered.inc();
                 }
                 i.health = *health;
+                i.health_since = *at;
                 i.health_output = match health {
                     Health::Passing => None,
                     // Flapping: the sidecar's account of the changes in its window.
@@ -120,12 +143,22 @@ impl Registry {
                 id,
                 registration,
                 decided_at,
+                at,
             } => {
                 let current = inner.state.get_mut(service, id).is_some_and(|e| {
                     e.queued.registration == *registration && e.touched <= *decided_at
                 });
                 if current {
                     let revision = inner.head + 1;
+                    if let Some(e) = inner.state.get_mut(service, id) {
+                        let instance = e.instance.clone();
+                        inner.departures.push(Departure {
+                            instance,
+                            left: Left::Expired,
+                            at: *at,
+                            by: None,
+                        });
+                    }
                     inner.state.remove(service, id, revision);
                     tracing::info!(%service, %id, revision, "instance expired");
                     self.record(
@@ -279,18 +312,31 @@ impl Registry {
         }
     }
 
-    fn apply_deregister(&self, inner: &mut Inner, target: &InstanceRef) -> Reply {
+    fn apply_deregister(
+        &self,
+        inner: &mut Inner,
+        target: &InstanceRef,
+        at: Option<Timestamp>,
+        by: Option<String>,
+    ) -> Reply {
         let (service, identity) = match target.resolve() {
             Ok(found) => found,
             Err(e) => return invalid(&e.message),
         };
-        let Some(id) = inner
+        let Some(instance) = inner
             .state
             .find(&service, &identity)
-            .map(|e| e.instance.id.clone())
+            .map(|e| e.instance.clone())
         else {
             return not_found(service, &identity);
         };
+        let id = instance.id.clone();
+        inner.departures.push(Departure {
+            instance,
+            left: Left::Deregistered,
+            at,
+            by,
+        });
         let revision = inner.head + 1;
         inner.state.remove(&service, &id, revision);
         self.record(

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use waypost_model::{InstanceId, InstanceRef, ServiceName};
+use waypost_model::{InstanceId, InstanceRef, ServiceName, Timestamp};
 
 use super::{
     Registry, RegistryError, Renewed,
@@ -173,6 +173,7 @@ impl Registry {
                 id: key.1.clone(),
                 registration: queued.registration,
                 decided_at: inner.applied,
+                at: Some(Timestamp::now()),
             });
             // Decided, not yet applied: look again later in case the command is lost.
             let requeued = inner

@@ -18,8 +18,10 @@
 mod apply;
 pub(crate) mod changes;
 mod deadlines;
+mod departures;
 mod error;
 pub mod expiry;
+mod explain;
 mod reads;
 pub(crate) mod state;
 mod vips;
@@ -151,6 +153,8 @@ struct Inner {
     vips: Option<Vips>,
     /// This node decides expiry (it is the leader).
     leading: bool,
+    /// Instances that left lately, for explain.
+    departures: departures::Departures,
 }
 
 /// The registry's state machine. Cheap to share behind an `Arc`.
@@ -200,6 +204,7 @@ impl Registry {
                 preservation: Preservation::new(config.self_preservation),
                 vips: None,
                 leading: false,
+                departures: departures::Departures::default(),
             }),
             committed,
             failed: AtomicBool::new(false),
@@ -323,6 +328,8 @@ impl Registry {
                 node: reg.node.map(String::into_boxed_str),
                 health: Health::Passing,
                 health_output: None,
+                status_since: None,
+                health_since: None,
                 vip: None,
                 registered_at: Timestamp::now(),
                 revision: 0,
@@ -352,7 +359,9 @@ impl Registry {
                     created: false,
                 })
             }
-            Command::Drain { target, draining } => {
+            Command::Drain {
+                target, draining, ..
+            } => {
                 let (service, identity) = target.resolve().ok()?;
                 let found = inner.state.find(&service, &identity)?;
                 let want = if *draining {

@@ -7,7 +7,7 @@ use std::{
 };
 
 use waypost_model::{
-    Health, Instance, InstanceId, InstanceRef, RegisterRequest, Revision, ServiceName,
+    Health, Instance, InstanceId, InstanceRef, RegisterRequest, Revision, ServiceName, Timestamp,
 };
 
 use super::{Registered, Registry, RegistryConfig, RegistryError};
@@ -64,7 +64,14 @@ impl Registry {
         r: &InstanceRef,
     ) -> Result<(ServiceName, InstanceId, Revision), RegistryError> {
         r.resolve()?;
-        match self.propose_at(&Command::Deregister { target: r.clone() }, Instant::now()) {
+        match self.propose_at(
+            &Command::Deregister {
+                target: r.clone(),
+                at: Some(Timestamp::now()),
+                by: None,
+            },
+            Instant::now(),
+        ) {
             Reply::Removed {
                 service,
                 id,
@@ -94,6 +101,7 @@ impl Registry {
         self.amended(&Command::Drain {
             target: r.clone(),
             draining,
+            at: Some(Timestamp::now()),
         })
     }
 
@@ -107,6 +115,7 @@ impl Registry {
             target: r.clone(),
             health,
             output: output.map(str::to_owned),
+            at: Some(Timestamp::now()),
         })
     }
 
