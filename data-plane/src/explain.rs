@@ -220,7 +220,9 @@ impl Sources<'_> {
     /// The explanation for `service`, or `None` when the snapshot has no such service.
     pub(crate) fn explain(&self, snapshot: &Snapshot, service: &str) -> Option<Explain> {
         let view = snapshot.services.get(service)?;
-        let vip = view.vip.filter(|_| self.vip_mode);
+        // In VIP mode the name answers the VIP, and a listener opens on it, only while some
+        // instance takes work (a listener per port of those instances).
+        let vip = view.vip.filter(|_| self.vip_mode && !view.up.is_empty());
         let serves_tcp = vip.is_some() || self.tcp_routes.iter().any(|s| s == service);
         let http_policy = crate::proxy::http::service_policy(&view.instances, self.balance);
         Some(Explain {
@@ -233,7 +235,7 @@ impl Sources<'_> {
             instances: view.instances.iter().map(|i| instance(view, i)).collect(),
             dns: DnsFacts {
                 name: format!("{service}.service.{}", self.domain),
-                vip: vip.filter(|_| !view.up.is_empty()),
+                vip,
                 a: addresses(&view.records.a),
                 aaaa: addresses(&view.records.aaaa),
                 srv: view

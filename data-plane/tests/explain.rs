@@ -267,3 +267,44 @@ async fn explain_says_why_each_instance_is_in_or_out_of_dns_and_the_proxy() {
     assert_eq!(content_type.as_deref(), Some("application/problem+json"));
     assert_eq!(problem["code"], "invalid_service_name", "{problem}");
 }
+
+#[tokio::test]
+async fn in_vip_mode_explain_shows_the_vip_that_dns_answers_and_the_tcp_proxy() {
+    let cp = TestControlPlane::in_memory(|_| {}).await;
+    let client = Client::new(&cp.url).unwrap();
+    let backend = upstream().await;
+    let request = RegisterRequest {
+        id: Some("only".to_owned()),
+        ttl_seconds: Some(600),
+        ..RegisterRequest::new("db", backend.to_string())
+    };
+    let registered = client.register_once(&request).await.unwrap();
+    let vip = registered
+        .instance
+        .vip
+        .expect("the control plane gives db a VIP");
+    let sidecar = TestSidecar::start(&cp.url, |c| c.vip_mode = true).await;
+    sidecar.caught_up(registered.revision).await;
+
+    let (status, _, doc) = explain(&sidecar, "db").await;
+    assert_eq!(status, 200, "{doc}");
+    assert_eq!(doc["dns"]["vip"], vip.to_string(), "{doc}");
+    let a: Vec<&str> = doc["dns"]["a"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(a, [vip.to_string()], "{doc}");
+    assert_eq!(
+        a_records(sidecar.dns(), "db.service.waypost.").await,
+        ip_set(&[&vip.to_string()])
+    );
+    // The VIP listener's proxy: the instance itself is the endpoint.
+    let tcp = &doc["proxy"]["tcp"];
+    assert_eq!(
+        by_id(&tcp["endpoints"], "only")["addr"],
+        backend.to_string(),
+        "{doc}"
+    );
+}
