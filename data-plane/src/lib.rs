@@ -27,7 +27,8 @@
 //! - `report`: reports this sidecar to the control plane (`PUT /nodes/{node}`): where it
 //!   serves and the revision it answers from, at once on change and on a keep-alive.
 //! - [`metrics`]: every metric, registered in one place.
-//! - `admin`: `/health`, `/ready`, `/metrics`, `/snapshot`.
+//! - `admin`: `/health`, `/ready`, `/metrics`, `/snapshot`, `/explain/{service}`; the last
+//!   is built by `explain` from the snapshot and the proxies' balancers.
 
 pub mod checks;
 pub mod config;
@@ -38,6 +39,7 @@ pub mod proxy;
 pub mod snapshot;
 
 mod admin;
+mod explain;
 mod listeners;
 mod report;
 mod subscription;
@@ -195,11 +197,15 @@ async fn run(
         tasks.clone(),
         shutdown.clone(),
     );
+    let http_balancer = http_proxy.balancer.clone();
     tasks.spawn(proxy::http::serve(bound.http, Arc::new(http_proxy)));
     let tcp_addrs: Vec<SocketAddr> = bound.tcp_routes.iter().map(|r| r.addr).collect();
     let tcp_proxy = Arc::new(TcpProxy {
         snapshots: snapshots.clone(),
-        balancer: Balancer::new(config.proxy.outlier, config.proxy.panic_threshold),
+        balancer: Arc::new(Balancer::new(
+            config.proxy.outlier,
+            config.proxy.panic_threshold,
+        )),
         config: config.proxy.clone(),
         tasks: tasks.clone(),
         shutdown: shutdown.clone(),
@@ -243,6 +249,14 @@ async fn run(
         status: status.clone(),
         metrics,
         started_ms: metrics::now_ms(),
+        routing: Arc::new(admin::Routing {
+            domain: config.domain.to_ascii(),
+            vip_mode: config.vip_mode,
+            http: http_balancer,
+            tcp: tcp_proxy.balancer.clone(),
+            tcp_routes: config.tcp.iter().map(|r| r.service.clone()).collect(),
+            balance: config.proxy.balance,
+        }),
     };
     tasks.spawn(admin::serve(bound.admin, admin, shutdown.clone()));
     tracing::info!(

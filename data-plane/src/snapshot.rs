@@ -7,7 +7,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     sync::Arc,
 };
 
@@ -44,6 +44,12 @@ impl Target {
     /// The target as DNS records are built from it.
     pub fn up(&self) -> Up<'_> {
         (&*self.instance, self.addrs.as_slice())
+    }
+
+    /// Where the proxies connect to it: its first address and its port (`None` when its host
+    /// name resolved to nothing).
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        Some(SocketAddr::new(*self.addrs.first()?, self.instance.port))
     }
 }
 

@@ -15,7 +15,7 @@ use std::{
 use rand::Rng;
 
 /// How a service's requests are spread.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Policy {
     /// Each endpoint in turn.
@@ -83,6 +83,29 @@ pub struct Outlier {
     pub max: Duration,
 }
 
+/// Whether a service is balanced in panic mode now, and by which threshold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Panic {
+    /// Too few endpoints are usable: ejected ones (or, in the HTTP proxy's routes, ones that
+    /// just vanished) are balanced over too.
+    pub active: bool,
+    /// The share of endpoints (0 to 1) that must be usable for ejections to be honoured.
+    pub threshold: f64,
+}
+
+/// One endpoint's facts at one moment, as plain values (what the admin's explain shows).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Requests (or TCP connections) in flight.
+    pub in_flight: usize,
+    /// Failures in a row.
+    pub failures: u32,
+    /// Ejections so far.
+    pub ejections: u32,
+    /// How much longer it stays ejected (`None`: it is not ejected).
+    pub ejected_for: Option<Duration>,
+}
+
 /// Per-service state: the round-robin cursor and the stats of each endpoint.
 #[derive(Debug, Default)]
 pub struct ServiceState {
@@ -121,6 +144,53 @@ impl Balancer {
 
     fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
+    }
+
+    /// The panic rule, the only place it is written: with `usable` of a service's `total`
+    /// endpoints usable (not ejected; for a route, still registered), panic is on when fewer
+    /// than the threshold's share are. Then spreading over all beats overloading the few.
+    ///
+    /// It takes the service so that a per-service threshold (a protection policy) can be
+    /// chosen here without touching the callers; today every service has the sidecar's.
+    #[inline]
+    pub fn panic(&self, _service: &str, usable: usize, total: usize) -> Panic {
+        let threshold = self.panic_threshold;
+        Panic {
+            active: (usable as f64) < threshold * total as f64,
+            threshold,
+        }
+    }
+
+    /// The outlier rule in force.
+    pub fn outlier(&self) -> Outlier {
+        self.outlier
+    }
+
+    /// What the balancer has seen of `service`'s endpoints, by instance id: empty before the
+    /// proxy first routed to it. Reads only: nothing is created or reset.
+    pub fn observe(&self, service: &str) -> HashMap<String, Observed> {
+        let state = {
+            let services = self.services.lock().unwrap_or_else(|e| e.into_inner());
+            match services.get(service) {
+                Some(state) => state.clone(),
+                None => return HashMap::new(),
+            }
+        };
+        let now = self.now_ms();
+        let map = state.stats.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter()
+            .map(|(id, stats)| {
+                let until = stats.ejected_until_ms.load(Ordering::Relaxed);
+                let observed = Observed {
+                    in_flight: stats.in_flight.load(Ordering::Relaxed),
+                    failures: stats.failures.load(Ordering::Relaxed),
+                    ejections: stats.ejections.load(Ordering::Relaxed),
+                    // The same test as `choose`: ejected while the deadline is ahead.
+                    ejected_for: (until > now).then(|| Duration::from_millis(until - now)),
+                };
+                (id.clone(), observed)
+            })
+            .collect()
     }
 
     fn service(&self, name: &str) -> Arc<ServiceState> {
@@ -163,11 +233,11 @@ impl Balancer {
             // The common single-instance case, without counting or drawing: the same answer
             // as the general rule below.
             let out = ejected(0);
-            let panic = out && self.panic_threshold > 0.0;
+            let panic = out && self.panic(service, 0, 1).active;
             return (tried.is_empty() && (!out || panic)).then_some(Choice { index: 0, panic });
         }
         let healthy = (0..endpoints.len()).filter(|&i| !ejected(i)).count();
-        let panic = (healthy as f64) < self.panic_threshold * endpoints.len() as f64;
+        let panic = self.panic(service, healthy, endpoints.len()).active;
         // Filtered on the fly rather than collected: this runs for every request.
         let usable = |i: &usize| (panic || !ejected(*i)) && !tried.contains(i);
         let count = (0..endpoints.len()).filter(usable).count();
@@ -324,6 +394,50 @@ mod tests {
             counts(&b, &eps, Policy::RoundRobin, 400)
                 .iter()
                 .all(|&n| n == 100)
+        );
+    }
+
+    #[test]
+    fn the_panic_rule_is_a_share_of_usable_endpoints() {
+        let b = balancer();
+        // Threshold 0.5: half usable is enough, fewer is panic; an empty service is not.
+        assert!(!b.panic("s", 2, 4).active);
+        assert!(b.panic("s", 1, 4).active);
+        assert!(b.panic("s", 0, 1).active);
+        assert!(!b.panic("s", 0, 0).active);
+        assert_eq!(b.panic("s", 1, 4).threshold, 0.5);
+        // A single ejected endpoint is chosen in panic, as the rule says.
+        let one = endpoints(&b, &[1]);
+        for _ in 0..3 {
+            b.failed(&one[0].stats);
+        }
+        assert!(b.choose("s", &one, Policy::RoundRobin, &[]).unwrap().panic);
+    }
+
+    #[test]
+    fn observing_reads_the_stats_and_creates_nothing() {
+        let b = balancer();
+        assert!(b.observe("s").is_empty());
+        assert!(
+            b.services.lock().unwrap().is_empty(),
+            "observing made no state"
+        );
+        let eps = endpoints(&b, &[1, 1]);
+        eps[1].stats.in_flight.store(2, Ordering::Relaxed);
+        b.failed(&eps[0].stats);
+        let seen = b.observe("s");
+        assert_eq!(seen["e0"].failures, 1);
+        assert_eq!(seen["e0"].ejected_for, None);
+        assert_eq!(seen["e1"].in_flight, 2);
+        b.failed(&eps[0].stats);
+        b.failed(&eps[0].stats);
+        let e0 = b.observe("s")["e0"];
+        assert_eq!((e0.failures, e0.ejections), (0, 1));
+        // Ejected for the first ejection's length (60 s), less the time since.
+        let left = e0.ejected_for.expect("ejected");
+        assert!(
+            left > Duration::ZERO && left <= Duration::from_secs(60),
+            "{left:?}"
         );
     }
 

@@ -53,7 +53,8 @@ impl FromStr for TcpRoute {
 /// The shared state of every TCP listener.
 pub(crate) struct TcpProxy {
     pub(crate) snapshots: Snapshots,
-    pub(crate) balancer: Balancer,
+    /// Shared with the admin's explain, which reads its stats.
+    pub(crate) balancer: Arc<Balancer>,
     pub(crate) config: ProxyConfig,
     /// The sidecar's tasks: every relayed connection runs on one of them.
     pub(crate) tasks: TaskTracker,
@@ -100,7 +101,7 @@ impl TcpProxy {
                 .filter_map(|t| {
                     Some(Endpoint {
                         id: t.instance.id.as_str().to_owned(),
-                        addr: SocketAddr::new(*t.addrs.first()?, t.instance.port),
+                        addr: t.socket_addr()?,
                         weight: t.instance.weight,
                         h2c: false,
                         stats: Arc::default(),

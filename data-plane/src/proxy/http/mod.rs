@@ -26,6 +26,7 @@ use hyper::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use waypost_runtime::deadline::Deadlines;
 
+pub(crate) use self::routing::service_policy;
 pub use self::routing::{BALANCE_KEY, PROTOCOL_KEY};
 pub(crate) use self::serve::serve;
 use self::{
@@ -45,7 +46,8 @@ use crate::{metrics::Metrics, snapshot::Snapshots};
 /// The proxy's shared state.
 pub struct HttpProxy {
     pub(crate) snapshots: Snapshots,
-    pub(crate) balancer: Balancer,
+    /// Shared with the admin's explain, which reads its stats.
+    pub(crate) balancer: Arc<Balancer>,
     pub(crate) config: ProxyConfig,
     pub(crate) metrics: Arc<Metrics>,
     /// `.service.<domain>` without the final dot, for matching Host headers.
@@ -90,7 +92,7 @@ impl HttpProxy {
                 tasks.clone(),
             )),
             snapshots,
-            balancer: Balancer::new(config.outlier, config.panic_threshold),
+            balancer: Arc::new(Balancer::new(config.outlier, config.panic_threshold)),
             budget: RetryBudget::new(config.retry_budget),
             host_suffix: format!(".service.{}", domain.trim_end_matches('.')),
             config,
@@ -145,7 +147,6 @@ impl HttpProxy {
                 &self.upstreams,
                 &self.snapshots,
                 self.config.balance,
-                self.config.panic_threshold,
             )?;
             (route, rewritten)
         };

@@ -2,10 +2,11 @@
 //! `<service>.service.<domain>`), else with path routing a `/<service>/` prefix; then a
 //! [`Route`] per service, rebuilt only when the snapshot's revision moves.
 
-use std::{borrow::Cow, net::SocketAddr, sync::Arc, time::Duration, time::Instant};
+use std::{borrow::Cow, sync::Arc, time::Duration, time::Instant};
 
 use http::{Request, header};
 use hyper::body::Incoming;
+use waypost_model::Instance;
 
 use super::{
     super::{
@@ -94,6 +95,15 @@ fn host_of(value: &str) -> &str {
     }
 }
 
+/// The balancing policy of a service: the first that an instance names in [`BALANCE_KEY`]
+/// metadata, else `default`.
+pub(crate) fn service_policy(instances: &[Arc<Instance>], default: Policy) -> Policy {
+    instances
+        .iter()
+        .find_map(|i| i.metadata.get(BALANCE_KEY)?.parse::<Policy>().ok())
+        .unwrap_or(default)
+}
+
 /// How long an instance that left a service (removed, expired, critical) is remembered for the
 /// mass-removal rule.
 const RECENT_WINDOW: Duration = Duration::from_secs(30);
@@ -123,9 +133,9 @@ pub(super) struct Routes {
 }
 
 impl Routes {
-    /// The route for `service` in the current snapshot. The panic rule of the balancer applies
-    /// to removals too: when fewer than `threshold` of the instances seen within the last
-    /// [`RECENT_WINDOW`] are still `up`, the ones that vanished from the registry (removed or
+    /// The route for `service` in the current snapshot. The panic rule of the balancer
+    /// ([`Balancer::panic`]) applies to removals too: when fewer than its threshold's share of
+    /// the instances seen within the last [`RECENT_WINDOW`] are still `up`, the ones that vanished from the registry (removed or
     /// expired; not those draining or reported critical, which are still registered) are used
     /// as well, instead of piling everything onto the few left.
     pub(super) fn get(
@@ -135,7 +145,6 @@ impl Routes {
         upstreams: &Upstreams,
         snapshots: &Snapshots,
         default_policy: Policy,
-        threshold: f64,
     ) -> Result<Arc<Route>, ProxyError> {
         let snapshot = snapshots.current();
         let mut routes = self.by_service.lock().unwrap_or_else(|e| e.into_inner());
@@ -159,18 +168,14 @@ impl Routes {
             .filter_map(|t| {
                 Some(Endpoint {
                     id: t.instance.id.as_str().to_owned(),
-                    addr: SocketAddr::new(*t.addrs.first()?, t.instance.port),
+                    addr: t.socket_addr()?,
                     weight: t.instance.weight,
                     h2c: t.instance.metadata.get(PROTOCOL_KEY).map(String::as_str) == Some("h2c"),
                     stats: Arc::default(),
                 })
             })
             .collect();
-        let policy = view
-            .instances
-            .iter()
-            .find_map(|i| i.metadata.get(BALANCE_KEY)?.parse::<Policy>().ok())
-            .unwrap_or(default_policy);
+        let policy = service_policy(&view.instances, default_policy);
         let now = Instant::now();
         // Still registered (draining, or reported critical): left on purpose or for a known
         // reason, so not part of a removal the proxy should second-guess.
@@ -191,7 +196,8 @@ impl Routes {
             }
         }
         let seen = current.len() + recent.len();
-        let mass_removal = !recent.is_empty() && (current.len() as f64) < threshold * seen as f64;
+        let mass_removal =
+            !recent.is_empty() && balancer.panic(service, current.len(), seen).active;
         let mut endpoints = current;
         if mass_removal {
             endpoints.extend(recent.iter().map(|(e, _)| e.clone()));
