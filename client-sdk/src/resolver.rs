@@ -14,7 +14,7 @@ use std::{
 
 use futures_util::StreamExt;
 use tokio::{sync::watch, task::JoinHandle};
-use waypost_model::Instance;
+use waypost_model::{Instance, ServicePolicy, Status};
 
 use crate::{Client, ServiceSet};
 
@@ -75,6 +75,48 @@ struct Cached {
     set: ServiceSet,
     up: Vec<Arc<Instance>>,
     total_weight: u64,
+    /// `up` is the last non-empty set, kept by the service's `never_empty` policy.
+    protected: bool,
+    /// The service's policy (kept from the last instance that carried it).
+    policy: Option<ServicePolicy>,
+}
+
+impl Cached {
+    /// The cache after `set`, given the one before: `never_empty` keeps the last set when
+    /// expiry or failing checks left none that takes work, less what was deregistered or
+    /// drained, as the sidecar does.
+    fn next(set: ServiceSet, before: Option<&Cached>) -> Self {
+        let mut up: Vec<Arc<Instance>> = set.up().cloned().collect();
+        let policy = set
+            .instances
+            .first()
+            .map_or_else(|| before.and_then(|b| b.policy), |i| i.policy);
+        let mut protected = false;
+        if up.is_empty()
+            && policy.is_some_and(|p| p.never_empty)
+            && let Some(before) = before
+        {
+            up = before
+                .up
+                .iter()
+                .filter(
+                    |kept| match set.instances.iter().find(|i| i.id == kept.id) {
+                        Some(now) => now.status != Status::Draining,
+                        None => !set.deregistered.iter().any(|d| d == kept.id.as_str()),
+                    },
+                )
+                .cloned()
+                .collect();
+            protected = !up.is_empty();
+        }
+        Self {
+            total_weight: up.iter().map(|i| u64::from(i.weight)).sum(),
+            set,
+            up,
+            protected,
+            policy,
+        }
+    }
 }
 
 impl Drop for Inner {
@@ -120,13 +162,8 @@ impl Resolver {
             let mut sets = client.watch(&service);
             tasks.push(tokio::spawn(async move {
                 while let Some(set) = sets.next().await {
-                    let up: Vec<Arc<Instance>> = set.up().cloned().collect();
-                    let total_weight = up.iter().map(|i| u64::from(i.weight)).sum();
-                    tx.send_replace(Some(Arc::new(Cached {
-                        set,
-                        up,
-                        total_weight,
-                    })));
+                    let before = tx.borrow().clone();
+                    tx.send_replace(Some(Arc::new(Cached::next(set, before.as_deref()))));
                 }
             }));
             slots.insert(
@@ -256,6 +293,12 @@ impl Resolver {
             }
         };
         Some(chosen.clone())
+    }
+
+    /// `true` while the service's `never_empty` policy keeps its last non-empty set: no
+    /// instance takes work, and [`Self::pick`] and [`Self::instances`] answer from that set.
+    pub fn protected(&self, service: &str) -> bool {
+        self.cached(service).is_some_and(|c| c.protected)
     }
 
     fn cached(&self, service: &str) -> Option<Arc<Cached>> {

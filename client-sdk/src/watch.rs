@@ -38,7 +38,7 @@ use crate::transport::{Transport, backoff};
 /// ```
 /// use waypost_client::ServiceSet;
 ///
-/// let empty = ServiceSet { service: "web".into(), revision: 7, instances: vec![] };
+/// let empty = ServiceSet { service: "web".into(), revision: 7, instances: vec![], deregistered: vec![] };
 /// assert_eq!(empty.up().count(), 0);
 /// ```
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +49,9 @@ pub struct ServiceSet {
     pub revision: Revision,
     /// Every instance (draining ones too), ordered by id.
     pub instances: Vec<Arc<Instance>>,
+    /// The ids the change that made this set deregistered (not those that expired): a
+    /// `never_empty` service keeps what left otherwise ([`crate::Resolver`]).
+    pub deregistered: Vec<String>,
 }
 
 impl ServiceSet {
@@ -56,7 +59,7 @@ impl ServiceSet {
     ///
     /// ```
     /// # use waypost_client::ServiceSet;
-    /// # let set = ServiceSet { service: "web".into(), revision: 7, instances: vec![] };
+    /// # let set = ServiceSet { service: "web".into(), revision: 7, instances: vec![], deregistered: vec![] };
     /// for instance in set.up() {
     ///     println!("{}:{}", instance.host, instance.port);
     /// }
@@ -69,7 +72,7 @@ impl ServiceSet {
     ///
     /// ```
     /// # use waypost_client::ServiceSet;
-    /// # let set = ServiceSet { service: "web".into(), revision: 7, instances: vec![] };
+    /// # let set = ServiceSet { service: "web".into(), revision: 7, instances: vec![], deregistered: vec![] };
     /// assert!(set.ids().is_empty());
     /// ```
     pub fn ids(&self) -> Vec<&str> {
@@ -254,6 +257,7 @@ impl Watch {
                 revision: 0,
                 instances: BTreeMap::new(),
                 sent: false,
+                deregistered: Vec::new(),
             },
             snapshots: 0,
         }
@@ -317,14 +321,17 @@ struct View {
     instances: BTreeMap<String, Arc<Instance>>,
     /// Whether any set was sent yet (the first snapshot is always sent, even when empty).
     sent: bool,
+    /// Deregistered by the change being applied.
+    deregistered: Vec<String>,
 }
 
 impl View {
-    fn set(&self) -> ServiceSet {
+    fn set(&mut self) -> ServiceSet {
         ServiceSet {
             service: self.service.clone(),
             revision: self.revision,
             instances: self.instances.values().cloned().collect(),
+            deregistered: std::mem::take(&mut self.deregistered),
         }
     }
 
@@ -361,10 +368,15 @@ impl View {
                 revision,
                 service,
                 id,
-                ..
+                reason,
             } => {
                 self.revision = revision;
-                service.as_str() == self.service && self.instances.remove(id.as_str()).is_some()
+                let removed = service.as_str() == self.service
+                    && self.instances.remove(id.as_str()).is_some();
+                if removed && reason == waypost_model::ChangeReason::Deregistered {
+                    self.deregistered.push(id.as_str().to_owned());
+                }
+                removed
             }
         }
     }

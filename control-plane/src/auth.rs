@@ -218,6 +218,18 @@ impl Caller {
         }
     }
 
+    /// Whether this caller may set a service's protection policy (`operator` only).
+    pub fn may_set_policy(&self) -> Result<(), Denied> {
+        match self {
+            Self::Token(token) if token.role != Role::Operator => Err(Denied {
+                token: token.name.clone(),
+                role: token.role.as_str(),
+                action: "set a service's protection policy".to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether this caller may change the cluster's membership (`operator` only).
     pub fn may_operate(&self) -> Result<(), Denied> {
         match self {

@@ -13,7 +13,8 @@ use std::{io::Cursor, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 use waypost_model::{
-    Epoch, Health, Instance, InstanceId, InstanceRef, Revision, ServiceName, Timestamp,
+    Epoch, Health, Instance, InstanceId, InstanceRef, Revision, ServiceName, ServicePolicy,
+    Timestamp,
 };
 
 /// A node's id in the cluster (`--node-id`).
@@ -98,6 +99,14 @@ pub enum Command {
         #[serde(default)]
         at: Option<Timestamp>,
     },
+    /// Sets (or, with `None`, removes) a service's protection policy; every instance of the
+    /// service carries it.
+    SetPolicy {
+        /// The service.
+        service: ServiceName,
+        /// The policy.
+        policy: Option<ServicePolicy>,
+    },
     /// Several commands in one log entry, applied in order: the leader puts every write that
     /// arrived while the previous entry was being made durable into the next entry, so that
     /// one sync serves them all.
@@ -133,6 +142,11 @@ pub enum Reply {
     Amended {
         /// The instance as it is now.
         instance: Arc<Instance>,
+    },
+    /// A service's policy was set or removed; its instances carry it from `revision` on.
+    PolicySet {
+        /// The head revision after the change.
+        revision: Revision,
     },
     /// The command could not be applied.
     Rejected(Rejection),
@@ -189,6 +203,9 @@ pub struct Image {
     /// the range runs out), so that a node restored from a snapshot allocates as the others.
     #[serde(default)]
     pub vips: std::collections::BTreeMap<ServiceName, std::net::Ipv4Addr>,
+    /// Every service's protection policy, including services without instances.
+    #[serde(default)]
+    pub policies: std::collections::BTreeMap<ServiceName, ServicePolicy>,
 }
 
 /// The state machine's logic, as the store sees it: the registry implements it.

@@ -31,6 +31,12 @@ pub(crate) struct Explain {
     pub(crate) service: String,
     /// The snapshot everything below was read from.
     pub(crate) snapshot: SnapshotFacts,
+    /// The service's protection policy, when an operator set one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) policy: Option<waypost_model::ServicePolicy>,
+    /// `never_empty` holds: no instance takes work, and DNS and the proxies answer from the
+    /// last set that had one (listed under `dns` and `proxy`, not under `instances`).
+    pub(crate) protected: bool,
     /// Every instance the snapshot holds for the service (draining and critical ones too),
     /// whether it takes work, and why not.
     pub(crate) instances: Vec<InstanceFacts>,
@@ -232,6 +238,8 @@ impl Sources<'_> {
                 epoch: snapshot.epoch.clone(),
                 stale: self.stale,
             },
+            policy: view.policy,
+            protected: view.protected,
             instances: view.instances.iter().map(|i| instance(view, i)).collect(),
             dns: DnsFacts {
                 name: format!("{service}.service.{}", self.domain),
@@ -357,7 +365,7 @@ fn balancing(balancer: &Balancer, service: &str, view: &ServiceView, policy: Pol
         })
         .collect();
     let usable = endpoints.iter().filter(|(_, out)| !out).count();
-    let panic = balancer.panic(service, usable, endpoints.len());
+    let panic = balancer.panic(view.policy, usable, endpoints.len());
     Balancing {
         policy,
         outlier_failures: balancer.outlier().failures,

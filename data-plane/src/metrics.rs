@@ -43,6 +43,7 @@ pub struct Metrics {
     /// Snapshots applied from the change stream (the saved one read at start is not counted).
     pub(crate) snapshots: Counter,
     pub(crate) services: Gauge,
+    pub(crate) protected_services: Gauge,
     pub(crate) instances: Gauge,
     pub(crate) forwarded: Family<QueryLabels, Counter>,
     pub(crate) dns_tcp_connections: Gauge,
@@ -83,6 +84,7 @@ impl Metrics {
             reconnects: Gauge::default(),
             snapshots: Counter::default(),
             services: Gauge::default(),
+            protected_services: Gauge::default(),
             instances: Gauge::default(),
             forwarded: Family::default(),
             dns_tcp_connections: Gauge::default(),
@@ -167,6 +169,11 @@ impl Metrics {
                 m.snapshots.clone(),
             );
             r.register("services", "Services in the snapshot", m.services.clone());
+            r.register(
+                "protected_services",
+                "Services answered from their last non-empty set (policy never_empty)",
+                m.protected_services.clone(),
+            );
             r.register(
                 "proxy_requests",
                 "Proxied HTTP requests by outcome (ok, or the proxy's error code)",

@@ -13,7 +13,7 @@ use std::{
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
-use waypost_model::{Instance, Revision, WatchEvent};
+use waypost_model::{ChangeReason, Instance, Revision, ServicePolicy, Status, WatchEvent};
 
 use crate::dns::records::{RecordBuilder, ServiceRecords, Up};
 
@@ -28,6 +28,11 @@ pub struct ServiceView {
     pub vip: Option<IpAddr>,
     /// DNS answers for the service, built once per change.
     pub records: ServiceRecords,
+    /// The service's protection policy, when an operator set one.
+    pub policy: Option<ServicePolicy>,
+    /// `never_empty` holds: expiry or failing checks left no instance that takes work, so
+    /// `up` is the last set that had one (less those deregistered or drained since).
+    pub protected: bool,
 }
 
 /// An `up` instance and its addresses: the instance's IP, or what its host name resolved to
@@ -166,6 +171,9 @@ pub(crate) struct Mirror {
     pub(crate) epoch: Option<String>,
     pub(crate) revision: Revision,
     services: BTreeMap<String, BTreeMap<String, Arc<Instance>>>,
+    /// Instances deregistered since the last build, by service: a `never_empty` service does
+    /// not keep those (an explicit removal is meant). Cleared by every build.
+    deregistered: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// What one applied event changed.
@@ -217,12 +225,18 @@ impl Mirror {
                 revision,
                 service,
                 id,
-                ..
+                reason,
             } => {
                 if !self.next(revision)? {
                     return Ok(Changed::Nothing);
                 }
                 let name = service.as_str();
+                if reason == ChangeReason::Deregistered {
+                    self.deregistered
+                        .entry(name.to_owned())
+                        .or_default()
+                        .insert(id.as_str().to_owned());
+                }
                 if let Some(instances) = self.services.get_mut(name) {
                     instances.remove(id.as_str());
                     if instances.is_empty() {
@@ -262,17 +276,21 @@ impl Mirror {
     /// Builds the next snapshot: services in `changed` (or all) are rebuilt, the others are
     /// shared with `previous`.
     pub(crate) fn build(
-        &self,
+        &mut self,
         previous: &Snapshot,
         changed: &Changed,
         names: &HashMap<String, Vec<IpAddr>>,
         records: &RecordBuilder,
         vip_mode: bool,
     ) -> Snapshot {
+        let deregistered = std::mem::take(&mut self.deregistered);
         let view = |name: &str| -> Option<Arc<ServiceView>> {
-            let instances = self.services.get(name)?;
-            let all: Vec<Arc<Instance>> = instances.values().cloned().collect();
-            let up: Vec<Target> = all
+            let before = previous.services.get(name);
+            let instances = self.services.get(name);
+            let all: Vec<Arc<Instance>> = instances
+                .map(|m| m.values().cloned().collect())
+                .unwrap_or_default();
+            let mut up: Vec<Target> = all
                 .iter()
                 .filter(|i| i.takes_work())
                 .map(|i| Target {
@@ -283,7 +301,40 @@ impl Mirror {
                     },
                 })
                 .collect();
-            let vip = all.iter().find_map(|i| i.vip).map(IpAddr::V4);
+            // The last instance gone: the policy is the one it carried.
+            let policy = all
+                .first()
+                .map_or_else(|| before.and_then(|b| b.policy), |i| i.policy);
+            let mut protected = false;
+            if up.is_empty()
+                && policy.is_some_and(|p| p.never_empty)
+                && let Some(before) = before
+            {
+                let gone = deregistered.get(name);
+                // Kept: the last set, less what was deregistered or drained since.
+                let kept: Vec<Target> = before
+                    .up
+                    .iter()
+                    .filter(|t| {
+                        let id = t.instance.id.as_str();
+                        match instances.and_then(|m| m.get(id)) {
+                            Some(now) => now.status != Status::Draining,
+                            None => !gone.is_some_and(|g| g.contains(id)),
+                        }
+                    })
+                    .cloned()
+                    .collect();
+                protected = !kept.is_empty();
+                up = kept;
+            }
+            if all.is_empty() && !protected {
+                return None;
+            }
+            let vip = all
+                .iter()
+                .find_map(|i| i.vip)
+                .or_else(|| up.iter().find_map(|t| t.instance.vip))
+                .map(IpAddr::V4);
             let records =
                 records.service(name, up.iter().map(Target::up), vip.filter(|_| vip_mode));
             Some(Arc::new(ServiceView {
@@ -291,12 +342,30 @@ impl Mirror {
                 up,
                 vip,
                 records,
+                policy,
+                protected,
             }))
         };
-        let services = match changed {
+        let names_of_all: Vec<String> = match changed {
+            // A resynchronisation: protected services the snapshot no longer has are
+            // looked at too (their view may still keep the last set).
             Changed::All => self
                 .services
                 .keys()
+                .cloned()
+                .chain(
+                    previous
+                        .services
+                        .iter()
+                        .filter(|(n, v)| v.protected && !self.services.contains_key(*n))
+                        .map(|(n, _)| n.clone()),
+                )
+                .collect(),
+            _ => Vec::new(),
+        };
+        let services = match changed {
+            Changed::All => names_of_all
+                .iter()
                 .filter_map(|n| Some((n.clone(), view(n)?)))
                 .collect(),
             Changed::Services(set) => {

@@ -253,6 +253,9 @@ impl Subscription {
         );
         self.metrics.revision.set(snapshot.revision as i64);
         self.metrics.services.set(snapshot.services.len() as i64);
+        self.metrics
+            .protected_services
+            .set(snapshot.services.values().filter(|s| s.protected).count() as i64);
         self.metrics.instances.set(
             snapshot
                 .services

@@ -121,6 +121,9 @@ pub struct ServiceSummary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "127.100.0.1"))]
     pub vip: Option<std::net::Ipv4Addr>,
+    /// The service's protection policy, when an operator set one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::ServicePolicy>,
 }
 
 /// The answer to `GET /services`.

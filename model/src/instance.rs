@@ -225,14 +225,8 @@ impl Check {
                 return Err(FieldError::new(field, format!("{v} is outside {range:?}")));
             }
         }
-        // Refused rather than ignored: on a plain check it would suggest a protection that
-        // is not there.
-        if self.tls_skip_verify && !self.is_https() {
-            return Err(FieldError::new(
-                "check.tls_skip_verify",
-                "applies only to an `http` check with an https:// URL",
-            ));
-        }
+        // `tls_skip_verify` on a plain check means nothing and is let be: the OpenAPI document
+        // cannot say that one field depends on another's value.
         Ok(())
     }
 
@@ -586,6 +580,10 @@ pub struct Instance {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub health_since: Option<Timestamp>,
+    /// The service's protection policy (the same on every instance of the service), when an
+    /// operator set one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::ServicePolicy>,
     /// The service's virtual IP (the same for every instance of the service), when the control
     /// plane allocates them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -693,18 +691,16 @@ mod tests {
                 },
                 "check.flap_window_seconds",
             ),
-            (
-                Check {
-                    tls_skip_verify: true,
-                    ..Check::http("http://10.0.0.1/health")
-                },
-                "check.tls_skip_verify",
-            ),
         ] {
             assert_eq!(field(c), want);
         }
-        // 0 turns damping off; skipping verification is allowed on https.
+        // 0 turns damping off; skipping verification is allowed (it means something on https
+        // only).
         for c in [
+            Check {
+                tls_skip_verify: true,
+                ..Check::http("http://10.0.0.1/health")
+            },
             Check {
                 flap_changes: 0,
                 ..ok.clone()

@@ -17,6 +17,7 @@
 //! - [`register`], [`heartbeat`], [`discover`], [`watch`]: request and response bodies per endpoint.
 //! - [`explain`]: why `/discover` returns an instance or not.
 //! - [`nodes`]: sidecars' reports, the node table and propagation answers.
+//! - [`policy`]: a service's protection policy.
 //! - [`problem`]: the RFC 9457 error body and its stable [`ErrorCode`]s.
 //! - [`limits`]: every explicit limit, in one place; [`syntax`]: the syntax of every string
 //!   field and query parameter as a regular expression built from them; [`query`]: the query
@@ -35,6 +36,7 @@ pub mod limits;
 pub mod name;
 pub mod nodes;
 pub mod ops;
+pub mod policy;
 pub mod problem;
 pub mod query;
 pub mod register;
@@ -58,6 +60,7 @@ pub use instance::{Check, Endpoint, Health, Instance, Status, Timestamp};
 pub use name::{InstanceId, NameError, ServiceName};
 pub use nodes::{Behind, NodeReport, NodeState, NodeStatus, NodesResponse, Propagation};
 pub use ops::{HealthResponse, ReadyResponse};
+pub use policy::{PolicyResponse, ServicePolicy};
 pub use problem::{ErrorCode, Problem};
 pub use register::{RegisterRequest, RegisterResponse, Registration};
 #[cfg(feature = "openapi")]

@@ -360,9 +360,9 @@ pub fn check_tls_skip_verify() -> Object {
         .schema_type(Type::Boolean)
         .default(Some(json!(false)))
         .description(Some(
-            "Only for an `https://` check: accept any server certificate (self-signed, expired, \
-             for another name). Dangerous: whoever answers on that address passes the check. \
-             Default false.",
+            "For an `https://` check (ignored by others): accept any server certificate \
+             (self-signed, expired, for another name). Dangerous: whoever answers on that address \
+             passes the check. Default false.",
         ))
         .build()
 }
@@ -594,6 +594,14 @@ pub fn propagation_timeout() -> Object {
         ))
         .examples(["5s"])
         .build()
+}
+
+/// A policy's `min_healthy_percent`.
+pub fn min_healthy_percent() -> Object {
+    integer(
+        &(0..=100),
+        "The proxies' panic threshold for the service, in percent (0 to 100; 0: never).".to_owned(),
+    )
 }
 
 /// Header `Last-Event-ID` of `/watch`.

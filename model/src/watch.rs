@@ -49,6 +49,9 @@ pub struct WatchMessage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
+// An upsert holds its instance inline: it is the common event, and boxing it would cost an
+// allocation per event for every reader of the stream.
+#[allow(clippy::large_enum_variant)]
 pub enum WatchEvent {
     /// Every (matching) instance at `revision`; replaces whatever the client held.
     Snapshot {

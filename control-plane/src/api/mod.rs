@@ -16,6 +16,7 @@ pub mod limits;
 mod nodes;
 mod ops;
 mod params;
+mod policy;
 mod register;
 mod responses;
 mod services;
@@ -177,6 +178,7 @@ fn write_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(drain::drain))
         .routes(routes!(check::check))
         .routes(routes!(nodes::report))
+        .routes(routes!(policy::put, policy::delete))
 }
 
 /// Everything else.
@@ -186,6 +188,7 @@ fn read_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(discover::explain))
         .routes(routes!(services::services))
         .routes(routes!(nodes::list))
+        .routes(routes!(policy::get))
         .routes(routes!(nodes::propagation))
         .routes(routes!(watch::watch))
         .routes(routes!(ops::health))
@@ -276,6 +279,7 @@ const ROUTES: &[&str] = &[
     "/discover/{service}",
     "/discover/{service}/explain",
     "/services",
+    "/services/{service}/policy",
     "/watch",
     "/health",
     "/ready",

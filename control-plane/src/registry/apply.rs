@@ -8,8 +8,8 @@ use std::{
 };
 
 use waypost_model::{
-    ChangeReason, Health, Instance, InstanceRef, Revision, Status, Timestamp,
-    limits::MAX_CHECK_OUTPUT_LEN,
+    ChangeReason, Health, Instance, InstanceRef, Revision, ServiceName, ServicePolicy, Status,
+    Timestamp, limits::MAX_CHECK_OUTPUT_LEN,
 };
 
 use super::{
@@ -38,6 +38,7 @@ pub(super) fn merge(old: &Instance, proposed: &Instance) -> Instance {
         health_since: old.health_since,
         status_since,
         vip: old.vip,
+        policy: old.policy,
         registered_at: old.registered_at,
         revision: old.revision,
         ..proposed.clone()
@@ -92,6 +93,7 @@ impl Registry {
                 Reply::Nothing
             }
             Command::Register { instance } => self.apply_register(inner, index, instance, now),
+            Command::SetPolicy { service, policy } => self.apply_policy(inner, service, *policy),
             Command::Deregister { target, at, by } => {
                 self.apply_deregister(inner, target, *at, by.clone())
             }
@@ -281,6 +283,7 @@ impl Registry {
             ),
         };
         instance.vip = vip;
+        instance.policy = inner.policies.get(&instance.service).copied();
         instance.revision = revision;
         let instance = Arc::new(instance);
         let key = (instance.service.clone(), instance.id.clone());
@@ -352,6 +355,58 @@ impl Registry {
             service,
             id,
             revision,
+        }
+    }
+
+    /// Sets or removes `service`'s policy, and puts it on each of its instances (one visible
+    /// change each, so that every follower of the change stream learns it).
+    fn apply_policy(
+        &self,
+        inner: &mut Inner,
+        service: &ServiceName,
+        policy: Option<ServicePolicy>,
+    ) -> Reply {
+        match policy {
+            Some(p) => inner.policies.insert(service.clone(), p),
+            None => inner.policies.remove(service),
+        };
+        let stale: Vec<Entry> = inner
+            .state
+            .services
+            .get(service)
+            .map(|s| {
+                s.instances
+                    .values()
+                    .filter(|e| e.instance.policy != policy)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for found in stale {
+            let revision = inner.head + 1;
+            let mut changed = Instance::clone(&found.instance);
+            changed.policy = policy;
+            changed.revision = revision;
+            let changed = Arc::new(changed);
+            let mut entry = Entry::new(
+                changed.clone(),
+                found.registered,
+                found.deadline,
+                found.queued,
+            );
+            entry.held = found.held;
+            entry.touched = found.touched;
+            inner.state.insert(entry, revision);
+            self.record(
+                inner,
+                ChangeKind::Upsert {
+                    reason: ChangeReason::Updated,
+                    instance: changed,
+                },
+            );
+        }
+        Reply::PolicySet {
+            revision: inner.head,
         }
     }
 

@@ -27,6 +27,7 @@ pub(crate) mod state;
 mod vips;
 
 use std::{
+    collections::BTreeMap,
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -36,7 +37,8 @@ use std::{
 
 use tokio::sync::watch;
 use waypost_model::{
-    Epoch, Health, Instance, InstanceId, RegisterRequest, Revision, ServiceName, Status, Timestamp,
+    Epoch, Health, Instance, InstanceId, RegisterRequest, Revision, ServiceName, ServicePolicy,
+    Status, Timestamp,
 };
 
 pub(crate) use self::changes::{Change, ChangeKind, Stale};
@@ -155,6 +157,8 @@ struct Inner {
     leading: bool,
     /// Instances that left lately, for explain.
     departures: departures::Departures,
+    /// Services' protection policies (services without instances included).
+    policies: BTreeMap<ServiceName, ServicePolicy>,
 }
 
 /// The registry's state machine. Cheap to share behind an `Arc`.
@@ -205,6 +209,7 @@ impl Registry {
                 vips: None,
                 leading: false,
                 departures: departures::Departures::default(),
+                policies: BTreeMap::new(),
             }),
             committed,
             failed: AtomicBool::new(false),
@@ -246,6 +251,7 @@ impl Registry {
         inner.state = state;
         inner.expiry = expiry;
         inner.vips = vips;
+        inner.policies = image.policies;
         inner.changes = ChangeLog::new(image.revision, self.config.history);
         inner.head = image.revision;
         inner.applied = index;
@@ -267,6 +273,7 @@ impl Registry {
             revision: inner.head,
             instances: inner.state.instances(None),
             vips: inner.vips.as_ref().map(Vips::assigned).unwrap_or_default(),
+            policies: inner.policies.clone(),
         }
     }
 
@@ -330,6 +337,7 @@ impl Registry {
                 health_output: None,
                 status_since: None,
                 health_since: None,
+                policy: None,
                 vip: None,
                 registered_at: Timestamp::now(),
                 revision: 0,

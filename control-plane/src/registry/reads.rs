@@ -4,8 +4,8 @@
 use std::{collections::BTreeMap, sync::atomic::Ordering, time::SystemTime};
 
 use waypost_model::{
-    DiscoveredInstance, Health, Instance, InstanceJson, Revision, ServiceName, ServiceSummary,
-    heartbeat::Identity,
+    DiscoveredInstance, Health, Instance, InstanceJson, Revision, ServiceName, ServicePolicy,
+    ServiceSummary, heartbeat::Identity,
 };
 
 use super::{Change, Filter, Registry, RegistryError, RegistryStatus, Stale};
@@ -90,12 +90,16 @@ impl Registry {
     pub fn services(&self) -> (BTreeMap<String, ServiceSummary>, Revision) {
         let inner = self.lock();
         let mut summaries = inner.state.summaries();
-        if let Some(vips) = &inner.vips {
-            for (name, summary) in &mut summaries {
-                summary.vip = vips.get(name);
-            }
+        for (name, summary) in &mut summaries {
+            summary.vip = inner.vips.as_ref().and_then(|v| v.get(name));
+            summary.policy = inner.policies.get(name.as_str()).copied();
         }
         (summaries, inner.head)
+    }
+
+    /// `service`'s protection policy, if it has one.
+    pub fn policy(&self, service: &str) -> Option<ServicePolicy> {
+        self.lock().policies.get(service).copied()
     }
 
     /// The revision of the last change to `service` (or the oldest remembered revision).

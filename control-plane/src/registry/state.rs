@@ -67,6 +67,7 @@ impl ServiceEntry {
             total_instances: self.instances.len(),
             active_instances: self.active,
             vip: None,
+            policy: None,
         }
     }
 }

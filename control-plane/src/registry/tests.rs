@@ -631,9 +631,23 @@ fn a_registry_restored_from_its_image_is_the_same_and_allocates_vips_the_same() 
         .unwrap();
     r.register(&RegisterRequest::new("b", "10.0.0.1:2"))
         .unwrap();
-    // `a` empties but keeps its VIP.
+    // `a` empties but keeps its VIP; `d` has a policy and no instance.
     r.deregister(&InstanceRef::by_id("a", "10.0.0.1:1"))
         .unwrap();
+    let policy = waypost_model::ServicePolicy {
+        min_healthy_percent: Some(20),
+        never_empty: true,
+    };
+    for service in ["b", "d"] {
+        r.propose_at(
+            &Command::SetPolicy {
+                service: ServiceName::new(service).unwrap(),
+                policy: Some(policy),
+            },
+            Instant::now(),
+        );
+    }
+    assert_eq!(r.image().policies.len(), 2);
     let copy = Registry::from_image_for_test(
         RegistryConfig {
             max_instances: 10,
@@ -643,6 +657,7 @@ fn a_registry_restored_from_its_image_is_the_same_and_allocates_vips_the_same() 
         Instant::now(),
     );
     assert_eq!(copy.image(), r.image());
+    assert_eq!(copy.policy("d"), Some(policy));
     let next = r
         .prepare_register(&RegisterRequest::new("c", "10.0.0.1:3"))
         .unwrap();

@@ -13,6 +13,7 @@ use std::{
 };
 
 use rand::Rng;
+use waypost_model::ServicePolicy;
 
 /// How a service's requests are spread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
@@ -56,6 +57,8 @@ pub struct Endpoint {
     pub h2c: bool,
     /// What the proxy has seen of it (shared across routes by [`Balancer::attach`]).
     pub stats: Arc<Stats>,
+    /// Its service's protection policy (the panic threshold may be the service's own).
+    pub policy: Option<ServicePolicy>,
 }
 
 /// What the proxy has seen of one endpoint.
@@ -150,11 +153,13 @@ impl Balancer {
     /// endpoints usable (not ejected; for a route, still registered), panic is on when fewer
     /// than the threshold's share are. Then spreading over all beats overloading the few.
     ///
-    /// It takes the service so that a per-service threshold (a protection policy) can be
-    /// chosen here without touching the callers; today every service has the sidecar's.
+    /// The threshold is the service's own when its protection policy sets one
+    /// (`min_healthy_percent`), else the sidecar's `--panic-threshold`.
     #[inline]
-    pub fn panic(&self, _service: &str, usable: usize, total: usize) -> Panic {
-        let threshold = self.panic_threshold;
+    pub fn panic(&self, policy: Option<ServicePolicy>, usable: usize, total: usize) -> Panic {
+        let threshold = policy
+            .and_then(|p| p.panic_threshold())
+            .unwrap_or(self.panic_threshold);
         Panic {
             active: (usable as f64) < threshold * total as f64,
             threshold,
@@ -233,11 +238,13 @@ impl Balancer {
             // The common single-instance case, without counting or drawing: the same answer
             // as the general rule below.
             let out = ejected(0);
-            let panic = out && self.panic(service, 0, 1).active;
+            let panic = out && self.panic(endpoints[0].policy, 0, 1).active;
             return (tried.is_empty() && (!out || panic)).then_some(Choice { index: 0, panic });
         }
         let healthy = (0..endpoints.len()).filter(|&i| !ejected(i)).count();
-        let panic = self.panic(service, healthy, endpoints.len()).active;
+        let panic = self
+            .panic(endpoints[0].policy, healthy, endpoints.len())
+            .active;
         // Filtered on the fly rather than collected: this runs for every request.
         let usable = |i: &usize| (panic || !ejected(*i)) && !tried.contains(i);
         let count = (0..endpoints.len()).filter(usable).count();
@@ -315,6 +322,7 @@ mod tests {
                 weight: w,
                 h2c: false,
                 stats: Arc::default(),
+                policy: None,
             })
             .collect();
         b.attach("s", &mut eps);
@@ -401,11 +409,23 @@ mod tests {
     fn the_panic_rule_is_a_share_of_usable_endpoints() {
         let b = balancer();
         // Threshold 0.5: half usable is enough, fewer is panic; an empty service is not.
-        assert!(!b.panic("s", 2, 4).active);
-        assert!(b.panic("s", 1, 4).active);
-        assert!(b.panic("s", 0, 1).active);
-        assert!(!b.panic("s", 0, 0).active);
-        assert_eq!(b.panic("s", 1, 4).threshold, 0.5);
+        assert!(!b.panic(None, 2, 4).active);
+        assert!(b.panic(None, 1, 4).active);
+        assert!(b.panic(None, 0, 1).active);
+        assert!(!b.panic(None, 0, 0).active);
+        // A service's policy sets its own threshold: 80% makes 3 of 4 a panic, 0% never.
+        let strict = ServicePolicy {
+            min_healthy_percent: Some(80),
+            never_empty: false,
+        };
+        assert!(b.panic(Some(strict), 3, 4).active);
+        assert!(!b.panic(None, 3, 4).active);
+        let never = ServicePolicy {
+            min_healthy_percent: Some(0),
+            never_empty: false,
+        };
+        assert!(!b.panic(Some(never), 0, 4).active);
+        assert_eq!(b.panic(None, 1, 4).threshold, 0.5);
         // A single ejected endpoint is chosen in panic, as the rule says.
         let one = endpoints(&b, &[1]);
         for _ in 0..3 {

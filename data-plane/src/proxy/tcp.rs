@@ -105,6 +105,7 @@ impl TcpProxy {
                         weight: t.instance.weight,
                         h2c: false,
                         stats: Arc::default(),
+                        policy: t.instance.policy,
                     })
                 })
                 .collect()

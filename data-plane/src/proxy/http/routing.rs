@@ -172,6 +172,7 @@ impl Routes {
                     weight: t.instance.weight,
                     h2c: t.instance.metadata.get(PROTOCOL_KEY).map(String::as_str) == Some("h2c"),
                     stats: Arc::default(),
+                    policy: t.instance.policy,
                 })
             })
             .collect();
@@ -197,7 +198,7 @@ impl Routes {
         }
         let seen = current.len() + recent.len();
         let mass_removal =
-            !recent.is_empty() && balancer.panic(service, current.len(), seen).active;
+            !recent.is_empty() && balancer.panic(view.policy, current.len(), seen).active;
         let mut endpoints = current;
         if mass_removal {
             endpoints.extend(recent.iter().map(|(e, _)| e.clone()));
