@@ -16,7 +16,7 @@
 #   SIDECARS (10) TRIALS (1000) BURST_TRIALS (300; 0 skips the phase) DURATION (300s: the bound
 #   of each phase) GAP (50ms) TIMEOUT (5s) STORE (durable | memory)
 #   SKIP_BUILD (1: use the binaries already in CARGO_TARGET_DIR, e.g. when run under the
-#   build lock)
+#   build lock) SIDECAR_BIN (another waypost-sidecar binary to run, e.g. an older build)
 # Every process it starts listens on 127.0.0.1 and is killed on exit, also on failure; every
 # phase is bounded in count (TRIALS) and time (DURATION, plus `timeout`).
 set -euo pipefail
@@ -34,7 +34,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 control=$target_dir/release/waypost-control
-sidecar=$target_dir/release/waypost-sidecar
+sidecar=${SIDECAR_BIN:-$target_dir/release/waypost-sidecar}
 load=$target_dir/release/waypost-load
 
 if [ "$SKIP_BUILD" != 1 ]; then
@@ -104,6 +104,7 @@ git diff --quiet HEAD -- control-plane data-plane model runtime client-sdk tools
     commit="$commit (with uncommitted changes)"
 echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), \
 $(free -h | awk '/^Mem:/ {print $2}') RAM, $(uname -sr); commit $commit"
+[ -n "${SIDECAR_BIN:-}" ] && echo "Sidecars: $SIDECAR_BIN"
 echo "Control plane ($STORE store) and $SIDECARS sidecars on 127.0.0.1, none pinned; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 phase() { # NAME TRIALS GAP
