@@ -113,7 +113,7 @@ fn row(args: &BenchArgs, tally: &mut Tally, took: Duration, cpu: &CpuUse) -> Str
 }
 
 /// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
+pub(crate) fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
     if sorted.is_empty() {
         return None;
     }

@@ -176,7 +176,8 @@ pub(crate) async fn propagation(args: PropagationArgs) -> Result<(), Error> {
     Ok(())
 }
 
-fn query(name: &str, id: u16) -> Result<Vec<u8>, Error> {
+/// An A query for `name` with message id `id`, encoded.
+pub(crate) fn query(name: &str, id: u16) -> Result<Vec<u8>, Error> {
     let mut m = Message::new(id, MessageType::Query, OpCode::Query);
     m.add_query(Query::query(Name::from_ascii(name)?, RecordType::A));
     Ok(m.to_vec()?)

@@ -1,6 +1,7 @@
-//! `waypost-load`: measures the control plane (issue 2) and the sidecar's DNS (issue 4), so
-//! that the targets in `BENCHMARKS.md` are figures anyone can reproduce with `tools/bench.sh`
-//! and `tools/dns-bench.sh`, not impressions.
+//! `waypost-load`: measures the control plane (issue 2), the sidecar's DNS (issue 4) and how
+//! fast a write reaches every sidecar (issue 15), so that the targets in `BENCHMARKS.md` are
+//! figures anyone can reproduce with `tools/bench.sh`, `tools/dns-bench.sh` and
+//! `tools/propagation-bench.sh`, not impressions.
 //!
 //! Subcommands:
 //! - `seed`: registers 100 services x 10 instances, the data set every read scenario uses.
@@ -14,6 +15,8 @@
 //! - `dns-seed`: registers N services x 2 instances and writes the same names for dnsmasq and
 //!   the query files for dnsperf.
 //! - `propagation`: times register-acknowledged to answered-by-the-sidecar, p50/p99/max.
+//! - `propagated`: times `POST /register?wait=propagated` until every sidecar has applied it,
+//!   against the same registration without the wait (`tools/propagation-bench.sh`).
 //! - `failover`: kills a cluster's leader and times the first write a survivor acknowledges
 //!   (`tools/cluster-bench.sh`).
 //!
@@ -28,6 +31,7 @@ mod dns;
 mod failover;
 mod memory;
 mod procfs;
+mod propagated;
 mod scenario;
 
 use std::{net::SocketAddr, time::Duration};
@@ -80,6 +84,8 @@ enum Command {
     Propagation(dns::PropagationArgs),
     /// Kill a cluster's leader and time the first write acknowledged after it.
     Failover(failover::FailoverArgs),
+    /// Time register-to-all-sidecars-applied (`?wait=propagated`) against a plain register.
+    Propagated(propagated::PropagatedArgs),
 }
 
 #[tokio::main]
@@ -96,6 +102,7 @@ async fn main() -> std::process::ExitCode {
         Command::Backend { listen } => backend::serve(listen).await,
         Command::Propagation(args) => dns::propagation(args).await,
         Command::Failover(args) => failover::run(args).await,
+        Command::Propagated(args) => propagated::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
