@@ -61,6 +61,21 @@ run "${curl[@]}" -X POST "$W/check" "${json[@]}" -d '{"service": "user-service",
 run "${curl[@]}" "$W/discover/user-service"
 run "${curl[@]}" -X POST "$W/check" "${json[@]}" -d '{"service": "user-service", "id": "user-2", "health": "passing"}'
 
+step "Why is an instance in or out? The same filters as /discover, every instance with its reasons"
+run "${curl[@]}" "$W/discover/user-service/explain?tag=v2"
+
+step "Sidecars report themselves (a sidecar does this on its own); writes can wait until they applied them"
+run "${curl[@]}" -X PUT "$W/nodes/node-1" "${json[@]}" -d '{"version": "0.1.0", "dns": ["127.0.0.1:8600"], "http": ["127.0.0.1:8081"], "revision": 0}'
+run "${curl[@]}" "$W/nodes"
+# node-1 reported revision 0 and never more (it is not a real sidecar): the wait times out
+# after 1 s, the write is done all the same, and `propagation` names node-1 as behind.
+run "${curl[@]}" -X POST "$W/register?wait=propagated&timeout=1s" "${json[@]}" -d '{"service": "user-service", "id": "user-3", "host": "127.0.0.1", "port": 8003}'
+run "${curl[@]}" "$W/propagation?revision=1"
+
+step "A protection policy: keep the last set in DNS and proxies when checks or expiry would empty it"
+run "${curl[@]}" -X PUT "$W/services/user-service/policy" "${json[@]}" -d '{"never_empty": true, "min_healthy_percent": 30}'
+run "${curl[@]}" "$W/services"
+
 step "Blocking query: returns when user-service changes after INDEX, or after 2 s"
 line=$(quote "${curl[@]}" -o /dev/null -w '%header{x-waypost-index}' "$W/discover/user-service")
 printf '$ %s\n' "$line"

@@ -13,7 +13,8 @@ run it against a live control plane.
 import sys
 
 from waypost_control_plane_client import Client
-from waypost_control_plane_client.api.discovery import discover, services
+from waypost_control_plane_client.api.discovery import discover, explain, services, set_policy
+from waypost_control_plane_client.api.nodes import list_, propagation, report
 from waypost_control_plane_client.api.registry import deregister, drain, heartbeat, register
 from waypost_control_plane_client.models import (
     DiscoverResponse,
@@ -23,10 +24,14 @@ from waypost_control_plane_client.models import (
     HeartbeatResponse,
     BatchHeartbeatResponse,
     InstanceRef,
+    NodeReport,
+    NodeState,
     Problem,
     RegisterRequest,
     RegisterRequestMetadata,
     RegisterResponse,
+    RegisterWait,
+    ServicePolicy,
 )
 
 
@@ -110,6 +115,36 @@ def main(base_url: str) -> None:
     listing = services.sync(client=client)
     summary = listing.services.additional_properties["py-demo"]
     expect(summary.total_instances == 2 and summary.active_instances == 1, "the services summary")
+
+    # Why py-2 is out of default discovery, with the same filters as /discover.
+    why = explain.sync(client=client, service="py-demo")
+    py2 = next(i for i in why.instances if i.instance.id == "py-2")
+    expect(not py2.included and py2.reasons[0].code == "draining", "explain: py-2 is out, draining")
+
+    # A sidecar reports itself; a write that waits for it times out (it never applies
+    # anything), is done all the same, and names it as behind.
+    reported = report.sync_detailed(
+        node="py-node", client=client, body=NodeReport(version="0.1.0", revision=0, dns=["127.0.0.1:8600"])
+    )
+    expect(reported.status_code == 200 and reported.parsed.state == NodeState.LIVE, "a sidecar reported")
+    expect(any(n.node == "py-node" for n in list_.sync(client=client).nodes), "the sidecars listed")
+    waited = register.sync_detailed(
+        client=client,
+        body=RegisterRequest(service="py-demo", address="127.0.0.1:7003"),
+        wait=RegisterWait.PROPAGATED,
+        timeout="200ms",
+    )
+    behind = waited.parsed.propagation
+    expect(
+        waited.status_code == 201 and not behind.complete and behind.behind[0].node == "py-node",
+        "a write that waits names the sidecar behind",
+    )
+    seen = propagation.sync(client=client, revision=waited.parsed.revision, node=["py-node"])
+    expect(not seen.complete and seen.revision == waited.parsed.revision, "/propagation agrees")
+    kept = set_policy.sync(
+        service="py-demo", client=client, body=ServicePolicy(never_empty=True, min_healthy_percent=30)
+    )
+    expect(kept.policy.never_empty and kept.policy.min_healthy_percent == 30, "a protection policy")
 
     for ref in (InstanceRef(service="py-demo", id=instance_id), InstanceRef(service="py-demo", id="py-2")):
         gone = deregister.sync_detailed(client=client, body=ref)

@@ -9,7 +9,7 @@
 import type { components, paths } from "./generated/waypost.js";
 
 type Schemas = components["schemas"];
-type Op<P extends keyof paths, M extends "get" | "post"> = NonNullable<paths[P][M]>;
+type Op<P extends keyof paths, M extends "get" | "post" | "put"> = NonNullable<paths[P][M]>;
 type Answer<O, S extends number, C extends string = "application/json"> = O extends {
   responses: { [K in S]: { content: { [T in C]: infer B } } };
 }
@@ -21,12 +21,16 @@ type HeartbeatAnswer = Answer<Op<"/heartbeat", "post">, 200>;
 type DiscoverAnswer = Answer<Op<"/discover/{service}", "get">, 200>;
 type ServicesAnswer = Answer<Op<"/services", "get">, 200>;
 type DeregisterAnswer = Answer<Op<"/deregister", "post">, 200>;
+type ExplainAnswer = Answer<Op<"/discover/{service}/explain", "get">, 200>;
+type NodeAnswer = Answer<Op<"/nodes/{node}", "put">, 200>;
+type NodesAnswer = Answer<Op<"/nodes", "get">, 200>;
+type PropagationAnswer = Answer<Op<"/propagation", "get">, 200>;
 type NotFound = Answer<Op<"/deregister", "post">, 404, "application/problem+json">;
 type DiscoverQuery = NonNullable<Op<"/discover/{service}", "get">["parameters"]["query"]>;
 
 const base = process.argv[2] ?? "http://127.0.0.1:9000";
 
-async function call<T>(method: "GET" | "POST", path: string, body?: unknown): Promise<[number, T]> {
+async function call<T>(method: "GET" | "POST" | "PUT", path: string, body?: unknown): Promise<[number, T]> {
   const init: RequestInit = { method, headers: { "content-type": "application/json" } };
   if (body !== undefined) init.body = JSON.stringify(body);
   const response = await fetch(base + path, init);
@@ -82,6 +86,23 @@ expect(other.count === 0, "no instance in zone b");
 
 const [, listing] = await call<ServicesAnswer>("GET", "/services");
 expect(listing.services["ts-demo"]?.active_instances === 1, "the services summary");
+
+const [, why] = await call<ExplainAnswer>("GET", `/discover/ts-demo/explain${query({ tag: ["us"] })}`);
+expect(
+  why.included === 0 && why.instances[0]?.reasons[0]?.code === "tag_mismatch",
+  "explain: out, for the tag it lacks",
+);
+
+const sidecar: Schemas["NodeReport"] = { version: "0.1.0", revision: 0, dns: ["127.0.0.1:8600"] };
+const [reportStatus, node] = await call<NodeAnswer>("PUT", "/nodes/ts-node", sidecar);
+expect(reportStatus === 200 && node.state === "live", "a sidecar reported");
+const [, nodes] = await call<NodesAnswer>("GET", "/nodes");
+expect(nodes.nodes.some((n) => n.node === "ts-node"), "the sidecars listed");
+const [, seen] = await call<PropagationAnswer>(
+  "GET",
+  `/propagation?revision=${registered.revision}&node=ts-node`,
+);
+expect(!seen.complete && seen.behind[0]?.node === "ts-node", "ts-node has not applied the registration");
 
 const ref: Schemas["InstanceRef"] = { service: "ts-demo", id: registered.instance.id };
 const [goneStatus, gone] = await call<DeregisterAnswer>("POST", "/deregister", ref);

@@ -178,7 +178,7 @@ fn write_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(drain::drain))
         .routes(routes!(check::check))
         .routes(routes!(nodes::report))
-        .routes(routes!(policy::put, policy::delete))
+        .routes(routes!(policy::set_policy, policy::delete_policy))
 }
 
 /// Everything else.
@@ -188,7 +188,7 @@ fn read_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(discover::explain))
         .routes(routes!(services::services))
         .routes(routes!(nodes::list))
-        .routes(routes!(policy::get))
+        .routes(routes!(policy::get_policy))
         .routes(routes!(nodes::propagation))
         .routes(routes!(watch::watch))
         .routes(routes!(ops::health))

@@ -94,7 +94,7 @@ async fn set(
         WriteErrors,
     )
 )]
-pub(crate) async fn put(
+pub(crate) async fn set_policy(
     State(app): State<AppState>,
     caller: Caller,
     PathParam(service): PathParam<String>,
@@ -117,7 +117,7 @@ pub(crate) async fn put(
         WriteErrors,
     )
 )]
-pub(crate) async fn delete(
+pub(crate) async fn delete_policy(
     State(app): State<AppState>,
     caller: Caller,
     PathParam(service): PathParam<String>,
@@ -139,7 +139,7 @@ pub(crate) async fn delete(
         ReadErrors,
     )
 )]
-pub(crate) async fn get(
+pub(crate) async fn get_policy(
     State(app): State<AppState>,
     PathParam(service): PathParam<String>,
 ) -> Result<axum::Json<PolicyResponse>, ApiError> {
