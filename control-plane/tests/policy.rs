@@ -48,6 +48,8 @@ async fn a_policy_is_checked_carried_by_every_instance_and_kept() {
         get(&cp, "/services").await.body["services"]["web"]["policy"]["min_healthy_percent"],
         30
     );
+    let explained = get(&cp, "/discover/web/explain").await.body;
+    assert_eq!(explained["policy"]["never_empty"], true, "{explained}");
 
     // Out of range, a bad name, a wrong type: refused, nothing changed.
     put(&cp, "web", json!({"min_healthy_percent": 101}), None)

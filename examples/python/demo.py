@@ -13,7 +13,14 @@ run it against a live control plane.
 import sys
 
 from waypost_control_plane_client import Client
-from waypost_control_plane_client.api.discovery import discover, explain, services, set_policy
+from waypost_control_plane_client.api.discovery import (
+    delete_policy,
+    discover,
+    explain,
+    get_policy,
+    services,
+    set_policy,
+)
 from waypost_control_plane_client.api.nodes import list_, propagation, report
 from waypost_control_plane_client.api.registry import deregister, drain, heartbeat, register
 from waypost_control_plane_client.models import (
@@ -145,6 +152,10 @@ def main(base_url: str) -> None:
         service="py-demo", client=client, body=ServicePolicy(never_empty=True, min_healthy_percent=30)
     )
     expect(kept.policy.never_empty and kept.policy.min_healthy_percent == 30, "a protection policy")
+    read = get_policy.sync(service="py-demo", client=client)
+    expect(read.policy.never_empty, "the policy read back")
+    dropped = delete_policy.sync(service="py-demo", client=client)
+    expect(not dropped.policy, "the policy removed")
 
     for ref in (InstanceRef(service="py-demo", id=instance_id), InstanceRef(service="py-demo", id="py-2")):
         gone = deregister.sync_detailed(client=client, body=ref)

@@ -65,6 +65,30 @@ pub struct ExplainedInstance {
 /// `GET /discover/{service}/explain`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({
+    "service": "web", "revision": 42, "included": 1, "self_preservation_active": false,
+    "policy": {"never_empty": true}, "removed_kept_seconds": 600,
+    "instances": [
+        {"included": true, "registered": true, "reasons": [], "instance": {
+            "id": "web-1", "service": "web", "address": "10.0.0.7:8001", "host": "10.0.0.7",
+            "port": 8001, "tags": ["v2"], "metadata": {}, "weight": 1, "status": "up",
+            "ttl_seconds": 30, "registered_at": "2026-11-22T10:00:00.000Z", "revision": 40}},
+        {"included": false, "registered": true, "reasons": [{"code": "critical", "excludes": true,
+            "detail": "check critical: GET /healthz: 503", "since": "2026-11-22T10:05:00.000Z"}],
+         "instance": {
+            "id": "web-2", "service": "web", "address": "10.0.0.8:8001", "host": "10.0.0.8",
+            "port": 8001, "tags": ["v2"], "metadata": {}, "weight": 1, "status": "up",
+            "ttl_seconds": 30, "health": "critical", "health_output": "GET /healthz: 503",
+            "health_since": "2026-11-22T10:05:00.000Z", "registered_at": "2026-11-22T10:00:00.000Z",
+            "revision": 42}},
+        {"included": false, "registered": false, "reasons": [{"code": "expired", "excludes": true,
+            "detail": "no heartbeat within its TTL of 30 s", "since": "2026-11-22T10:03:00.000Z"}],
+         "instance": {
+            "id": "web-3", "service": "web", "address": "10.0.0.9:8001", "host": "10.0.0.9",
+            "port": 8001, "tags": [], "metadata": {}, "weight": 1, "status": "up",
+            "ttl_seconds": 30, "registered_at": "2026-11-22T09:00:00.000Z", "revision": 12}}
+    ]
+})))]
 pub struct ExplainResponse {
     /// The service.
     pub service: String,
@@ -74,6 +98,9 @@ pub struct ExplainResponse {
     pub included: usize,
     /// Self-preservation holds expiry now.
     pub self_preservation_active: bool,
+    /// The service's protection policy, when an operator set one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::ServicePolicy>,
     /// How long removed instances are kept for this answer, in seconds.
     pub removed_kept_seconds: u64,
     /// The instances registered, by id, then those removed, newest first.

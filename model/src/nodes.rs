@@ -127,6 +127,11 @@ pub enum NodeState {
 /// One sidecar in `GET /nodes`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({
+    "node": "node-1", "state": "live", "last_contact_ms": 0, "lag_revisions": 0, "lag_ms": 0,
+    "version": "0.1.0", "dns": ["127.0.0.1:8600"], "http": ["127.0.0.1:8081"], "tcp": [],
+    "admin": "127.0.0.1:9100", "epoch": "9f3c2a61d0b4e817", "revision": 42, "stale": false
+})))]
 pub struct NodeStatus {
     /// Its node name.
     pub node: String,
@@ -149,6 +154,17 @@ pub struct NodeStatus {
 /// `GET /nodes`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({
+    "head": 42, "count": 2, "nodes": [
+        {"node": "node-1", "state": "live", "last_contact_ms": 840, "lag_revisions": 0,
+         "lag_ms": 0, "version": "0.1.0", "dns": ["127.0.0.1:8600"], "http": ["127.0.0.1:8081"],
+         "tcp": [], "admin": "127.0.0.1:9100", "epoch": "9f3c2a61d0b4e817", "revision": 42,
+         "stale": false},
+        {"node": "node-2", "state": "lost", "last_contact_ms": 61000, "lag_revisions": 7,
+         "lag_ms": 58000, "version": "0.1.0", "dns": ["127.0.0.1:8600"], "http": [], "tcp": [],
+         "epoch": "9f3c2a61d0b4e817", "revision": 35, "stale": true}
+    ]
+})))]
 pub struct NodesResponse {
     /// The revision this control plane has applied.
     pub head: Revision,

@@ -49,6 +49,9 @@ impl ServicePolicy {
 /// The answer to `PUT` and `DELETE /services/{service}/policy`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({
+    "service": "web", "policy": {"min_healthy_percent": 30, "never_empty": true}, "revision": 44
+})))]
 pub struct PolicyResponse {
     /// The service.
     pub service: String,

@@ -73,6 +73,7 @@ impl Registry {
             revision: inner.head,
             included,
             self_preservation_active: inner.preservation.active(),
+            policy: inner.policies.get(service).copied(),
             removed_kept_seconds: super::departures::KEPT_FOR.as_secs(),
             instances,
         }
