@@ -14,7 +14,7 @@ use std::{
 
 use futures_util::StreamExt;
 use tokio::{sync::watch, task::JoinHandle};
-use waypost_model::{Instance, ServicePolicy, Status};
+use waypost_model::{Instance, ServicePolicy};
 
 use crate::{Client, ServiceSet};
 
@@ -99,12 +99,11 @@ impl Cached {
             up = before
                 .up
                 .iter()
-                .filter(
-                    |kept| match set.instances.iter().find(|i| i.id == kept.id) {
-                        Some(now) => now.status != Status::Draining,
-                        None => !set.deregistered.iter().any(|d| d == kept.id.as_str()),
-                    },
-                )
+                .filter(|kept| {
+                    let now = set.instances.iter().find(|i| i.id == kept.id);
+                    let gone = set.deregistered.iter().any(|d| d == kept.id.as_str());
+                    ServicePolicy::keeps(now.map(|i| &**i), gone)
+                })
                 .cloned()
                 .collect();
             protected = !up.is_empty();

@@ -13,7 +13,7 @@ use std::{
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
-use waypost_model::{ChangeReason, Instance, Revision, ServicePolicy, Status, WatchEvent};
+use waypost_model::{ChangeReason, Instance, Revision, ServicePolicy, WatchEvent};
 
 use crate::dns::records::{RecordBuilder, ServiceRecords, Up};
 
@@ -317,10 +317,11 @@ impl Mirror {
                     .iter()
                     .filter(|t| {
                         let id = t.instance.id.as_str();
-                        match instances.and_then(|m| m.get(id)) {
-                            Some(now) => now.status != Status::Draining,
-                            None => !gone.is_some_and(|g| g.contains(id)),
-                        }
+                        let now = instances.and_then(|m| m.get(id));
+                        ServicePolicy::keeps(
+                            now.map(|i| &**i),
+                            gone.is_some_and(|g| g.contains(id)),
+                        )
                     })
                     .cloned()
                     .collect();

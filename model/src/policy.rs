@@ -40,6 +40,16 @@ impl ServicePolicy {
         }
     }
 
+    /// Whether `never_empty` keeps an instance of the last non-empty set: `now` is the
+    /// instance as the registry has it now (absent: it left), `deregistered` whether it left
+    /// by a deregistration. A drain or a deregistration is meant, and is not undone.
+    pub fn keeps(now: Option<&crate::Instance>, deregistered: bool) -> bool {
+        match now {
+            Some(instance) => instance.status != crate::Status::Draining,
+            None => !deregistered,
+        }
+    }
+
     /// The panic threshold as a share, if the policy sets one.
     pub fn panic_threshold(&self) -> Option<f64> {
         self.min_healthy_percent.map(|p| f64::from(p) / 100.0)

@@ -383,27 +383,9 @@ impl Registry {
             })
             .unwrap_or_default();
         for found in stale {
-            let revision = inner.head + 1;
             let mut changed = Instance::clone(&found.instance);
             changed.policy = policy;
-            changed.revision = revision;
-            let changed = Arc::new(changed);
-            let mut entry = Entry::new(
-                changed.clone(),
-                found.registered,
-                found.deadline,
-                found.queued,
-            );
-            entry.held = found.held;
-            entry.touched = found.touched;
-            inner.state.insert(entry, revision);
-            self.record(
-                inner,
-                ChangeKind::Upsert {
-                    reason: ChangeReason::Updated,
-                    instance: changed,
-                },
-            );
+            self.store_changed(inner, &found, changed, ChangeReason::Updated);
         }
         Reply::PolicySet {
             revision: inner.head,
@@ -432,6 +414,20 @@ impl Registry {
                 instance: found.instance.clone(),
             };
         }
+        let found = found.clone();
+        let instance = self.store_changed(inner, &found, changed, reason);
+        Reply::Amended { instance }
+    }
+
+    /// Stores `changed`, a new copy of `found`'s instance, with the next revision: the entry
+    /// keeps its registration time, deadline, queue entry and hold.
+    fn store_changed(
+        &self,
+        inner: &mut Inner,
+        found: &Entry,
+        mut changed: Instance,
+        reason: ChangeReason,
+    ) -> Arc<Instance> {
         let revision = inner.head + 1;
         changed.revision = revision;
         let changed = Arc::new(changed);
@@ -451,7 +447,7 @@ impl Registry {
                 instance: changed.clone(),
             },
         );
-        Reply::Amended { instance: changed }
+        changed
     }
 }
 
