@@ -197,8 +197,8 @@ impl Metrics {
             );
             r.register(
                 "propagation_waits",
-                "Writes and /propagation queries that waited for sidecars, by outcome \
-                 (complete: all applied; timeout: some still behind)",
+                "Writes sent with ?wait=propagated, by outcome (complete: every sidecar waited \
+                 for applied them; timeout: some were still behind)",
                 m.propagation_waits.clone(),
             );
             r.register(
