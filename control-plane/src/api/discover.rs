@@ -120,13 +120,7 @@ pub(super) fn parse(
     service: &str,
     pairs: Vec<(String, String)>,
 ) -> Result<(ServiceName, Filter, Blocking), ApiError> {
-    let name = ServiceName::new(service).map_err(|e| {
-        ApiError::from(waypost_model::FieldError {
-            code: waypost_model::ErrorCode::InvalidServiceName,
-            field: "service".into(),
-            message: format!("{service:?} is not a valid service name: it {e}"),
-        })
-    })?;
+    let name = path_service(service)?;
     let mut filter = Filter {
         healthy_only: true,
         ..Filter::default()
@@ -212,4 +206,15 @@ pub(crate) async fn explain(
     let answer = app.registry.explain(name.as_str(), &filter);
     let headers = [(INDEX_HEADER.clone(), index_value(answer.revision))];
     Ok((headers, axum::Json(answer)).into_response())
+}
+
+/// A service name given in a path, or 400 `invalid_service_name` naming the field `service`.
+pub(super) fn path_service(service: &str) -> Result<ServiceName, ApiError> {
+    ServiceName::new(service).map_err(|e| {
+        ApiError::from(waypost_model::FieldError {
+            code: waypost_model::ErrorCode::InvalidServiceName,
+            field: "service".into(),
+            message: format!("{service:?} is not a valid service name: it {e}"),
+        })
+    })
 }

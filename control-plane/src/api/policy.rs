@@ -5,11 +5,12 @@ use utoipa::{
     IntoParams,
     openapi::path::{Parameter, ParameterIn},
 };
-use waypost_model::{PolicyResponse, ServiceName, ServicePolicy, schema};
+use waypost_model::{PolicyResponse, ServicePolicy, schema};
 
 use super::{
     AppState,
     auth::forbidden,
+    discover::path_service,
     error::ApiError,
     extract::{Json, PathParam},
     params::param,
@@ -34,16 +35,6 @@ impl IntoParams for ServicePath {
     }
 }
 
-fn service_name(service: &str) -> Result<ServiceName, ApiError> {
-    ServiceName::new(service).map_err(|e| {
-        ApiError::from(waypost_model::FieldError {
-            code: waypost_model::ErrorCode::InvalidServiceName,
-            field: "service".into(),
-            message: format!("{service:?} is not a valid service name: it {e}"),
-        })
-    })
-}
-
 async fn set(
     app: &AppState,
     caller: &Caller,
@@ -53,7 +44,7 @@ async fn set(
     caller
         .may_set_policy()
         .map_err(|denied| forbidden(app, denied))?;
-    let name = service_name(service)?;
+    let name = path_service(service)?;
     if let Some(p) = &policy {
         p.validate()?;
     }
@@ -143,7 +134,7 @@ pub(crate) async fn get_policy(
     State(app): State<AppState>,
     PathParam(service): PathParam<String>,
 ) -> Result<axum::Json<PolicyResponse>, ApiError> {
-    let name = service_name(&service)?;
+    let name = path_service(&service)?;
     Ok(axum::Json(PolicyResponse {
         service: name.as_str().to_owned(),
         policy: app.registry.policy(name.as_str()),

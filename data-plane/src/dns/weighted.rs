@@ -5,7 +5,7 @@
 //! draws the order, without looking instances up.
 
 use hickory_proto::rr::Record;
-use rand::Rng;
+use rand::{Rng, seq::SliceRandom};
 
 /// Records with the weight each one is answered by, in the order they were built.
 #[derive(Debug, Default, Clone)]
@@ -14,6 +14,9 @@ pub struct WeightedRecords {
     // for callers that do not care about weights.
     records: Vec<Record>,
     weights: Vec<f64>,
+    /// Some weights differ. Most services give every instance the same weight, and then a
+    /// uniform shuffle is the same law as the race below, without a logarithm and a sort.
+    uneven: bool,
 }
 
 impl WeightedRecords {
@@ -26,6 +29,7 @@ impl WeightedRecords {
 
     /// Adds `record` with `weight` (a record of weight 0 or less comes after all others).
     pub fn push(&mut self, record: Record, weight: f64) {
+        self.uneven |= self.weights.first().is_some_and(|first| *first != weight);
         self.records.push(record);
         self.weights.push(weight);
     }
@@ -59,6 +63,11 @@ impl WeightedRecords {
     pub fn weighted_order<R: Rng + ?Sized>(&self, rng: &mut R) -> Vec<Record> {
         if self.records.len() < 2 {
             return self.records.clone();
+        }
+        if !self.uneven {
+            let mut order = self.records.clone();
+            order.shuffle(rng);
+            return order;
         }
         let mut keyed: Vec<(f64, usize)> = self
             .weights
