@@ -2,7 +2,7 @@
 # Every check and test of the workspace. Needs cargo; the OpenAPI validation and the generated
 # clients need a Python with openapi-spec-validator and openapi-python-client (WAYPOST_PYTHON,
 # default .venv/bin/python), the conformance check schemathesis in the same Python, the
-# TypeScript client needs node and npm, the docs check needs chromium, and the fuzz smoke run
+# TypeScript client needs node and npm, the docs and dashboard checks need chromium (and npm), and the fuzz smoke run
 # cargo-fuzz: .ci/run installs them. Outside CI, a missing one is skipped with a note.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,6 +54,15 @@ elif [ -n "$required" ]; then
   echo "chromium is missing" >&2; exit 1
 else
   echo "== (skipped: no chromium for the docs check)"
+fi
+
+if { command -v chromium >/dev/null || command -v chromium-browser >/dev/null; } && command -v npm >/dev/null; then
+  step "dashboard in chromium (playwright-core)"
+  bash tools/ui-check.sh target/debug/waypost-control
+elif [ -n "$required" ]; then
+  echo "chromium or npm is missing" >&2; exit 1
+else
+  echo "== (skipped: no chromium or npm for the dashboard check)"
 fi
 
 if [ -x "$py" ] && "$py" -c 'import openapi_python_client' 2>/dev/null && command -v npm >/dev/null; then

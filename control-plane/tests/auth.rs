@@ -333,3 +333,42 @@ async fn a_sidecar_token_reports_and_checks_but_cannot_change_what_passes() {
     let said = (reason["code"].as_str(), reason["by"].as_str());
     assert_eq!(said, (Some("deregistered"), Some("sidecar-2")), "{body}");
 }
+
+/// The dashboard's files are public like `/docs` (the page asks for a token for its API
+/// calls), served with a policy that allows only themselves; an unknown file is a problem.
+#[tokio::test]
+async fn the_dashboard_files_are_public_and_locked_down() {
+    let cp = with_tokens().await;
+    for (path, kind, needle) in [
+        ("/ui/", "text/html", "/ui/app.js"),
+        ("/ui/app.js", "text/javascript", "/watch"),
+        ("/ui/app.css", "text/css", "prefers-color-scheme"),
+    ] {
+        let (status, body, headers) = send(&cp, None, path, None).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        let content_type = headers["content-type"].to_str().unwrap();
+        assert!(content_type.starts_with(kind), "{path}: {content_type}");
+        assert!(body.as_str().unwrap().contains(needle), "{path}");
+        let policy = headers["content-security-policy"].to_str().unwrap();
+        assert!(policy.contains("script-src 'self'"), "{policy}");
+        assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+        assert!(
+            !body.as_str().unwrap().contains("https://"),
+            "{path} links outside"
+        );
+    }
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let bare = no_redirects.get(cp.at("/ui")).send().await.unwrap();
+    assert_eq!(bare.status(), 308);
+    assert_eq!(bare.headers()["location"], "/ui/");
+    refused(
+        &send(&cp, None, "/ui/secrets.txt", None).await,
+        404,
+        "route_not_found",
+    );
+    // The API the page calls still needs a token.
+    refused(&send(&cp, None, "/watch", None).await, 401, "unauthorized");
+}

@@ -88,6 +88,10 @@ async fn explain_says_why_each_instance_is_in_or_out() {
     assert_eq!(body["included"], 1);
     assert_eq!(find(body, "ok")["included"], true);
     assert_eq!(codes(find(body, "ok")), (vec![], vec![]));
+    // What is left of the TTL of 600 s: some, and never more than the TTL.
+    let left = find(body, "ok")["expires_in_ms"].as_u64().unwrap();
+    assert!(left > 0 && left <= 600_000, "{left}");
+    assert!(find(body, "gone").get("expires_in_ms").is_none());
 
     let d = find(body, "drained");
     assert_eq!(

@@ -60,6 +60,12 @@ pub struct ExplainedInstance {
     pub reasons: Vec<Reason>,
     /// The instance as stored (as it was when it left, for a removed one).
     pub instance: Instance,
+    /// Milliseconds left before the instance expires without another heartbeat, counted by
+    /// the member that answered (absent for a removed instance; 0 when overdue). The
+    /// leader's count is the one that expires instances; a follower counts only from the
+    /// registration and the heartbeats it received itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_ms: Option<u64>,
 }
 
 /// `GET /discover/{service}/explain`.

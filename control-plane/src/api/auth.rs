@@ -15,7 +15,8 @@ use waypost_model::ErrorCode;
 use super::{AppState, error::ApiError};
 use crate::auth::Caller;
 
-/// Routes anyone may call: a load balancer's health probe and the API's own description.
+/// Routes anyone may call: a load balancer's health probe, the API's own description and the
+/// dashboard's static files (its API calls carry the token the user gives it).
 const PUBLIC: &[&str] = &[
     "/health",
     "/ready",
@@ -23,6 +24,9 @@ const PUBLIC: &[&str] = &[
     "/docs",
     "/docs/",
     "/docs/{*rest}",
+    "/ui",
+    "/ui/",
+    "/ui/{file}",
 ];
 
 /// The middleware: authenticates the request and leaves its [`Caller`] for the handlers.

@@ -20,6 +20,7 @@ mod policy;
 mod register;
 mod responses;
 mod services;
+mod ui;
 mod watch;
 
 use std::{
@@ -127,10 +128,11 @@ deregister; anyone discovers, lists and watches. Errors are RFC 9457 problem+jso
 operation that may need one lists the `bearer` scheme beside the empty requirement: with \
 authorization off, send no `Authorization` header (the docs UI shows lock icons all the same); \
 with tokens configured, send `Authorization: Bearer <token>`, or get 401 `unauthorized`. \
-`/health`, `/ready`, `/openapi.json` and `/docs` never need one.",
+`/health`, `/ready`, `/openapi.json`, `/docs` and the dashboard's files under `/ui/` never \
+need one.",
         license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0"),
     ),
-    paths(docs::docs_page),
+    paths(docs::docs_page, ui::ui_page),
     modifiers(&BearerScheme),
     // Named by the watch stream's events (`WatchMessage.data`) rather than by a body.
     components(schemas(waypost_model::WatchEvent)),
@@ -233,6 +235,7 @@ pub fn router(state: AppState) -> Router {
     let mut router = api
         .merge(cluster::peer_routes())
         .merge(docs::swagger_ui())
+        .merge(ui::routes())
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));

@@ -12,6 +12,7 @@ impl Registry {
     /// Every instance of `service` with whether `filter` keeps it, and why not.
     pub fn explain(&self, service: &str, filter: &Filter) -> ExplainResponse {
         let now = Timestamp::now();
+        let instant = std::time::Instant::now();
         let inner = self.lock();
         let mut instances: Vec<ExplainedInstance> = inner
             .state
@@ -38,6 +39,9 @@ impl Registry {
                             registered: true,
                             reasons,
                             instance: (*e.instance).clone(),
+                            expires_in_ms: Some(millis(
+                                e.deadline.saturating_duration_since(instant),
+                            )),
                         }
                     })
                     .collect()
@@ -66,6 +70,7 @@ impl Registry {
                     by: d.by.clone(),
                 }],
                 instance: (*d.instance).clone(),
+                expires_in_ms: None,
             }
         }));
         ExplainResponse {
@@ -145,4 +150,8 @@ fn reasons(i: &Instance, filter: &Filter) -> Vec<Reason> {
         }
     }
     out
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
