@@ -2,8 +2,9 @@
 # Every check and test of the workspace. Needs cargo; the OpenAPI validation and the generated
 # clients need a Python with openapi-spec-validator and openapi-python-client (WAYPOST_PYTHON,
 # default .venv/bin/python), the conformance check schemathesis in the same Python, the
-# TypeScript client needs node and npm, the docs and dashboard checks need chromium (and npm), and the fuzz smoke run
-# cargo-fuzz: .ci/run installs them. Outside CI, a missing one is skipped with a note.
+# TypeScript client needs node and npm, the docs and dashboard checks need chromium (and npm),
+# the fuzz smoke run cargo-fuzz, and the deploy check systemd-analyze and kubernetes-validate
+# (in the same Python): .ci/run installs them. Outside CI, a missing one is skipped with a note.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 required=${CI:-}
@@ -91,6 +92,9 @@ elif [ -n "$required" ]; then
 else
   echo "== (skipped: no cargo-fuzz for the fuzz smoke run)"
 fi
+
+step "deploy files (env variables, systemd-analyze verify, kubernetes-validate)"
+bash tools/deploy-check.sh target/debug
 
 step "curl walkthrough"
 bash tools/walkthrough-check.sh target/debug/waypost-control
