@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The dashboard in a real browser: starts two in-memory control planes (one open, one with a
-# read and an operator token) and runs tools/ui-test/ui.test.mjs against them in the system's
+# The dashboard in a real browser: starts three in-memory control planes (one open, one with a
+# read and an operator token, one that holds expiry from the first overdue instance) and runs tools/ui-test/ui.test.mjs against them in the system's
 # Chromium through playwright-core, which drives a browser but downloads none. Screenshots go to
 # target/ui-screenshots (the README's picture is one of them, copied by hand).
 # Usage: tools/ui-check.sh [path/to/waypost-control]
@@ -11,9 +11,9 @@ export CHROMIUM=${CHROMIUM:-$(command -v chromium || command -v chromium-browser
 . tools/lib.sh
 
 work=$(mktemp -d)
-open_pid=""
+pids=()
 cleanup() {
-  [ -n "$open_pid" ] && kill "$open_pid" 2>/dev/null || true
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   stop_control_plane
   rm -rf "$work"
 }
@@ -33,15 +33,17 @@ sha256 = "$(echo "$operator_token" | "$bin" hash-token)"
 role = "operator"
 TOML
 
+# lib.sh tracks one control plane; the first two are stopped here.
 start_control_plane "$bin"
-open_addr=$CP_ADDR open_pid=$CP_PID open_log=$CP_LOG
-CP_PID="" CP_LOG=""
+open_addr=$CP_ADDR pids=("$CP_PID") logs=("$CP_LOG")
+start_control_plane "$bin" --self-preservation-min 1
+held_addr=$CP_ADDR pids+=("$CP_PID") logs+=("$CP_LOG")
 start_control_plane "$bin" --config "$work/control.toml"
 secured_addr=$CP_ADDR
-rm -f "$open_log"
+rm -f "${logs[@]}"
 
 (
   cd tools/ui-test
   npm ci --no-audit --no-fund --loglevel=error
-  node ui.test.mjs "$open_addr" "$secured_addr" "$read_token" "$operator_token" ../../target/ui-screenshots
+  node ui.test.mjs "$open_addr" "$secured_addr" "$held_addr" "$read_token" "$operator_token" ../../target/ui-screenshots
 )

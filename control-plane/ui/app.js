@@ -267,7 +267,7 @@ function h(tag, attrs, ...children) {
     if (name.startsWith("on")) el.addEventListener(name.slice(2), value);
     else el.setAttribute(name, value === true ? "" : String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     el.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -445,10 +445,14 @@ function servicePage(r) {
   const now = Date.now();
   const rows = instances.map((instance) => {
     const e = explained.get(instance.id);
-    const heartbeat = e && e.expires_in_ms !== undefined
-      ? `${ago(instance.ttl_seconds * 1000 - e.expires_in_ms)} ago (expires in ${ago(e.expires_in_ms)})`
-      : h("span", { class: "muted" }, "…");
+    // Overdue: the deadline passed, and when the last heartbeat came is no longer known here.
+    const heartbeat = !e || e.expires_in_ms === undefined
+      ? h("span", { class: "muted" }, "…")
+      : e.expires_in_ms === 0
+        ? `overdue (TTL ${ago(instance.ttl_seconds * 1000)})`
+        : `${ago(instance.ttl_seconds * 1000 - e.expires_in_ms)} ago (expires in ${ago(e.expires_in_ms)})`;
     const reasons = e ? e.reasons.filter((x) => x.excludes) : [];
+    const held = e && e.reasons.some((x) => x.code === "held_by_self_preservation");
     return [
       h("span", { class: "mono" }, instance.id),
       h("span", { class: "mono" }, instance.address),
@@ -465,7 +469,7 @@ function servicePage(r) {
       [badge(instance.status === "draining" ? "warn" : "ok", instance.status),
         reasons.length ? h("span", { class: "output" }, reasons.map((x) => x.detail).join("; ")) : null],
       ago(now - Date.parse(instance.registered_at)),
-      heartbeat,
+      [heartbeat, held ? [" ", badge("warn", "held by self-preservation")] : null],
       h("div", { class: "actions" },
         instance.status === "draining"
           ? h("button", { type: "button", class: "secondary", "data-key": `undrain:${instance.id}`,

@@ -1,17 +1,18 @@
 // Drives the dashboard in a real Chromium (the system's, through playwright-core) against real
 // control planes that tools/ui-check.sh started, and saves screenshots.
 //
-// Usage: node ui.test.mjs OPEN_ADDR TOKENS_ADDR READ_TOKEN OPERATOR_TOKEN SCREENSHOT_DIR
-// OPEN_ADDR runs without authorization, TOKENS_ADDR with a read and an operator token.
+// Usage: node ui.test.mjs OPEN_ADDR TOKENS_ADDR HELD_ADDR READ_TOKEN OPERATOR_TOKEN SCREENSHOT_DIR
+// OPEN_ADDR runs without authorization, TOKENS_ADDR with a read and an operator token, HELD_ADDR
+// with self-preservation from the first expiry (--self-preservation-min 1).
 // Every wait is on a condition with a deadline (Playwright's expectations poll the page).
 
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { chromium } from "playwright-core";
 
-const [open, secured, readToken, operatorToken, shots] = process.argv.slice(2);
+const [open, secured, heldAddr, readToken, operatorToken, shots] = process.argv.slice(2);
 if (!shots) {
-  console.error("usage: node ui.test.mjs OPEN_ADDR TOKENS_ADDR READ_TOKEN OPERATOR_TOKEN SCREENSHOT_DIR");
+  console.error("usage: node ui.test.mjs OPEN_ADDR TOKENS_ADDR HELD_ADDR READ_TOKEN OPERATOR_TOKEN SCREENSHOT_DIR");
   process.exit(2);
 }
 mkdirSync(shots, { recursive: true });
@@ -172,6 +173,19 @@ try {
 
   await step("the page raised no script errors", async () => {
     assert.deepEqual(pageErrors.map(String), []);
+  });
+
+  await step("self-preservation shows a banner, and the held instances say so", async () => {
+    // TTLs of 1 s and no heartbeats: all four are overdue at once, and expiry is held.
+    for (const port of [7101, 7102, 7103, 7104]) {
+      await call(heldAddr, "POST", "/register", { service: "batch", address: `127.0.0.1:${port}`, ttl_seconds: 1 });
+    }
+    const held = await context.newPage();
+    await held.goto(`http://${heldAddr}/ui/#/services/batch`);
+    await held.getByText("Self-preservation is on.").waitFor({ timeout: DEADLINE });
+    await held.getByText("held by self-preservation").first().waitFor({ timeout: DEADLINE });
+    await held.screenshot({ path: `${shots}/self-preservation.png`, fullPage: true });
+    await held.close();
   });
 
   // With authorization on.
