@@ -429,7 +429,13 @@ async fn membership_changes_through_a_follower_reach_the_leader_with_the_token()
     let removed = retried("remove it", || client.remove_member(member.id)).await;
     assert_eq!(removed.members.len(), 3, "{removed:?}");
     // Without the token the leader refuses, whoever is asked.
-    let anonymous = Client::builder().endpoint(&c.urls[follower]).build().unwrap();
+    let anonymous = Client::builder()
+        .endpoint(&c.urls[follower])
+        .build()
+        .unwrap();
     let err = anonymous.cluster_status().await.unwrap_err();
-    assert_eq!(err.code(), Some(waypost_client::model::ErrorCode::Unauthorized));
+    assert_eq!(
+        err.code(),
+        Some(waypost_client::model::ErrorCode::Unauthorized)
+    );
 }
