@@ -26,11 +26,12 @@ pub(crate) enum Command {
     /// The instances of a service that take work, or all of them with --all
     /// (GET /discover/{service}).
     Discover(discover::Discover),
-    /// Why each instance of a service is or is not in `discover`'s answer, with the same
-    /// filters (GET /discover/{service}/explain).
+    /// Why each instance is or is not in `discover`'s answer (GET /discover/{service}/explain).
     Explain(discover::Discover),
-    /// Register an instance once (POST /register). Nothing heartbeats it afterwards: it
-    /// expires after its TTL unless `waypost heartbeat` (or the service itself) renews it.
+    /// Register an instance once (POST /register).
+    ///
+    /// Nothing heartbeats it afterwards: it expires after its TTL (--ttl) unless
+    /// `waypost heartbeat` (or the service itself) renews it.
     Register(instance::Register),
     /// Remove an instance now (POST /deregister).
     Deregister(instance::Deregister),
