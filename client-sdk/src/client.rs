@@ -6,8 +6,8 @@ use tokio::sync::mpsc;
 use url::Url;
 use waypost_model::{
     BatchHeartbeatResponse, CheckReport, CheckResponse, DeregisterResponse, DiscoverResponse,
-    DrainRequest, DrainResponse, HeartbeatAnswer, HeartbeatRequest, HeartbeatResponse, InstanceRef,
-    RegisterRequest, RegisterResponse, ServicesResponse,
+    DrainRequest, DrainResponse, ExplainResponse, HeartbeatAnswer, HeartbeatRequest,
+    HeartbeatResponse, InstanceRef, RegisterRequest, RegisterResponse, ServicesResponse,
 };
 
 use crate::{
@@ -418,6 +418,37 @@ impl Client {
         self.inner
             .transport
             .call::<_, ()>(Method::GET, &["discover", service], &filter.query(), None)
+            .await
+    }
+
+    /// Why `/discover` with `filter` returns each instance of a service or not: every
+    /// instance the control plane knows, those that left in the last minutes included, each
+    /// with its reasons (`GET /discover/{service}/explain`).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), waypost_client::Error> {
+    /// # let cp = waypost_control::testkit::TestControlPlane::in_memory(|_| {}).await;
+    /// use waypost_client::{Client, Filter, model::{InstanceRef, ReasonCode, RegisterRequest}};
+    ///
+    /// let client = Client::new(&cp.url)?;
+    /// client.register_once(&RegisterRequest::new("web", "127.0.0.1:8001")).await?;
+    /// client.drain(InstanceRef::by_id("web", "127.0.0.1:8001"), true).await?;
+    /// let why = client.explain("web", &Filter::default()).await?;
+    /// assert_eq!(why.included, 0);
+    /// assert_eq!(why.instances[0].reasons[0].code, ReasonCode::Draining);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn explain(&self, service: &str, filter: &Filter) -> Result<ExplainResponse, Error> {
+        self.inner
+            .transport
+            .call::<_, ()>(
+                Method::GET,
+                &["discover", service, "explain"],
+                &filter.query(),
+                None,
+            )
             .await
     }
 

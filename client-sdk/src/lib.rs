@@ -9,6 +9,9 @@
 //! - [`Watch`]: a service's instance sets as a `Stream`, resuming across reconnections.
 //! - [`Propagate`]: writes that answer once every sidecar routes by them, and the sidecars'
 //!   table (`Client::nodes`, `Client::propagation`).
+//! - Operators' calls: [`Client::explain`], the protection policies
+//!   ([`Client::set_policy`], [`Client::get_policy`], [`Client::delete_policy`]) and the
+//!   cluster ([`Client::cluster_status`], [`Client::add_member`], [`Client::remove_member`]).
 //! - [`Resolver`]: a watch-fed cache with round-robin or weighted selection, which keeps
 //!   answering while the control plane is away.
 //!
@@ -37,6 +40,7 @@
 //!
 //! The wire types are [`waypost_model`]'s, re-exported as [`model`].
 
+mod admin;
 mod builder;
 mod client;
 mod error;

@@ -50,7 +50,10 @@ impl Transport {
     pub(crate) fn connect(settings: Settings) -> Result<Self, Error> {
         let mut http = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
-            .user_agent(settings.user_agent);
+            .user_agent(settings.user_agent)
+            // Redirects are followed by `call_within`, once: reqwest's own would drop the
+            // token on the way to another host or port (a cluster member's 307 to its leader).
+            .redirect(reqwest::redirect::Policy::none());
         if let Some(token) = &settings.token {
             let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|_| {
@@ -190,16 +193,27 @@ impl Transport {
         let mut tried = 0;
         for (idx, base) in self.rotation() {
             tried += 1;
+            let send = |url: Url| {
+                let mut request = self
+                    .http
+                    .request(method.clone(), url)
+                    .timeout(self.timeout + longer)
+                    .header(header::ACCEPT, "application/json");
+                if let Some(body) = body {
+                    request = request.json(body);
+                }
+                request.send()
+            };
             let url = Self::url(base, segments, query);
-            let mut request = self
-                .http
-                .request(method.clone(), url)
-                .timeout(self.timeout + longer)
-                .header(header::ACCEPT, "application/json");
-            if let Some(body) = body {
-                request = request.json(body);
+            let mut sent = send(url.clone()).await;
+            // A cluster member that does not lead answers a membership change with a 307 to
+            // the same path on the leader: followed once, with the same method, body and token.
+            if let Ok(response) = &sent
+                && let Some(location) = redirect(&url, response)
+            {
+                sent = send(location).await;
             }
-            let outcome = match request.send().await {
+            let outcome = match sent {
                 Ok(response) => read(base, response).await,
                 Err(source) => Err(Error::Transport {
                     endpoint: base.to_string(),
@@ -228,6 +242,17 @@ impl Transport {
             last: Box::new(last),
         })
     }
+}
+
+/// Where a 307 or 308 answer to a request for `url` points (relative locations resolved).
+fn redirect(url: &Url, response: &reqwest::Response) -> Option<Url> {
+    if !matches!(response.status().as_u16(), 307 | 308) {
+        return None;
+    }
+    let location = response.headers().get(header::LOCATION)?.to_str().ok()?;
+    url.join(location)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
 }
 
 /// Reads a JSON answer, or turns a refusal into [`Error::Problem`].

@@ -389,3 +389,53 @@ async fn a_watch_skips_a_node_that_has_not_caught_up_instead_of_going_back() {
     );
     assert_eq!(watch.snapshots(), 1, "the watch took the older snapshot");
 }
+
+/// A membership change sent to a member that does not lead is answered with a 307 to the
+/// leader; the SDK follows it once, with its token (reqwest's own redirects would drop the
+/// token on the way to another port).
+#[tokio::test]
+async fn membership_changes_through_a_follower_reach_the_leader_with_the_token() {
+    use waypost_control::{auth::Role, testkit::tokens};
+    let with_tokens = |c: &mut waypost_control::Config| {
+        c.tokens = tokens(&[
+            ("op-secret", Role::Operator, &[]),
+            ("peer-secret", Role::Cluster, &[]),
+        ]);
+        c.cluster.token = Some("peer-secret".to_owned());
+    };
+    let mut c = TestCluster::start(3, with_tokens).await;
+    let leader = c.leader(DEADLINE).await;
+    let follower = c.other_than(leader);
+    let new = c.join(with_tokens).await;
+    let client = Client::builder()
+        .endpoint(&c.urls[follower])
+        .token("op-secret")
+        .build()
+        .unwrap();
+    let member = waypost_client::model::AddMember {
+        id: new as u64 + 1,
+        url: c.urls[new].clone(),
+        learner: true,
+    };
+    let added = retried("add a member", || client.add_member(&member)).await;
+    assert_eq!(added.members.len(), 4, "{added:?}");
+    assert!(
+        added
+            .members
+            .iter()
+            .any(|m| m.id == member.id && m.role == "learner"),
+        "{added:?}"
+    );
+    let removed = retried("remove it", || client.remove_member(member.id)).await;
+    assert_eq!(removed.members.len(), 3, "{removed:?}");
+    // Without the token the leader refuses, whoever is asked.
+    let anonymous = Client::builder()
+        .endpoint(&c.urls[follower])
+        .build()
+        .unwrap();
+    let err = anonymous.cluster_status().await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(waypost_client::model::ErrorCode::Unauthorized)
+    );
+}
