@@ -19,6 +19,7 @@ mod params;
 mod policy;
 mod register;
 mod responses;
+mod sd;
 mod services;
 mod watch;
 
@@ -137,6 +138,7 @@ with tokens configured, send `Authorization: Bearer <token>`, or get 401 `unauth
     tags(
         (name = "registry", description = "Register, heartbeat, drain, report checks and deregister instances"),
         (name = "discovery", description = "Find instances, list services, watch changes"),
+        (name = "integrations", description = "The registry in other systems' discovery formats (Prometheus)"),
         (name = "nodes", description = "Sidecars: their reports, and which have applied a revision"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     )
@@ -187,6 +189,7 @@ fn read_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(discover::discover))
         .routes(routes!(discover::explain))
         .routes(routes!(services::services))
+        .routes(routes!(sd::prometheus))
         .routes(routes!(nodes::list))
         .routes(routes!(policy::get_policy))
         .routes(routes!(nodes::propagation))
@@ -280,6 +283,7 @@ const ROUTES: &[&str] = &[
     "/discover/{service}/explain",
     "/services",
     "/services/{service}/policy",
+    "/sd/prometheus",
     "/watch",
     "/health",
     "/ready",
