@@ -179,7 +179,7 @@ async fn tokens_decide_who_may_do_what_and_refusals_change_nothing() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("waypost_unauthorized_total 9"),
+        metrics.contains("waypost_unauthorized_total 12"),
         "{metrics}"
     );
     assert!(metrics.contains("waypost_forbidden_total 8"), "{metrics}");

@@ -27,10 +27,7 @@ fn groups(answer: &Value) -> Vec<(String, String)> {
         .iter()
         .map(|g| {
             let label = |name: &str| g["labels"][name].as_str().unwrap().to_owned();
-            (
-                label("__meta_waypost_service"),
-                label("__meta_waypost_id"),
-            )
+            (label("__meta_waypost_service"), label("__meta_waypost_id"))
         })
         .collect()
 }
@@ -141,7 +138,10 @@ async fn filters_select_as_discover_does() {
 
     // Healthy ones by default: the same instances /discover returns.
     let healthy = groups(&sd(&cp, "").await);
-    assert_eq!(healthy, [pair("api", "c"), pair("web", "a"), pair("web", "b")]);
+    assert_eq!(
+        healthy,
+        [pair("api", "c"), pair("web", "a"), pair("web", "b")]
+    );
     let discovered = ids(&cp, "web", "").await;
     let sd_web: Vec<String> = groups(&sd(&cp, "?service=web").await)
         .into_iter()
@@ -313,8 +313,14 @@ async fn start_prometheus(bin: &Path, dir: &Path) -> (Process, String) {
         let log = std::fs::File::create(dir.join(format!("prometheus-{attempt}.log")))
             .expect("create the log file");
         let child = Command::new(bin)
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(log)
@@ -355,7 +361,12 @@ async fn active_targets(prometheus: &str) -> Option<Vec<(String, Value)>> {
     let mut targets: Vec<(String, Value)> = body["data"]["activeTargets"]
         .as_array()?
         .iter()
-        .map(|t| (t["labels"]["service"].as_str().unwrap_or("").to_owned(), t.clone()))
+        .map(|t| {
+            (
+                t["labels"]["service"].as_str().unwrap_or("").to_owned(),
+                t.clone(),
+            )
+        })
         .collect();
     targets.sort_by(|a, b| a.0.cmp(&b.0));
     Some(targets)
@@ -371,10 +382,12 @@ async fn a_real_prometheus_discovers_scrapes_and_drops_targets() {
     };
     let dir = tempfile::tempdir().expect("a temporary directory");
 
-    let (_control, listening) = spawn_logged(
-        Command::new(env!("CARGO_BIN_EXE_waypost-control"))
-            .args(["--listen", "127.0.0.1:0", "--in-memory"]),
-    );
+    let (_control, listening) =
+        spawn_logged(Command::new(env!("CARGO_BIN_EXE_waypost-control")).args([
+            "--listen",
+            "127.0.0.1:0",
+            "--in-memory",
+        ]));
     let control = listening["http"].as_str().expect("http field").to_owned();
     let (_sidecar, listening) = spawn_logged(
         Command::new(&sidecar_bin)
@@ -403,11 +416,19 @@ async fn a_real_prometheus_discovers_scrapes_and_drops_targets() {
             .send()
             .await
             .expect("register");
-        assert_eq!(res.status(), 201, "{}", res.text().await.unwrap_or_default());
+        assert_eq!(
+            res.status(),
+            201,
+            "{}",
+            res.text().await.unwrap_or_default()
+        );
     }
 
-    std::fs::write(dir.path().join("prometheus.yml"), prometheus_config(&control))
-        .expect("write prometheus.yml");
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        prometheus_config(&control),
+    )
+    .expect("write prometheus.yml");
     let (_prometheus, prometheus) = start_prometheus(&prometheus_bin, dir.path()).await;
 
     let targets = eventually(
@@ -422,8 +443,14 @@ async fn a_real_prometheus_discovers_scrapes_and_drops_targets() {
     )
     .await;
     let (control_target, sidecar_target) = (&targets[0].1, &targets[1].1);
-    assert_eq!(control_target["scrapeUrl"], format!("http://{control}/metrics"));
-    assert_eq!(sidecar_target["scrapeUrl"], format!("http://{admin}/metrics"));
+    assert_eq!(
+        control_target["scrapeUrl"],
+        format!("http://{control}/metrics")
+    );
+    assert_eq!(
+        sidecar_target["scrapeUrl"],
+        format!("http://{admin}/metrics")
+    );
     let discovered = &control_target["discoveredLabels"];
     assert_eq!(discovered["__meta_waypost_service"], "control");
     assert_eq!(discovered["__meta_waypost_id"], control.as_str());
@@ -433,8 +460,7 @@ async fn a_real_prometheus_discovers_scrapes_and_drops_targets() {
     assert_eq!(discovered["__meta_waypost_metadata_team_name"], "core");
     assert_eq!(discovered["__address__"], control.as_str());
     assert_eq!(
-        sidecar_target["discoveredLabels"]["__meta_waypost_tags"],
-        ",edge,metrics,",
+        sidecar_target["discoveredLabels"]["__meta_waypost_tags"], ",edge,metrics,",
         "tags are stored sorted"
     );
 

@@ -67,7 +67,10 @@ impl TargetGroup {
         set("service", instance.service.as_str().to_owned());
         set("id", instance.id.as_str().to_owned());
         set("address", instance.address.clone());
-        set("node", instance.node.as_deref().unwrap_or_default().to_owned());
+        set(
+            "node",
+            instance.node.as_deref().unwrap_or_default().to_owned(),
+        );
         set("tags", join_tags(&instance.tags));
         set("health", instance.health.as_str().to_owned());
         let draining = instance.status == Status::Draining;
@@ -122,7 +125,9 @@ pub fn metadata_labels(metadata: &BTreeMap<String, String>) -> BTreeMap<String, 
         .iter()
         .partition(|(k, _)| k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
     for (key, value) in exact.into_iter().chain(changed) {
-        labels.entry(label_name(key)).or_insert_with(|| value.clone());
+        labels
+            .entry(label_name(key))
+            .or_insert_with(|| value.clone());
     }
     labels
 }
@@ -135,13 +140,19 @@ mod tests {
     fn tags_are_joined_with_commas_around_them() {
         assert_eq!(join_tags(&[]), "");
         assert_eq!(join_tags(&["a".to_owned()]), ",a,");
-        assert_eq!(join_tags(&["metrics".to_owned(), "v2".to_owned()]), ",metrics,v2,");
+        assert_eq!(
+            join_tags(&["metrics".to_owned(), "v2".to_owned()]),
+            ",metrics,v2,"
+        );
     }
 
     #[test]
     fn metadata_keys_become_label_names() {
         assert_eq!(label_name("zone"), "__meta_waypost_metadata_zone");
-        assert_eq!(label_name("app.kubernetes-io"), "__meta_waypost_metadata_app_kubernetes_io");
+        assert_eq!(
+            label_name("app.kubernetes-io"),
+            "__meta_waypost_metadata_app_kubernetes_io"
+        );
         assert_eq!(label_name("9lives"), "__meta_waypost_metadata_9lives");
         for key in ["a.b", "a-b", "A_9", "x.y-z_"] {
             let name = label_name(key);

@@ -32,14 +32,12 @@ pub(crate) struct DiscoverParams;
 
 impl IntoParams for DiscoverParams {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
-        vec![
-            param(
-                "service",
-                ParameterIn::Path,
-                "The service whose instances to find.",
-                schema::path_service(),
-            ),
-        ]
+        vec![param(
+            "service",
+            ParameterIn::Path,
+            "The service whose instances to find.",
+            schema::path_service(),
+        )]
         .into_iter()
         .chain(filter_params())
         .chain([param(
@@ -138,16 +136,11 @@ pub(super) fn parse(
         if blocking.accept(&k, &v)? {
             continue;
         }
-        if accept_filter(&mut filter, &k, v)? {
-            continue;
-        }
-        match k.as_str() {
-            other => {
-                return Err(ApiError::query(format!(
-                    "unknown parameter {other:?}; known: tag, meta, healthy, index, wait, stale, consistent, \
-                     meta.KEY"
-                )));
-            }
+        if !accept_filter(&mut filter, &k, v)? {
+            return Err(ApiError::query(format!(
+                "unknown parameter {k:?}; known: tag, meta, healthy, index, wait, stale, \
+                 consistent, meta.KEY"
+            )));
         }
     }
     Ok((name, filter, blocking))

@@ -189,7 +189,7 @@ fn read_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(discover::discover))
         .routes(routes!(discover::explain))
         .routes(routes!(services::services))
-        .routes(routes!(sd::prometheus))
+        .routes(routes!(sd::prometheus_targets))
         .routes(routes!(nodes::list))
         .routes(routes!(policy::get_policy))
         .routes(routes!(nodes::propagation))

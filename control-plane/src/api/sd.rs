@@ -72,7 +72,7 @@ impl IntoParams for SdParams {
         PlainReadErrors,
     )
 )]
-pub(crate) async fn prometheus(
+pub(crate) async fn prometheus_targets(
     State(app): State<AppState>,
     QueryPairs(pairs): QueryPairs,
 ) -> Result<Response, ApiError> {

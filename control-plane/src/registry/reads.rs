@@ -80,7 +80,11 @@ impl Registry {
         let inner = self.lock();
         let services = &inner.state.services;
         let mut names: Vec<&ServiceName> = match service {
-            Some(name) => services.get_key_value(name).map(|(k, _)| k).into_iter().collect(),
+            Some(name) => services
+                .get_key_value(name)
+                .map(|(k, _)| k)
+                .into_iter()
+                .collect(),
             None => services.keys().collect(),
         };
         names.sort();
