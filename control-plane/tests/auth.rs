@@ -101,6 +101,11 @@ async fn tokens_decide_who_may_do_what_and_refusals_change_nothing() {
             401,
             "unauthorized",
         );
+        refused(
+            &send(&cp, bearer, "/sd/prometheus", None).await,
+            401,
+            "unauthorized",
+        );
     }
     // A read token reads but does not write.
     assert_eq!(
@@ -108,6 +113,10 @@ async fn tokens_decide_who_may_do_what_and_refusals_change_nothing() {
         200
     );
     assert_eq!(send(&cp, Some(READER), "/metrics", None).await.0, 200);
+    // Prometheus's discovery is a read like /discover.
+    let (status, targets, _) = send(&cp, Some(READER), "/sd/prometheus", None).await;
+    assert_eq!(status, 200, "{targets}");
+    assert_eq!(targets.as_array().map(Vec::len), Some(3), "{targets}");
     refused(
         &send(&cp, Some(READER), "/register", Some(seed("payments", 2))).await,
         403,
@@ -170,7 +179,7 @@ async fn tokens_decide_who_may_do_what_and_refusals_change_nothing() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("waypost_unauthorized_total 9"),
+        metrics.contains("waypost_unauthorized_total 12"),
         "{metrics}"
     );
     assert!(metrics.contains("waypost_forbidden_total 8"), "{metrics}");

@@ -508,6 +508,15 @@ impl Health {
     pub fn is_passing(&self) -> bool {
         *self == Self::Passing
     }
+
+    /// The name as the API writes it (`passing`, `critical`, `flapping`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Passing => "passing",
+            Self::Critical => "critical",
+            Self::Flapping => "flapping",
+        }
+    }
 }
 
 impl Instance {

@@ -18,6 +18,7 @@
 //! - [`explain`]: why `/discover` returns an instance or not.
 //! - [`nodes`]: sidecars' reports, the node table and propagation answers.
 //! - [`policy`]: a service's protection policy.
+//! - [`sd`]: Prometheus's HTTP service discovery format and its `__meta_waypost_*` labels.
 //! - [`problem`]: the RFC 9457 error body and its stable [`ErrorCode`]s.
 //! - [`limits`]: every explicit limit, in one place; [`syntax`]: the syntax of every string
 //!   field and query parameter as a regular expression built from them; [`query`]: the query
@@ -42,6 +43,7 @@ pub mod query;
 pub mod register;
 #[cfg(feature = "openapi")]
 pub mod schema;
+pub mod sd;
 pub mod syntax;
 pub mod watch;
 
@@ -63,6 +65,7 @@ pub use ops::{HealthResponse, ReadyResponse};
 pub use policy::{PolicyResponse, ServicePolicy};
 pub use problem::{ErrorCode, Problem};
 pub use register::{RegisterRequest, RegisterResponse, Registration};
+pub use sd::TargetGroup;
 #[cfg(feature = "openapi")]
 pub use watch::WatchMessage;
 pub use watch::{ChangeReason, WatchEvent};

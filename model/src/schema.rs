@@ -417,6 +417,11 @@ pub fn path_service() -> Object {
     service("The service")
 }
 
+/// Query parameter `service` of `/sd/prometheus`.
+pub fn sd_service() -> Object {
+    service("Only instances of this service")
+}
+
 /// Query parameter `service` of `/watch`.
 pub fn watch_service() -> Object {
     service("Only events of this service")

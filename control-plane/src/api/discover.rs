@@ -32,40 +32,46 @@ pub(crate) struct DiscoverParams;
 
 impl IntoParams for DiscoverParams {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
-        vec![
-            param(
-                "service",
-                ParameterIn::Path,
-                "The service whose instances to find.",
-                schema::path_service(),
-            ),
-            repeated(
-                "tag",
-                "Keep instances with this tag; repeat for several (`?tag=a&tag=b`: all \
-                must match).",
-                schema::tag_filter(),
-            ),
-            repeated(
-                "meta",
-                "Keep instances whose metadata has `KEY` set to `VALUE`, written \
-                `KEY:VALUE`; repeat for several (all must match). `?meta.KEY=VALUE` is the same \
-                filter in Consul's style (not declared here: OpenAPI cannot name a parameter by a \
-                pattern).",
-                schema::meta_filter(),
-            ),
-            param(
-                "healthy",
-                ParameterIn::Query,
-                "`true` (default): only instances that take work \
-                (status `up`, health `passing`). `false`: draining, critical and flapping ones too \
-                (a flapping one's `health_output` says how many changes in which window).",
-                utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::Type::Boolean),
-            ),
-        ]
+        vec![param(
+            "service",
+            ParameterIn::Path,
+            "The service whose instances to find.",
+            schema::path_service(),
+        )]
         .into_iter()
+        .chain(filter_params())
+        .chain([param(
+            "healthy",
+            ParameterIn::Query,
+            "`true` (default): only instances that take work \
+            (status `up`, health `passing`). `false`: draining, critical and flapping ones too \
+            (a flapping one's `health_output` says how many changes in which window).",
+            utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::Type::Boolean),
+        )])
         .chain(params::blocking("this service"))
         .collect()
     }
+}
+
+/// The filter parameters that `/discover/{service}` shares with `/sd/prometheus`: `tag` and
+/// `meta` (`healthy` too, described by each).
+pub(super) fn filter_params() -> [Parameter; 2] {
+    [
+        repeated(
+            "tag",
+            "Keep instances with this tag; repeat for several (`?tag=a&tag=b`: all \
+            must match).",
+            schema::tag_filter(),
+        ),
+        repeated(
+            "meta",
+            "Keep instances whose metadata has `KEY` set to `VALUE`, written \
+            `KEY:VALUE`; repeat for several (all must match). `?meta.KEY=VALUE` is the same \
+            filter in Consul's style (not declared here: OpenAPI cannot name a parameter by a \
+            pattern).",
+            schema::meta_filter(),
+        ),
+    ]
 }
 
 /// Find the instances of a service.
@@ -130,46 +136,52 @@ pub(super) fn parse(
         if blocking.accept(&k, &v)? {
             continue;
         }
-        let is_filter = k == "tag" || k == "meta" || k.starts_with("meta.");
-        if is_filter && v.chars().count() > MAX_FILTER_LEN {
+        if !accept_filter(&mut filter, &k, v)? {
             return Err(ApiError::query(format!(
-                "{k} is longer than {MAX_FILTER_LEN} characters"
+                "unknown parameter {k:?}; known: tag, meta, healthy, index, wait, stale, \
+                 consistent, meta.KEY"
             )));
-        }
-        if let Some(key) = k.strip_prefix("meta.") {
-            check_metadata_key(key)
-                .map_err(|e| ApiError::query(format!("meta.{key}: the key {e}")))?;
-            filter.meta.push((key.to_owned(), v));
-            continue;
-        }
-        match k.as_str() {
-            "tag" => {
-                check_tag(&v).map_err(|e| ApiError::query(format!("tag={v:?} {e}")))?;
-                filter.tags.push(v);
-            }
-            "meta" => {
-                let (key, value) = parse_meta_filter(&v).ok_or_else(|| {
-                    ApiError::query(format!(
-                        "meta={v:?} is not KEY:VALUE with a metadata key (letters, digits, \
-                         '-', '_', '.')"
-                    ))
-                })?;
-                filter.meta.push((key.to_owned(), value.to_owned()));
-            }
-            "healthy" => {
-                filter.healthy_only = v
-                    .parse()
-                    .map_err(|_| ApiError::query(format!("healthy={v:?}: use true or false")))?;
-            }
-            other => {
-                return Err(ApiError::query(format!(
-                    "unknown parameter {other:?}; known: tag, meta, healthy, index, wait, stale, consistent, \
-                     meta.KEY"
-                )));
-            }
         }
     }
     Ok((name, filter, blocking))
+}
+
+/// Takes a filter parameter (`tag`, `meta`, `meta.KEY`, `healthy`) into `filter`; `Ok(false)`
+/// for any other key.
+pub(super) fn accept_filter(filter: &mut Filter, k: &str, v: String) -> Result<bool, ApiError> {
+    let is_filter = k == "tag" || k == "meta" || k.starts_with("meta.");
+    if is_filter && v.chars().count() > MAX_FILTER_LEN {
+        return Err(ApiError::query(format!(
+            "{k} is longer than {MAX_FILTER_LEN} characters"
+        )));
+    }
+    if let Some(key) = k.strip_prefix("meta.") {
+        check_metadata_key(key).map_err(|e| ApiError::query(format!("meta.{key}: the key {e}")))?;
+        filter.meta.push((key.to_owned(), v));
+        return Ok(true);
+    }
+    match k {
+        "tag" => {
+            check_tag(&v).map_err(|e| ApiError::query(format!("tag={v:?} {e}")))?;
+            filter.tags.push(v);
+        }
+        "meta" => {
+            let (key, value) = parse_meta_filter(&v).ok_or_else(|| {
+                ApiError::query(format!(
+                    "meta={v:?} is not KEY:VALUE with a metadata key (letters, digits, \
+                     '-', '_', '.')"
+                ))
+            })?;
+            filter.meta.push((key.to_owned(), value.to_owned()));
+        }
+        "healthy" => {
+            filter.healthy_only = v
+                .parse()
+                .map_err(|_| ApiError::query(format!("healthy={v:?}: use true or false")))?;
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
 }
 
 /// Explain what `/discover/{service}` returns.

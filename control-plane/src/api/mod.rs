@@ -19,6 +19,7 @@ mod params;
 mod policy;
 mod register;
 mod responses;
+mod sd;
 mod services;
 mod ui;
 mod watch;
@@ -139,6 +140,7 @@ need one.",
     tags(
         (name = "registry", description = "Register, heartbeat, drain, report checks and deregister instances"),
         (name = "discovery", description = "Find instances, list services, watch changes"),
+        (name = "integrations", description = "The registry in other systems' discovery formats (Prometheus)"),
         (name = "nodes", description = "Sidecars: their reports, and which have applied a revision"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     )
@@ -189,6 +191,7 @@ fn read_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(discover::discover))
         .routes(routes!(discover::explain))
         .routes(routes!(services::services))
+        .routes(routes!(sd::prometheus_targets))
         .routes(routes!(nodes::list))
         .routes(routes!(policy::get_policy))
         .routes(routes!(nodes::propagation))
@@ -283,6 +286,7 @@ const ROUTES: &[&str] = &[
     "/discover/{service}/explain",
     "/services",
     "/services/{service}/policy",
+    "/sd/prometheus",
     "/watch",
     "/health",
     "/ready",

@@ -65,6 +65,21 @@ pub enum ReadErrors {
     Unavailable(Problem),
 }
 
+/// Errors of the reads that take no `?stale` (the Prometheus discovery).
+#[derive(IntoResponses)]
+#[allow(dead_code, unreachable_pub)]
+pub enum PlainReadErrors {
+    /// `invalid_query` or `invalid_service_name`.
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(Problem),
+    /// `unauthorized`: authorization is on and no configured token was sent.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    /// `no_leader`: cluster mode, no leader within the election timeout.
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
+}
+
 /// Errors of routes that need a token when authorization is on and have no others.
 #[derive(IntoResponses)]
 #[allow(dead_code, unreachable_pub)]

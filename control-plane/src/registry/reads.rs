@@ -1,7 +1,11 @@
 //! Reads of the applied state: discovery, summaries, snapshots for watchers, the change log
 //! since a revision, and waiting for a log index to be applied here.
 
-use std::{collections::BTreeMap, sync::atomic::Ordering, time::SystemTime};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, atomic::Ordering},
+    time::SystemTime,
+};
 
 use waypost_model::{
     DiscoveredInstance, Health, Instance, InstanceJson, Revision, ServiceName, ServicePolicy,
@@ -62,6 +66,34 @@ impl Registry {
                     .collect()
             })
             .unwrap_or_default();
+        (list, inner.head)
+    }
+
+    /// Matching instances of `service`, or of every service when `None` (by service name,
+    /// then id), and the head revision they were read at. Only reference counts are taken
+    /// under the lock; the caller shapes its answer after.
+    pub fn discover_all(
+        &self,
+        service: Option<&str>,
+        filter: &Filter,
+    ) -> (Vec<Arc<Instance>>, Revision) {
+        let inner = self.lock();
+        let services = &inner.state.services;
+        let mut names: Vec<&ServiceName> = match service {
+            Some(name) => services
+                .get_key_value(name)
+                .map(|(k, _)| k)
+                .into_iter()
+                .collect(),
+            None => services.keys().collect(),
+        };
+        names.sort();
+        let list = names
+            .into_iter()
+            .flat_map(|n| services[n].instances.values())
+            .filter(|e| filter.matches(&e.instance))
+            .map(|e| e.instance.clone())
+            .collect();
         (list, inner.head)
     }
 
