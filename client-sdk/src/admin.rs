@@ -85,9 +85,10 @@ impl Client {
     /// # async fn main() -> Result<(), waypost_client::Error> {
     /// # let cp = waypost_control::testkit::TestControlPlane::in_memory(|_| {}).await;
     /// let client = waypost_client::Client::new(&cp.url)?;
+    /// # // A write is answered once the new node has elected itself.
+    /// # client.register_once(&waypost_client::model::RegisterRequest::new("web", "127.0.0.1:8001")).await?;
     /// let cluster = client.cluster_status().await?;
-    /// // Its state is `leader` once it has elected itself, just after start.
-    /// println!("{} of {} members, leader {:?}", cluster.state, cluster.members.len(), cluster.leader);
+    /// assert_eq!(cluster.state, "leader");
     /// assert_eq!(cluster.members.len(), 1);
     /// # Ok(())
     /// # }
