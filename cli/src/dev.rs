@@ -86,6 +86,7 @@ async fn run(dev: Dev) -> Result<(), Box<dyn std::error::Error>> {
     // `name: address` line each, for people and for the test that reads them.
     println!("waypost dev: serving");
     println!("  control plane: {url}");
+    println!("  dashboard:     {url}/ui/");
     println!(
         "  DNS:           {} (udp and tcp, domain {domain})",
         running.dns_addr

@@ -230,6 +230,8 @@ async fn two_devs_run_side_by_side() {
             status(&http, format!("{}/health", dev.addr("control plane"))).await,
             200
         );
+        // The banner's dashboard address serves the page.
+        assert_eq!(status(&http, dev.addr("dashboard").to_owned()).await, 200);
         // Nothing is registered: each proxy answers with its own 404 for an unknown service.
         let unknown = http
             .get(format!("{}/", dev.addr("HTTP proxy")))
