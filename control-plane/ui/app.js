@@ -568,6 +568,14 @@ function nodesPage() {
 function renderBanners() {
   const banners = [];
   const health = state.health;
+  // Always at the top: the control plane's health and what it stores in.
+  const line = document.getElementById("health");
+  line.className = `health ${health && health.status !== "healthy" ? "degraded" : ""}`;
+  line.textContent = state.healthError
+    ? "Unreachable"
+    : health
+      ? `${health.status} · ${health.instances} instances · ${health.store} store`
+      : "";
   if (state.healthError) {
     banners.push(h("div", { class: "banner bad", role: "status" }, h("strong", null, "Control plane unreachable."), state.healthError));
   } else if (health) {

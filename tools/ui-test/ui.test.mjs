@@ -76,6 +76,7 @@ try {
   await step("the services page lists what is registered and goes live", async () => {
     await page.goto(`http://${open}/ui/`);
     await page.locator("#stream", { hasText: "Live" }).waitFor({ timeout: DEADLINE });
+    await page.locator("#health", { hasText: "healthy · 3 instances · memory store" }).waitFor({ timeout: DEADLINE });
     await page.getByRole("link", { name: "web", exact: true }).waitFor({ timeout: DEADLINE });
     await page.getByRole("link", { name: "db", exact: true }).waitFor({ timeout: DEADLINE });
   });
@@ -183,6 +184,7 @@ try {
     const held = await context.newPage();
     await held.goto(`http://${heldAddr}/ui/#/services/batch`);
     await held.getByText("Self-preservation is on.").waitFor({ timeout: DEADLINE });
+    await held.locator("#health.degraded", { hasText: "degraded" }).waitFor({ timeout: DEADLINE });
     await held.getByText("held by self-preservation").first().waitFor({ timeout: DEADLINE });
     await held.screenshot({ path: `${shots}/self-preservation.png`, fullPage: true });
     await held.close();
