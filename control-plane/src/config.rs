@@ -31,6 +31,9 @@ pub mod defaults {
 
     /// `listen`.
     pub const LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9000));
+    /// The xDS address of `waypost dev` (`xds_listen` itself has no default: no xDS).
+    pub const DEV_XDS_LISTEN: SocketAddr =
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9002));
     /// `data_dir`.
     pub const DATA_DIR: &str = "waypost-data";
     /// `in_memory`.
@@ -710,7 +713,9 @@ mod tests {
         assert!(load(&["--listen", "[::]:9000"], "").is_err());
         assert!(load(&["--listen", "[::1]:9000"], "").is_ok());
         assert_eq!(
-            load(&[], "xds_listen = \"127.0.0.1:9002\"").unwrap().xds_listen,
+            load(&[], "xds_listen = \"127.0.0.1:9002\"")
+                .unwrap()
+                .xds_listen,
             Some("127.0.0.1:9002".parse().unwrap())
         );
         let c = load(&["--listen", "0.0.0.0:9000", "--insecure"], "").unwrap();

@@ -116,8 +116,7 @@ fn accept_tls(
     let (tx, rx) = mpsc::channel(ACCEPT_BUFFER);
     tasks.spawn(async move {
         let handshakes = TaskTracker::new();
-        while let Some((stream, peer)) = waypost_runtime::net::accept(&listener, &shutdown).await
-        {
+        while let Some((stream, peer)) = waypost_runtime::net::accept(&listener, &shutdown).await {
             let (acceptor, tx, shutdown) = (acceptor.clone(), tx.clone(), shutdown.clone());
             handshakes.spawn(async move {
                 let handshake = tokio::time::timeout(timeout, acceptor.accept(stream));
@@ -149,8 +148,7 @@ fn bearer(metadata: &MetadataMap) -> Option<&str> {
 
 impl Ads {
     fn authorize(&self, metadata: &MetadataMap) -> Result<(), Status> {
-        if !self.tokens.enabled() || bearer(metadata).and_then(|t| self.tokens.find(t)).is_some()
-        {
+        if !self.tokens.enabled() || bearer(metadata).and_then(|t| self.tokens.find(t)).is_some() {
             return Ok(());
         }
         self.metrics.unauthorized.inc();

@@ -25,7 +25,8 @@ use envoy_types::{
                 },
                 core::v3::{
                     Address, AggregatedConfigSource, ApiVersion, ConfigSource, HealthStatus,
-                    Locality, SocketAddress, address, config_source::ConfigSourceSpecifier,
+                    Locality, SocketAddress, address,
+                    config_source::ConfigSourceSpecifier,
                     socket_address::{PortSpecifier, Protocol},
                 },
                 endpoint::v3::{
@@ -189,10 +190,7 @@ pub fn load_assignment<'a>(
         if instance.host.parse::<IpAddr>().is_err() {
             continue;
         }
-        let zone = instance
-            .metadata
-            .get(ZONE_KEY)
-            .map_or("", String::as_str);
+        let zone = instance.metadata.get(ZONE_KEY).map_or("", String::as_str);
         zones.entry(zone).or_default().push(LbEndpoint {
             host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
                 address: Some(Address {
@@ -248,12 +246,15 @@ pub fn packed<'a>(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use envoy_types::pb::envoy::config::endpoint::v3::LocalityLbEndpoints;
     use prost::Message;
-    use super::*;
 
     fn instance(id: &str, host: &str, weight: u32, zone: Option<&str>) -> Instance {
-        let metadata = zone.map_or_else(|| serde_json::json!({}), |z| serde_json::json!({ZONE_KEY: z}));
+        let metadata = zone.map_or_else(
+            || serde_json::json!({}),
+            |z| serde_json::json!({ZONE_KEY: z}),
+        );
         serde_json::from_value(serde_json::json!({
             "id": id, "service": "echo", "address": format!("{host}:50051"), "host": host,
             "port": 50051, "tags": [], "metadata": metadata, "weight": weight, "status": "up",
@@ -288,7 +289,10 @@ mod tests {
             action.cluster_specifier,
             Some(ClusterSpecifier::Cluster("echo".into()))
         );
-        assert_eq!(hcm.http_filters.last().unwrap().name, "envoy.filters.http.router");
+        assert_eq!(
+            hcm.http_filters.last().unwrap().name,
+            "envoy.filters.http.router"
+        );
     }
 
     #[test]
@@ -332,7 +336,10 @@ mod tests {
             .collect();
         // The default locality (no zone) and zone b, equally weighted; no DNS names.
         assert_eq!(zones, [("", 1), ("b", 1)]);
-        assert_eq!(weights(&cla.endpoints[0]), [(3, HealthStatus::Healthy as i32)]);
+        assert_eq!(
+            weights(&cla.endpoints[0]),
+            [(3, HealthStatus::Healthy as i32)]
+        );
         assert_eq!(
             weights(&cla.endpoints[1]),
             [
@@ -361,7 +368,10 @@ mod tests {
         assert_eq!(Kind::from_type_url("type.googleapis.com/x"), None);
         assert_eq!(
             Kind::Listener.type_url(),
-            format!("type.googleapis.com/{}", <Listener as prost::Name>::full_name())
+            format!(
+                "type.googleapis.com/{}",
+                <Listener as prost::Name>::full_name()
+            )
         );
     }
 }

@@ -249,7 +249,11 @@ mod tests {
         s.receive(&request(Kind::Endpoints, &["echo", "Not A Name"], ""));
         assert_eq!(s.names(Kind::Endpoints).count(), 1);
         let res = answer(&mut s, Kind::Endpoints, 5);
-        s.receive(&request(Kind::Endpoints, &["echo", "Not A Name"], &res.nonce));
+        s.receive(&request(
+            Kind::Endpoints,
+            &["echo", "Not A Name"],
+            &res.nonce,
+        ));
         // Another service changed: echo is still at 5.
         s.check_revisions(|name| if name == "echo" { 5 } else { 9 });
         assert_eq!(s.next_due(), None);

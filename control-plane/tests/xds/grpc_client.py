@@ -86,18 +86,18 @@ def echo_server(name):
     return server, port
 
 
-def register(name, port, weight):
-    api(
-        "/register",
-        {
-            "service": "echo",
-            "id": name,
-            "host": "127.0.0.1",
-            "port": port,
-            "weight": weight,
-            "ttl_seconds": 600,
-        },
-    )
+def register(name, port, weight, zone=None):
+    body = {
+        "service": "echo",
+        "id": name,
+        "host": "127.0.0.1",
+        "port": port,
+        "weight": weight,
+        "ttl_seconds": 600,
+    }
+    if zone:
+        body["metadata"] = {"zone": zone}
+    api("/register", body)
 
 
 channel = grpc.insecure_channel("xds:///echo")
@@ -145,9 +145,10 @@ def only(name, deadline):
 
 
 servers = {}
-for name, weight in (("a", 3), ("b", 1)):
+# Two zones (two localities): weights count across them.
+for name, weight, zone in (("a", 3, "x"), ("b", 1, "y")):
     servers[name] = echo_server(name)
-    register(name, servers[name][1], weight)
+    register(name, servers[name][1], weight, zone)
 
 wait_until("a first answer over xDS", FIRST_CALL_DEADLINE, lambda: call() in ("a", "b"))
 counts = calls(CALLS)
@@ -169,7 +170,7 @@ only("a", MOVE_DEADLINE)
 print("xds check: deregistering b moved every call to a")
 
 servers["c"] = echo_server("c")
-register("c", servers["c"][1], 1)
+register("c", servers["c"][1], 1)  # no zone: the default locality
 wait_until("c taking calls", 10, lambda: "c" in calls(20))
 print("xds check: c, registered later, gets calls on the same channel")
 
