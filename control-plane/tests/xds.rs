@@ -15,7 +15,7 @@ use envoy_types::pb::{
             listener::v3::Listener,
         },
         service::discovery::v3::{
-            DiscoveryRequest, DiscoveryResponse,
+            DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
             aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
         },
     },
@@ -220,7 +220,88 @@ async fn ads_subscribe_ack_push_nack_and_resubscribe_after_a_reconnect() {
     assert_eq!(endpoints(&again), endpoints(&pushed));
     let metrics = text(&cp, "/metrics").await;
     assert!(metrics.contains("waypost_xds_pushes_total{kind=\"endpoints\"}"));
-    assert!(metrics.contains("waypost_xds_streams"));
+    assert!(metrics.contains("waypost_xds_streams 1"), "{metrics}");
+
+    // Shutdown ends the stream (the client reconnects, elsewhere if it can) within the drain.
+    cp.token.cancel();
+    let ended = tokio::time::timeout(DEADLINE, ads.responses.message())
+        .await
+        .expect("the stream ends on shutdown");
+    assert!(!matches!(ended, Ok(Some(_))), "{ended:?}");
+}
+
+/// A delta stream's next response.
+async fn next_delta(responses: &mut Streaming<DeltaDiscoveryResponse>) -> DeltaDiscoveryResponse {
+    tokio::time::timeout(DEADLINE, responses.message())
+        .await
+        .expect("a response within the deadline")
+        .expect("a response, not an error")
+        .expect("the stream is open")
+}
+
+async fn open_delta(
+    channel: Channel,
+) -> (
+    mpsc::Sender<DeltaDiscoveryRequest>,
+    Streaming<DeltaDiscoveryResponse>,
+) {
+    let (tx, rx) = mpsc::channel(8);
+    let responses = AggregatedDiscoveryServiceClient::new(channel)
+        .delta_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .expect("a delta stream")
+        .into_inner();
+    (tx, responses)
+}
+
+fn names(res: &DeltaDiscoveryResponse) -> Vec<&str> {
+    res.resources.iter().map(|r| r.name.as_str()).collect()
+}
+
+#[tokio::test]
+async fn delta_sends_only_what_the_client_lacks_also_after_a_reconnect() {
+    let cp = with_xds(|_| {}).await;
+    register(&cp, instance("a", 7001, 1)).await;
+    register(
+        &cp,
+        json!({"service": "other", "host": "127.0.0.1", "port": 7100}),
+    )
+    .await;
+    let (tx, mut responses) = open_delta(channel(&cp).await).await;
+    tx.send(DeltaDiscoveryRequest {
+        type_url: CLA.to_owned(),
+        resource_names_subscribe: vec!["echo".to_owned()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let first = next_delta(&mut responses).await;
+    assert_eq!(names(&first), ["echo"]);
+    tx.send(DeltaDiscoveryRequest {
+        type_url: CLA.to_owned(),
+        response_nonce: first.nonce.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    register(&cp, instance("b", 7002, 1)).await;
+    let pushed = next_delta(&mut responses).await;
+    assert_eq!(names(&pushed), ["echo"]);
+    assert_ne!(pushed.resources[0].version, first.resources[0].version);
+
+    // Reconnected, holding echo's latest version: only `other` is sent.
+    drop((tx, responses));
+    let (tx, mut responses) = open_delta(channel(&cp).await).await;
+    tx.send(DeltaDiscoveryRequest {
+        type_url: CLA.to_owned(),
+        resource_names_subscribe: vec!["echo".to_owned(), "other".to_owned()],
+        initial_resource_versions: [("echo".to_owned(), pushed.resources[0].version.clone())]
+            .into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(names(&next_delta(&mut responses).await), ["other"]);
 }
 
 #[tokio::test]

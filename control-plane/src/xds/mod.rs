@@ -9,9 +9,10 @@
 //!
 //! With tokens configured, a stream needs `authorization: Bearer <token>` (any configured
 //! token: they all may read); with TLS configured, the listener takes TLS with the same
-//! certificate as the HTTP listener. The incremental (delta) variant is not served: gRPC
-//! clients use the state of the world.
+//! certificate as the HTTP listener. The incremental (delta) variant is served too ([`delta`]):
+//! gRPC clients use the state of the world, Envoy may use either.
 
+mod delta;
 pub mod resources;
 mod stream;
 
@@ -23,6 +24,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
         AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
     },
 };
+use envoy_types::pb::google::protobuf::Any;
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::{Semaphore, mpsc},
@@ -31,9 +33,11 @@ use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{Request, Response, Status, Streaming, metadata::MetadataMap};
+use waypost_model::Revision;
 use waypost_runtime::conn::{H2_KEEPALIVE_INTERVAL, H2_KEEPALIVE_TIMEOUT};
 
 use self::{
+    delta::DeltaStream,
     resources::Kind,
     stream::{AdsStream, Received},
 };
@@ -187,13 +191,29 @@ impl AggregatedDiscoveryService for Ads {
 
     async fn delta_aggregated_resources(
         &self,
-        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Err(Status::unimplemented(
-            "incremental xDS is not served; use the state-of-the-world stream",
-        ))
+        self.authorize(request.metadata())?;
+        let permit = self.streams.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted("too many xDS streams are open; retry later")
+        })?;
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let follow = Follow {
+            registry: self.registry.clone(),
+            metrics: self.metrics.clone(),
+            shutdown: self.shutdown.clone(),
+        };
+        self.tasks.spawn(async move {
+            follow.run_delta(request.into_inner(), tx).await;
+            drop(permit);
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
+
+/// The version of Listener and Cluster resources in delta responses: they depend on the
+/// service name only, so they change only with this program.
+const STATIC_VERSION: &str = concat!("waypost-", env!("CARGO_PKG_VERSION"));
 
 /// One stream's task: answers requests and pushes what changed.
 struct Follow {
@@ -203,6 +223,7 @@ struct Follow {
 }
 
 type Tx = mpsc::Sender<Result<DiscoveryResponse, Status>>;
+type DeltaTx = mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>;
 
 impl Follow {
     async fn run(self, mut inbound: Streaming<DiscoveryRequest>, tx: Tx) {
@@ -248,49 +269,131 @@ impl Follow {
         }
     }
 
+    /// Follows one delta stream: like [`Follow::run`], with only what the client lacks in each
+    /// response.
+    async fn run_delta(self, mut inbound: Streaming<DeltaDiscoveryRequest>, tx: DeltaTx) {
+        self.metrics.xds_streams.inc();
+        let _open = OpenStream(&self.metrics);
+        let mut state = DeltaStream::default();
+        let mut head = self.registry.subscribe();
+        // The kinds to look at for something due.
+        let mut check = [false; 3];
+        loop {
+            for kind in Kind::ALL {
+                if !std::mem::take(&mut check[kind.index()]) {
+                    continue;
+                }
+                let (names, invalid) = state.due(kind, |s| self.delta_version(kind, s.as_str()));
+                if names.is_empty() && !invalid {
+                    continue;
+                }
+                let resources = names
+                    .into_iter()
+                    .map(|service| {
+                        let (revision, any) = self.resource(kind, service.as_str());
+                        let version = self.version_at(kind, revision);
+                        (service, version, any)
+                    })
+                    .collect();
+                let response = state.respond(kind, self.registry.head().to_string(), resources);
+                if tx.send(Ok(response)).await.is_err() {
+                    return;
+                }
+                self.metrics.xds_push(kind);
+            }
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => return,
+                () = tx.closed() => return,
+                message = inbound.message() => match message {
+                    Ok(Some(request)) => {
+                        let received = state.receive(&request);
+                        if let Received::Subscribed(kind) = received {
+                            check[kind.index()] = true;
+                        }
+                        self.log(state.node(), received, &request.response_nonce);
+                    }
+                    Ok(None) => return,
+                    Err(status) => {
+                        tracing::debug!(node = state.node(), %status, "xDS delta stream ended");
+                        return;
+                    }
+                },
+                changed = head.changed() => {
+                    if changed.is_err() || head.borrow().failed {
+                        return;
+                    }
+                    check[Kind::Endpoints.index()] = true;
+                }
+            }
+        }
+    }
+
+    /// The version of `service`'s resource of `kind` in a delta response.
+    fn delta_version(&self, kind: Kind, service: &str) -> String {
+        self.version_at(kind, self.registry.service_revision(service))
+    }
+
+    fn version_at(&self, kind: Kind, revision: Revision) -> String {
+        match kind {
+            Kind::Endpoints => format!("{:016x}-{revision}", self.registry.epoch()),
+            Kind::Listener | Kind::Cluster => STATIC_VERSION.to_owned(),
+        }
+    }
+
+    /// `service`'s resource of `kind`, and the service's revision, read before its instances:
+    /// a change in between is seen again later (and sent again), never missed.
+    fn resource(&self, kind: Kind, service: &str) -> (Revision, Any) {
+        let revision = self.registry.service_revision(service);
+        let any = if kind == Kind::Endpoints {
+            let (instances, _) = self.registry.snapshot(Some(service));
+            resources::packed(kind, service, &instances)
+        } else {
+            resources::packed(kind, service, [])
+        };
+        (revision, any)
+    }
+
     fn receive(&self, state: &mut AdsStream, request: &DiscoveryRequest) {
-        match state.receive(request) {
+        let received = state.receive(request);
+        if let Received::Subscribed(kind) = received {
+            tracing::debug!(
+                node = state.node(),
+                kind = kind.as_str(),
+                names = ?request.resource_names,
+                "xDS subscription"
+            );
+        }
+        self.log(state.node(), received, &request.response_nonce);
+    }
+
+    /// Logs (and counts) what a request was.
+    fn log(&self, node: &str, received: Received, nonce: &str) {
+        match received {
             Received::Nack { kind, message } => {
                 self.metrics.xds_nack(kind);
                 tracing::warn!(
-                    node = state.node(),
+                    node,
                     kind = kind.as_str(),
-                    version = %request.version_info,
-                    nonce = %request.response_nonce,
+                    nonce,
                     %message,
                     "xDS client refused a response (NACK)"
                 );
             }
             Received::UnknownType(type_url) => {
-                tracing::debug!(node = state.node(), %type_url, "xDS: type not served");
+                tracing::debug!(node, %type_url, "xDS: type not served");
             }
-            Received::Subscribed(kind) => {
-                tracing::debug!(
-                    node = state.node(),
-                    kind = kind.as_str(),
-                    names = ?request.resource_names,
-                    "xDS subscription"
-                );
-            }
-            Received::Ack(_) | Received::Stale => {}
+            Received::Subscribed(_) | Received::Ack(_) | Received::Stale => {}
         }
     }
 
-    /// Reads every subscribed resource of `kind` and makes the response. Each service's
-    /// revision is read before its instances: a change in between is seen again later (and
-    /// sent again), never missed.
+    /// Reads every subscribed resource of `kind` and makes the response.
     fn build(&self, state: &mut AdsStream, kind: Kind) -> DiscoveryResponse {
         let names: Vec<_> = state.names(kind).cloned().collect();
         let resources = names
             .into_iter()
             .map(|service| {
-                let revision = self.registry.service_revision(service.as_str());
-                let any = if kind == Kind::Endpoints {
-                    let (instances, _) = self.registry.snapshot(Some(service.as_str()));
-                    resources::packed(kind, service.as_str(), &instances)
-                } else {
-                    resources::packed(kind, service.as_str(), [])
-                };
+                let (revision, any) = self.resource(kind, service.as_str());
                 (service, revision, any)
             })
             .collect();
