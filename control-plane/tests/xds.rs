@@ -305,6 +305,33 @@ async fn delta_sends_only_what_the_client_lacks_also_after_a_reconnect() {
 }
 
 #[tokio::test]
+async fn a_follower_serves_xds_from_its_applied_state() {
+    let c = waypost_control::testkit::TestCluster::start(3, |c| {
+        c.xds_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let leader = c.leader(Duration::from_secs(10)).await;
+    let follower = c.nodes[c.other_than(leader)].as_ref().unwrap();
+    let mut ads = Ads::open(channel(follower).await, None).await.unwrap();
+    ads.send(CLA, &["echo"], "", "").await;
+    let empty = ads.next().await;
+    assert!(
+        ClusterLoadAssignment::decode(empty.resources[0].value.as_slice())
+            .unwrap()
+            .endpoints
+            .is_empty()
+    );
+    ads.send(CLA, &["echo"], &empty.version_info, &empty.nonce)
+        .await;
+    // Written through the leader, pushed by the follower once applied there.
+    register(c.nodes[leader].as_ref().unwrap(), instance("a", 7001, 2)).await;
+    assert_eq!(
+        endpoints(&ads.next().await),
+        [(7001, 2, HealthStatus::Healthy as i32)]
+    );
+}
+
+#[tokio::test]
 async fn with_tokens_and_tls_a_stream_needs_a_token_over_tls() {
     const READER: &str = "read-xds-5e1";
     let pki = waypost_control::testkit::TestPki::new();
