@@ -1,5 +1,5 @@
-//! xDS for proxyless gRPC: an Aggregated Discovery Service (state of the world) on a listener
-//! of its own (`--xds-listen`), so that gRPC's own libraries can dial `xds:///S` and get the
+//! xDS for proxyless gRPC: an Aggregated Discovery Service (state of the world, and
+//! incremental) on a listener of its own (`--xds-listen`), so that gRPC's own libraries can dial `xds:///S` and get the
 //! endpoints, weights and health of service `S` pushed to them, with no sidecar and no SDK.
 //!
 //! Each stream is one task that follows the applied head like a `/watch` stream does (see
@@ -18,13 +18,15 @@ mod stream;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-    aggregated_discovery_service_server::{
-        AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+use envoy_types::pb::{
+    envoy::service::discovery::v3::{
+        DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+        aggregated_discovery_service_server::{
+            AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+        },
     },
+    google::protobuf::Any,
 };
-use envoy_types::pb::google::protobuf::Any;
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::{Semaphore, mpsc},
