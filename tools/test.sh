@@ -3,8 +3,9 @@
 # clients need a Python with openapi-spec-validator and openapi-python-client (WAYPOST_PYTHON,
 # default .venv/bin/python), the conformance check schemathesis in the same Python, the
 # TypeScript client needs node and npm, the docs and dashboard checks need chromium (and npm),
-# the fuzz smoke run cargo-fuzz, and the deploy check systemd-analyze and kubernetes-validate
-# (in the same Python): .ci/run installs them. Outside CI, a missing one is skipped with a note.
+# the fuzz smoke run cargo-fuzz, the deploy check systemd-analyze and kubernetes-validate, and
+# the xDS test (control-plane/tests/xds.rs) grpcio (both in the same Python): .ci/run installs
+# them. Outside CI, a missing one is skipped with a note.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 required=${CI:-}

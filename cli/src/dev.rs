@@ -16,6 +16,9 @@ pub(crate) struct Dev {
     /// Control-plane HTTP listener (port 0: any free port, as for every listener below).
     #[arg(long, default_value_t = waypost_control::config::defaults::LISTEN)]
     listen: SocketAddr,
+    /// Control-plane xDS listener, for proxyless gRPC clients (`xds:///SERVICE`).
+    #[arg(long, default_value_t = waypost_control::config::defaults::DEV_XDS_LISTEN)]
+    xds_listen: SocketAddr,
     /// Sidecar DNS listener (UDP and TCP).
     #[arg(long, default_value_t = sidecar::DNS_LISTEN)]
     dns_listen: SocketAddr,
@@ -56,6 +59,7 @@ pub(crate) async fn main(dev: Dev) -> ExitCode {
 async fn run(dev: Dev) -> Result<(), Box<dyn std::error::Error>> {
     let mut control = control_defaults();
     control.listen = dev.listen;
+    control.xds_listen = Some(dev.xds_listen);
     control.data_dir = dev.data_dir;
     let shutdown = CancellationToken::new();
     let control_plane = waypost_control::start(control, shutdown.child_token()).await?;
@@ -87,6 +91,9 @@ async fn run(dev: Dev) -> Result<(), Box<dyn std::error::Error>> {
     println!("waypost dev: serving");
     println!("  control plane: {url}");
     println!("  dashboard:     {url}/ui/");
+    if let Some(xds) = control_plane.xds_addr {
+        println!("  xDS (gRPC):    {xds}");
+    }
     println!(
         "  DNS:           {} (udp and tcp, domain {domain})",
         running.dns_addr

@@ -40,7 +40,7 @@ impl Dev {
                 "--admin-listen",
                 any,
             ])
-            .args(["--http-listen", any])
+            .args(["--http-listen", any, "--xds-listen", any])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -167,6 +167,11 @@ async fn every_address_in_the_banner_answers() {
     let proxy = dev.addr("HTTP proxy").to_owned();
     let dns = dev.socket("DNS");
     let route = dev.socket("TCP route");
+    let xds = dev.socket("xDS (gRPC)");
+    // The xDS listener accepts connections (the ADS stream itself: control-plane/tests/xds.rs).
+    tokio::net::TcpStream::connect(xds)
+        .await
+        .expect("the xDS listener accepts");
     let http = reqwest::Client::new();
 
     assert_eq!(status(&http, format!("{control}/health")).await, 200);
@@ -222,7 +227,13 @@ async fn two_devs_run_side_by_side() {
     let first = Dev::start(&[]).await;
     let second = Dev::start(&[]).await;
     let http = reqwest::Client::new();
-    for name in ["control plane", "DNS", "sidecar admin", "HTTP proxy"] {
+    for name in [
+        "control plane",
+        "xDS (gRPC)",
+        "DNS",
+        "sidecar admin",
+        "HTTP proxy",
+    ] {
         assert_ne!(first.addr(name), second.addr(name), "{name}");
     }
     for dev in [&first, &second] {

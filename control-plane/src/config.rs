@@ -31,6 +31,9 @@ pub mod defaults {
 
     /// `listen`.
     pub const LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9000));
+    /// The xDS address of `waypost dev` (`xds_listen` itself has no default: no xDS).
+    pub const DEV_XDS_LISTEN: SocketAddr =
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9002));
     /// `data_dir`.
     pub const DATA_DIR: &str = "waypost-data";
     /// `in_memory`.
@@ -104,6 +107,10 @@ pub struct Settings {
     /// Address to listen on [default: 127.0.0.1:9000].
     #[arg(long, env = "WAYPOST_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Address to serve xDS on (gRPC, the Aggregated Discovery Service) for proxyless gRPC
+    /// clients; none: no xDS [default: none].
+    #[arg(long, env = "WAYPOST_XDS_LISTEN")]
+    pub xds_listen: Option<SocketAddr>,
     /// Directory of the durable store [default: waypost-data].
     #[arg(long, env = "WAYPOST_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -305,6 +312,8 @@ pub enum Action {
 pub struct Config {
     /// Listen address.
     pub listen: SocketAddr,
+    /// The xDS listen address (`None`: no xDS).
+    pub xds_listen: Option<SocketAddr>,
     /// Store directory; `None` in memory mode.
     pub data_dir: Option<PathBuf>,
     /// TTL of registrations that give none.
@@ -434,6 +443,7 @@ impl Config {
         let in_memory = pick!(in_memory, defaults::IN_MEMORY);
         let config = Config {
             listen: pick!(listen, defaults::LISTEN),
+            xds_listen: over.xds_listen.or(under.xds_listen),
             data_dir: (!in_memory).then(|| pick!(data_dir, PathBuf::from(defaults::DATA_DIR))),
             default_ttl: pick!(default_ttl, defaults::DEFAULT_TTL),
             heartbeat_interval: pick!(heartbeat_interval, defaults::HEARTBEAT_INTERVAL),
@@ -702,6 +712,12 @@ mod tests {
         assert!(err.to_string().contains("--insecure"), "{err}");
         assert!(load(&["--listen", "[::]:9000"], "").is_err());
         assert!(load(&["--listen", "[::1]:9000"], "").is_ok());
+        assert_eq!(
+            load(&[], "xds_listen = \"127.0.0.1:9002\"")
+                .unwrap()
+                .xds_listen,
+            Some("127.0.0.1:9002".parse().unwrap())
+        );
         let c = load(&["--listen", "0.0.0.0:9000", "--insecure"], "").unwrap();
         assert!(c.insecure && !c.tokens.enabled());
         let file = format!(

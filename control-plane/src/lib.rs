@@ -11,6 +11,8 @@
 //! - [`nodes`]: the sidecars and the revisions they applied (soft state, on every member).
 //! - [`api`]: one module per endpoint, the OpenAPI document, errors as problem+json.
 //! - [`metrics`]: every metric in one place.
+//! - [`xds`]: the registry over xDS (gRPC's Aggregated Discovery Service) for proxyless gRPC
+//!   clients, on a listener of its own.
 //!
 //! # Flow
 //! `POST` handler → [`Command`](command::Command) → [`cluster::Cluster::write`] (the leader
@@ -31,6 +33,7 @@ mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod tls;
+pub mod xds;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -76,6 +79,8 @@ pub enum StartError {
 pub struct Running {
     /// The bound address (useful with port 0).
     pub addr: SocketAddr,
+    /// The bound xDS address, when `xds_listen` is set.
+    pub xds_addr: Option<SocketAddr>,
     /// The registry, for in-process callers.
     pub registry: Arc<Registry>,
     /// This node's handle on the cluster.
@@ -97,6 +102,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let metrics = Arc::new(Metrics::new());
     let (store, registry, restored) = open(&config, &metrics)?;
     let (listener, addr) = bind(&config).await?;
+    let xds = match config.xds_listen {
+        Some(at) => Some(
+            xds::bind(at)
+                .await
+                .map_err(|source| StartError::Bind { addr: at, source })?,
+        ),
+        None => None,
+    };
+    let xds_addr = xds.as_ref().map(|(_, bound)| *bound);
     let tasks = TaskTracker::new();
     let (log, machine, store) = store.into_parts(registry.clone(), metrics.clone());
     let scheme = if config.tls.is_some() {
@@ -121,6 +135,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     .map_err(StartError::Cluster)?;
     tracing::info!(
         http = %addr,
+        xds = xds_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
         node = config.cluster.node_id,
         peers = config.cluster.peers.len(),
         tls = match &config.tls {
@@ -142,6 +157,21 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         idle_timeout: config.idle_timeout,
     };
     let metrics = state.metrics.clone();
+    if let Some((listener, _)) = xds {
+        let ads = xds::Ads {
+            registry: registry.clone(),
+            metrics: metrics.clone(),
+            tokens: config.tokens.clone(),
+            streams: Arc::new(tokio::sync::Semaphore::new(config.max_watchers)),
+            tasks: tasks.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let listen = xds::Listen {
+            tls: tls.clone(),
+            handshake_timeout: config.header_read_timeout,
+        };
+        tasks.spawn(xds::serve(listener, ads, listen));
+    }
     tasks.spawn(serve::serve(
         listener,
         api::router(state),
@@ -160,6 +190,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     ));
     Ok(Running {
         addr,
+        xds_addr,
         registry,
         cluster,
         join,

@@ -81,6 +81,9 @@ pub struct Metrics {
     held_instances: Gauge,
     pub(crate) revision: Gauge,
     pub(crate) watch_streams: Gauge,
+    pub(crate) xds_streams: Gauge,
+    xds_pushes: Family<KindLabel, Counter>,
+    xds_nacks: Family<KindLabel, Counter>,
     store_commits: Counter,
     store_batch: Histogram,
     http: Family<HttpLabels, Histogram>,
@@ -132,6 +135,9 @@ impl Metrics {
             held_instances: Gauge::default(),
             revision: Gauge::default(),
             watch_streams: Gauge::default(),
+            xds_streams: Gauge::default(),
+            xds_pushes: Family::default(),
+            xds_nacks: Family::default(),
             store_commits: Counter::default(),
             store_batch: Histogram::new([
                 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0,
@@ -295,6 +301,21 @@ impl Metrics {
                 m.watch_streams.clone(),
             );
             r.register(
+                "xds_streams",
+                "Open xDS (ADS) streams",
+                m.xds_streams.clone(),
+            );
+            r.register(
+                "xds_pushes",
+                "xDS responses sent, by resource kind (listener, cluster, endpoints)",
+                m.xds_pushes.clone(),
+            );
+            r.register(
+                "xds_nacks",
+                "xDS responses a client refused (NACK), by resource kind",
+                m.xds_nacks.clone(),
+            );
+            r.register(
                 "store_commits",
                 "Durable store transactions committed",
                 m.store_commits.clone(),
@@ -332,6 +353,18 @@ impl Metrics {
     pub(crate) fn set_self_preservation(&self, active: bool, held: usize) {
         self.self_preservation.set(i64::from(active));
         self.held_instances.set(held as i64);
+    }
+
+    pub(crate) fn xds_push(&self, kind: crate::xds::resources::Kind) {
+        self.xds_pushes
+            .get_or_create(&KindLabel::from(kind.as_str()))
+            .inc();
+    }
+
+    pub(crate) fn xds_nack(&self, kind: crate::xds::resources::Kind) {
+        self.xds_nacks
+            .get_or_create(&KindLabel::from(kind.as_str()))
+            .inc();
     }
 
     pub(crate) fn store_commit(&self, writes: usize) {
