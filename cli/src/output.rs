@@ -30,11 +30,33 @@ pub(crate) fn format(asked: Option<Format>) -> Format {
     })
 }
 
+/// Writes `text` to stdout. When the reader has gone (`waypost discover web | head -1`) the
+/// command ends quietly with status 0, as Unix tools do, instead of `println!`'s panic (which
+/// would exit 101, a status the CLI does not document).
+pub(crate) fn print(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(err) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if err.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("waypost: cannot write to stdout: {err}");
+        std::process::exit(1);
+    }
+}
+
+/// [`print`] with a newline, for results (`println!` is for `waypost dev`'s banner only).
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::output::print(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+pub(crate) use outln;
+
 /// Prints `value` as pretty JSON and a newline.
 pub(crate) fn json(value: &impl Serialize) {
     let text = serde_json::to_string_pretty(value)
         .unwrap_or_else(|e| unreachable!("the wire types always serialise: {e}"));
-    println!("{text}");
+    print(&format!("{text}\n"));
 }
 
 /// Prints `value` as JSON on one line (a stream's line) and flushes it; an error means that
@@ -101,7 +123,7 @@ impl Table {
     }
 
     pub(crate) fn print(&self) {
-        print!("{}", self.render());
+        print(&self.render());
     }
 }
 
@@ -109,7 +131,7 @@ impl Table {
 pub(crate) fn fields(pairs: &[(&str, String)]) {
     let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (name, value) in pairs {
-        println!(
+        outln!(
             "{name:<width$}  {value}",
             name = format!("{name}:"),
             width = width + 1

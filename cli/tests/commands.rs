@@ -75,8 +75,21 @@ async fn waypost(cp: &TestControlPlane, args: &[&str]) -> Run {
     run_with(command(), &all).await
 }
 
+/// A control plane that has elected itself (just after start it may not lead yet, and then a
+/// membership change answers `no_leader`).
 async fn control_plane() -> TestControlPlane {
-    TestControlPlane::in_memory(|_| {}).await
+    let cp = TestControlPlane::in_memory(|_| {}).await;
+    waypost_control::testkit::eventually(DEADLINE, "the control plane leads", || async {
+        let status: Value = reqwest::get(cp.at("/cluster"))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (status["state"] == "leader").then_some(())
+    })
+    .await;
+    cp
 }
 
 fn addresses(discovered: &Value) -> Vec<String> {
@@ -561,4 +574,25 @@ async fn writes_wait_for_the_sidecars_and_say_when_one_is_behind() {
     assert_eq!(answer["status"], "draining");
     assert_eq!(answer["propagation"]["complete"], false);
     assert!(r.stderr.contains("ghost"), "{r:?}");
+}
+
+/// `waypost services | head -0`: a reader that has gone ends the command quietly, with status
+/// 0, not with a panic's 101.
+#[tokio::test]
+async fn a_closed_stdout_ends_the_command_quietly() {
+    let cp = control_plane().await;
+    let mut cmd = command();
+    cmd.args(["services", "-o", "json", "--addr", &cp.url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("waypost runs");
+    // Close the pipe's read end before the command writes.
+    drop(child.stdout.take());
+    let out = tokio::time::timeout(DEADLINE, child.wait_with_output())
+        .await
+        .expect("waypost ends within the deadline")
+        .expect("waypost runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

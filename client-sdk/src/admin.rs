@@ -126,6 +126,8 @@ impl Client {
     /// use waypost_client::model::ErrorCode;
     ///
     /// let client = waypost_client::Client::new(&cp.url)?;
+    /// # // A write is answered once the new node has elected itself.
+    /// # client.register_once(&waypost_client::model::RegisterRequest::new("web", "127.0.0.1:8001")).await?;
     /// let me = client.cluster_status().await?.node_id;
     /// // The last voter cannot leave.
     /// let err = client.remove_member(me).await.unwrap_err();

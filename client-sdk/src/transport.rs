@@ -244,7 +244,10 @@ impl Transport {
     }
 }
 
-/// Where a 307 or 308 answer to a request for `url` points (relative locations resolved).
+/// Where a 307 or 308 answer to a request for `url` points (relative locations resolved), if
+/// the token may follow: the same scheme only, so that a token sent over TLS is never sent
+/// again in clear text. (A control plane redirects to its cluster's leader, which the members
+/// name in their own configuration with the scheme they all use.)
 fn redirect(url: &Url, response: &reqwest::Response) -> Option<Url> {
     if !matches!(response.status().as_u16(), 307 | 308) {
         return None;
@@ -252,7 +255,7 @@ fn redirect(url: &Url, response: &reqwest::Response) -> Option<Url> {
     let location = response.headers().get(header::LOCATION)?.to_str().ok()?;
     url.join(location)
         .ok()
-        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .filter(|u| u.scheme() == url.scheme())
 }
 
 /// Reads a JSON answer, or turns a refusal into [`Error::Problem`].

@@ -15,6 +15,9 @@ const HEALTH_EVERY_MS = 5000;
 const PAGE_POLL_MS = 2000;
 const RETRY_MIN_MS = 500;
 const RETRY_MAX_MS = 10000;
+// The control plane sends a keep-alive every 15 s by default (`--watch-keepalive`): a stream
+// silent for longer than this is dead (a dropped connection need not close it) and is reopened.
+const SILENT_MS = 45000;
 
 const state = {
   services: new Map(), // service name -> Map(instance id -> instance)
@@ -91,7 +94,10 @@ function put(instance) {
 function apply(kind, event) {
   switch (kind) {
     case "snapshot":
+      // A new stream's whole state, perhaps of a restarted control plane whose revisions
+      // start again: it replaces everything, the revision included.
       state.services = new Map();
+      state.revision = event.revision;
       for (const instance of event.instances) put(instance);
       break;
     case "upsert":
@@ -121,7 +127,20 @@ async function readEvents(body, onEvent) {
   const reader = body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   for (;;) {
-    const { value, done } = await reader.read();
+    let timer;
+    const silent = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`nothing for ${SILENT_MS / 1000} s`)), SILENT_MS);
+    });
+    let read;
+    try {
+      read = await Promise.race([reader.read(), silent]);
+    } catch (err) {
+      reader.cancel().catch(() => {});
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+    const { value, done } = read;
     if (done) return;
     buffer += value.replace(/\r\n?/g, "\n");
     let end;
@@ -346,7 +365,12 @@ function route() {
   const hash = location.hash.replace(/^#/, "") || "/services";
   const [path, query = ""] = hash.split("?");
   const params = new URLSearchParams(query);
-  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  let parts;
+  try {
+    parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  } catch {
+    parts = []; // a malformed address: the services page
+  }
   if (parts[0] === "services" && parts.length === 2) return { page: "service", service: parts[1], params };
   if (parts[0] === "cluster") return { page: "cluster", params };
   if (parts[0] === "nodes") return { page: "nodes", params };
@@ -658,7 +682,9 @@ function announce(message) {
 async function act(what, call) {
   try {
     const answer = await call();
-    if (answer && answer.instance) put(answer.instance);
+    // Show the answer at once, unless the stream has already removed the instance since.
+    const known = answer && answer.instance && state.services.get(answer.instance.service);
+    if (known && known.has(answer.instance.id)) put(answer.instance);
     document.getElementById("alert").hidden = true;
     announce(`${what}: done at revision ${answer && answer.revision}`);
     renderSoon();

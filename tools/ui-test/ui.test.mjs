@@ -221,7 +221,9 @@ try {
     await secure.getByRole("button", { name: "Token" }).click();
     await secure.getByLabel("Token", { exact: true }).fill(operatorToken);
     await secure.getByRole("button", { name: "Use token" }).click();
-    await secure.locator("#stream", { hasText: "Live" }).waitFor({ timeout: DEADLINE });
+    // The dialog's close handler stores the token: wait for it, not for "Live" (already shown).
+    await until("the operator token is in use", async () =>
+      (await secure.evaluate(() => sessionStorage.getItem("waypost.token"))) === operatorToken);
     await secure.getByRole("button", { name: "Drain api-1" }).click();
     await secure.getByRole("button", { name: "Undrain api-1" }).waitFor({ timeout: DEADLINE });
     const found = await call(secured, "GET", "/discover/api", undefined, operatorToken);

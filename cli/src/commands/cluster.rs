@@ -76,7 +76,7 @@ fn print(s: &ClusterStatus) {
             output::opt(s.last_contact_ms.map(|ms| format!("{ms} ms"))),
         ),
     ]);
-    println!();
+    crate::output::outln!("");
     let mut table = Table::new(&[
         "id",
         "url",

@@ -80,9 +80,10 @@ pub(super) async fn discover(d: &Discover) -> Outcome {
                 ]);
             }
             if table.is_empty() {
-                println!(
+                crate::output::outln!(
                     "no instances of {} (revision {})",
-                    answer.service, answer.revision
+                    answer.service,
+                    answer.revision
                 );
             } else {
                 table.print();
@@ -121,7 +122,7 @@ pub(super) async fn explain(d: &Discover) -> Outcome {
             if answer.instances.is_empty() {
                 return done();
             }
-            println!();
+            crate::output::outln!("");
             let mut table = Table::new(&["id", "address", "included", "registered", "reasons"]);
             for e in &answer.instances {
                 let reasons = e

@@ -178,7 +178,7 @@ pub(super) async fn register(r: &Register) -> Outcome {
                 answer.heartbeat_interval_seconds
             ),
         ));
-        println!("{}", answer.message);
+        crate::output::outln!("{}", answer.message);
         output::fields(&rows);
     }
     propagated(answer.propagation.as_ref(), r.common.format())
@@ -204,7 +204,7 @@ pub(super) async fn deregister(d: &Deregister) -> Outcome {
     if d.common.format() == Format::Json {
         output::json(&answer);
     } else {
-        println!("{} (revision {})", answer.message, answer.revision);
+        crate::output::outln!("{} (revision {})", answer.message, answer.revision);
     }
     propagated(answer.propagation.as_ref(), d.common.format())
 }
@@ -249,7 +249,7 @@ pub(super) async fn heartbeat(h: &Heartbeat) -> Outcome {
     if h.common.format() == Format::Json {
         output::json(&answer);
     } else {
-        println!(
+        crate::output::outln!(
             "renewed {}/{} until {} (TTL {} s; heartbeat every {} s)",
             answer.service.as_str(),
             answer.id.as_str(),
@@ -334,7 +334,7 @@ fn propagated(p: Option<&Propagation>, format: Format) -> Outcome {
     let Some(p) = p else { return done() };
     if p.complete {
         if format == Format::Table {
-            println!(
+            crate::output::outln!(
                 "propagated: revision {} applied by {} sidecar{} in {} ms",
                 p.revision,
                 p.applied.len(),

@@ -39,7 +39,7 @@ pub(super) async fn run(common: &Common) -> Outcome {
                 ]);
             }
             if table.is_empty() {
-                println!(
+                crate::output::outln!(
                     "no sidecar reports to this control plane (head revision {})",
                     answer.head
                 );

@@ -70,7 +70,7 @@ pub(super) async fn run(p: &Policy) -> Outcome {
 fn print(answer: &PolicyResponse, format: Format) {
     match format {
         Format::Json => output::json(answer),
-        Format::Table => println!(
+        Format::Table => crate::output::outln!(
             "{}: {} (revision {})",
             answer.service,
             answer

@@ -25,7 +25,7 @@ pub(super) async fn run(common: &Common) -> Outcome {
                 ]);
             }
             if table.is_empty() {
-                println!("no services (revision {})", answer.revision);
+                crate::output::outln!("no services (revision {})", answer.revision);
             } else {
                 table.print();
             }

@@ -140,6 +140,15 @@ impl Registry {
         inner.state.service_revision(service, inner.changes.floor())
     }
 
+    /// The revision of the last change to `service`, or 0 for a service the registry does not
+    /// hold (never registered, or removed and forgotten). For a follower of one service that
+    /// must see no change where there was none (an xDS stream subscribed before the service
+    /// exists): [`Registry::service_revision`]'s floor moves with every change elsewhere once
+    /// the history is full, which a blocking query needs and such a follower must not see.
+    pub fn service_revision_or_zero(&self, service: &str) -> Revision {
+        self.lock().state.service_revision(service, 0)
+    }
+
     /// The in-memory head revision.
     pub fn head(&self) -> Revision {
         self.head.load(Ordering::Acquire)

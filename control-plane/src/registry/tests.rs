@@ -187,6 +187,26 @@ fn service_revision_tracks_removal_of_the_last_instance() {
 }
 
 #[test]
+fn an_absent_service_has_revision_zero_however_far_the_history_moves() {
+    let r = Registry::in_memory_for_test(config());
+    // More changes elsewhere than the history keeps (100): the floor moves past 0.
+    for _ in 0..75 {
+        r.register(&RegisterRequest::new("db", "10.0.0.1:2"))
+            .unwrap();
+        r.deregister(&InstanceRef::by_id("db", "10.0.0.1:2"))
+            .unwrap();
+    }
+    r.register(&RegisterRequest::new("db", "10.0.0.1:2"))
+        .unwrap();
+    assert!(
+        r.service_revision("web") > 0,
+        "a blocking query's floor moves"
+    );
+    assert_eq!(r.service_revision_or_zero("web"), 0);
+    assert_eq!(r.service_revision_or_zero("db"), 151);
+}
+
+#[test]
 fn expiry_happens_at_the_deadline_not_before() {
     let r = Registry::in_memory_for_test(config());
     let before = Instant::now();

@@ -265,7 +265,7 @@ impl Follow {
                     if changed.is_err() || head.borrow().failed {
                         return;
                     }
-                    state.check_revisions(|service| self.registry.service_revision(service));
+                    state.check_revisions(|service| self.registry.service_revision_or_zero(service));
                 }
             }
         }
@@ -333,7 +333,7 @@ impl Follow {
 
     /// The version of `service`'s resource of `kind` in a delta response.
     fn delta_version(&self, kind: Kind, service: &str) -> String {
-        self.version_at(kind, self.registry.service_revision(service))
+        self.version_at(kind, self.registry.service_revision_or_zero(service))
     }
 
     fn version_at(&self, kind: Kind, revision: Revision) -> String {
@@ -346,7 +346,7 @@ impl Follow {
     /// `service`'s resource of `kind`, and the service's revision, read before its instances:
     /// a change in between is seen again later (and sent again), never missed.
     fn resource(&self, kind: Kind, service: &str) -> (Revision, Any) {
-        let revision = self.registry.service_revision(service);
+        let revision = self.registry.service_revision_or_zero(service);
         let any = if kind == Kind::Endpoints {
             let (instances, _) = self.registry.snapshot(Some(service));
             resources::packed(kind, service, &instances)
