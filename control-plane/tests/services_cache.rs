@@ -137,7 +137,14 @@ async fn a_blocking_query_answers_with_the_change_it_waited_for() {
     let waiting = tokio::spawn(async move { client().get(url).send().await.unwrap() });
     register(&cp, seed("api", 2)).await;
     let res = waiting.await.unwrap();
-    assert!(res.headers()["x-waypost-index"].to_str().unwrap().parse::<u64>().unwrap() > index);
+    assert!(
+        res.headers()["x-waypost-index"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > index
+    );
     let body: Value = res.json().await.unwrap();
     assert!(body["services"]["api"].is_object(), "{body}");
     same_as_fresh(&cp, &[""]).await;

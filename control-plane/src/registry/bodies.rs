@@ -1,17 +1,17 @@
 //! Answers that change only with the revision, serialised once per revision.
 //!
 //! `GET /services` lists every service with its counts, VIP and policy. At 10,000 services,
-//! building and serialising that map on every request made the route about twenty times
-//! slower than a `/discover` (issue 18). Every field in it changes only through a change that
-//! moves the revision (a registration, deregistration, expiry, drain or check report; a policy
-//! reaches a listed service only by updating its instances), and nothing in it depends on the
-//! time, so its bytes are a function of the revision: the body is kept with the revision it
-//! was built at and served again while it is at least as new as the read needs. The first
-//! request after a change rebuilds it; requests that arrive during a rebuild wait for it
-//! instead of building their own.
+//! building and serialising that map on every request made it the slowest read by far
+//! (issue 18; `BENCHMARKS.md` has the figures before and after). Every field in it changes
+//! only through a change that moves the revision (a registration, deregistration, expiry,
+//! drain or check report; a policy reaches a listed service only by updating its instances),
+//! and nothing in it depends on the time, so its bytes are a function of the revision: the
+//! body is kept with the revision it was built at and served again while it is at least as
+//! new as the read needs. The first request after a change rebuilds it; requests that arrive
+//! during a rebuild wait for it instead of building their own.
 //!
-//! The memory bound: one body (at 10,000 services about 0.6 MB), plus, for a moment after a
-//! rebuild, the previous one while answers still being written hold it.
+//! The memory bound: one body (773 KB at 10,000 services with a VIP each), plus, for a moment
+//! after a rebuild, the previous one while answers still being written hold it.
 //!
 //! `GET /discover/{service}` is not cached here. Each instance in it carries `uptime_seconds`,
 //! which changes with the time and not with the revision, so its bytes cannot be kept; each
