@@ -2,6 +2,7 @@
 
 use axum::{
     extract::State,
+    http::{HeaderValue, header},
     response::{IntoResponse, Response},
 };
 use utoipa::{
@@ -60,15 +61,16 @@ pub(crate) async fn services(
     blocking
         .read(&app, |index| app.registry.head() > index)
         .await?;
-    let (services, revision) = app.registry.services();
-    let body = ServicesResponse {
-        total_services: services.len(),
-        services,
-        revision,
-    };
-    Ok((
-        [(INDEX_HEADER.clone(), index_value(revision))],
-        axum::Json(body),
-    )
-        .into_response())
+    // Served from the body kept for the current revision (see the registry's `bodies`): the
+    // blocking wait and the linearizable read above happen as for any read; only the building
+    // is skipped when nothing changed since the last request.
+    let (body, revision) = app.registry.services_json().await;
+    let headers = [
+        (INDEX_HEADER.clone(), index_value(revision)),
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ),
+    ];
+    Ok((headers, body).into_response())
 }

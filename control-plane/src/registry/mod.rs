@@ -16,6 +16,7 @@
 //! sees a change that a crash could still lose.
 
 mod apply;
+mod bodies;
 pub(crate) mod changes;
 mod deadlines;
 mod departures;
@@ -159,6 +160,10 @@ struct Inner {
     departures: departures::Departures,
     /// Services' protection policies (services without instances included).
     policies: BTreeMap<ServiceName, ServicePolicy>,
+    /// `GET /services`'s body as last built ([`bodies`]).
+    services_body: Option<bodies::Cached>,
+    /// Counts [`Registry::load`]s, so that a body built before one is never kept after it.
+    loads: u64,
 }
 
 /// The registry's state machine. Cheap to share behind an `Arc`.
@@ -170,6 +175,9 @@ pub struct Registry {
     epoch: AtomicU64,
     committed: watch::Sender<Committed>,
     failed: AtomicBool,
+    /// Held while `GET /services`'s body is rebuilt, so that requests arriving meanwhile wait
+    /// for that body instead of each building their own ([`bodies`]).
+    services_builder: tokio::sync::Mutex<()>,
     config: RegistryConfig,
     metrics: Arc<Metrics>,
 }
@@ -210,9 +218,12 @@ impl Registry {
                 leading: false,
                 departures: departures::Departures::default(),
                 policies: BTreeMap::new(),
+                services_body: None,
+                loads: 0,
             }),
             committed,
             failed: AtomicBool::new(false),
+            services_builder: tokio::sync::Mutex::new(()),
             config,
             metrics,
         };
@@ -256,6 +267,11 @@ impl Registry {
         inner.head = image.revision;
         inner.applied = index;
         inner.preservation = Preservation::new(self.config.self_preservation);
+        // A revision names the same state on every node (applying is deterministic), so a body
+        // built here before the load would still be right at its revision; dropping it anyway
+        // keeps that argument out of the cache's correctness.
+        inner.services_body = None;
+        inner.loads += 1;
         self.head.store(image.revision, Ordering::Release);
         self.epoch.store(image.epoch, Ordering::Release);
         self.committed.send_replace(Committed {

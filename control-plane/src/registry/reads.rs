@@ -12,7 +12,17 @@ use waypost_model::{
     ServiceSummary, heartbeat::Identity,
 };
 
-use super::{Change, Filter, Registry, RegistryError, RegistryStatus, Stale};
+use super::{Change, Filter, Inner, Registry, RegistryError, RegistryStatus, Stale};
+
+/// Every service with instances, with its counts, VIP and policy, at `inner`'s head.
+pub(super) fn summaries(inner: &Inner) -> BTreeMap<String, ServiceSummary> {
+    let mut summaries = inner.state.summaries();
+    for (name, summary) in &mut summaries {
+        summary.vip = inner.vips.as_ref().and_then(|v| v.get(name));
+        summary.policy = inner.policies.get(name.as_str()).copied();
+    }
+    summaries
+}
 
 impl Registry {
     /// Waits until log `index` is applied on this node. Fails when the store failed first.
@@ -121,12 +131,7 @@ impl Registry {
     /// Summaries of every service and the head revision.
     pub fn services(&self) -> (BTreeMap<String, ServiceSummary>, Revision) {
         let inner = self.lock();
-        let mut summaries = inner.state.summaries();
-        for (name, summary) in &mut summaries {
-            summary.vip = inner.vips.as_ref().and_then(|v| v.get(name));
-            summary.policy = inner.policies.get(name.as_str()).copied();
-        }
-        (summaries, inner.head)
+        (summaries(&inner), inner.head)
     }
 
     /// `service`'s protection policy, if it has one.
