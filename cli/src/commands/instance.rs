@@ -184,8 +184,10 @@ pub(super) async fn register(r: &Register) -> Outcome {
     propagated(answer.propagation.as_ref(), r.common.format())
 }
 
+// The arguments of a change to one instance that may wait for the sidecars: deregister, drain
+// and undrain. (Not a doc comment: clap would show it as each command's help.)
 #[derive(Debug, Args)]
-pub(crate) struct Deregister {
+pub(crate) struct Change {
     #[command(flatten)]
     which: Which,
     #[command(flatten)]
@@ -194,7 +196,7 @@ pub(crate) struct Deregister {
     common: Common,
 }
 
-pub(super) async fn deregister(d: &Deregister) -> Outcome {
+pub(super) async fn deregister(d: &Change) -> Outcome {
     let client = d.common.client()?;
     let instance = d.which.instance();
     let answer = match d.wait.propagate() {
@@ -209,17 +211,7 @@ pub(super) async fn deregister(d: &Deregister) -> Outcome {
     propagated(answer.propagation.as_ref(), d.common.format())
 }
 
-#[derive(Debug, Args)]
-pub(crate) struct Drain {
-    #[command(flatten)]
-    which: Which,
-    #[command(flatten)]
-    wait: Wait,
-    #[command(flatten)]
-    common: Common,
-}
-
-pub(super) async fn drain(d: &Drain, draining: bool) -> Outcome {
+pub(super) async fn drain(d: &Change, draining: bool) -> Outcome {
     let client = d.common.client()?;
     let instance = d.which.instance();
     let answer = match d.wait.propagate() {

@@ -34,11 +34,11 @@ pub(crate) enum Command {
     /// `waypost heartbeat` (or the service itself) renews it.
     Register(instance::Register),
     /// Remove an instance now (POST /deregister).
-    Deregister(instance::Deregister),
+    Deregister(instance::Change),
     /// Take an instance out of discovery, keeping it registered (POST /drain).
-    Drain(instance::Drain),
+    Drain(instance::Change),
     /// Put a draining instance back into discovery (POST /drain with "draining": false).
-    Undrain(instance::Drain),
+    Undrain(instance::Change),
     /// Renew an instance's TTL (POST /heartbeat).
     Heartbeat(instance::Heartbeat),
     /// Report a health check's result for an instance (POST /check).

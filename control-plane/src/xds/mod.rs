@@ -165,6 +165,26 @@ impl Ads {
     }
 }
 
+impl Ads {
+    /// Lets a new stream in (its token, and a place among the open streams): its place, held
+    /// until it ends, and the task that will follow it.
+    fn admit(
+        &self,
+        metadata: &MetadataMap,
+    ) -> Result<(tokio::sync::OwnedSemaphorePermit, Follow), Status> {
+        self.authorize(metadata)?;
+        let permit = self.streams.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted("too many xDS streams are open; retry later")
+        })?;
+        let follow = Follow {
+            registry: self.registry.clone(),
+            metrics: self.metrics.clone(),
+            shutdown: self.shutdown.clone(),
+        };
+        Ok((permit, follow))
+    }
+}
+
 #[tonic::async_trait]
 impl AggregatedDiscoveryService for Ads {
     type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
@@ -174,16 +194,8 @@ impl AggregatedDiscoveryService for Ads {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        self.authorize(request.metadata())?;
-        let permit = self.streams.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted("too many xDS streams are open; retry later")
-        })?;
+        let (permit, follow) = self.admit(request.metadata())?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let follow = Follow {
-            registry: self.registry.clone(),
-            metrics: self.metrics.clone(),
-            shutdown: self.shutdown.clone(),
-        };
         self.tasks.spawn(async move {
             follow.run(request.into_inner(), tx).await;
             drop(permit);
@@ -195,16 +207,8 @@ impl AggregatedDiscoveryService for Ads {
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        self.authorize(request.metadata())?;
-        let permit = self.streams.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted("too many xDS streams are open; retry later")
-        })?;
+        let (permit, follow) = self.admit(request.metadata())?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let follow = Follow {
-            registry: self.registry.clone(),
-            metrics: self.metrics.clone(),
-            shutdown: self.shutdown.clone(),
-        };
         self.tasks.spawn(async move {
             follow.run_delta(request.into_inner(), tx).await;
             drop(permit);
