@@ -72,6 +72,8 @@ pub mod defaults {
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
     /// `max_watchers`.
     pub const MAX_WATCHERS: usize = 10_000;
+    /// `watch_buffer`.
+    pub const WATCH_BUFFER: usize = 1024;
     /// `watch_keepalive`.
     pub const WATCH_KEEPALIVE: Duration = Duration::from_secs(15);
     /// `max_query_time`: the longest blocking wait the API allows.
@@ -178,6 +180,10 @@ pub struct Settings {
     /// Most `/watch` streams open at once [default: 10000].
     #[arg(long, env = "WAYPOST_MAX_WATCHERS")]
     pub max_watchers: Option<usize>,
+    /// Events queued for one `/watch` stream; a stream whose reader lets more pile up is taken
+    /// off the live fan-out and reads the change log at its own pace [default: 1024].
+    #[arg(long, env = "WAYPOST_WATCH_BUFFER")]
+    pub watch_buffer: Option<usize>,
     /// Interval of keep-alive comments on idle `/watch` streams [default: 15s].
     #[arg(long, env = "WAYPOST_WATCH_KEEPALIVE", value_parser = humantime::parse_duration)]
     #[serde(default, with = "waypost_runtime::config::opt_duration")]
@@ -342,6 +348,8 @@ pub struct Config {
     pub write_rate: u32,
     /// Writes above the rate a client may send at once.
     pub write_burst: u32,
+    /// Events queued per `/watch` stream before it leaves the live fan-out.
+    pub watch_buffer: usize,
     /// Keep-alive interval on `/watch`.
     pub watch_keepalive: Duration,
     /// The longest a blocking query is held.
@@ -473,6 +481,7 @@ impl Config {
             request_timeout: pick!(request_timeout, defaults::REQUEST_TIMEOUT),
             write_rate: pick!(write_rate, defaults::WRITE_RATE),
             write_burst: pick!(write_burst, defaults::WRITE_BURST),
+            watch_buffer: pick!(watch_buffer, defaults::WATCH_BUFFER),
             watch_keepalive: pick!(watch_keepalive, defaults::WATCH_KEEPALIVE),
             max_query_time: pick!(max_query_time, defaults::MAX_QUERY_TIME),
             shutdown_grace: pick!(shutdown_grace, defaults::SHUTDOWN_GRACE),
@@ -554,13 +563,14 @@ impl Config {
             || self.max_instances == 0
             || self.max_instances_per_service == 0
             || self.max_watchers == 0
+            || self.watch_buffer == 0
             || self.max_connections == 0
             || self.header_read_timeout.is_zero()
             || self.idle_timeout.is_zero()
             || self.request_timeout.is_zero()
         {
             return bad(
-                "history, max_instances, max_instances_per_service, max_watchers, max_connections, header_read_timeout, idle_timeout and request_timeout must be above zero"
+                "history, max_instances, max_instances_per_service, max_watchers, watch_buffer, max_connections, header_read_timeout, idle_timeout and request_timeout must be above zero"
                     .into(),
             );
         }

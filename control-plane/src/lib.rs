@@ -25,6 +25,7 @@ pub mod auth;
 pub mod cluster;
 pub mod command;
 pub mod config;
+mod fanout;
 pub mod metrics;
 pub mod nodes;
 pub mod registry;
@@ -253,6 +254,12 @@ fn app_state(
     tasks.spawn(deadlines.clone().run(shutdown.clone()));
     let nodes = Arc::new(nodes::Nodes::new(config.nodes.clone(), registry.clone()));
     tasks.spawn(nodes.clone().follow(shutdown.clone()));
+    let fanout = Arc::new(fanout::Fanout::new(
+        registry.clone(),
+        metrics.clone(),
+        config.watch_buffer,
+    ));
+    tasks.spawn(fanout.clone().run(shutdown.clone()));
     AppState(Arc::new(api::App {
         registry: registry.clone(),
         cluster: cluster.clone(),
@@ -260,6 +267,7 @@ fn app_state(
         shutdown: shutdown.clone(),
         tasks: tasks.clone(),
         watch_keepalive: config.watch_keepalive,
+        fanout,
         max_query_time: config.max_query_time,
         watchers: Arc::new(tokio::sync::Semaphore::new(config.max_watchers)),
         max_watchers: config.max_watchers,

@@ -81,6 +81,10 @@ pub struct Metrics {
     held_instances: Gauge,
     pub(crate) revision: Gauge,
     pub(crate) watch_streams: Gauge,
+    pub(crate) watch_live: Gauge,
+    pub(crate) watch_events: Counter,
+    pub(crate) watch_detached: Counter,
+    pub(crate) watch_encoded: Counter,
     pub(crate) xds_streams: Gauge,
     xds_pushes: Family<KindLabel, Counter>,
     xds_nacks: Family<KindLabel, Counter>,
@@ -135,6 +139,10 @@ impl Metrics {
             held_instances: Gauge::default(),
             revision: Gauge::default(),
             watch_streams: Gauge::default(),
+            watch_live: Gauge::default(),
+            watch_events: Counter::default(),
+            watch_detached: Counter::default(),
+            watch_encoded: Counter::default(),
             xds_streams: Gauge::default(),
             xds_pushes: Family::default(),
             xds_nacks: Family::default(),
@@ -299,6 +307,26 @@ impl Metrics {
                 "watch_streams",
                 "Open /watch streams",
                 m.watch_streams.clone(),
+            );
+            r.register(
+                "watch_live_streams",
+                "Open /watch streams taking their events from the live fan-out (the others are sending a snapshot or reading the change log)",
+                m.watch_live.clone(),
+            );
+            r.register(
+                "watch_events",
+                "Events handed to live /watch streams by the fan-out",
+                m.watch_events.clone(),
+            );
+            r.register(
+                "watch_detached",
+                "/watch streams taken off the live fan-out because their reader fell behind (they read the change log instead)",
+                m.watch_detached.clone(),
+            );
+            r.register(
+                "watch_encoded",
+                "Changes the /watch fan-out encoded (once per change, whatever the number of streams that get it)",
+                m.watch_encoded.clone(),
             );
             r.register(
                 "xds_streams",

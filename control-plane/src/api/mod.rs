@@ -80,6 +80,8 @@ pub struct App {
     pub watch_keepalive: Duration,
     /// The longest a blocking query is held.
     pub max_query_time: Duration,
+    /// Hands each change to the `/watch` streams, encoded once.
+    pub(crate) fanout: Arc<crate::fanout::Fanout>,
     /// One permit per open `/watch` stream.
     pub watchers: Arc<tokio::sync::Semaphore>,
     /// The number of permits.

@@ -1,31 +1,36 @@
 //! `GET /watch`: Server-Sent Events.
 //!
-//! No per-subscriber queue lives in the registry: each stream remembers the last revision it
-//! sent, waits on the committed head, and reads the shared change log from there. A stream that
-//! falls behind the log (or resumes from another epoch) gets a fresh snapshot instead of a guess.
+//! A stream starts with a snapshot, or resumes from a revision by reading the shared change log
+//! from there; once it has reached the head it takes its events from the live fan-out
+//! ([`crate::fanout`]), which encodes each change once for every stream. A stream that falls
+//! behind the log (or resumes from another epoch) gets a fresh snapshot instead of a guess.
 
-use std::convert::Infallible;
+use std::{collections::VecDeque, convert::Infallible};
 
 use axum::{
+    body::{Body, Bytes},
     extract::State,
-    http::HeaderMap,
-    response::sse::{Event, KeepAlive, Sse},
+    http::{HeaderMap, header},
+    response::{IntoResponse, Response},
 };
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::OwnedSemaphorePermit;
 use utoipa::{
     IntoParams,
     openapi::path::{Parameter, ParameterIn},
 };
 use waypost_model::{
-    ErrorCode, Revision, ServiceName, WatchEvent, WatchMessage,
+    Epoch, ErrorCode, Revision, ServiceName, WatchMessage,
     query::{parse_epoch, parse_revision},
     schema,
-    watch::{event_id, parse_event_id},
+    watch::parse_event_id,
 };
 
 use super::{AppState, error::ApiError, extract::QueryPairs, params::param, responses::ReadErrors};
-use crate::{cluster::Consistency, registry::Stale};
+use crate::{
+    cluster::Consistency,
+    fanout::{Live, Refused, encode_change},
+    registry::Stale,
+};
 
 /// Query parameters and headers of `GET /watch`.
 pub(crate) struct WatchParams;
@@ -64,10 +69,6 @@ impl IntoParams for WatchParams {
     }
 }
 
-/// Events in flight per stream; a slower client makes the stream wait, then catch up from the
-/// log (or get a snapshot if it fell out of it).
-const STREAM_BUFFER: usize = 64;
-
 /// Stream registry changes (Server-Sent Events).
 ///
 /// First a `snapshot` event with every instance at revision R (draining ones included), then
@@ -92,7 +93,7 @@ pub(crate) async fn watch(
     State(app): State<AppState>,
     headers: HeaderMap,
     QueryPairs(pairs): QueryPairs,
-) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let mut service = None;
     let mut since = None;
     let mut epoch = None;
@@ -154,98 +155,132 @@ pub(crate) async fn watch(
             ),
         )
     })?;
-    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-    let keepalive = app.watch_keepalive;
-    let tasks = app.tasks.clone();
-    tasks.spawn(async move {
-        pump(app, service, resume, tx).await;
-        drop(permit);
-    });
-    Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::new().interval(keepalive)))
-}
-
-type Tx = mpsc::Sender<Result<Event, Infallible>>;
-
-/// Sends one event; `false` when the client is gone.
-async fn send(app: &AppState, tx: &Tx, ev: &WatchEvent) -> bool {
-    let data = match serde_json::to_string(ev) {
-        Ok(d) => d,
-        Err(err) => {
-            tracing::error!(%err, "cannot encode watch event");
-            return false;
-        }
-    };
-    let event = Event::default()
-        .event(ev.kind())
-        .id(event_id(app.registry.epoch(), ev.revision()))
-        .data(data);
-    tx.send(Ok(event)).await.is_ok()
-}
-
-/// Sends a snapshot consistent with one revision; returns that revision.
-async fn snapshot(app: &AppState, tx: &Tx, service: Option<&ServiceName>) -> Option<Revision> {
-    // Read at the applied head: everything applied is committed by a majority.
-    let (instances, revision) = app.registry.snapshot(service.map(ServiceName::as_str));
-    let ev = WatchEvent::Snapshot {
-        epoch: format!("{:016x}", app.registry.epoch()),
-        revision,
-        instances,
-    };
-    send(app, tx, &ev).await.then_some(revision)
-}
-
-async fn pump(app: AppState, service: Option<ServiceName>, resume: Option<Revision>, tx: Tx) {
     app.metrics.watch_streams.inc();
-    let _open = scopeguard(&app);
-    let mut rx = app.registry.subscribe();
-    let mut last = match resume {
-        Some(r) => r,
-        None => match snapshot(&app, &tx, service.as_ref()).await {
-            Some(r) => r,
-            None => return,
+    let stream = Stream {
+        epoch: app.registry.epoch(),
+        last: resume,
+        open: Open {
+            app,
+            _permit: permit,
         },
+        service,
+        pending: VecDeque::new(),
+        live: None,
     };
-    loop {
-        let head = rx.borrow_and_update().revision;
-        // `head == last` still reads the log once: a resume point older than the log is
-        // found stale here and answered with a snapshot right away.
-        if head >= last {
-            match app.registry.changes_since(last, head) {
-                Ok(changes) => {
-                    for change in changes {
-                        if service.as_ref().is_none_or(|s| s == change.service())
-                            && !send(&app, &tx, &change.to_event()).await
-                        {
-                            return;
+    let frames = futures_util::stream::unfold(stream, |mut s| async move {
+        let frame = s.next().await?;
+        Some((Ok::<_, Infallible>(frame), s))
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(frames),
+    )
+        .into_response())
+}
+
+/// Changes read from the log at once by a stream that is catching up.
+const PAGE: u64 = 256;
+
+/// The SSE comment sent on an idle stream.
+const KEEPALIVE: &[u8] = b":\n\n";
+
+/// One `/watch` stream: a snapshot or a resume point, then changes, from the live fan-out when
+/// it keeps up, else from the change log at its reader's pace ([`crate::fanout`]).
+struct Stream {
+    open: Open,
+    service: Option<ServiceName>,
+    /// The epoch of `last`.
+    epoch: Epoch,
+    /// The revision the stream has reached (`None`: a snapshot comes first).
+    last: Option<Revision>,
+    /// Events read from the log, to send before reading more.
+    pending: VecDeque<Bytes>,
+    live: Option<Live>,
+}
+
+/// What an open stream holds until it ends, however it ends: its permit, and its place in the
+/// open-streams gauge.
+struct Open {
+    app: AppState,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.app.metrics.watch_streams.dec();
+    }
+}
+
+impl Stream {
+    /// The next bytes to send; `None` ends the stream.
+    async fn next(&mut self) -> Option<Bytes> {
+        let app = self.open.app.clone();
+        loop {
+            if let Some(frame) = self.pending.pop_front() {
+                return Some(frame);
+            }
+            if app.shutdown.is_cancelled() {
+                return None;
+            }
+            let Some(last) = self.last else {
+                let (frame, epoch, revision) = app.fanout.snapshot(self.service.as_ref());
+                self.epoch = epoch;
+                self.last = Some(revision);
+                return Some(frame);
+            };
+            if let Some(live) = self.live.as_mut() {
+                tokio::select! {
+                    biased;
+                    () = app.shutdown.cancelled() => return None,
+                    frame = live.rx.recv() => match frame {
+                        Some((revision, bytes)) => {
+                            self.last = Some(revision);
+                            return Some(bytes);
                         }
-                        last = change.revision;
+                        // Taken off the live fan-out (its queue was full, or the history
+                        // changed): read the log from where the stream is.
+                        None => self.live = None,
+                    },
+                    () = tokio::time::sleep(app.watch_keepalive) => {
+                        return Some(Bytes::from_static(KEEPALIVE));
                     }
                 }
-                Err(Stale) => match snapshot(&app, &tx, service.as_ref()).await {
-                    Some(r) => last = r,
-                    None => return,
-                },
+                continue;
+            }
+            if app.fanout.closed() {
+                return None;
+            }
+            let head = app.registry.head();
+            if self.epoch != app.registry.epoch() {
+                self.last = None;
+                continue;
+            }
+            if last < head {
+                let up_to = head.min(last + PAGE);
+                match app.registry.changes_since(last, up_to) {
+                    Ok(changes) => {
+                        for change in changes
+                            .iter()
+                            .filter(|c| self.service.as_ref().is_none_or(|s| s == c.service()))
+                        {
+                            self.pending.push_back(encode_change(self.epoch, change));
+                        }
+                        self.last = Some(up_to);
+                    }
+                    Err(Stale) => self.last = None,
+                }
+                continue;
+            }
+            match app.fanout.join(self.service.as_ref(), self.epoch, last) {
+                Ok(live) => self.live = Some(live),
+                // The head moved on meanwhile: read it from the log first.
+                Err(Refused::Behind) => {}
+                Err(Refused::Stale) => self.last = None,
+                Err(Refused::Closed) => return None,
             }
         }
-        tokio::select! {
-            biased;
-            () = app.shutdown.cancelled() => return,
-            () = tx.closed() => return,
-            changed = rx.changed() => if changed.is_err() { return },
-        }
-        if rx.borrow().failed {
-            return;
-        }
     }
-}
-
-/// Decrements the open-streams gauge when the stream ends, however it ends.
-fn scopeguard(app: &AppState) -> impl Drop + '_ {
-    struct Guard<'a>(&'a AppState);
-    impl Drop for Guard<'_> {
-        fn drop(&mut self) {
-            self.0.metrics.watch_streams.dec();
-        }
-    }
-    Guard(app)
 }

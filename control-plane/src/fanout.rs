@@ -1,0 +1,346 @@
+//! The fan-out of changes to `/watch` streams: one task reads each committed change once,
+//! encodes it once as a Server-Sent Event, and hands the same bytes to every live stream that
+//! wants it.
+//!
+//! Before this, every stream woke on every commit, read the change log itself and encoded each
+//! event for itself: with 10,000 streams one write cost 10,000 wake-ups and up to 10,000
+//! encodings (the trouble consul#1244 describes). Now a commit costs one log read, one encoding
+//! per change that anyone watches, and one queue push per stream that watches its service (or
+//! everything); a stream of one service costs nothing when other services change.
+//!
+//! Each live stream has a queue of `buffer` events. A stream whose queue is full (its reader is
+//! slower than the changes) is taken off the live fan-out at once, so the server never buffers
+//! more than that for it; the stream then reads the shared change log at its reader's pace
+//! (etcd's "unsynced" watchers do the same), and gets a snapshot if it falls behind the kept
+//! history, exactly what a reconnection with `Last-Event-ID` would get. Once it has caught up
+//! it joins the live fan-out again.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use axum::body::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use waypost_model::{Epoch, Revision, ServiceName, WatchEvent, watch::event_id};
+
+use crate::{
+    metrics::Metrics,
+    registry::{Change, Registry, Stale},
+};
+
+/// One encoded event on its way to a stream: the revision it brings the stream to, and its
+/// bytes, shared by every stream that gets it.
+pub(crate) type Frame = (Revision, Bytes);
+
+/// Why a stream could not join the live fan-out.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The stream's position is older than the kept history, or of another epoch: it needs a
+    /// snapshot first.
+    Stale,
+    /// The fan-out is further ahead than a queue holds: read the log up to the head first.
+    Behind,
+    /// The registry failed or the server is stopping: end the stream.
+    Closed,
+}
+
+/// The fan-out hub: shared by the dispatch task and every stream.
+pub(crate) struct Fanout {
+    hub: Mutex<Hub>,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    /// Events queued per live stream.
+    buffer: usize,
+    /// The whole registry's snapshot event at one revision, kept for the next unfiltered stream
+    /// that starts at that revision (sidecars reconnecting after a restart all do).
+    full_snapshot: Mutex<Option<(Epoch, Revision, Bytes)>>,
+}
+
+impl std::fmt::Debug for Fanout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fanout")
+            .field("buffer", &self.buffer)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Hub {
+    /// Every change up to here has been offered to the streams live at the time.
+    dispatched: Revision,
+    /// The epoch `dispatched` belongs to.
+    epoch: Epoch,
+    /// Live streams of one service.
+    services: HashMap<ServiceName, HashMap<u64, Sub>>,
+    /// Live streams of everything.
+    all: HashMap<u64, Sub>,
+    next_id: u64,
+    closed: bool,
+}
+
+struct Sub {
+    tx: mpsc::Sender<Frame>,
+    /// Changes up to here already reached the stream (it joined after them).
+    after: Revision,
+}
+
+/// A stream's place in the live fan-out; leaving it (dropping this) takes the stream out.
+pub(crate) struct Live {
+    pub(crate) rx: mpsc::Receiver<Frame>,
+    fanout: Arc<Fanout>,
+    service: Option<ServiceName>,
+    id: u64,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.fanout.metrics.watch_live.dec();
+        let mut hub = self.fanout.lock();
+        match &self.service {
+            None => {
+                hub.all.remove(&self.id);
+            }
+            Some(s) => {
+                if let Some(subs) = hub.services.get_mut(s) {
+                    subs.remove(&self.id);
+                    if subs.is_empty() {
+                        hub.services.remove(s);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Fanout {
+    pub(crate) fn new(registry: Arc<Registry>, metrics: Arc<Metrics>, buffer: usize) -> Self {
+        let hub = Hub {
+            dispatched: registry.head(),
+            epoch: registry.epoch(),
+            ..Hub::default()
+        };
+        Self {
+            hub: Mutex::new(hub),
+            registry,
+            metrics,
+            buffer: buffer.max(1),
+            full_snapshot: Mutex::new(None),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Hub> {
+        // Every change to the hub completes before the next line; a panic cannot leave it
+        // half-changed in a way that matters.
+        self.hub.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Follows the applied head and dispatches every change, until shutdown or a store failure
+    /// (which ends every stream).
+    pub(crate) async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut committed = self.registry.subscribe();
+        loop {
+            let head = *committed.borrow_and_update();
+            if head.failed {
+                break;
+            }
+            self.dispatch(head.revision);
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                changed = committed.changed() => if changed.is_err() { break },
+            }
+        }
+        let mut hub = self.lock();
+        hub.closed = true;
+        hub.services.clear();
+        hub.all.clear();
+    }
+
+    /// Offers the changes up to `head` to the live streams.
+    fn dispatch(&self, head: Revision) {
+        let mut hub = self.lock();
+        let epoch = self.registry.epoch();
+        if epoch == hub.epoch && head == hub.dispatched {
+            return;
+        }
+        let changes = if epoch == hub.epoch {
+            self.registry.changes_since(hub.dispatched, head)
+        } else {
+            Err(Stale)
+        };
+        let Ok(changes) = changes else {
+            // A new history (a snapshot installed from the leader) or a gap the log no longer
+            // holds: every stream goes back to reading for itself, which ends in a snapshot.
+            self.metrics.watch_detached.inc_by((hub.live()) as u64);
+            hub.services.clear();
+            hub.all.clear();
+            hub.dispatched = head;
+            hub.epoch = epoch;
+            return;
+        };
+        let mut queued = 0u64;
+        let mut detached = 0u64;
+        let mut encoded = 0u64;
+        let Hub { services, all, .. } = &mut *hub;
+        for change in &changes {
+            let mut frame: Option<Bytes> = None;
+            let mut offer = |subs: &mut HashMap<u64, Sub>| {
+                subs.retain(|_, sub| {
+                    if change.revision <= sub.after {
+                        return true;
+                    }
+                    let bytes = frame.get_or_insert_with(|| {
+                        encoded += 1;
+                        encode_change(epoch, change)
+                    });
+                    match sub.tx.try_send((change.revision, bytes.clone())) {
+                        Ok(()) => {
+                            queued += 1;
+                            true
+                        }
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            detached += 1;
+                            false
+                        }
+                        // The stream's reader is gone; its `Live` leaves on drop anyway.
+                        Err(mpsc::error::TrySendError::Closed(_)) => false,
+                    }
+                });
+            };
+            if let Some(subs) = services.get_mut(change.service()) {
+                offer(subs);
+                if subs.is_empty() {
+                    services.remove(change.service());
+                }
+            }
+            offer(all);
+        }
+        hub.dispatched = head;
+        self.metrics.watch_events.inc_by(queued);
+        self.metrics.watch_detached.inc_by(detached);
+        self.metrics.watch_encoded.inc_by(encoded);
+    }
+
+    /// Joins the live fan-out at `after` (the revision the stream has reached, in `epoch`). The
+    /// changes the fan-out already dispatched after it are queued first.
+    pub(crate) fn join(
+        self: &Arc<Self>,
+        service: Option<&ServiceName>,
+        epoch: Epoch,
+        after: Revision,
+    ) -> Result<Live, Refused> {
+        let mut hub = self.lock();
+        if hub.closed {
+            return Err(Refused::Closed);
+        }
+        if epoch != hub.epoch {
+            return Err(Refused::Stale);
+        }
+        let (tx, rx) = mpsc::channel(self.buffer);
+        if after < hub.dispatched {
+            let gap = self
+                .registry
+                .changes_since(after, hub.dispatched)
+                .map_err(|Stale| Refused::Stale)?;
+            let wanted: Vec<&Change> = gap
+                .iter()
+                .filter(|c| service.is_none_or(|s| s == c.service()))
+                .collect();
+            if wanted.len() > self.buffer / 2 {
+                return Err(Refused::Behind);
+            }
+            for change in wanted {
+                // Cannot fail: the queue is new and large enough.
+                let _ = tx.try_send((change.revision, encode_change(epoch, change)));
+            }
+        }
+        let sub = Sub {
+            tx,
+            after: after.max(hub.dispatched),
+        };
+        hub.next_id += 1;
+        let id = hub.next_id;
+        match service {
+            None => hub.all.insert(id, sub),
+            Some(s) => hub.services.entry(s.clone()).or_default().insert(id, sub),
+        };
+        self.metrics.watch_live.inc();
+        Ok(Live {
+            rx,
+            fanout: self.clone(),
+            service: service.cloned(),
+            id,
+        })
+    }
+
+    /// A snapshot event of one service (or everything) at the applied head, with its epoch
+    /// and revision. The whole registry's is kept for the next stream at the same revision.
+    pub(crate) fn snapshot(&self, service: Option<&ServiceName>) -> (Bytes, Epoch, Revision) {
+        let epoch = self.registry.epoch();
+        if service.is_none() {
+            let head = self.registry.head();
+            let kept = self
+                .full_snapshot
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            if let Some((e, r, bytes)) = kept
+                && e == epoch
+                && r == head
+            {
+                return (bytes, e, r);
+            }
+        }
+        let (instances, revision) = self.registry.snapshot(service.map(ServiceName::as_str));
+        let event = WatchEvent::Snapshot {
+            epoch: format!("{epoch:016x}"),
+            revision,
+            instances,
+        };
+        let bytes = encode(epoch, &event);
+        if service.is_none() {
+            *self.full_snapshot.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((epoch, revision, bytes.clone()));
+        }
+        (bytes, epoch, revision)
+    }
+
+    /// Whether streams must end (store failure or shutdown).
+    pub(crate) fn closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Live streams now.
+    #[cfg(test)]
+    pub(crate) fn live_streams(&self) -> usize {
+        self.lock().live()
+    }
+}
+
+impl Hub {
+    fn live(&self) -> usize {
+        self.all.len() + self.services.values().map(HashMap::len).sum::<usize>()
+    }
+}
+
+/// Encodes one change as a Server-Sent Event.
+pub(crate) fn encode_change(epoch: Epoch, change: &Change) -> Bytes {
+    encode(epoch, &change.to_event())
+}
+
+/// Encodes one event as a Server-Sent Event: its id, its name, and its JSON on one `data`
+/// line (JSON without pretty-printing has no line breaks).
+pub(crate) fn encode(epoch: Epoch, event: &WatchEvent) -> Bytes {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"id: ");
+    out.extend_from_slice(event_id(epoch, event.revision()).as_bytes());
+    out.extend_from_slice(b"\nevent: ");
+    out.extend_from_slice(event.kind().as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    // Serialising owned model types into a Vec cannot fail.
+    serde_json::to_writer(&mut out, event).expect("a watch event serialises");
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
