@@ -19,6 +19,18 @@ async fn main() -> ExitCode {
         }
     };
     logging::init(config.log_format);
+    let files = waypost_runtime::fds::raise_open_files();
+    // Each connection (a `/watch` stream is one) takes a descriptor, and the store, the
+    // listeners and the cluster's connections a few more.
+    if let Some(now) = files.now
+        && now < config.max_connections as u64 + 64
+    {
+        tracing::warn!(
+            open_files = now,
+            max_connections = config.max_connections,
+            "the open-file limit is below --max-connections; raise the hard limit (LimitNOFILE=, ulimit -Hn)"
+        );
+    }
     let shutdown = CancellationToken::new();
     let running = match waypost_control::start(config, shutdown.clone()).await {
         Ok(r) => r,

@@ -38,6 +38,8 @@ fn main() -> ExitCode {
 
 async fn serve(config: Config) -> ExitCode {
     logging::init(config.log_format);
+    // Every proxied connection is two descriptors (see waypost_runtime::fds).
+    waypost_runtime::fds::raise_open_files();
     let shutdown = CancellationToken::new();
     let running = match waypost_sidecar::start(config, shutdown.clone()).await {
         Ok(running) => running,

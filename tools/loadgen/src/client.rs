@@ -56,6 +56,16 @@ impl FromStr for Target {
 }
 
 impl Target {
+    /// The socket address.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `127.0.0.1:PORT`, for the `Host` header.
+    pub(crate) fn authority(&self) -> &str {
+        &self.authority
+    }
+
     /// The target as given, `http://127.0.0.1:PORT`.
     pub(crate) fn url(&self) -> String {
         format!("http://{}", self.authority)

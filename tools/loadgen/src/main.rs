@@ -17,6 +17,8 @@
 //! - `propagation`: times register-acknowledged to answered-by-the-sidecar, p50/p99/max.
 //! - `propagated`: times `POST /register?wait=propagated` until every sidecar has applied it,
 //!   against the same registration without the wait (`tools/propagation-bench.sh`).
+//! - `watchers`: holds thousands of `/watch` streams and times each change until the last
+//!   stream that should get it has it (`tools/fanout-bench.sh`, issue 18).
 //! - `failover`: kills a cluster's leader and times the first write a survivor acknowledges
 //!   (`tools/cluster-bench.sh`).
 //!
@@ -29,6 +31,7 @@ mod bench;
 mod client;
 mod dns;
 mod failover;
+mod fanout;
 mod memory;
 mod procfs;
 mod propagated;
@@ -84,6 +87,8 @@ enum Command {
     Propagation(dns::PropagationArgs),
     /// Kill a cluster's leader and time the first write acknowledged after it.
     Failover(failover::FailoverArgs),
+    /// Hold many `/watch` streams and time each change until every stream that should has it.
+    Watchers(fanout::WatchersArgs),
     /// Time register-to-all-sidecars-applied (`?wait=propagated`) against a plain register.
     Propagated(propagated::PropagatedArgs),
 }
@@ -103,6 +108,7 @@ async fn main() -> std::process::ExitCode {
         Command::Propagation(args) => dns::propagation(args).await,
         Command::Failover(args) => failover::run(args).await,
         Command::Propagated(args) => propagated::run(args).await,
+        Command::Watchers(args) => fanout::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,439 @@
+//! `watchers`: the `/watch` fan-out under load (issue 18). It registers SERVICES x INSTANCES
+//! instances, opens STREAMS concurrent `/watch` streams (each of one service chosen Zipf-like,
+//! plus UNFILTERED streams of everything, as sidecars hold), then makes RATE changes per second
+//! for DURATION and records, for each change, the delay from sending the write until the last
+//! stream that should get it has it. It also reports the server's memory per open stream and
+//! its CPU time per delivered event.
+//!
+//! A change is a registration of an existing instance with new metadata: one `upsert` that
+//! reaches the streams of its service and every unfiltered stream. Streams are spread over the
+//! `--watch` targets (a cluster's nodes); writes go to `--write`.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use http_body_util::{BodyExt, Empty};
+use hyper::{Request, body::Bytes, client::conn::http1, header::HOST};
+use hyper_util::rt::TokioIo;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use serde_json::json;
+use tokio::{net::TcpStream, sync::Semaphore};
+
+use crate::{
+    Error,
+    client::{Call, Conn, Plan, Target, drive},
+    procfs,
+};
+
+/// Arguments of `watchers`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct WatchersArgs {
+    /// Control planes to open streams on, as `http://127.0.0.1:PORT` (streams are spread over
+    /// them in turn).
+    #[arg(long = "watch", required = true)]
+    watch: Vec<Target>,
+    /// The control plane to write to (a cluster's leader).
+    #[arg(long)]
+    write: Target,
+    /// PIDs of the control planes, for memory and CPU.
+    #[arg(long = "server-pid")]
+    server_pids: Vec<u32>,
+    /// Services to register.
+    #[arg(long, default_value_t = 10_000)]
+    services: u64,
+    /// Instances per service.
+    #[arg(long, default_value_t = 10)]
+    instances: u64,
+    /// Streams of one service each.
+    #[arg(long, default_value_t = 10_000)]
+    streams: u64,
+    /// Streams of every service.
+    #[arg(long, default_value_t = 100)]
+    unfiltered: u64,
+    /// Zipf exponent of the service popularity (streams and changes).
+    #[arg(long, default_value_t = 1.0)]
+    zipf: f64,
+    /// Changes per second.
+    #[arg(long, default_value_t = 200)]
+    rate: u64,
+    /// How long changes are made.
+    #[arg(long, default_value = "30s", value_parser = crate::parse_duration)]
+    duration: Duration,
+    /// Streams opened per second.
+    #[arg(long, default_value_t = 2_000)]
+    open_rate: u64,
+    /// Skip registering (the data set is already there).
+    #[arg(long)]
+    no_seed: bool,
+    /// The longest wait for deliveries after the last change.
+    #[arg(long, default_value = "20s", value_parser = crate::parse_duration)]
+    settle: Duration,
+}
+
+/// Service number `s`'s name.
+fn service(s: u64) -> String {
+    format!("fan-{s:05}")
+}
+
+/// Instance `i` of service `s`: a distinct address for up to 65,536 services of 250.
+fn address(s: u64, i: u64) -> String {
+    format!("10.{}.{}.{}:8080", 64 + (s >> 8), s & 0xff, i + 1)
+}
+
+/// Service ranks drawn with probability proportional to `1 / rank^exponent`.
+struct Zipf {
+    cumulative: Vec<f64>,
+}
+
+impl Zipf {
+    fn new(n: u64, exponent: f64) -> Self {
+        let mut total = 0.0;
+        let cumulative = (1..=n)
+            .map(|rank| {
+                total += 1.0 / (rank as f64).powf(exponent);
+                total
+            })
+            .collect();
+        Self { cumulative }
+    }
+
+    fn sample(&self, rng: &mut impl Rng) -> u64 {
+        let total = *self.cumulative.last().unwrap_or(&1.0);
+        let u = rng.random::<f64>() * total;
+        self.cumulative.partition_point(|c| *c < u) as u64
+    }
+}
+
+/// What the streams saw: per revision, how many got it and when the last one did.
+#[derive(Default)]
+struct Receipts {
+    shards: [Mutex<HashMap<u64, (u64, u64)>>; 16],
+}
+
+impl Receipts {
+    fn record(&self, revision: u64, at_ns: u64) {
+        let mut shard = self.shards[(revision % 16) as usize]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let entry = shard.entry(revision).or_insert((0, 0));
+        entry.0 += 1;
+        entry.1 = entry.1.max(at_ns);
+    }
+
+    fn get(&self, revision: u64) -> Option<(u64, u64)> {
+        self.shards[(revision % 16) as usize]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&revision)
+            .copied()
+    }
+}
+
+/// Shared by the streams.
+struct Shared {
+    receipts: Receipts,
+    /// Streams that have received their snapshot.
+    ready: AtomicU64,
+    /// Events (after the snapshot) received in all.
+    events: AtomicU64,
+    /// Streams that ended or failed.
+    ended: AtomicU64,
+    start: Instant,
+}
+
+pub(crate) async fn run(args: WatchersArgs) -> Result<(), Error> {
+    waypost_runtime::fds::raise_open_files();
+    if !args.no_seed {
+        seed(&args).await?;
+    }
+    let zipf = Zipf::new(args.services, args.zipf);
+    let mut rng = StdRng::seed_from_u64(18);
+    let mut watchers = vec![0u64; args.services as usize];
+    let filters: Vec<u64> = (0..args.streams)
+        .map(|_| {
+            let s = zipf.sample(&mut rng);
+            watchers[s as usize] += 1;
+            s
+        })
+        .collect();
+    let rss =
+        |pids: &[u32]| -> u64 { pids.iter().filter_map(|p| procfs::rss_bytes(*p).ok()).sum() };
+    let rss_before = rss(&args.server_pids);
+
+    // Open the streams, bounded in rate.
+    let shared = Arc::new(Shared {
+        receipts: Receipts::default(),
+        ready: AtomicU64::new(0),
+        events: AtomicU64::new(0),
+        ended: AtomicU64::new(0),
+        start: Instant::now(),
+    });
+    let total = args.streams + args.unfiltered;
+    let opened = Instant::now();
+    let gap = Duration::from_secs_f64(1.0 / args.open_rate.max(1) as f64);
+    for k in 0..total {
+        let target = args.watch[k as usize % args.watch.len()].clone();
+        let path = match filters.get(k as usize) {
+            Some(s) => format!("/watch?service={}", service(*s)),
+            None => "/watch".to_owned(),
+        };
+        tokio::spawn(stream(target, path, shared.clone()));
+        tokio::time::sleep_until((opened + gap * (k as u32 + 1)).into()).await;
+    }
+    let open_deadline = Instant::now() + Duration::from_secs(120);
+    while shared.ready.load(Ordering::Relaxed) + shared.ended.load(Ordering::Relaxed) < total {
+        if Instant::now() > open_deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ready = shared.ready.load(Ordering::Relaxed);
+    let open_time = opened.elapsed();
+    // Let allocations settle (snapshot buffers freed) before reading memory.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_streams = rss(&args.server_pids);
+    let per_stream = rss_streams.saturating_sub(rss_before) as f64 / ready.max(1) as f64;
+    println!(
+        "streams: {ready} of {total} open in {:.1} s ({} ended or failed); server RSS {:.1} MiB before, {:.1} MiB with them: {:.1} KiB per stream",
+        open_time.as_secs_f64(),
+        shared.ended.load(Ordering::Relaxed),
+        rss_before as f64 / 1048576.0,
+        rss_streams as f64 / 1048576.0,
+        per_stream / 1024.0
+    );
+
+    // Changes at a steady rate.
+    let count = args.rate * args.duration.as_secs().max(1);
+    let cpu_before = procfs::CpuUse::now(&args.server_pids)?;
+    let events_before = shared.events.load(Ordering::Relaxed);
+    let sent: Arc<Mutex<Vec<(u64, u64, u64)>>> = Arc::default();
+    let in_flight = Arc::new(Semaphore::new(64));
+    let conns: Arc<Mutex<Vec<Conn>>> = Arc::default();
+    let began = Instant::now();
+    let mut failures = 0u64;
+    let mut tasks = Vec::with_capacity(count as usize);
+    for n in 0..count {
+        let due = began + Duration::from_secs_f64(n as f64 / args.rate as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let s = zipf.sample(&mut rng);
+        let i = rng.random_range(0..args.instances);
+        let expected = watchers[s as usize] + args.unfiltered;
+        let call = Call::post(
+            "/register",
+            &json!({
+                "service": service(s),
+                "address": address(s, i),
+                "ttl_seconds": 86_400,
+                "metadata": {"change": n.to_string()},
+            }),
+        );
+        let permit = in_flight.clone().acquire_owned().await?;
+        let (target, sent, conns, shared) = (
+            args.write.clone(),
+            sent.clone(),
+            conns.clone(),
+            shared.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
+            let pooled = conns.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let mut t0 = shared.start.elapsed().as_nanos() as u64;
+            let mut answer = match pooled {
+                Some(mut conn) => conn.send(&call).await.map(|a| (a, conn)),
+                None => Err("no pooled connection".into()),
+            };
+            if answer.is_err() {
+                // A pooled connection the server closed while it idled (the keep-alive
+                // timeout), or none yet: one fresh connection, timed from here.
+                let mut conn = Conn::open(&target).await?;
+                t0 = shared.start.elapsed().as_nanos() as u64;
+                answer = conn.send(&call).await.map(|a| (a, conn));
+            }
+            let ((status, body), conn) = answer?;
+            if !status.is_success() {
+                let body = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+                return Err::<(), Error>(format!("register -> {status} {body}").into());
+            }
+            let revision = serde_json::from_slice::<serde_json::Value>(&body)?["revision"]
+                .as_u64()
+                .ok_or("no revision in the answer")?;
+            sent.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((revision, t0, expected));
+            conns.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+            Ok(())
+        }));
+    }
+    let mut first_failure = None;
+    for t in tasks {
+        let failure = match t.await {
+            Ok(Ok(())) => continue,
+            Ok(Err(err)) => err.to_string(),
+            Err(err) => err.to_string(),
+        };
+        failures += 1;
+        first_failure.get_or_insert(failure);
+    }
+    if let Some(failure) = first_failure {
+        println!("first failed change: {failure}");
+    }
+    let writing = began.elapsed();
+    let changes = std::mem::take(&mut *sent.lock().unwrap_or_else(|e| e.into_inner()));
+    // Wait until every change reached every stream that should get it, or the settle time.
+    let settle_deadline = Instant::now() + args.settle;
+    let complete =
+        |c: &(u64, u64, u64)| shared.receipts.get(c.0).is_some_and(|(got, _)| got >= c.2);
+    while !changes.iter().all(complete) && Instant::now() < settle_deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cpu = procfs::CpuUse::now(&args.server_pids)?.since(&cpu_before);
+    let delivered = shared.events.load(Ordering::Relaxed) - events_before;
+
+    let mut delays: Vec<u64> = Vec::with_capacity(changes.len());
+    let mut incomplete = 0;
+    for c in &changes {
+        match shared.receipts.get(c.0) {
+            Some((got, last)) if got >= c.2 => delays.push(last.saturating_sub(c.1)),
+            _ => incomplete += 1,
+        }
+    }
+    delays.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if delays.is_empty() {
+            return f64::NAN;
+        }
+        let k = ((delays.len() as f64 * p).ceil() as usize).clamp(1, delays.len()) - 1;
+        delays[k] as f64 / 1e6
+    };
+    let expected_total: u64 = changes.iter().map(|c| c.2).sum();
+    let server_cpu = cpu.server.unwrap_or_default();
+    println!(
+        "changes: {} made in {:.1} s ({:.0}/s, {failures} failed); {} events expected, {delivered} delivered ({:.0}/s); {} of the streams ended",
+        changes.len(),
+        writing.as_secs_f64(),
+        changes.len() as f64 / writing.as_secs_f64(),
+        expected_total,
+        delivered as f64 / writing.as_secs_f64(),
+        shared.ended.load(Ordering::Relaxed),
+    );
+    println!(
+        "| streams | unfiltered | changes/s | change-to-last-watcher p50 | p99 | max | incomplete | server CPU per delivered event | server CPU | load CPU | other CPU | server RSS per stream |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {ready} | {} | {:.0} | {:.1} ms | {:.1} ms | {:.1} ms | {incomplete} | {:.2} µs | {:.1} s | {:.1} s | {:.1} s | {:.1} KiB |",
+        args.unfiltered,
+        changes.len() as f64 / writing.as_secs_f64(),
+        pct(0.50),
+        pct(0.99),
+        pct(1.0),
+        server_cpu.as_secs_f64() * 1e6 / delivered.max(1) as f64,
+        server_cpu.as_secs_f64(),
+        cpu.load.as_secs_f64(),
+        cpu.other().as_secs_f64(),
+        per_stream / 1024.0,
+    );
+    Ok(())
+}
+
+/// Registers the data set, 32 connections at once.
+async fn seed(args: &WatchersArgs) -> Result<(), Error> {
+    let (services, instances) = (args.services, args.instances);
+    let total = services * instances;
+    let plan = Plan {
+        make: Box::new(move |n| {
+            let (s, i) = (n % services, n / services);
+            Call::post(
+                "/register",
+                &json!({"service": service(s), "address": address(s, i), "ttl_seconds": 86_400}),
+            )
+        }),
+        deadline: Instant::now() + Duration::from_secs(600),
+        max_requests: total,
+        request_timeout: Duration::from_secs(30),
+        record_latency: false,
+    };
+    let started = Instant::now();
+    let (tally, _) = drive(&args.write, 32, plan).await?;
+    if tally.errors > 0 || tally.requests < total {
+        return Err(format!(
+            "seeding: {} of {total} registered, {} errors; first: {:?}",
+            tally.requests - tally.errors,
+            tally.errors,
+            tally.first_error
+        )
+        .into());
+    }
+    println!(
+        "seeded {total} instances in {services} services in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// One stream: reads event ids off the SSE body. The first event is the snapshot; each later
+/// one is recorded by revision. Only `id:` lines matter, so a line's first bytes are kept and
+/// the rest (a snapshot's data can be tens of megabytes) is skipped.
+async fn stream(target: Target, path: String, shared: Arc<Shared>) {
+    if open_and_read(&target, &path, &shared).await.is_err() {
+        shared.ended.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+async fn open_and_read(target: &Target, path: &str, shared: &Shared) -> Result<(), Error> {
+    let tcp = TcpStream::connect(target.addr()).await?;
+    let (mut sender, connection) = http1::handshake(TokioIo::new(tcp)).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let req = Request::get(path)
+        .header(HOST, target.authority())
+        .body(Empty::<Bytes>::new())?;
+    let res = sender.send_request(req).await?;
+    if !res.status().is_success() {
+        return Err(format!("GET {path} -> {}", res.status()).into());
+    }
+    let mut body = res.into_body();
+    let mut line: Vec<u8> = Vec::with_capacity(64);
+    let mut seen_snapshot = false;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            let end = rest.iter().position(|b| *b == b'\n');
+            let piece = &rest[..end.unwrap_or(rest.len())];
+            if line.len() < 64 {
+                line.extend_from_slice(&piece[..piece.len().min(64 - line.len())]);
+            }
+            let Some(end) = end else { break };
+            rest = &rest[end + 1..];
+            if !seen_snapshot {
+                // The snapshot is whole once its `data` line ends.
+                if line.starts_with(b"data: ") {
+                    seen_snapshot = true;
+                    shared.ready.fetch_add(1, Ordering::Relaxed);
+                }
+            } else if let Some(id) = line.strip_prefix(b"id: ") {
+                let revision = std::str::from_utf8(id)
+                    .ok()
+                    .and_then(|s| s.rsplit('-').next())
+                    .and_then(|r| r.parse::<u64>().ok());
+                if let Some(revision) = revision {
+                    let at = shared.start.elapsed().as_nanos() as u64;
+                    shared.receipts.record(revision, at);
+                    shared.events.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            line.clear();
+        }
+    }
+    Err("the stream ended".into())
+}
