@@ -311,12 +311,6 @@ impl Fanout {
     pub(crate) fn closed(&self) -> bool {
         self.lock().closed
     }
-
-    /// Live streams now.
-    #[cfg(test)]
-    pub(crate) fn live_streams(&self) -> usize {
-        self.lock().live()
-    }
 }
 
 impl Hub {
