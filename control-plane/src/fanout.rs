@@ -162,6 +162,12 @@ impl Fanout {
     fn dispatch(&self, head: Revision) {
         let mut hub = self.lock();
         let epoch = self.registry.epoch();
+        if hub.epoch == 0 {
+            // Epoch 0 is a history not named yet (no leader so far), not another history: the
+            // first leader names it (with nothing committed before), and what follows continues
+            // it. A snapshot installed meanwhile shows as a gap in the log below.
+            hub.epoch = epoch;
+        }
         if epoch == hub.epoch && head == hub.dispatched {
             return;
         }

@@ -254,7 +254,11 @@ impl Stream {
                 return None;
             }
             let head = app.registry.head();
-            if self.epoch != app.registry.epoch() {
+            let epoch = app.registry.epoch();
+            if self.epoch == 0 {
+                // Not another history: the one not named yet (see `Fanout::dispatch`).
+                self.epoch = epoch;
+            } else if self.epoch != epoch {
                 self.last = None;
                 continue;
             }
