@@ -19,6 +19,8 @@
 //!   against the same registration without the wait (`tools/propagation-bench.sh`).
 //! - `failover`: kills a cluster's leader and times the first write a survivor acknowledges
 //!   (`tools/cluster-bench.sh`).
+//! - `store-read`: how fast redb reads 100,000 instance records here, the yardstick for the
+//!   control plane's start-up (`tools/startup-bench.sh`).
 //!
 //! The tool only talks to loopback addresses: it is a benchmark, not a way to load someone else's
 //! server.
@@ -33,6 +35,7 @@ mod memory;
 mod procfs;
 mod propagated;
 mod scenario;
+mod store_read;
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -86,6 +89,8 @@ enum Command {
     Failover(failover::FailoverArgs),
     /// Time register-to-all-sidecars-applied (`?wait=propagated`) against a plain register.
     Propagated(propagated::PropagatedArgs),
+    /// Time redb reading N instance records back (raw and decoded), for the start-up target.
+    StoreRead(store_read::StoreReadArgs),
 }
 
 #[tokio::main]
@@ -103,6 +108,7 @@ async fn main() -> std::process::ExitCode {
         Command::Propagation(args) => dns::propagation(args).await,
         Command::Failover(args) => failover::run(args).await,
         Command::Propagated(args) => propagated::run(args).await,
+        Command::StoreRead(args) => store_read::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
