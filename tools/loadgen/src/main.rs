@@ -108,7 +108,7 @@ async fn main() -> std::process::ExitCode {
         Command::Propagation(args) => dns::propagation(args).await,
         Command::Failover(args) => failover::run(args).await,
         Command::Propagated(args) => propagated::run(args).await,
-        Command::StoreRead(args) => store_read::run(args),
+        Command::StoreRead(args) => store_read::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -66,7 +66,7 @@ struct Times {
     blob_decoded: Duration,
 }
 
-pub(crate) fn run(args: StoreReadArgs) -> Result<(), Error> {
+pub(crate) fn run(args: &StoreReadArgs) -> Result<(), Error> {
     let dir = match &args.dir {
         Some(d) => tempfile::tempdir_in(d)?,
         None => tempfile::tempdir()?,
@@ -97,10 +97,7 @@ pub(crate) fn run(args: StoreReadArgs) -> Result<(), Error> {
         "| read | records | MiB | ms | records/s | MiB/s |\n| --- | ---: | ---: | ---: | ---: | ---: |"
     );
     let mib = |b: usize| b as f64 / 1048576.0;
-    println!(
-        "| open the file | - | - | {:.1} | - | - |",
-        ms(t.open)
-    );
+    println!("| open the file | - | - | {:.1} | - | - |", ms(t.open));
     for (what, b, d) in [
         ("one record each, bytes only", bytes, t.raw),
         ("one record each, decoded", bytes, t.decoded),
