@@ -33,8 +33,12 @@ openraft::declare_raft_types!(
 );
 
 /// One change to the registry, as the log holds it.
+///
+/// Its JSON is an object tagged by `op`. The derived code (`remote = "Self"`: inherent
+/// functions, wrapped by the trait impls of the `wire` module below) is the format; reading
+/// takes a faster path for the commands a log is mostly made of.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(remote = "Self", tag = "op", rename_all = "snake_case")]
 pub enum Command {
     /// Names the revision history: the first leader of a new cluster proposes it once; later
     /// ones change nothing.
@@ -114,6 +118,93 @@ pub enum Command {
         /// The commands.
         commands: Vec<Command>,
     },
+}
+
+/// How a [`Command`] is read and written.
+///
+/// serde reads an internally tagged enum by first copying the whole object into a buffer of
+/// its own (it cannot know the variant before it has seen the tag), and reads the variant from
+/// that buffer: twice the work, and for a batch the copy holds every command in it. Our writer
+/// always puts `op` first, so a `register` or a `batch` whose first key is `op` is read
+/// straight into its fields; anything else (another command, or `op` not first, as another
+/// writer might send it) is read as JSON and handed to the derived code. Restarting with
+/// 100,000 registrations in the log spent about a fifth of its time in that buffer
+/// (BENCHMARKS.md, issue 18).
+mod wire {
+    use std::fmt;
+
+    use serde::{
+        Deserialize, Deserializer, Serialize, Serializer,
+        de::{self, MapAccess, Visitor, value::MapAccessDeserializer},
+    };
+    use waypost_model::Instance;
+
+    use super::Command;
+
+    impl Serialize for Command {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            Command::serialize(self, serializer)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Command {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_map(CommandVisitor)
+        }
+    }
+
+    /// The fields of [`Command::Register`], after its tag.
+    #[derive(Deserialize)]
+    struct Register {
+        instance: Instance,
+    }
+
+    /// The fields of [`Command::Batch`], after its tag.
+    #[derive(Deserialize)]
+    struct Batch {
+        commands: Vec<Command>,
+    }
+
+    struct CommandVisitor;
+
+    impl<'de> Visitor<'de> for CommandVisitor {
+        type Value = Command;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a command: an object tagged by \"op\"")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Command, A::Error> {
+            let mut seen = serde_json::Map::new();
+            if let Some(key) = map.next_key::<String>()? {
+                if key == "op" {
+                    let op: String = map.next_value()?;
+                    match op.as_str() {
+                        "register" => {
+                            let f = Register::deserialize(MapAccessDeserializer::new(map))?;
+                            return Ok(Command::Register {
+                                instance: f.instance,
+                            });
+                        }
+                        "batch" => {
+                            let f = Batch::deserialize(MapAccessDeserializer::new(map))?;
+                            return Ok(Command::Batch {
+                                commands: f.commands,
+                            });
+                        }
+                        _ => {}
+                    }
+                    seen.insert(key, serde_json::Value::String(op));
+                } else {
+                    seen.insert(key, map.next_value()?);
+                }
+            }
+            while let Some((key, value)) = map.next_entry::<String, serde_json::Value>()? {
+                seen.insert(key, value);
+            }
+            Command::deserialize(serde_json::Value::Object(seen)).map_err(de::Error::custom)
+        }
+    }
 }
 
 /// What applying a command did, returned to the node that proposed it.
@@ -219,4 +310,83 @@ pub trait Machine: Send + Sync + 'static {
     fn export(&self) -> Image;
     /// Replaces the whole state (start-up, or a snapshot installed from the leader).
     fn restore(&self, image: Image, index: u64);
+}
+
+#[cfg(test)]
+mod tests {
+    use waypost_model::InstanceRef;
+
+    use super::Command;
+
+    fn register(id: &str) -> Command {
+        let instance = serde_json::from_value(serde_json::json!({
+            "id": id, "service": "web", "address": "10.0.0.1:80", "host": "10.0.0.1",
+            "port": 80, "tags": ["blue"], "metadata": {"zone": "a"}, "weight": 1,
+            "status": "up", "ttl_seconds": 30, "registered_at": "2026-01-02T03:04:05.000Z",
+            "revision": 0
+        }))
+        .expect("an instance");
+        Command::Register { instance }
+    }
+
+    /// What the derived code alone reads from `json` (the inherent function, not the trait's).
+    fn derived(json: &serde_json::Value) -> Command {
+        Command::deserialize(json.clone()).expect("the derived code reads it")
+    }
+
+    #[test]
+    fn commands_read_back_as_written_by_either_path() {
+        let deregister = Command::Deregister {
+            target: InstanceRef {
+                service: "web".into(),
+                id: Some("a".into()),
+                address: None,
+            },
+            at: None,
+            by: Some("ops".into()),
+        };
+        let commands = [
+            Command::Init { epoch: 7 },
+            register("a"),
+            deregister.clone(),
+            Command::Batch {
+                commands: vec![
+                    register("b"),
+                    deregister,
+                    Command::Batch {
+                        commands: vec![register("c"), Command::Init { epoch: 1 }],
+                    },
+                ],
+            },
+        ];
+        for command in commands {
+            let text = serde_json::to_string(&command).unwrap();
+            assert!(text.starts_with(r#"{"op":"#), "{text}");
+            let read: Command = serde_json::from_str(&text).unwrap();
+            assert_eq!(read, command);
+            assert_eq!(derived(&serde_json::from_str(&text).unwrap()), command);
+        }
+    }
+
+    #[test]
+    fn the_tag_may_come_anywhere_and_unknown_ops_are_refused() {
+        let Command::Register { instance } = register("a") else {
+            unreachable!()
+        };
+        let late = serde_json::json!({"instance": instance, "op": "register"});
+        let read: Command = serde_json::from_value(late.clone()).unwrap();
+        assert_eq!(read, register("a"));
+        assert_eq!(read, derived(&late));
+        let text = r#"{"commands": [{"epoch": 3, "op": "init"}], "op": "batch"}"#;
+        let read: Command = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            read,
+            Command::Batch {
+                commands: vec![Command::Init { epoch: 3 }]
+            }
+        );
+        assert!(serde_json::from_str::<Command>(r#"{"op": "reboot"}"#).is_err());
+        assert!(serde_json::from_str::<Command>(r#"{"op": "register"}"#).is_err());
+        assert!(serde_json::from_str::<Command>("[]").is_err());
+    }
 }

@@ -14,7 +14,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures_util::{FutureExt, StreamExt};
@@ -160,6 +160,7 @@ impl Subscription {
                 () = shutdown.cancelled() => break,
                 next = self.events.next() => {
                     let Some(first) = next else { break };
+                    let arrived = Instant::now();
                     let mut changed = self.handle(first);
                     // Apply whatever else is already waiting, then publish once.
                     while let Some(Some(more)) = self.events.next().now_or_never() {
@@ -167,6 +168,7 @@ impl Subscription {
                     }
                     if changed != Changed::Nothing {
                         self.publish(changed).await;
+                        self.metrics.apply_seconds.observe(arrived.elapsed().as_secs_f64());
                         dirty = true;
                     }
                 }
@@ -234,9 +236,10 @@ impl Subscription {
     }
 
     async fn publish(&mut self, changed: Changed) {
+        // Only the changed services' names: a name already resolved waits for the next round.
         let missing: Vec<String> = self
             .mirror
-            .host_names()
+            .host_names_in(&changed)
             .into_iter()
             .filter(|n| !self.names.contains_key(n))
             .collect();
@@ -255,14 +258,8 @@ impl Subscription {
         self.metrics.services.set(snapshot.services.len() as i64);
         self.metrics
             .protected_services
-            .set(snapshot.services.values().filter(|s| s.protected).count() as i64);
-        self.metrics.instances.set(
-            snapshot
-                .services
-                .values()
-                .map(|s| s.instances.len() as i64)
-                .sum(),
-        );
+            .set(snapshot.protected as i64);
+        self.metrics.instances.set(snapshot.instances as i64);
         self.publisher.publish(snapshot);
     }
 

@@ -21,6 +21,8 @@
 //!   stream that should get it has it (`tools/fanout-bench.sh`, issue 18).
 //! - `failover`: kills a cluster's leader and times the first write a survivor acknowledges
 //!   (`tools/cluster-bench.sh`).
+//! - `store-read`: how fast redb reads 100,000 instance records here, the yardstick for the
+//!   control plane's start-up (`tools/startup-bench.sh`).
 //!
 //! The tool only talks to loopback addresses: it is a benchmark, not a way to load someone else's
 //! server.
@@ -36,6 +38,7 @@ mod memory;
 mod procfs;
 mod propagated;
 mod scenario;
+mod store_read;
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -91,6 +94,8 @@ enum Command {
     Watchers(fanout::WatchersArgs),
     /// Time register-to-all-sidecars-applied (`?wait=propagated`) against a plain register.
     Propagated(propagated::PropagatedArgs),
+    /// Time redb reading N instance records back (raw and decoded), for the start-up target.
+    StoreRead(store_read::StoreReadArgs),
 }
 
 #[tokio::main]
@@ -109,6 +114,7 @@ async fn main() -> std::process::ExitCode {
         Command::Failover(args) => failover::run(args).await,
         Command::Propagated(args) => propagated::run(args).await,
         Command::Watchers(args) => fanout::run(args).await,
+        Command::StoreRead(args) => store_read::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
