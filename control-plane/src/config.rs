@@ -73,7 +73,7 @@ pub mod defaults {
     /// `max_watchers`.
     pub const MAX_WATCHERS: usize = 10_000;
     /// `watch_buffer`.
-    pub const WATCH_BUFFER: usize = 1024;
+    pub const WATCH_BUFFER: usize = 256;
     /// `watch_keepalive`.
     pub const WATCH_KEEPALIVE: Duration = Duration::from_secs(15);
     /// `max_query_time`: the longest blocking wait the API allows.
@@ -181,7 +181,7 @@ pub struct Settings {
     #[arg(long, env = "WAYPOST_MAX_WATCHERS")]
     pub max_watchers: Option<usize>,
     /// Events queued for one `/watch` stream; a stream whose reader lets more pile up is taken
-    /// off the live fan-out and reads the change log at its own pace [default: 1024].
+    /// off the live fan-out and reads the change log at its own pace [default: 256].
     #[arg(long, env = "WAYPOST_WATCH_BUFFER")]
     pub watch_buffer: Option<usize>,
     /// Interval of keep-alive comments on idle `/watch` streams [default: 15s].

@@ -141,11 +141,10 @@ impl Fanout {
     pub(crate) async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut committed = self.registry.subscribe();
         loop {
-            let head = *committed.borrow_and_update();
-            if head.failed {
+            if committed.borrow_and_update().failed {
                 break;
             }
-            self.dispatch(head.revision);
+            self.dispatch();
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
@@ -158,28 +157,42 @@ impl Fanout {
         hub.all.clear();
     }
 
-    /// Offers the changes up to `head` to the live streams.
-    fn dispatch(&self, head: Revision) {
+    /// Offers every change applied so far (up to the registry's head) to the live streams.
+    fn dispatch(&self) {
         let mut hub = self.lock();
+        self.advance(&mut hub);
+    }
+
+    /// [`Self::dispatch`] under the hub's lock, which [`Self::join`] holds too: a stream never
+    /// joins a hub that is behind the registry (say, still in the epoch before a snapshot was
+    /// installed).
+    fn advance(&self, hub: &mut Hub) {
+        // The epoch is read on both sides of the log read: a snapshot of another history
+        // installed in between shows as a difference, and nothing read then is sent under
+        // either epoch.
         let epoch = self.registry.epoch();
-        if hub.epoch == 0 {
+        let head = self.registry.head();
+        if hub.epoch == 0 && hub.dispatched == 0 {
             // Epoch 0 is a history not named yet (no leader so far), not another history: the
-            // first leader names it (with nothing committed before), and what follows continues
+            // first leader names it with nothing committed before, and what follows continues
             // it. A snapshot installed meanwhile shows as a gap in the log below.
             hub.epoch = epoch;
         }
-        if epoch == hub.epoch && head == hub.dispatched {
+        if epoch == hub.epoch && head <= hub.dispatched {
             return;
         }
         let changes = if epoch == hub.epoch {
-            self.registry.changes_since(hub.dispatched, head)
+            self.registry
+                .changes_since(hub.dispatched, head)
+                .ok()
+                .filter(|_| self.registry.epoch() == epoch)
         } else {
-            Err(Stale)
+            None
         };
-        let Ok(changes) = changes else {
+        let Some(changes) = changes else {
             // A new history (a snapshot installed from the leader) or a gap the log no longer
             // holds: every stream goes back to reading for itself, which ends in a snapshot.
-            self.metrics.watch_detached.inc_by((hub.live()) as u64);
+            self.metrics.watch_detached.inc_by(hub.live() as u64);
             hub.services.clear();
             hub.all.clear();
             hub.dispatched = head;
@@ -189,7 +202,7 @@ impl Fanout {
         let mut queued = 0u64;
         let mut detached = 0u64;
         let mut encoded = 0u64;
-        let Hub { services, all, .. } = &mut *hub;
+        let Hub { services, all, .. } = hub;
         for change in &changes {
             let mut frame: Option<Bytes> = None;
             let mut offer = |subs: &mut HashMap<u64, Sub>| {
@@ -241,6 +254,7 @@ impl Fanout {
         if hub.closed {
             return Err(Refused::Closed);
         }
+        self.advance(&mut hub);
         if epoch != hub.epoch {
             return Err(Refused::Stale);
         }
@@ -300,13 +314,16 @@ impl Fanout {
             }
         }
         let (instances, revision) = self.registry.snapshot(service.map(ServiceName::as_str));
+        // A snapshot of another history installed meanwhile: label nothing with the wrong
+        // epoch, and keep nothing (the stream sees the new epoch and asks again).
+        let cacheable = self.registry.epoch() == epoch;
         let event = WatchEvent::Snapshot {
             epoch: format!("{epoch:016x}"),
             revision,
             instances,
         };
         let bytes = encode(epoch, &event);
-        if service.is_none() {
+        if service.is_none() && cacheable {
             *self.full_snapshot.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some((epoch, revision, bytes.clone()));
         }

@@ -16,30 +16,38 @@ pub struct OpenFiles {
     pub now: Option<u64>,
 }
 
-/// Raises the soft open-file limit to the hard limit. A refusal leaves the limit as it was:
-/// the server still runs, with fewer connections possible.
+/// What to ask for when the hard limit is "unlimited": the kernel refuses a soft limit of
+/// infinity for open files (it caps them at `fs.nr_open`, 1,048,576 by default on Linux).
+const UNLIMITED_HARD: u64 = 1 << 20;
+
+/// Raises the soft open-file limit to the hard limit (or to [`UNLIMITED_HARD`], then 65,536,
+/// when the hard one is unlimited). A refusal leaves the limit as it was: the server still
+/// runs, with fewer connections possible.
 pub fn raise_open_files() -> OpenFiles {
     let limit = getrlimit(Resource::Nofile);
     let before = limit.current;
-    if limit.current == limit.maximum {
-        return OpenFiles {
-            before,
-            now: before,
-        };
-    }
-    let raised = Rlimit {
-        current: limit.maximum,
-        maximum: limit.maximum,
+    let wanted: &[u64] = match limit.maximum {
+        Some(max) => &[max],
+        None => &[UNLIMITED_HARD, 65_536],
     };
-    match setrlimit(Resource::Nofile, raised) {
-        Ok(()) => OpenFiles {
-            before,
-            now: limit.maximum,
-        },
-        Err(_) => OpenFiles {
-            before,
-            now: before,
-        },
+    for &want in wanted {
+        if before.is_none_or(|now| now >= want) {
+            break;
+        }
+        let raised = Rlimit {
+            current: Some(want),
+            maximum: limit.maximum,
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            return OpenFiles {
+                before,
+                now: Some(want),
+            };
+        }
+    }
+    OpenFiles {
+        before,
+        now: before,
     }
 }
 
@@ -48,11 +56,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_soft_limit_ends_at_the_hard_limit() {
+    fn the_soft_limit_is_raised_as_far_as_allowed_and_reported() {
         let files = raise_open_files();
         let limit = getrlimit(Resource::Nofile);
-        assert_eq!(files.now, limit.current);
-        assert_eq!(limit.current, limit.maximum);
+        assert_eq!(files.now, limit.current, "what it reports is what holds");
+        let at_least = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(a), Some(b)) => a >= b,
+        };
+        assert!(at_least(files.now, files.before), "{files:?}");
+        if limit.maximum.is_some() {
+            assert_eq!(limit.current, limit.maximum);
+        }
         // Raising again changes nothing.
         assert_eq!(
             raise_open_files(),

@@ -255,14 +255,19 @@ impl Stream {
             }
             let head = app.registry.head();
             let epoch = app.registry.epoch();
-            if self.epoch == 0 {
-                // Not another history: the one not named yet (see `Fanout::dispatch`).
+            if self.epoch == 0 && last == 0 {
+                // Not another history: the one not named yet (see `Fanout::advance`). A point
+                // beyond 0 in it was never given out (nothing is committed before the epoch is
+                // named) and gets a snapshot below.
                 self.epoch = epoch;
             } else if self.epoch != epoch {
                 self.last = None;
                 continue;
             }
             if last < head {
+                // A stream of a quiet service may read many pages without finding an event:
+                // let other tasks run between pages.
+                tokio::task::consume_budget().await;
                 let up_to = head.min(last + PAGE);
                 match app.registry.changes_since(last, up_to) {
                     Ok(changes) => {

@@ -76,12 +76,16 @@ pub(crate) struct WatchersArgs {
     settle: Duration,
 }
 
+/// The most services [`address`] can tell apart.
+const MAX_SERVICES: u64 = (256 - 64) << 8;
+
 /// Service number `s`'s name.
 fn service(s: u64) -> String {
     format!("fan-{s:05}")
 }
 
-/// Instance `i` of service `s`: a distinct address for up to 65,536 services of 250.
+/// Instance `i` of service `s`: a distinct address for up to [`MAX_SERVICES`] services of 250
+/// instances.
 fn address(s: u64, i: u64) -> String {
     format!("10.{}.{}.{}:8080", 64 + (s >> 8), s & 0xff, i + 1)
 }
@@ -140,6 +144,10 @@ struct Shared {
     receipts: Receipts,
     /// Streams that have received their snapshot.
     ready: AtomicU64,
+    /// Of those, the streams of each service...
+    ready_by_service: Vec<AtomicU64>,
+    /// ...and of every service.
+    ready_unfiltered: AtomicU64,
     /// Events (after the snapshot) received in all.
     events: AtomicU64,
     /// Streams that ended or failed.
@@ -148,20 +156,22 @@ struct Shared {
 }
 
 pub(crate) async fn run(args: WatchersArgs) -> Result<(), Error> {
+    if args.services == 0
+        || args.services > MAX_SERVICES
+        || args.instances == 0
+        || args.instances > 250
+    {
+        return Err(
+            format!("--services must be 1 to {MAX_SERVICES} and --instances 1 to 250").into(),
+        );
+    }
     waypost_runtime::fds::raise_open_files();
     if !args.no_seed {
         seed(&args).await?;
     }
     let zipf = Zipf::new(args.services, args.zipf);
     let mut rng = StdRng::seed_from_u64(18);
-    let mut watchers = vec![0u64; args.services as usize];
-    let filters: Vec<u64> = (0..args.streams)
-        .map(|_| {
-            let s = zipf.sample(&mut rng);
-            watchers[s as usize] += 1;
-            s
-        })
-        .collect();
+    let filters: Vec<u64> = (0..args.streams).map(|_| zipf.sample(&mut rng)).collect();
     let rss =
         |pids: &[u32]| -> u64 { pids.iter().filter_map(|p| procfs::rss_bytes(*p).ok()).sum() };
     let rss_before = rss(&args.server_pids);
@@ -170,6 +180,8 @@ pub(crate) async fn run(args: WatchersArgs) -> Result<(), Error> {
     let shared = Arc::new(Shared {
         receipts: Receipts::default(),
         ready: AtomicU64::new(0),
+        ready_by_service: (0..args.services).map(|_| AtomicU64::new(0)).collect(),
+        ready_unfiltered: AtomicU64::new(0),
         events: AtomicU64::new(0),
         ended: AtomicU64::new(0),
         start: Instant::now(),
@@ -179,11 +191,8 @@ pub(crate) async fn run(args: WatchersArgs) -> Result<(), Error> {
     let gap = Duration::from_secs_f64(1.0 / args.open_rate.max(1) as f64);
     for k in 0..total {
         let target = args.watch[k as usize % args.watch.len()].clone();
-        let path = match filters.get(k as usize) {
-            Some(s) => format!("/watch?service={}", service(*s)),
-            None => "/watch".to_owned(),
-        };
-        tokio::spawn(stream(target, path, shared.clone()));
+        let filter = filters.get(k as usize).copied();
+        tokio::spawn(stream(target, filter, shared.clone()));
         tokio::time::sleep_until((opened + gap * (k as u32 + 1)).into()).await;
     }
     let open_deadline = Instant::now() + Duration::from_secs(120);
@@ -223,7 +232,13 @@ pub(crate) async fn run(args: WatchersArgs) -> Result<(), Error> {
         tokio::time::sleep_until(due.into()).await;
         let s = zipf.sample(&mut rng);
         let i = rng.random_range(0..args.instances);
-        let expected = watchers[s as usize] + args.unfiltered;
+        // Only streams that are open count: one that failed to open cannot make a change
+        // incomplete.
+        let expected = shared.ready_by_service[s as usize].load(Ordering::Relaxed)
+            + shared.ready_unfiltered.load(Ordering::Relaxed);
+        // The delay counts from when the change was due, so a tool that falls behind its
+        // schedule shows in the figures instead of hiding there.
+        let t0 = due.duration_since(shared.start).as_nanos() as u64;
         let call = Call::post(
             "/register",
             &json!({
@@ -234,16 +249,10 @@ pub(crate) async fn run(args: WatchersArgs) -> Result<(), Error> {
             }),
         );
         let permit = in_flight.clone().acquire_owned().await?;
-        let (target, sent, conns, shared) = (
-            args.write.clone(),
-            sent.clone(),
-            conns.clone(),
-            shared.clone(),
-        );
+        let (target, sent, conns) = (args.write.clone(), sent.clone(), conns.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
             let pooled = conns.lock().unwrap_or_else(|e| e.into_inner()).pop();
-            let mut t0 = shared.start.elapsed().as_nanos() as u64;
             let mut answer = match pooled {
                 Some(mut conn) => conn.send(&call).await.map(|a| (a, conn)),
                 None => Err("no pooled connection".into()),
@@ -252,7 +261,6 @@ pub(crate) async fn run(args: WatchersArgs) -> Result<(), Error> {
                 // A pooled connection the server closed while it idled (the keep-alive
                 // timeout), or none yet: one fresh connection, timed from here.
                 let mut conn = Conn::open(&target).await?;
-                t0 = shared.start.elapsed().as_nanos() as u64;
                 answer = conn.send(&call).await.map(|a| (a, conn));
             }
             let ((status, body), conn) = answer?;
@@ -295,21 +303,29 @@ pub(crate) async fn run(args: WatchersArgs) -> Result<(), Error> {
     let cpu = procfs::CpuUse::now(&args.server_pids)?.since(&cpu_before);
     let delivered = shared.events.load(Ordering::Relaxed) - events_before;
 
+    // A change some stream never got counts as an infinite delay, so it can only raise the
+    // percentiles.
     let mut delays: Vec<u64> = Vec::with_capacity(changes.len());
     let mut incomplete = 0;
     for c in &changes {
         match shared.receipts.get(c.0) {
             Some((got, last)) if got >= c.2 => delays.push(last.saturating_sub(c.1)),
-            _ => incomplete += 1,
+            _ => {
+                incomplete += 1;
+                delays.push(u64::MAX);
+            }
         }
     }
     delays.sort_unstable();
-    let pct = |p: f64| -> f64 {
+    let pct = |p: f64| -> String {
         if delays.is_empty() {
-            return f64::NAN;
+            return "-".to_owned();
         }
         let k = ((delays.len() as f64 * p).ceil() as usize).clamp(1, delays.len()) - 1;
-        delays[k] as f64 / 1e6
+        match delays[k] {
+            u64::MAX => "∞ (incomplete)".to_owned(),
+            ns => format!("{:.1} ms", ns as f64 / 1e6),
+        }
     };
     let expected_total: u64 = changes.iter().map(|c| c.2).sum();
     let server_cpu = cpu.server.unwrap_or_default();
@@ -327,7 +343,7 @@ pub(crate) async fn run(args: WatchersArgs) -> Result<(), Error> {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {ready} | {} | {:.0} | {:.1} ms | {:.1} ms | {:.1} ms | {incomplete} | {:.2} µs | {:.1} s | {:.1} s | {:.1} s | {:.1} KiB |",
+        "| {ready} | {} | {:.0} | {} | {} | {} | {incomplete} | {:.2} µs | {:.1} s | {:.1} s | {:.1} s | {:.1} KiB |",
         args.unfiltered,
         changes.len() as f64 / writing.as_secs_f64(),
         pct(0.50),
@@ -380,19 +396,23 @@ async fn seed(args: &WatchersArgs) -> Result<(), Error> {
 /// One stream: reads event ids off the SSE body. The first event is the snapshot; each later
 /// one is recorded by revision. Only `id:` lines matter, so a line's first bytes are kept and
 /// the rest (a snapshot's data can be tens of megabytes) is skipped.
-async fn stream(target: Target, path: String, shared: Arc<Shared>) {
-    if open_and_read(&target, &path, &shared).await.is_err() {
+async fn stream(target: Target, filter: Option<u64>, shared: Arc<Shared>) {
+    if open_and_read(&target, filter, &shared).await.is_err() {
         shared.ended.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-async fn open_and_read(target: &Target, path: &str, shared: &Shared) -> Result<(), Error> {
+async fn open_and_read(target: &Target, filter: Option<u64>, shared: &Shared) -> Result<(), Error> {
+    let path = match filter {
+        Some(s) => format!("/watch?service={}", service(s)),
+        None => "/watch".to_owned(),
+    };
     let tcp = TcpStream::connect(target.addr()).await?;
     let (mut sender, connection) = http1::handshake(TokioIo::new(tcp)).await?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
-    let req = Request::get(path)
+    let req = Request::get(&path)
         .header(HOST, target.authority())
         .body(Empty::<Bytes>::new())?;
     let res = sender.send_request(req).await?;
@@ -402,6 +422,9 @@ async fn open_and_read(target: &Target, path: &str, shared: &Shared) -> Result<(
     let mut body = res.into_body();
     let mut line: Vec<u8> = Vec::with_capacity(64);
     let mut seen_snapshot = false;
+    // An event's id comes before its name: kept until the name says it is no snapshot (a
+    // later snapshot delivers no change).
+    let mut pending_id: Option<u64> = None;
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame?.into_data() else {
             continue;
@@ -420,17 +443,24 @@ async fn open_and_read(target: &Target, path: &str, shared: &Shared) -> Result<(
                 if line.starts_with(b"data: ") {
                     seen_snapshot = true;
                     shared.ready.fetch_add(1, Ordering::Relaxed);
+                    match filter {
+                        Some(s) => &shared.ready_by_service[s as usize],
+                        None => &shared.ready_unfiltered,
+                    }
+                    .fetch_add(1, Ordering::Relaxed);
                 }
             } else if let Some(id) = line.strip_prefix(b"id: ") {
-                let revision = std::str::from_utf8(id)
+                pending_id = std::str::from_utf8(id)
                     .ok()
                     .and_then(|s| s.rsplit('-').next())
                     .and_then(|r| r.parse::<u64>().ok());
-                if let Some(revision) = revision {
-                    let at = shared.start.elapsed().as_nanos() as u64;
-                    shared.receipts.record(revision, at);
-                    shared.events.fetch_add(1, Ordering::Relaxed);
-                }
+            } else if let Some(name) = line.strip_prefix(b"event: ")
+                && let Some(revision) = pending_id.take()
+                && name != b"snapshot"
+            {
+                let at = shared.start.elapsed().as_nanos() as u64;
+                shared.receipts.record(revision, at);
+                shared.events.fetch_add(1, Ordering::Relaxed);
             }
             line.clear();
         }
