@@ -11,8 +11,9 @@
 #          (REGISTER_MAX for register); ROUNDS rounds, the two systems take turns and swap
 #          which goes first every round; the median run of each is reported.
 #   syncs  after the load: one more register run on each system with `strace -c` counting
-#          the server's fsync/fdatasync calls, to show how many registrations share a sync
-#          (strace slows both servers, so only these counts mean something, not the rate).
+#          the server's fsync/fdatasync calls, and the Raft entries it made (from /metrics),
+#          to show how many registrations share an entry and a sync (strace slows both
+#          servers, so only these counts mean something, not the rate).
 #
 # The servers run on CPU 1 and the load tools on CPU 0 (taskset), as in the other benchmarks.
 #
@@ -176,21 +177,34 @@ fi
 syncs=$work/syncs.txt
 : >"$syncs"
 if has_phase syncs; then
+    # metric URL NAME: a sample's value from a Prometheus text page (0 when absent).
+    metric() {
+        curl -s -m 5 "$1/metrics" | awk -v n="$2" '$1 == n { v = $2 } END { printf "%d\n", v + 0 }'
+    }
+    # entries SIDE: Raft entries so far (Waypost: its last log index; etcd: proposals committed).
+    entries() {
+        case $1 in
+            waypost) metric "$w_url" waypost_raft_last_log_index ;;
+            etcd) metric "$e_url" etcd_server_proposals_committed_total ;;
+        esac
+    }
     # count_syncs SIDE PID: strace follows every thread of PID for one register run.
     count_syncs() {
-        local side=$1 pid=$2 out=$work/strace-$1.txt n calls
+        local side=$1 pid=$2 out=$work/strace-$1.txt n calls before after
         strace -f -c -e trace=fsync,fdatasync -o "$out" -p "$pid" 2>/dev/null &
         local strace_pid=$!
         sleep 1 # strace attaches to each thread
         sink=$work/sync-rows-$side.md
+        before=$(entries "$side")
         DURATION=$SYNC_DURATION "run_$side" register "$REGISTER_MAX"
+        after=$(entries "$side")
         kill -INT "$strace_pid" 2>/dev/null || true
         wait "$strace_pid" 2>/dev/null || true
         n=$(tail -1 "$sink" | awk -F'|' '{ gsub(/ /, "", $5); print $5 }')
         calls=$(awk '$NF == "fsync" || $NF == "fdatasync" { c += $4 } END { print c + 0 }' "$out")
-        echo "$side $n $calls" >>"$syncs"
+        echo "$side $n $((after - before)) $calls" >>"$syncs"
     }
-    echo "counting syncs during a register run (under strace)..." >&2
+    echo "counting Raft entries and syncs during a register run (under strace)..." >&2
     count_syncs waypost "$w_pid"
     count_syncs etcd "$e_pid"
 fi
@@ -253,9 +267,10 @@ if has_phase syncs && [ -s "$syncs" ]; then
     echo
     echo "Syncs during one register run each ($SYNC_DURATION, under strace -f -c):"
     echo
-    echo "| system | registrations | fsync + fdatasync calls | registrations per sync |"
-    echo "| --- | ---: | ---: | ---: |"
-    awk '{ printf "| %s | %s | %s | %s |\n", $1, $2, $3, ($3 > 0 ? sprintf("%.1f", $2 / $3) : "-") }' "$syncs"
+    echo "| system | registrations | Raft entries | registrations per entry | fsync + fdatasync calls | registrations per sync |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+    awk '{ printf "| %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, ($3 > 0 ? sprintf("%.1f", $2 / $3) : "-"),
+        $4, ($4 > 0 ? sprintf("%.1f", $2 / $4) : "-") }' "$syncs"
 fi
 
 echo
