@@ -15,11 +15,12 @@
 #          to show how many registrations share an entry and a sync (strace slows both
 #          servers, so only these counts mean something, not the rate).
 #
-# The servers run on CPU 1 and the load tools on CPU 0 (taskset), as in the other benchmarks.
+# The servers run on CPU 1 and the load tools on CPU 0 (taskset), as in the other benchmarks;
+# PIN=0 lets the scheduler put everything on both CPUs instead.
 #
 # Usage: tools/etcd-ab.sh
 #   ROUNDS (3) DURATION (10s) CONCURRENCY (32) MAX_REQUESTS (2000000) REGISTER_MAX (200000)
-#   BATCH (100) PHASES ("load syncs") ETCD_TTL (3600: the TTL of the leases etcd's register
+#   BATCH (100) PHASES ("load syncs") PIN (1; 0: no taskset) SYNC_DURATION (5s) ETCD_TTL (3600: the TTL of the leases etcd's register
 #   grants, as long as Waypost's registrations', so that nothing expires in either system during
 #   the run) ETCD_CONNECTIONS (shared | per-client) SKIP_BUILD (1: use the binaries already
 #   built) ETCD_TARGET_DIR (where tools/etcd-load is built; default CARGO_TARGET_DIR/etcd-load)
@@ -41,6 +42,7 @@ ETCD_TTL=${ETCD_TTL:-3600}
 ETCD_CONNECTIONS=${ETCD_CONNECTIONS:-shared}
 SKIP_BUILD=${SKIP_BUILD:-0}
 SYNC_DURATION=${SYNC_DURATION:-5s}
+PIN=${PIN:-1}
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -51,6 +53,9 @@ wload=$target_dir/release/waypost-load
 eload=$ETCD_TARGET_DIR/release/etcd-load
 server_cpu=(taskset -c 1)
 load_cpu=(taskset -c 0)
+if [ "$PIN" = 0 ]; then
+    server_cpu=() load_cpu=()
+fi
 
 has_phase() { [[ " $PHASES " == *" $1 "* ]]; }
 
@@ -235,7 +240,7 @@ echo
 echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), \
 $(free -h | awk '/^Mem:/ {print $2}') RAM; Waypost at $commit$(git diff --quiet HEAD || echo ' (with uncommitted changes)'), $(etcd --version | head -1)"
 echo "Load: $CONCURRENCY clients, $DURATION per run (at most $MAX_REQUESTS requests, $REGISTER_MAX for register), \
-median of $ROUNDS runs; servers on CPU 1, load tools on CPU 0; etcd clients: $ETCD_CONNECTIONS connections, register leases ${ETCD_TTL}s"
+median of $ROUNDS runs; $([ "$PIN" = 0 ] && echo "nothing pinned" || echo "servers on CPU 1, load tools on CPU 0"); etcd clients: $ETCD_CONNECTIONS connections, register leases ${ETCD_TTL}s"
 
 if has_phase load; then
     echo
