@@ -350,7 +350,7 @@ fn row(args: &BenchArgs, tally: &mut Tally, took: Duration, cpu: &CpuUse) -> Str
         }
         _ => "-".to_owned(),
     };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let cores = crate::procfs::machine_cpus() as f64;
     let other = 100.0 * cpu.other().as_secs_f64() / (cores * took.as_secs_f64().max(1e-9));
     format!(
         "| {} | {} | {} | {} | {} | {rate:.0} | {} | {} | {} | {} | {other:.0}% |",

@@ -25,6 +25,24 @@ fn cpu_time(pid: u32) -> Result<Duration, Error> {
     Ok(ticks(field(11)? + field(12)?))
 }
 
+/// CPUs of the machine (the `cpuN` lines of `/proc/stat`), not those this process may run on:
+/// the busy time [`CpuUse::other`] is taken from is the whole machine's, and under `taskset`
+/// `available_parallelism` would count only the load tool's CPU.
+pub(crate) fn machine_cpus() -> usize {
+    std::fs::read_to_string("/proc/stat")
+        .map(|stat| {
+            stat.lines()
+                .filter(|l| {
+                    l.strip_prefix("cpu")
+                        .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+                })
+                .count()
+        })
+        .ok()
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// Busy time of all CPUs since boot: user, nice, system, irq, softirq and steal from the
 /// first line of `/proc/stat`.
 fn machine_busy() -> Result<Duration, Error> {

@@ -34,6 +34,9 @@ pub(crate) struct BenchArgs {
     /// Stop after this many requests even if time remains.
     #[arg(long, default_value_t = 2_000_000)]
     max_requests: u64,
+    /// Instances per request in the `heartbeat-batch` scenario.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=waypost_model::limits::MAX_BATCH_HEARTBEAT as u64))]
+    batch: u64,
     /// Skip seeding (the target already holds the data set, or is the baseline).
     #[arg(long)]
     no_seed: bool,
@@ -65,7 +68,9 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Error> {
     }
     let cpu_before = CpuUse::now(&args.pid)?;
     let plan = Plan {
-        make: args.scenario.requests(scenario::run_id()),
+        make: args
+            .scenario
+            .requests(scenario::run_id(), args.batch as usize),
         deadline: Instant::now() + args.duration,
         max_requests: args.max_requests,
         request_timeout: args.request_timeout,
@@ -96,7 +101,7 @@ fn row(args: &BenchArgs, tally: &mut Tally, took: Duration, cpu: &CpuUse) -> Str
         }
         _ => "-".to_owned(),
     };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let cores = crate::procfs::machine_cpus() as f64;
     let other = 100.0 * cpu.other().as_secs_f64() / (cores * took.as_secs_f64().max(1e-9));
     format!(
         "| {} | {} | {} | {} | {} | {rate:.0} | {} | {} | {} | {} | {other:.0}% |",

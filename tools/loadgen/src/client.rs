@@ -81,6 +81,9 @@ pub(crate) struct Call {
     pub(crate) path: String,
     /// JSON body; empty for GET.
     pub(crate) body: Bytes,
+    /// Bytes a 2xx answer's body must contain to count as a success (the batch heartbeat
+    /// answers 200 even when entries fail).
+    pub(crate) expect: Option<Bytes>,
 }
 
 impl Call {
@@ -90,6 +93,7 @@ impl Call {
             method: Method::GET,
             path,
             body: Bytes::new(),
+            expect: None,
         }
     }
 
@@ -99,7 +103,14 @@ impl Call {
             method: Method::POST,
             path: path.to_owned(),
             body: Bytes::from(json.to_string()),
+            expect: None,
         }
+    }
+
+    /// The same call, counted as failed unless a 2xx answer's body contains `needle`.
+    pub(crate) fn expecting(mut self, needle: &'static str) -> Self {
+        self.expect = Some(Bytes::from_static(needle.as_bytes()));
+        self
     }
 }
 
@@ -238,7 +249,10 @@ async fn worker(mut conn: Conn, target: Target, plan: Arc<Plan>, issued: Arc<Ato
                 if plan.record_latency {
                     tally.latencies_ns.push(took.as_nanos() as u64);
                 }
-                if !status.is_success() {
+                let unexpected = call.expect.as_ref().is_some_and(|needle| {
+                    !body.windows(needle.len()).any(|w| w == needle.as_ref())
+                });
+                if !status.is_success() || unexpected {
                     let body = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
                     tally.fail(format!("{} {} -> {status} {body}", call.method, call.path));
                 }

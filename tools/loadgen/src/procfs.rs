@@ -32,6 +32,24 @@ pub(crate) fn cpu_time(pid: u32) -> Result<Duration, Error> {
     Ok(Duration::from_millis(ticks * 1000 / USER_HZ))
 }
 
+/// CPUs of the machine (the `cpuN` lines of `/proc/stat`), not those this process may run on:
+/// the busy time [`CpuUse::other`] is taken from is the whole machine's, and under `taskset`
+/// `available_parallelism` would count only the load tool's CPU.
+pub(crate) fn machine_cpus() -> usize {
+    std::fs::read_to_string("/proc/stat")
+        .map(|stat| {
+            stat.lines()
+                .filter(|l| {
+                    l.strip_prefix("cpu")
+                        .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+                })
+                .count()
+        })
+        .ok()
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// CPU time all CPUs of the machine spent busy (not idle, not waiting for I/O) since boot.
 pub(crate) fn machine_busy() -> Result<Duration, Error> {
     let stat = std::fs::read_to_string("/proc/stat")

@@ -200,7 +200,7 @@ pub(crate) async fn run(args: PropagatedArgs) -> Result<(), Error> {
     let control_cpu = procfs::cpu_time(args.pid)?.saturating_sub(control_before);
 
     report(&args, trials, wall, &mut base, &mut waited, &mut waits);
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let cores = crate::procfs::machine_cpus() as f64;
     let share = |d: Duration| 100.0 * d.as_secs_f64() / (cores * wall.as_secs_f64().max(1e-9));
     let sidecars_cpu = cpu.server.unwrap_or_default().saturating_sub(control_cpu);
     println!();

@@ -29,6 +29,9 @@ pub(crate) enum Scenario {
     Register,
     /// `POST /heartbeat` cycling over the seeded instances.
     Heartbeat,
+    /// `POST /heartbeat` in the batch form, `--batch` seeded instances per request, cycling
+    /// over them; an answer counts only if it renewed every entry.
+    HeartbeatBatch,
     /// `GET /discover/{service}` cycling over the seeded services.
     Discover,
     /// `GET /services`.
@@ -41,13 +44,15 @@ impl Scenario {
         match self {
             Self::Register => "register",
             Self::Heartbeat => "heartbeat",
+            Self::HeartbeatBatch => "heartbeat-batch",
             Self::Discover => "discover",
             Self::Services => "services",
         }
     }
 
-    /// Builds request number `n`. `run` makes `register` addresses differ between runs.
-    pub(crate) fn requests(self, run: u64) -> Box<dyn Fn(u64) -> Call + Send + Sync> {
+    /// Builds request number `n`. `run` makes `register` addresses differ between runs; `batch`
+    /// is the number of instances in each `heartbeat-batch` request.
+    pub(crate) fn requests(self, run: u64, batch: usize) -> Box<dyn Fn(u64) -> Call + Send + Sync> {
         match self {
             Self::Register => Box::new(move |n| register_new("reg", 100, n, run)),
             Self::Heartbeat => {
@@ -56,6 +61,27 @@ impl Scenario {
                         let (s, i) = (k % SEED_SERVICES, k / SEED_SERVICES);
                         let body = json!({"service": seed_service(s), "id": seed_address(s, i)});
                         Call::post("/heartbeat", &body)
+                    })
+                    .collect();
+                cycle(calls)
+            }
+            Self::HeartbeatBatch => {
+                let total = SEED_SERVICES * SEED_INSTANCES;
+                let batch = batch as u64;
+                // As many batches as it takes for every seeded instance to start one, each
+                // running on (wrapping around the data set), so that consecutive requests renew
+                // different instances, as clients holding different instances would.
+                let calls: Vec<Call> = (0..total.div_ceil(batch))
+                    .map(|b| {
+                        let instances: Vec<_> = (0..batch)
+                            .map(|j| {
+                                let k = (b * batch + j) % total;
+                                let (s, i) = (k % SEED_SERVICES, k / SEED_SERVICES);
+                                json!({"service": seed_service(s), "id": seed_address(s, i)})
+                            })
+                            .collect();
+                        Call::post("/heartbeat", &json!({ "instances": instances }))
+                            .expecting(r#""failed":0,"#)
                     })
                     .collect();
                 cycle(calls)
@@ -172,8 +198,23 @@ mod tests {
 
     #[test]
     fn heartbeats_name_seeded_instances() {
-        let make = Scenario::Heartbeat.requests(0);
+        let make = Scenario::Heartbeat.requests(0, 1);
         let body = String::from_utf8(make(101).body.to_vec()).expect("utf-8");
         assert_eq!(body, r#"{"id":"10.1.1.2:8080","service":"svc-001"}"#);
+    }
+
+    #[test]
+    fn batches_name_distinct_seeded_instances() {
+        let make = Scenario::HeartbeatBatch.requests(0, 100);
+        let body: serde_json::Value = serde_json::from_slice(&make(3).body).expect("a JSON body");
+        let list = body["instances"].as_array().expect("the batch form");
+        assert_eq!(list.len(), 100);
+        let distinct: std::collections::HashSet<_> = list.iter().collect();
+        assert_eq!(distinct.len(), 100);
+        assert_eq!(
+            list[0],
+            json!({"service": "svc-000", "id": "10.1.0.4:8080"})
+        );
+        assert_eq!(make(3).expect.as_deref(), Some(&br#""failed":0,"#[..]));
     }
 }
