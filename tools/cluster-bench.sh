@@ -80,24 +80,9 @@ if has_phase ab && [ -z "$BASE_BIN" ]; then
     fi
 fi
 
-work=$(mktemp -d /tmp/cluster-bench.XXXXXX)
-pids=()
-# Kills every process this script started that still runs (SIGKILL: data directories are
-# thrown away), checking that the process id still belongs to one of ours.
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do
-        if grep -qF "$work" "/proc/$pid/cmdline" 2>/dev/null; then
-            kill -9 "$pid" 2>/dev/null || true
-        fi
-    done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+. tools/lib.sh
+bench_setup_kill cluster-bench
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # --- etcd: three members on loopback, default election timeout (1000 ms) and heartbeat (100 ms)
 declare -a e_client e_peer e_pid

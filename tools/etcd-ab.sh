@@ -82,22 +82,7 @@ for bin in "$control" "$wload" "$eload"; do
 done
 
 . tools/lib.sh
-work=$(mktemp -d /tmp/etcd-ab.XXXXXX)
-pids=()
-# Kills every process this script started that still runs (SIGKILL: the data is thrown away),
-# checking that the process id still belongs to one of ours.
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do
-        if grep -qF "$work" "/proc/$pid/cmdline" 2>/dev/null; then
-            kill -9 "$pid" 2>/dev/null || true
-        fi
-    done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_setup_kill etcd-ab
 
 # wait_for WHAT CHECK...: runs CHECK every 0.1 s until it succeeds, at most 60 s.
 wait_for() {

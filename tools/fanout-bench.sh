@@ -45,16 +45,6 @@ watchers() { # watchers ARGS...: one run of the load tool
         --instances "$INSTANCES" --streams "$STREAMS" --unfiltered "$UNFILTERED" \
         --rate "$RATE" --duration "$DURATION" "$@"
 }
-wait_addr() { # wait_addr LOG: the address a control plane logged
-    local addr="" n
-    for n in $(seq 300); do
-        addr=$(grep -o '"http":"[^"]*"' "$1" | head -1 | cut -d'"' -f4 || true)
-        [ -n "$addr" ] && { echo "$addr"; return 0; }
-        sleep 0.1
-    done
-    cat "$1" >&2
-    return 1
-}
 
 for phase in "${PHASES[@]}"; do
     case $phase in
@@ -65,7 +55,7 @@ for phase in "${PHASES[@]}"; do
                 "${limits[@]}" 2>"$work/$label.log" &
             pid=$!
             pids+=($!)
-            addr=$(wait_addr "$work/$label.log")
+            addr=$(logged_addr "$work/$label.log")
             LOAD_CPU=0 watchers --watch "http://$addr" --write "http://$addr" --server-pid "$pid"
             kill "$pid"
             wait "$pid" 2>/dev/null || true

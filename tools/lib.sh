@@ -34,6 +34,41 @@ bench_setup() {
   trap bench_cleanup EXIT
 }
 
+# `bench_setup_kill NAME`: the same for scripts whose servers hold data directories in the work
+# directory (/tmp/NAME.XXXXXX): at exit every started process that still runs is killed with
+# SIGKILL (the data is thrown away), after checking that its command line still names the work
+# directory, so that a reused process id is never ours to kill.
+bench_setup_kill() {
+  work=$(mktemp -d "/tmp/$1.XXXXXX")
+  pids=()
+  trap bench_kill_cleanup EXIT
+  trap 'exit 130' INT TERM
+}
+
+bench_kill_cleanup() {
+  local pid
+  for pid in "${pids[@]}"; do
+    if grep -qF "$work" "/proc/$pid/cmdline" 2>/dev/null; then
+      kill -9 "$pid" 2>/dev/null || true
+    fi
+  done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+
+# `logged_addr LOG`: the address a control plane started with `--log-format json` logged (as
+# `"http":"127.0.0.1:PORT"`), waiting up to 30 s; prints the log and fails without one.
+logged_addr() {
+  local addr="" n
+  for n in $(seq 300); do
+    addr=$(grep -o '"http":"[^"]*"' "$1" | head -1 | cut -d'"' -f4 || true)
+    [ -n "$addr" ] && { echo "$addr"; return 0; }
+    sleep 0.1
+  done
+  cat "$1" >&2
+  return 1
+}
+
 bench_cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
@@ -45,14 +80,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 bench_control_plane() {
   taskset -c 1 target/release/waypost-control --in-memory --listen 127.0.0.1:0 --write-rate 0 --log-format json 2>"$work/control.log" &
   pids+=($!)
-  cp=""
-  for _ in $(seq 100); do
-    cp=$(grep -o '"http":"[^"]*"' "$work/control.log" | head -1 | cut -d'"' -f4 || true)
-    [ -n "$cp" ] && return 0
-    sleep 0.1
-  done
-  cat "$work/control.log" >&2
-  return 1
+  cp=$(logged_addr "$work/control.log")
 }
 
 # For the proxy benchmarks. `wait_port PORT`: something accepts on 127.0.0.1:PORT (about 10 s,

@@ -33,13 +33,7 @@ for label in A B; do
         2>"$work/$label.log" &
     pid[$label]=$!
     pids+=($!)
-    addr=""
-    for _ in $(seq 100); do
-        addr=$(grep -o '"http":"[^"]*"' "$work/$label.log" | head -1 | cut -d'"' -f4 || true)
-        [ -n "$addr" ] && break
-        sleep 0.1
-    done
-    [ -n "$addr" ] || { cat "$work/$label.log" >&2; exit 1; }
+    addr=$(logged_addr "$work/$label.log")
     url[$label]="http://$addr"
     timeout 300 "$LOAD" seed --target "${url[$label]}" >&2
     timeout 300 "$LOAD" dns-seed --target "${url[$label]}" --services $((SERVICES - 100)) \

@@ -67,13 +67,7 @@ for services in "${SIZES[@]}"; do
     2>"$work/control.log" &
   cp_pid=$!
   pids+=($cp_pid)
-  cp=""
-  for _ in $(seq 100); do
-    cp=$(grep -o '"http":"[^"]*"' "$work/control.log" | head -1 | cut -d'"' -f4 || true)
-    [ -n "$cp" ] && break
-    sleep 0.1
-  done
-  [ -n "$cp" ] || { cat "$work/control.log" >&2; exit 1; }
+  cp=$(logged_addr "$work/control.log")
   curl -sf -X POST "http://$cp/register" -H 'content-type: application/json' \
     -d "{\"service\": \"backend\", \"address\": \"127.0.0.1:$backend_port\", \"ttl_seconds\": 86400}" >/dev/null
   taskset -c 0 timeout 600 "$LOAD" dns-seed --target "http://$cp" --services "$services" \
