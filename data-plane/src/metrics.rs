@@ -46,6 +46,8 @@ pub struct Metrics {
     pub(crate) protected_services: Gauge,
     pub(crate) instances: Gauge,
     pub(crate) forwarded: Family<QueryLabels, Counter>,
+    /// DNS queries answered over UDP from prepared bytes (also counted in `queries`).
+    pub(crate) dns_prepared: Counter,
     pub(crate) dns_tcp_connections: Gauge,
     pub(crate) dns_tcp_closed: Family<CloseLabel, Counter>,
     proxy_requests: Family<OutcomeLabel, Counter>,
@@ -87,6 +89,7 @@ impl Metrics {
             protected_services: Gauge::default(),
             instances: Gauge::default(),
             forwarded: Family::default(),
+            dns_prepared: Counter::default(),
             dns_tcp_connections: Gauge::default(),
             dns_tcp_closed: Family::default(),
             proxy_requests: Family::default(),
@@ -131,6 +134,12 @@ impl Metrics {
                 "dns_forwarded",
                 "DNS queries forwarded upstream, by query type and response code",
                 m.forwarded.clone(),
+            );
+            r.register(
+                "dns_prepared_answers",
+                "DNS queries answered over UDP from the wire bytes prepared with the snapshot \
+                 (a subset of dns_queries)",
+                m.dns_prepared.clone(),
             );
             r.register(
                 "dns_tcp_connections",
