@@ -13,8 +13,8 @@
 //! response; FORMERR to a header followed by an unreadable message.
 
 use std::{
-    io::ErrorKind,
-    net::{IpAddr, SocketAddr},
+    io::{self, ErrorKind},
+    net::{IpAddr, SocketAddr, UdpSocket},
     sync::Arc,
 };
 
@@ -28,7 +28,10 @@ use hickory_server::{
     server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
     zone_handler::{MessageResponse, MessageResponseBuilder, Queries},
 };
-use tokio::{net::UdpSocket, task::JoinSet};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    task::JoinSet,
+};
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -45,10 +48,33 @@ const MAX_QUERY: usize = 4096;
 /// thread on a one-worker sidecar.
 const TURN: usize = 64;
 
+/// The socket, registered with the runtime for readability only. A tokio `UdpSocket` also
+/// asks for writability, and then every answer sent wakes the loop once more (the kernel
+/// signals room to write as each answer leaves), which doubled the loop's system calls per
+/// query at low rates. Answers are sent without waiting (see [`send`]).
+type Socket = AsyncFd<UdpSocket>;
+
 /// Answers DNS on `socket` until `shutdown`: prepared answers in the loop, everything else by
 /// `handler`. Queries still with the handler when it stops are dropped.
-pub(crate) async fn serve(socket: UdpSocket, handler: Arc<Handler>, shutdown: CancellationToken) {
-    let socket = Arc::new(socket);
+pub(crate) async fn serve(
+    socket: tokio::net::UdpSocket,
+    handler: Arc<Handler>,
+    shutdown: CancellationToken,
+) {
+    // `AsyncFd::with_interest` is deprecated because it accepts any raw descriptor; a
+    // `std::net::UdpSocket` owns its descriptor for as long as the `AsyncFd` holds it, which is
+    // what makes the registration sound (its replacement is `unsafe`, which we forbid).
+    #[allow(deprecated)]
+    let registered = socket
+        .into_std()
+        .and_then(|socket| AsyncFd::with_interest(socket, Interest::READABLE));
+    let socket = match registered {
+        Ok(socket) => Arc::new(socket),
+        Err(err) => {
+            tracing::error!(%err, "cannot serve DNS over UDP");
+            return;
+        }
+    };
     let mut fast = FastPath::new(
         handler.snapshots.clone(),
         Domain::new(handler.records.domain()),
@@ -58,19 +84,23 @@ pub(crate) async fn serve(socket: UdpSocket, handler: Arc<Handler>, shutdown: Ca
     let mut answer = Vec::with_capacity(usize::from(super::handler::MAX_UDP_PAYLOAD));
     let mut ordinary = JoinSet::new();
     loop {
-        tokio::select! {
+        let mut ready = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            ready = socket.readable() => if let Err(err) = ready {
-                tracing::warn!(%err, "the DNS UDP socket failed");
-                break;
+            ready = socket.readable() => match ready {
+                Ok(ready) => ready,
+                Err(err) => {
+                    tracing::warn!(%err, "the DNS UDP socket failed");
+                    break;
+                }
             },
-        }
+        };
         let mut drained = false;
         for _ in 0..TURN {
-            let (len, src) = match socket.try_recv_from(&mut packet) {
+            let (len, src) = match socket.get_ref().recv_from(&mut packet) {
                 Ok(received) => received,
                 Err(err) if err.kind() == ErrorKind::WouldBlock => {
+                    ready.clear_ready();
                     drained = true;
                     break;
                 }
@@ -84,7 +114,9 @@ pub(crate) async fn serve(socket: UdpSocket, handler: Arc<Handler>, shutdown: Ca
             }
             let query = &packet[..len];
             if fast.answer(query, &mut answer) {
-                send(&socket, &answer, src).await;
+                if let Err(err) = send(&socket, &answer, src).await {
+                    tracing::debug!(%err, dst = %src, "cannot send a DNS answer");
+                }
             } else {
                 ordinary.spawn(answer_ordinary(
                     query.to_vec(),
@@ -96,20 +128,23 @@ pub(crate) async fn serve(socket: UdpSocket, handler: Arc<Handler>, shutdown: Ca
                 while ordinary.try_join_next().is_some() {}
             }
         }
+        drop(ready);
         if !drained {
             tokio::task::yield_now().await;
         }
     }
 }
 
-/// Sends `answer` to `dst`: at once when the socket's buffer has room, else when it has.
-async fn send(socket: &UdpSocket, answer: &[u8], dst: SocketAddr) {
-    let sent = match socket.try_send_to(answer, dst) {
-        Err(err) if err.kind() == ErrorKind::WouldBlock => socket.send_to(answer, dst).await,
-        sent => sent,
-    };
-    if let Err(err) = sent {
-        tracing::debug!(%err, %dst, "cannot send a DNS answer");
+/// Sends `answer` to `dst` at once. When the socket's buffer is full (answers waiting in slow
+/// clients' queues), waits for room through a registration of its own, made for the moment:
+/// the loop's registration does not ask for writability.
+async fn send(socket: &Socket, answer: &[u8], dst: SocketAddr) -> io::Result<()> {
+    match socket.get_ref().send_to(answer, dst) {
+        Err(err) if err.kind() == ErrorKind::WouldBlock => {
+            let writer = tokio::net::UdpSocket::from_std(socket.get_ref().try_clone()?)?;
+            writer.send_to(answer, dst).await.map(drop)
+        }
+        sent => sent.map(drop),
     }
 }
 
@@ -126,7 +161,7 @@ fn answerable(src: SocketAddr) -> bool {
 async fn answer_ordinary(
     raw: Vec<u8>,
     src: SocketAddr,
-    socket: Arc<UdpSocket>,
+    socket: Arc<Socket>,
     handler: Arc<Handler>,
 ) {
     // Shorter than a header: not a DNS query, and no id to answer with.
@@ -159,7 +194,7 @@ async fn answer_ordinary(
 /// Sends the handler's answers on the UDP socket.
 #[derive(Clone)]
 struct Reply {
-    socket: Arc<UdpSocket>,
+    socket: Arc<Socket>,
     dst: SocketAddr,
 }
 
@@ -177,7 +212,7 @@ impl ResponseHandler for Reply {
         >,
     ) -> Result<ResponseInfo, NetError> {
         let (info, bytes) = encode(response)?;
-        self.socket.send_to(&bytes, self.dst).await?;
+        send(&self.socket, &bytes, self.dst).await?;
         Ok(info)
     }
 }
