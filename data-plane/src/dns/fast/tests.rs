@@ -406,3 +406,60 @@ fn only_plain_queries_are_parsed() {
         assert_eq!(Query::parse(&packet), None, "{what}");
     }
 }
+
+/// Whatever bytes arrive, the fast path does not panic, and what it answers hickory also reads
+/// as a query and the handler answers the same way: mutated queries (bytes changed, cut or
+/// added, seeded so that a failure repeats) checked against the handler.
+#[tokio::test]
+async fn mutated_queries_are_answered_as_the_handler_would_or_left_to_it() {
+    let snapshot = services();
+    let mut rng = StdRng::seed_from_u64(18);
+    let names = [
+        ("web.service.waypost.", RecordType::A),
+        ("web.service.waypost.", RecordType::SRV),
+        ("_web._tcp.service.waypost.", RecordType::SRV),
+        ("one.service.waypost.", RecordType::AAAA),
+    ];
+    let (mut fast, mut left) = (0, 0);
+    for _ in 0..3000 {
+        let (name, rtype) = names[rng.random_range(0..names.len())];
+        let payload = [None, Some(512), Some(4096)][rng.random_range(0..3)];
+        let mut packet = query(name, rtype, payload);
+        for _ in 0..rng.random_range(1..=3) {
+            match rng.random_range(0..10) {
+                0 => packet.truncate(rng.random_range(0..packet.len().max(1))),
+                1 => packet.push(rng.random()),
+                // A case flip in the name, as 0x20 randomisation does.
+                2..=4 if packet.len() > 12 => {
+                    let at = rng.random_range(12..packet.len());
+                    packet[at] ^= 0x20;
+                }
+                _ => {
+                    let at = rng.random_range(0..packet.len().max(1));
+                    if let Some(byte) = packet.get_mut(at) {
+                        *byte = rng.random();
+                    }
+                }
+            }
+        }
+        let Some(answer) = fast_answer(&snapshot, &packet) else {
+            left += 1;
+            continue;
+        };
+        fast += 1;
+        let slow = handler_answer(services(), &packet).await;
+        let (f, s) = (
+            Message::from_vec(&answer).unwrap(),
+            Message::from_vec(&slow).unwrap(),
+        );
+        let case = format!("{packet:?}");
+        assert_eq!(f.metadata, s.metadata, "{case}");
+        assert_eq!(f.queries, s.queries, "{case}");
+        assert_eq!(sorted(&f.answers), sorted(&s.answers), "{case}");
+        assert_eq!(f.additionals, s.additionals, "{case}");
+        assert_eq!(f.edns, s.edns, "{case}");
+        assert_eq!(answer.len(), slow.len(), "{case}");
+    }
+    // Both kinds were seen (the counts are fixed by the seed).
+    assert!(fast > 100 && left > 100, "{fast} answered, {left} left");
+}
