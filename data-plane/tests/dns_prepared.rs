@@ -83,7 +83,7 @@ fn mixed_case(name: &str, phase: usize) -> String {
     name.chars()
         .enumerate()
         .map(|(i, c)| {
-            if (i + phase) % 2 == 0 {
+            if (i + phase).is_multiple_of(2) {
                 c.to_ascii_uppercase()
             } else {
                 c
@@ -161,14 +161,23 @@ async fn udp_answers_from_prepared_bytes_are_the_handlers_answers() {
     )
     .unwrap();
     assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
-    assert!(nx.authorities.iter().any(|r| r.record_type() == RecordType::SOA));
+    assert!(
+        nx.authorities
+            .iter()
+            .any(|r| r.record_type() == RecordType::SOA)
+    );
     let nodata = Message::from_vec(
         &over_udp(dns, &query("solo.service.waypost.", RecordType::AAAA, None)).await,
     )
     .unwrap();
     assert_eq!(nodata.metadata.response_code, ResponseCode::NoError);
     assert!(nodata.answers.is_empty());
-    assert!(nodata.authorities.iter().any(|r| r.record_type() == RecordType::SOA));
+    assert!(
+        nodata
+            .authorities
+            .iter()
+            .any(|r| r.record_type() == RecordType::SOA)
+    );
     assert_eq!(sidecar.metric(prepared).await, asked);
     sidecar.stop().await;
 }
@@ -196,8 +205,8 @@ async fn answers_too_large_for_the_client_are_truncated_by_the_handler() {
     }
     let prepared = "waypost_sidecar_dns_prepared_answers_total";
     assert_eq!(sidecar.metric(prepared).await, 0.0);
-    let whole = Message::from_vec(&over_udp(dns, &query(name, RecordType::SRV, Some(1232))).await)
-        .unwrap();
+    let whole =
+        Message::from_vec(&over_udp(dns, &query(name, RecordType::SRV, Some(1232))).await).unwrap();
     assert!(!whole.metadata.truncation);
     assert_eq!(whole.answers.len(), 12);
     assert_eq!(whole.additionals.len(), 12);

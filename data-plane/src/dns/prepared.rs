@@ -142,8 +142,7 @@ impl Prepared {
                     };
                     // An additional owner that nothing before it ends with would be written
                     // in full, or partly compressed: not reproduced here.
-                    if target.in_owner.is_none() && target.in_answers.iter().all(Option::is_none)
-                    {
+                    if target.in_owner.is_none() && target.in_answers.iter().all(Option::is_none) {
                         return None;
                     }
                     targets.push((name, target));
@@ -206,10 +205,7 @@ impl Prepared {
             out.extend_from_slice(&additional.tail);
         }
         // Both are at most MAX_RECORDS plus what fits a UDP answer: far below u16::MAX.
-        (
-            self.answers.len() as u16,
-            self.additionals.len() as u16,
-        )
+        (self.answers.len() as u16, self.additionals.len() as u16)
     }
 }
 
@@ -218,8 +214,11 @@ fn pointer(offset: usize) -> [u8; 2] {
     (0xC000 | offset as u16).to_be_bytes()
 }
 
+/// Wire bytes, as kept here.
+type Bytes = Box<[u8]>;
+
 /// A record encoded alone by hickory: its owner name (wire form) and the rest.
-fn encode(record: &Record) -> Option<(Box<[u8]>, Box<[u8]>)> {
+fn encode(record: &Record) -> Option<(Bytes, Bytes)> {
     let mut bytes = Vec::with_capacity(64);
     let mut encoder = BinEncoder::new(&mut bytes);
     record.emit(&mut encoder).ok()?;

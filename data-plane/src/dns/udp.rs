@@ -83,10 +83,13 @@ pub(crate) async fn serve(
     let mut packet = vec![0u8; MAX_QUERY];
     let mut answer = Vec::with_capacity(usize::from(super::handler::MAX_UDP_PAYLOAD));
     let mut ordinary = JoinSet::new();
+    // One wait for shutdown for the whole loop, not one registered and dropped per wake.
+    let stop = shutdown.cancelled();
+    tokio::pin!(stop);
     loop {
         let mut ready = tokio::select! {
             biased;
-            () = shutdown.cancelled() => break,
+            () = &mut stop => break,
             ready = socket.readable() => match ready {
                 Ok(ready) => ready,
                 Err(err) => {

@@ -89,7 +89,12 @@ impl Order {
     /// key `u^(1/w)`, largest first, orders the same way; the logarithm keeps precision when
     /// `1/w` is tiny.) Most services give every instance the same weight, and then a uniform
     /// shuffle is the same law, without a logarithm and a sort.
-    pub fn draw<R: Rng + ?Sized>(&mut self, weights: &[f64], uneven: bool, rng: &mut R) -> &[usize] {
+    pub fn draw<R: Rng + ?Sized>(
+        &mut self,
+        weights: &[f64],
+        uneven: bool,
+        rng: &mut R,
+    ) -> &[usize] {
         self.indices.clear();
         self.indices.extend(0..weights.len());
         if weights.len() < 2 {

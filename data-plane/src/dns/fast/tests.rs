@@ -46,8 +46,11 @@ fn records() -> RecordBuilder {
     )
 }
 
-/// A snapshot of services given as (name, [(host, port, weight)]), every host an IP.
-fn snapshot(services: &[(&str, &[(&str, u16, u32)])]) -> snapshot::Snapshot {
+/// An instance as (host, port, weight), its host an IP.
+type At<'a> = (&'a str, u16, u32);
+
+/// A snapshot of services given as (name, instances).
+fn snapshot(services: &[(&str, &[At<'_>])]) -> snapshot::Snapshot {
     let mut map = HashMap::new();
     for (name, instances) in services {
         let all: Vec<Arc<Instance>> = instances
@@ -319,7 +322,12 @@ async fn other_queries_are_left_to_the_handler() {
             None,
             ResponseCode::NoError,
         ),
-        ("service.waypost.", RecordType::A, None, ResponseCode::NoError),
+        (
+            "service.waypost.",
+            RecordType::A,
+            None,
+            ResponseCode::NoError,
+        ),
         ("example.com.", RecordType::A, None, ResponseCode::Refused),
         // Eight SRV records and their targets do not fit 512 bytes: hickory truncates.
         (
