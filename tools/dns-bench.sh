@@ -8,7 +8,8 @@
 # Usage: tools/dns-bench.sh
 #   SERVICES, DURATION (seconds per run), ROUNDS, CLIENTS, RATE, RATE_DURATION, RATE_ROUNDS and
 #   TRIALS override the defaults below; PEERS picks the other servers (default
-#   "knot unbound dnsmasq"); BASE=path/to/another/waypost-sidecar adds that build as server
+#   "knot unbound dnsmasq"), KNOT_WORKERS knot's UDP workers (default: its own, one per CPU
+#   online); BASE=path/to/another/waypost-sidecar adds that build as server
 #   "base", following the same control plane, for a before/after in the same run.
 # Needs dnsperf, knot, unbound, dnsmasq (Debian packages dnsperf, knot, unbound, dnsmasq-base)
 # and dig (dnsutils); no system service of theirs is used: each server runs here, on 127.0.0.1,
@@ -68,14 +69,21 @@ servers=()
 declare -A port pid
 
 # `start NAME COMMAND...`: runs a server on CPU 1 (its stderr in NAME.log) on port[NAME].
+# Every thread is pinned again once it answers: knot sets its UDP workers' affinity itself,
+# one per CPU online, which put one of them on dnsperf's CPU 0 despite taskset.
 start() {
-  local name=$1
+  local name=$1 thread
   shift
   taskset -c 1 "$@" 2>"$work/$name.log" &
   pids+=($!)
   pid[$name]=$!
   servers+=("$name")
   wait_answers "${port[$name]}" "$name"
+  taskset -a -p -c 1 "${pid[$name]}" >/dev/null
+  for thread in /proc/"${pid[$name]}"/task/*; do
+    grep -q '^Cpus_allowed_list:[[:space:]]*1$' "$thread/status" ||
+      { echo "dns-bench: a thread of $name is not on CPU 1" >&2; exit 1; }
+  done
 }
 
 sidecar() {
@@ -90,13 +98,14 @@ for peer in $PEERS; do
   port[$peer]=$(free_port)
   case $peer in
     knot)
-      # Stock settings (as many UDP workers as CPUs online), the zone from the file, nothing
-      # written back.
+      # Stock settings (as many UDP workers as CPUs online, KNOT_WORKERS to change it), the
+      # zone from the file, nothing written back.
       mkdir -p "$work/knot"
       cat >"$work/knot.conf" <<EOF
 server:
     rundir: "$work/knot"
-    listen: 127.0.0.1@${port[knot]}
+    listen: 127.0.0.1@${port[knot]}${KNOT_WORKERS:+
+    udp-workers: $KNOT_WORKERS}
 database:
     storage: "$work/knot"
 log:
