@@ -27,8 +27,8 @@ use crate::{
 /// flag day recommend 1232 to avoid fragmentation).
 pub(crate) const MAX_UDP_PAYLOAD: u16 = 1232;
 
-/// Answers queries for the domain from the snapshot; forwards or refuses the rest. Cloned
-/// once: hickory's UDP server owns one, the TCP listener shares the other.
+/// Answers queries for the domain from the snapshot; forwards or refuses the rest. One, shared
+/// by the UDP loop (for what its fast path leaves) and the TCP listener.
 #[derive(Debug, Clone)]
 pub struct Handler {
     pub(crate) snapshots: Snapshots,

@@ -1,6 +1,6 @@
 //! The DNS responder on UDP and TCP (same address), our [`handler::Handler`] answering from
-//! the snapshot. [`udp`] receives on UDP: the common query (a service's addresses or SRV
-//! records) is answered by [`fast`] from the bytes [`prepared`] with the snapshot; every other
+//! the snapshot. `udp` receives on UDP: the common query (a service's addresses or SRV
+//! records) is answered by `fast` from the bytes [`prepared`] with the snapshot; every other
 //! packet is parsed by hickory and answered by the handler, malformed ones FORMERR (or dropped
 //! when not even a header can be read). TCP is accepted by [`tcp`], which holds each
 //! connection to a deadline and caps how many are open, then parses and answers with the same

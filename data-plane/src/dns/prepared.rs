@@ -1,5 +1,5 @@
 //! Answers prepared as wire bytes when a service's records are built, so that the UDP fast
-//! path ([`super::fast`]) answers a query by copying bytes instead of building records.
+//! path (`dns::fast`) answers a query by copying bytes instead of building records.
 //!
 //! The bytes are hickory's: every record is encoded once by hickory's encoder, and a query
 //! only lays the pieces out the way hickory's encoder would for the same records in the same
