@@ -78,7 +78,7 @@ bench_cleanup() {
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 bench_control_plane() {
-  taskset -c 1 target/release/waypost-control --in-memory --listen 127.0.0.1:0 --write-rate 0 --log-format json 2>"$work/control.log" &
+  taskset -c 1 "${CARGO_TARGET_DIR:-target}/release/waypost-control" --in-memory --listen 127.0.0.1:0 --write-rate 0 --log-format json 2>"$work/control.log" &
   pids+=($!)
   cp=$(logged_addr "$work/control.log")
 }

@@ -16,9 +16,12 @@
 //! - [`persist`]: the last snapshot on disk, written atomically, read back at start.
 //! - [`dns`]: the responder. [`dns::handler`] answers from the snapshot, [`dns::records`]
 //!   builds the record sets the snapshot holds, each record with its weight, and
-//!   [`dns::weighted`] draws an answer's order by those weights; [`dns::names`] (the
+//!   [`dns::weighted`] draws an answer's order by those weights; [`dns::prepared`] turns a
+//!   service's sets into wire bytes when they are built; [`dns::names`] (the
 //!   `waypost-dns-names` crate in `data-plane/dns-names/`) reads query names, [`dns::forward`]
-//!   passes other names upstream, [`dns::tcp`] serves DNS over TCP (UDP is hickory's server).
+//!   passes other names upstream. `dns::udp` is the UDP receive loop: `dns::fast` answers the
+//!   common queries from the prepared bytes, the handler the rest; [`dns::tcp`] serves DNS
+//!   over TCP.
 //! - [`proxy`]: [`proxy::http`] (its modules: `serve` for client connections, `routing`,
 //!   `headers`, `retry`, `body`), [`proxy::tcp`], balancing and outlier ejection in
 //!   [`proxy::balance`], upstream connections in [`proxy::pool`], error answers in

@@ -53,6 +53,8 @@ pub struct Metrics {
     /// Seconds from a change's arrival to the publication of its snapshot.
     pub(crate) apply_seconds: Histogram,
     pub(crate) forwarded: Family<QueryLabels, Counter>,
+    /// DNS queries answered over UDP from prepared bytes (also counted in `queries`).
+    pub(crate) dns_prepared: Counter,
     pub(crate) dns_tcp_connections: Gauge,
     pub(crate) dns_tcp_closed: Family<CloseLabel, Counter>,
     proxy_requests: Family<OutcomeLabel, Counter>,
@@ -97,6 +99,7 @@ impl Metrics {
             // µs; a snapshot of that size, or a host name lookup, up to about a second.
             apply_seconds: Histogram::new(exponential_buckets(1e-5, 2.0, 18)),
             forwarded: Family::default(),
+            dns_prepared: Counter::default(),
             dns_tcp_connections: Gauge::default(),
             dns_tcp_closed: Family::default(),
             proxy_requests: Family::default(),
@@ -141,6 +144,12 @@ impl Metrics {
                 "dns_forwarded",
                 "DNS queries forwarded upstream, by query type and response code",
                 m.forwarded.clone(),
+            );
+            r.register(
+                "dns_prepared_answers",
+                "DNS queries answered over UDP from the wire bytes prepared with the snapshot \
+                 (a subset of dns_queries)",
+                m.dns_prepared.clone(),
             );
             r.register(
                 "dns_tcp_connections",

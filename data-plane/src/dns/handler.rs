@@ -25,10 +25,10 @@ use crate::{
 
 /// The largest UDP answer we send, whatever the client advertises (RFC 6891 and the 2020 DNS
 /// flag day recommend 1232 to avoid fragmentation).
-const MAX_UDP_PAYLOAD: u16 = 1232;
+pub(crate) const MAX_UDP_PAYLOAD: u16 = 1232;
 
-/// Answers queries for the domain from the snapshot; forwards or refuses the rest. Cloned
-/// once: hickory's UDP server owns one, the TCP listener shares the other.
+/// Answers queries for the domain from the snapshot; forwards or refuses the rest. One, shared
+/// by the UDP loop (for what its fast path leaves) and the TCP listener.
 #[derive(Debug, Clone)]
 pub struct Handler {
     pub(crate) snapshots: Snapshots,

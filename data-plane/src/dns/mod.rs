@@ -1,13 +1,18 @@
 //! The DNS responder on UDP and TCP (same address), our [`handler::Handler`] answering from
-//! the snapshot. UDP is hickory's server: malformed packets are answered FORMERR (or dropped
-//! when not even a header can be read) before they reach the handler. TCP is accepted by
-//! [`tcp`], which holds each connection to a deadline and caps how many are open, then parses
-//! and answers with the same hickory types and handler.
+//! the snapshot. `udp` receives on UDP: the common query (a service's addresses or SRV
+//! records) is answered by `fast` from the bytes [`prepared`] with the snapshot; every other
+//! packet is parsed by hickory and answered by the handler, malformed ones FORMERR (or dropped
+//! when not even a header can be read). TCP is accepted by [`tcp`], which holds each
+//! connection to a deadline and caps how many are open, then parses and answers with the same
+//! hickory types and handler.
 
+mod fast;
 pub mod forward;
 pub mod handler;
+pub mod prepared;
 pub mod records;
 pub mod tcp;
+mod udp;
 pub mod weighted;
 
 /// What a query name asks for: the naming scheme, in a crate of its own so that it can be
@@ -16,15 +21,13 @@ pub use waypost_dns_names as names;
 
 use std::sync::Arc;
 
-use hickory_server::Server;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
 use self::{handler::Handler, tcp::TcpLimits};
 
-/// Serves DNS on `udp` (hickory's server, answering from the moment this returns) and on `tcp`
-/// (our listener, within `limits`); the future returned drives the TCP listener and, once
-/// `shutdown` is cancelled, stops both and finishes when they have.
+/// Serves DNS on `udp` and on `tcp` (within `limits`) until `shutdown`; the future returned
+/// finishes when both have stopped.
 pub fn serve(
     udp: UdpSocket,
     tcp: TcpListener,
@@ -32,23 +35,10 @@ pub fn serve(
     limits: TcpLimits,
     shutdown: CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let mut server = Server::new(handler.clone());
-    server.register_socket(udp);
-    // One token stops both: hickory's UDP task and our TCP listener.
-    let tcp = tcp::serve(
-        tcp,
-        Arc::new(handler),
-        limits,
-        server.shutdown_token().clone(),
-    );
+    let handler = Arc::new(handler);
+    let udp = udp::serve(udp, handler.clone(), shutdown.clone());
+    let tcp = tcp::serve(tcp, handler, limits, shutdown);
     async move {
-        let udp = async {
-            shutdown.cancelled().await;
-            server.shutdown_gracefully().await
-        };
-        let ((), udp) = tokio::join!(tcp, udp);
-        if let Err(err) = udp {
-            tracing::warn!(%err, "DNS server stopped with an error");
-        }
+        tokio::join!(udp, tcp);
     }
 }

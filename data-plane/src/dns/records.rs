@@ -5,7 +5,8 @@
 //! service changes ([`crate::snapshot`] depends on this module, never the other way round).
 //!
 //! Each address and SRV record carries its weight (see [`WeightedRecords`]), so that a query
-//! only draws the order of its answer.
+//! only draws the order of its answer. A service's own answers (not a tag's) are also prepared
+//! as wire bytes ([`PreparedAnswers`]) for the UDP fast path.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -19,7 +20,11 @@ use hickory_proto::rr::{
 };
 use waypost_model::Instance;
 
-use crate::dns::{names::hex_label, weighted::WeightedRecords};
+use crate::dns::{
+    names::hex_label,
+    prepared::{Prepared, PreparedAnswers},
+    weighted::WeightedRecords,
+};
 
 /// An `up` instance and the addresses it is reached at (its IP, or what its host name resolved
 /// to): what the records of a service are made of.
@@ -40,6 +45,8 @@ pub struct ServiceRecords {
     pub srv_rfc2782: WeightedRecords,
     /// A/AAAA records of the SRV targets, for the additional section.
     pub targets: Vec<Record>,
+    /// The answers above as wire bytes, for the UDP fast path (none for a tag).
+    pub prepared: PreparedAnswers,
 }
 
 /// Builds records under one domain with one TTL.
@@ -105,6 +112,12 @@ impl RecordBuilder {
                 IpAddr::V6(_) => (WeightedRecords::default(), record),
             };
         }
+        records.prepared = PreparedAnswers {
+            a: Prepared::new(&records.a, &[]),
+            aaaa: Prepared::new(&records.aaaa, &[]),
+            srv: Prepared::new(&records.srv, &records.targets),
+            srv_rfc2782: Prepared::new(&records.srv_rfc2782, &records.targets),
+        };
         records
     }
 

@@ -51,7 +51,35 @@ impl WeightedRecords {
 
     /// The records in a weighted random order: the first is record `i` with probability
     /// `w_i / Σw`, the second is drawn the same way from the rest, and so on (weighted sampling
-    /// without replacement).
+    /// without replacement). See [`Order::draw`] for how.
+    pub fn weighted_order<R: Rng + ?Sized>(&self, rng: &mut R) -> Vec<Record> {
+        if self.records.len() < 2 {
+            return self.records.clone();
+        }
+        let mut order = Order::default();
+        order
+            .draw(&self.weights, self.uneven, rng)
+            .iter()
+            .map(|&i| self.records[i].clone())
+            .collect()
+    }
+
+    /// Whether some weights differ (see [`Order::draw`]).
+    pub fn uneven(&self) -> bool {
+        self.uneven
+    }
+}
+
+/// Room to draw orders in, kept by a caller that draws many (the UDP fast path) so that a draw
+/// allocates nothing once the room has grown to the largest answer.
+#[derive(Debug, Default)]
+pub struct Order {
+    indices: Vec<usize>,
+    keyed: Vec<(f64, usize)>,
+}
+
+impl Order {
+    /// A weighted random order of the indices of `weights`, `uneven` when some weights differ.
     ///
     /// Efraimidis and Spirakis's method as an exponential race: each record draws a time
     /// `-ln(u) / w` (exponential with rate `w`, `u` uniform in (0, 1]) and the records are
@@ -59,32 +87,35 @@ impl WeightedRecords {
     /// `w_i / Σw`, and by memorylessness the race among the rest starts afresh, so the whole
     /// order has the same law as repeated weighted draws, at the cost of one sort. (The usual
     /// key `u^(1/w)`, largest first, orders the same way; the logarithm keeps precision when
-    /// `1/w` is tiny.)
-    pub fn weighted_order<R: Rng + ?Sized>(&self, rng: &mut R) -> Vec<Record> {
-        if self.records.len() < 2 {
-            return self.records.clone();
+    /// `1/w` is tiny.) Most services give every instance the same weight, and then a uniform
+    /// shuffle is the same law, without a logarithm and a sort.
+    pub fn draw<R: Rng + ?Sized>(
+        &mut self,
+        weights: &[f64],
+        uneven: bool,
+        rng: &mut R,
+    ) -> &[usize] {
+        self.indices.clear();
+        self.indices.extend(0..weights.len());
+        if weights.len() < 2 {
+            return &self.indices;
         }
-        if !self.uneven {
-            let mut order = self.records.clone();
-            order.shuffle(rng);
-            return order;
+        if !uneven {
+            self.indices.shuffle(rng);
+            return &self.indices;
         }
-        let mut keyed: Vec<(f64, usize)> = self
-            .weights
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| {
-                // `random` is in [0, 1); `1 - u` is in (0, 1], so the logarithm is finite.
-                let u = 1.0 - rng.random::<f64>();
-                let time = if w > 0.0 { -u.ln() / w } else { f64::INFINITY };
-                (time, i)
-            })
-            .collect();
-        keyed.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
-        keyed
-            .into_iter()
-            .map(|(_, i)| self.records[i].clone())
-            .collect()
+        self.keyed.clear();
+        self.keyed.extend(weights.iter().enumerate().map(|(i, &w)| {
+            // `random` is in [0, 1); `1 - u` is in (0, 1], so the logarithm is finite.
+            let u = 1.0 - rng.random::<f64>();
+            let time = if w > 0.0 { -u.ln() / w } else { f64::INFINITY };
+            (time, i)
+        }));
+        self.keyed.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+        for (slot, (_, i)) in self.indices.iter_mut().zip(&self.keyed) {
+            *slot = *i;
+        }
+        &self.indices
     }
 }
 

@@ -1,8 +1,10 @@
 //! The DNS benchmark's data and the propagation measurement.
 //!
 //! - `dns-seed`: registers N services (two instances each, or `--per-service`) with the control
-//!   plane and writes the same names for dnsmasq (a hosts file and `srv-host` lines) and the
-//!   query files for dnsperf, so both servers answer the same questions from the same data.
+//!   plane and writes the same names for dnsmasq (a hosts file and `srv-host` lines), for knot
+//!   and unbound (a zone file whose records are the sidecar's own, SRV targets and TTL
+//!   included) and the query files for dnsperf, so every server answers the same questions from
+//!   the same data.
 //! - `propagation`: registers a new instance (in a new service, or in one of the seeded ones),
 //!   then asks the sidecar over UDP until the answer has it; prints p50/p99/max of the time
 //!   from the register's acknowledgement to the answer, and with `--sidecar-admin` the
@@ -42,7 +44,8 @@ pub(crate) struct SeedArgs {
     /// Registrations in flight at once.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
     concurrency: u32,
-    /// Where to write `hosts`, `dnsmasq.conf`, `queries-a.txt` and `queries-srv.txt`.
+    /// Where to write `hosts`, `dnsmasq.conf`, `waypost.zone`, `queries-a.txt` and
+    /// `queries-srv.txt`.
     #[arg(long)]
     out: PathBuf,
 }
@@ -83,6 +86,13 @@ pub(crate) async fn seed(args: SeedArgs) -> Result<(), Error> {
     }
     let (mut hosts, mut conf, mut qa, mut qsrv) =
         (String::new(), String::new(), String::new(), String::new());
+    // The zone answers as the sidecar does: TTL 5, SRV priority 1 and weight 1, each target
+    // `<IP in hex>.addr.waypost.` with its address (the additional section's records).
+    let mut zone = String::from(
+        "$ORIGIN waypost.\n$TTL 5\n\
+         @ IN SOA ns.waypost. hostmaster.waypost. 1 60 60 86400 5\n\
+         @ IN NS ns.waypost.\nns IN A 127.0.0.1\n",
+    );
     for s in 0..args.services {
         let name = service(s);
         for i in 0..per {
@@ -94,12 +104,17 @@ pub(crate) async fn seed(args: SeedArgs) -> Result<(), Error> {
                 conf,
                 "srv-host=_{name}._tcp.service.waypost,{name}-{i}.node.waypost,8000,1,1"
             )?;
+            let hex = format!("{:08x}", u32::from(ip));
+            writeln!(zone, "{name}.service IN A {ip}")?;
+            writeln!(zone, "_{name}._tcp.service IN SRV 1 1 8000 {hex}.addr")?;
+            writeln!(zone, "{hex}.addr IN A {ip}")?;
         }
         writeln!(qa, "{name}.service.waypost A")?;
         writeln!(qsrv, "_{name}._tcp.service.waypost SRV")?;
     }
     std::fs::write(args.out.join("hosts"), hosts)?;
     std::fs::write(args.out.join("dnsmasq.conf"), conf)?;
+    std::fs::write(args.out.join("waypost.zone"), zone)?;
     std::fs::write(args.out.join("queries-a.txt"), qa)?;
     std::fs::write(args.out.join("queries-srv.txt"), qsrv)?;
     println!(

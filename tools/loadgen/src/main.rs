@@ -12,8 +12,8 @@
 //!   control plane, doing no registry work: the yardstick for "at least 70% of a bare handler".
 //! - `memory`: registers many instances and reports the server's resident memory per instance.
 //! - `backend`: a bare upstream for the proxy benchmark (`tools/proxy-bench.sh`).
-//! - `dns-seed`: registers N services x 2 instances and writes the same names for dnsmasq and
-//!   the query files for dnsperf.
+//! - `dns-seed`: registers N services x 2 instances and writes the same names for dnsmasq, a
+//!   zone file for knot and unbound, and the query files for dnsperf.
 //! - `propagation`: times register-acknowledged to answered-by-the-sidecar, p50/p99/max.
 //! - `propagated`: times `POST /register?wait=propagated` until every sidecar has applied it,
 //!   against the same registration without the wait (`tools/propagation-bench.sh`).
@@ -84,7 +84,8 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
     },
-    /// Register N services for the DNS benchmark and write dnsmasq's and dnsperf's files.
+    /// Register N services for the DNS benchmark and write dnsmasq's, knot's and unbound's (a
+    /// zone file) and dnsperf's files.
     DnsSeed(dns::SeedArgs),
     /// Time register-to-DNS-answer through a sidecar (p50/p99 over many trials).
     Propagation(dns::PropagationArgs),
