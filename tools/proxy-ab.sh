@@ -6,6 +6,9 @@
 #
 # Usage: A=path/to/waypost-sidecar B=path/to/other/waypost-sidecar tools/proxy-ab.sh
 #        (ROUNDS, DURATION seconds, CONNS, ORDER="A B H" override)
+# ORDER may also name AT and HT: sidecar A's TCP route and haproxy in tcp mode to the same
+# backend. They carry the same HTTP bytes without reading them, so their CPU per request is
+# the floor for a proxy that moves each request over a second connection.
 # Needs wrk and haproxy. The backend and the proxies run on CPU 1, wrk on CPU 0; loopback only.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,14 +25,15 @@ curl -sf -X POST "http://$cp/register" -H 'content-type: application/json' -d "{
 declare -A port pidof
 for label in A B; do
   bin=${!label}
-  port[$label]=$(free_port)
-  taskset -c 1 $bin --control "http://$cp" --http-listen "127.0.0.1:${port[$label]}" --dns-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$work/sc$label" --log-format json 2>"$work/sc$label.log" &
-  pidof[$label]=$!; pids+=($!)
+  port[$label]=$(free_port); port[${label}T]=$(free_port)
+  taskset -c 1 $bin --control "http://$cp" --http-listen "127.0.0.1:${port[$label]}" \
+    --tcp "127.0.0.1:${port[${label}T]}=backend" --dns-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$work/sc$label" --log-format json 2>"$work/sc$label.log" &
+  pidof[$label]=$!; pidof[${label}T]=$!; pids+=($!)
 done
-hp=$(free_port)
-haproxy_http_cfg "$hp" "$backend_port" >"$work/haproxy.cfg"
-taskset -c 1 haproxy -db -f "$work/haproxy.cfg" 2>"$work/haproxy.log" & pidof[H]=$!; pids+=($!); port[H]=$hp
-for l in A B H; do wait_port ${port[$l]}; done
+hp=$(free_port); port[HT]=$(free_port)
+{ haproxy_http_cfg "$hp" "$backend_port"; printf 'listen tcp\n  mode tcp\n  bind 127.0.0.1:%s\n  server b1 127.0.0.1:%s\n' "${port[HT]}" "$backend_port"; } >"$work/haproxy.cfg"
+taskset -c 1 haproxy -db -f "$work/haproxy.cfg" 2>"$work/haproxy.log" & pidof[H]=$!; pidof[HT]=$!; pids+=($!); port[H]=$hp
+for l in A B H AT HT; do wait_port ${port[$l]}; done
 for l in A B; do wait_routed "${port[$l]}"; done
 ticks() { awk '{print $14+$15}' /proc/$1/stat; }
 uticks() { awk '{print $14}' /proc/$1/stat; }
