@@ -14,6 +14,8 @@
 # Usage: A=path/to/waypost-control B=path/to/other/waypost-control tools/fanout-bench.sh
 #   LOAD (target/release/waypost-load) SERVICES (10000) INSTANCES (10) STREAMS (10000)
 #   UNFILTERED (100) RATE (200) DURATION (30s) PHASES ("single cluster") LABELS ("A B")
+#   WATCHERS_ARGS (more arguments for the tool, e.g. --blocking for blocking queries in place
+#   of the streams of one service)
 # Each process needs STREAMS + UNFILTERED + a few hundred file descriptors: both binaries raise
 # their soft limit to the hard one, which must be high enough (`ulimit -Hn`). Loopback only;
 # every run is bounded in time (DURATION, `timeout`) and count (RATE x DURATION changes).
@@ -43,7 +45,7 @@ limits=(--max-watchers $((STREAMS + UNFILTERED + 100)) --max-connections $((STRE
 watchers() { # watchers ARGS...: one run of the load tool
     timeout 900 taskset -c "${LOAD_CPU:-0-1}" "$LOAD" watchers --services "$SERVICES" \
         --instances "$INSTANCES" --streams "$STREAMS" --unfiltered "$UNFILTERED" \
-        --rate "$RATE" --duration "$DURATION" "$@"
+        --rate "$RATE" --duration "$DURATION" ${WATCHERS_ARGS:-} "$@"
 }
 
 for phase in "${PHASES[@]}"; do

@@ -14,6 +14,11 @@
 //! (etcd's "unsynced" watchers do the same), and gets a snapshot if it falls behind the kept
 //! history, exactly what a reconnection with `Last-Event-ID` would get. Once it has caught up
 //! it joins the live fan-out again.
+//!
+//! Blocking queries on one service (`/discover/{service}?index=R`) wait here too, on a
+//! [`ServiceWait`]: the dispatch wakes them when it passes a change of their service, so a
+//! commit wakes the queries of its own service only, where every held query used to wake on
+//! every commit.
 
 use std::{
     collections::HashMap,
@@ -21,7 +26,7 @@ use std::{
 };
 
 use axum::body::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use waypost_model::{Epoch, Revision, ServiceName, WatchEvent, watch::event_id};
 
@@ -76,6 +81,9 @@ struct Hub {
     services: HashMap<ServiceName, HashMap<u64, Sub>>,
     /// Live streams of everything.
     all: HashMap<u64, Sub>,
+    /// Blocking queries waiting on one service, one `Notify` per service shared by its
+    /// waiters (the map holds one reference, each waiter one more).
+    waiting: HashMap<ServiceName, Arc<Notify>>,
     next_id: u64,
     closed: bool,
 }
@@ -155,6 +163,8 @@ impl Fanout {
         hub.closed = true;
         hub.services.clear();
         hub.all.clear();
+        // Blocking queries see `closed` and answer.
+        hub.wake_all_waiting();
     }
 
     /// Offers every change applied so far (up to the registry's head) to the live streams.
@@ -195,6 +205,8 @@ impl Fanout {
             self.metrics.watch_detached.inc_by(hub.live() as u64);
             hub.services.clear();
             hub.all.clear();
+            // Any service may have changed: every blocking query looks again.
+            hub.wake_all_waiting();
             hub.dispatched = head;
             hub.epoch = epoch;
             return;
@@ -202,8 +214,16 @@ impl Fanout {
         let mut queued = 0u64;
         let mut detached = 0u64;
         let mut encoded = 0u64;
-        let Hub { services, all, .. } = hub;
+        let Hub {
+            services,
+            all,
+            waiting,
+            ..
+        } = hub;
         for change in &changes {
+            if let Some(waiters) = waiting.get(change.service()) {
+                waiters.notify_waiters();
+            }
             let mut frame: Option<Bytes> = None;
             let mut offer = |subs: &mut HashMap<u64, Sub>| {
                 subs.retain(|_, sub| {
@@ -334,11 +354,59 @@ impl Fanout {
     pub(crate) fn closed(&self) -> bool {
         self.lock().closed
     }
+
+    /// A wait on changes of `service`, for a blocking query.
+    pub(crate) fn wait_on(self: &Arc<Self>, service: &ServiceName) -> ServiceWait {
+        let mut hub = self.lock();
+        let notify = hub.waiting.entry(service.clone()).or_default().clone();
+        ServiceWait {
+            notify,
+            fanout: self.clone(),
+            service: service.clone(),
+        }
+    }
 }
 
 impl Hub {
     fn live(&self) -> usize {
         self.all.len() + self.services.values().map(HashMap::len).sum::<usize>()
+    }
+
+    fn wake_all_waiting(&self) {
+        for waiters in self.waiting.values() {
+            waiters.notify_waiters();
+        }
+    }
+}
+
+/// A blocking query's wait on one service: [`Self::notified`] completes when the fan-out
+/// dispatches a change of it, starts a new history (a snapshot installed from the leader), or
+/// closes. Dropping the last wait on a service forgets the service.
+pub(crate) struct ServiceWait {
+    notify: Arc<Notify>,
+    fanout: Arc<Fanout>,
+    service: ServiceName,
+}
+
+impl ServiceWait {
+    /// The next wake-up. Only a `Notified` that exists (enabled, or being polled) when the
+    /// dispatch passes a change is woken: enable it before looking at the state.
+    pub(crate) fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
+}
+
+impl Drop for ServiceWait {
+    fn drop(&mut self) {
+        let mut hub = self.fanout.lock();
+        // Waits are made and dropped under the hub's lock, so the count is exact here: the
+        // map's reference and this one mean no other waiter is left.
+        if let Some(n) = hub.waiting.get(&self.service)
+            && Arc::ptr_eq(n, &self.notify)
+            && Arc::strong_count(n) == 2
+        {
+            hub.waiting.remove(&self.service);
+        }
     }
 }
 

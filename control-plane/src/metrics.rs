@@ -85,6 +85,8 @@ pub struct Metrics {
     pub(crate) watch_events: Counter,
     pub(crate) watch_detached: Counter,
     pub(crate) watch_encoded: Counter,
+    pub(crate) blocking_wakeups: Counter,
+    pub(crate) blocking_held: Gauge,
     pub(crate) xds_streams: Gauge,
     xds_pushes: Family<KindLabel, Counter>,
     xds_nacks: Family<KindLabel, Counter>,
@@ -143,6 +145,8 @@ impl Metrics {
             watch_events: Counter::default(),
             watch_detached: Counter::default(),
             watch_encoded: Counter::default(),
+            blocking_wakeups: Counter::default(),
+            blocking_held: Gauge::default(),
             xds_streams: Gauge::default(),
             xds_pushes: Family::default(),
             xds_nacks: Family::default(),
@@ -327,6 +331,16 @@ impl Metrics {
                 "watch_encoded",
                 "Changes the /watch fan-out encoded (once per change, whatever the number of streams that get it)",
                 m.watch_encoded.clone(),
+            );
+            r.register(
+                "blocking_wakeups",
+                "Times a held blocking query woke to look at its state again (one of a service is woken only by changes of that service)",
+                m.blocking_wakeups.clone(),
+            );
+            r.register(
+                "blocking_queries",
+                "Blocking queries held right now",
+                m.blocking_held.clone(),
             );
             r.register(
                 "xds_streams",

@@ -36,6 +36,49 @@ async fn discover_blocks_until_its_service_changes() {
     assert_eq!(body["count"], 2);
 }
 
+/// A counter or gauge from `/metrics`.
+async fn metric(cp: &TestControlPlane, name: &str) -> u64 {
+    let text = text(cp, "/metrics").await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} in /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_held_query_of_one_service_is_woken_only_by_changes_of_it() {
+    let cp = TestControlPlane::in_memory(|_| {}).await;
+    register(&cp, seed("web", 1)).await;
+    let index = get(&cp, "/discover/web").await.index();
+    let url = cp.at(&format!("/discover/web?index={index}&wait=20s"));
+    let waiting = tokio::spawn(async move { client().get(url).send().await.unwrap() });
+    eventually(DEADLINE, "the query held", || async {
+        (metric(&cp, "waypost_blocking_queries").await == 1).then_some(())
+    })
+    .await;
+    let woken = metric(&cp, "waypost_blocking_wakeups_total").await;
+    for port in 2..22 {
+        register(&cp, seed("db", port)).await;
+    }
+    // The fan-out passes changes in order, so once this one releases the query, the twenty
+    // before it have been passed too.
+    register(&cp, seed("web", 2)).await;
+    let res = tokio::time::timeout(DEADLINE, waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["count"], 2);
+    // One look after the change of `web`; none for the twenty of `db`.
+    assert_eq!(
+        metric(&cp, "waypost_blocking_wakeups_total").await,
+        woken + 1
+    );
+    assert_eq!(metric(&cp, "waypost_blocking_queries").await, 0);
+}
+
 #[tokio::test]
 async fn a_removal_releases_the_service_blocking_query() {
     let cp = TestControlPlane::in_memory(|_| {}).await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderName, HeaderValue};
 use waypost_model::{
-    Revision,
+    Revision, ServiceName,
     limits::MAX_BLOCKING_WAIT_SECONDS,
     query::{parse_revision, parse_wait},
 };
@@ -71,13 +71,15 @@ impl Blocking {
     }
 
     /// Waits as the query asks ([`Self::block`]), then, unless `stale`, makes the answer
-    /// linearizable.
+    /// linearizable. `on` is the one service the answer depends on (`None`: any change may
+    /// matter); only changes of it wake the wait.
     pub(crate) async fn read(
         &self,
         app: &AppState,
+        on: Option<&ServiceName>,
         passed: impl Fn(Revision) -> bool,
     ) -> Result<(), ApiError> {
-        self.block(app, passed).await;
+        self.block(app, on, passed).await;
         // Asked for both, the stronger guarantee wins: never less current than asked.
         if !self.stale || self.consistent {
             let consistency = if self.consistent {
@@ -92,31 +94,85 @@ impl Blocking {
 
     /// Waits until `passed()` says the state moved past `index`, the wait runs out, or the
     /// server shuts down. Without `index`, returns at once.
-    pub(crate) async fn block(&self, app: &AppState, passed: impl Fn(Revision) -> bool) {
+    pub(crate) async fn block(
+        &self,
+        app: &AppState,
+        on: Option<&ServiceName>,
+        passed: impl Fn(Revision) -> bool,
+    ) {
         // No index, or index 0 (nothing seen yet): answer at once with the current index.
         let Some(index) = self.index.filter(|i| *i > 0) else {
             return;
         };
         let wait = self.wait.unwrap_or(DEFAULT_WAIT).min(app.max_query_time);
-        // Subscribe before the first check, so a change between check and wait still wakes us.
-        let mut rx = app.registry.subscribe();
         // An index from the future (one from before an in-memory control plane restarted, or
         // made up) names no state this server had: answer at once, so the client takes the
         // current index, instead of holding it for the whole wait.
-        if index > rx.borrow().revision {
+        if index > app.registry.head() {
             return;
         }
+        app.metrics.blocking_held.inc();
+        let _held = Held(app);
         let until = async {
-            while !passed(index) {
-                if rx.changed().await.is_err() {
-                    return;
-                }
+            match on {
+                Some(service) => wait_for_service(app, service, index, &passed).await,
+                None => wait_for_any(app, index, &passed).await,
             }
         };
         tokio::select! {
             _ = tokio::time::timeout(wait, until) => {}
             () = app.shutdown.cancelled() => {}
         }
+    }
+}
+
+/// A held blocking query, counted while it waits.
+struct Held<'a>(&'a AppState);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.blocking_held.dec();
+    }
+}
+
+/// Waits until `passed(index)`, looking again after each change of `service` only (the
+/// fan-out wakes it; see [`crate::fanout::ServiceWait`]). Changes elsewhere can only move the
+/// revision of a service the registry does not hold (it falls back to the history's floor),
+/// and its answer, an empty list, is the same either way: that wake-up is not needed.
+async fn wait_for_service(
+    app: &AppState,
+    service: &ServiceName,
+    index: Revision,
+    passed: &impl Fn(Revision) -> bool,
+) {
+    let waiting = app.fanout.wait_on(service);
+    let mut woken = false;
+    loop {
+        // Registered before the look, so a change between the look and the wait still wakes it.
+        let notified = waiting.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if woken {
+            app.metrics.blocking_wakeups.inc();
+        }
+        if passed(index) || app.fanout.closed() {
+            return;
+        }
+        notified.await;
+        woken = true;
+    }
+}
+
+/// Waits until `passed(index)`, looking again after every commit.
+async fn wait_for_any(app: &AppState, index: Revision, passed: &impl Fn(Revision) -> bool) {
+    // Subscribed before the first look, so a change between the look and the wait still wakes it.
+    let mut rx = app.registry.subscribe();
+    rx.borrow_and_update();
+    while !passed(index) {
+        if rx.changed().await.is_err() {
+            return;
+        }
+        app.metrics.blocking_wakeups.inc();
     }
 }
 

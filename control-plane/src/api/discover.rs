@@ -100,7 +100,7 @@ pub(crate) async fn discover(
 ) -> Result<Response, ApiError> {
     let (name, filter, blocking) = parse(&service, pairs)?;
     blocking
-        .read(&app, |index| {
+        .read(&app, Some(&name), |index| {
             app.registry.service_revision(name.as_str()) > index
         })
         .await?;
@@ -211,7 +211,7 @@ pub(crate) async fn explain(
 ) -> Result<Response, ApiError> {
     let (name, filter, blocking) = parse(&service, pairs)?;
     blocking
-        .read(&app, |index| {
+        .read(&app, Some(&name), |index| {
             app.registry.service_revision(name.as_str()) > index
         })
         .await?;

@@ -59,7 +59,7 @@ pub(crate) async fn services(
         }
     }
     blocking
-        .read(&app, |index| app.registry.head() > index)
+        .read(&app, None, |index| app.registry.head() > index)
         .await?;
     // Served from the body kept for the current revision (see the registry's `bodies`): the
     // blocking wait and the linearizable read above happen as for any read; only the building

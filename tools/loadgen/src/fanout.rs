@@ -8,6 +8,11 @@
 //! A change is a registration of an existing instance with new metadata: one `upsert` that
 //! reaches the streams of its service and every unfiltered stream. Streams are spread over the
 //! `--watch` targets (a cluster's nodes); writes go to `--write`.
+//!
+//! With `--blocking`, the streams of one service are blocking queries instead
+//! (`/discover/{service}?index=R&wait=60s`, asked again as each answer comes): the tool then
+//! reports the server's CPU per change and per answer, which shows whether a change wakes the
+//! queries of other services.
 
 use std::{
     collections::HashMap,
@@ -74,6 +79,9 @@ pub(crate) struct WatchersArgs {
     /// The longest wait for deliveries after the last change.
     #[arg(long, default_value = "20s", value_parser = crate::parse_duration)]
     settle: Duration,
+    /// Hold blocking queries in place of the streams of one service.
+    #[arg(long)]
+    blocking: bool,
 }
 
 /// The most services [`address`] can tell apart.
@@ -192,7 +200,10 @@ pub(crate) async fn run(args: WatchersArgs) -> Result<(), Error> {
     for k in 0..total {
         let target = args.watch[k as usize % args.watch.len()].clone();
         let filter = filters.get(k as usize).copied();
-        tokio::spawn(stream(target, filter, shared.clone()));
+        match filter {
+            Some(s) if args.blocking => tokio::spawn(blocking(target, s, shared.clone())),
+            _ => tokio::spawn(stream(target, filter, shared.clone())),
+        };
         tokio::time::sleep_until((opened + gap * (k as u32 + 1)).into()).await;
     }
     let open_deadline = Instant::now() + Duration::from_secs(120);
@@ -293,6 +304,26 @@ pub(crate) async fn run(args: WatchersArgs) -> Result<(), Error> {
     }
     let writing = began.elapsed();
     let changes = std::mem::take(&mut *sent.lock().unwrap_or_else(|e| e.into_inner()));
+    if args.blocking {
+        // Answers carry the head revision, not the change's: count them and the CPU.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let cpu = procfs::CpuUse::now(&args.server_pids)?.since(&cpu_before);
+        let answers = shared.events.load(Ordering::Relaxed) - events_before;
+        let server = cpu.server.unwrap_or_default().as_secs_f64();
+        println!(
+            "| queries | unfiltered | changes/s | answers | server CPU | per change | per answer | load CPU | failed changes |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|");
+        println!(
+            "| {ready} | {} | {:.0} | {answers} | {server:.2} s | {:.1} µs | {:.1} µs | {:.1} s | {failures} |",
+            args.unfiltered,
+            changes.len() as f64 / writing.as_secs_f64(),
+            server * 1e6 / changes.len().max(1) as f64,
+            server * 1e6 / answers.max(1) as f64,
+            cpu.load.as_secs_f64(),
+        );
+        return Ok(());
+    }
     // Wait until every change reached every stream that should get it, or the settle time.
     let settle_deadline = Instant::now() + args.settle;
     let complete =
@@ -399,6 +430,44 @@ async fn seed(args: &WatchersArgs) -> Result<(), Error> {
 async fn stream(target: Target, filter: Option<u64>, shared: Arc<Shared>) {
     if open_and_read(&target, filter, &shared).await.is_err() {
         shared.ended.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One blocking query of service `s`, asked again at each answer (see `--blocking`). Ready
+/// once the first answer (without `index`) is in; each later answer counts as an event.
+async fn blocking(target: Target, s: u64, shared: Arc<Shared>) {
+    if hold(&target, s, &shared).await.is_err() {
+        shared.ended.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+async fn hold(target: &Target, s: u64, shared: &Shared) -> Result<(), Error> {
+    let mut conn = Conn::open(target).await?;
+    let path = format!("/discover/{}", service(s));
+    let revision = |body: &[u8]| -> Result<u64, Error> {
+        serde_json::from_slice::<serde_json::Value>(body)?["revision"]
+            .as_u64()
+            .ok_or_else(|| "no revision in the answer".into())
+    };
+    let (status, body) = conn.send(&Call::get(path.clone())).await?;
+    if !status.is_success() {
+        return Err(format!("GET {path} -> {status}").into());
+    }
+    let mut index = revision(&body)?;
+    shared.ready.fetch_add(1, Ordering::Relaxed);
+    shared.ready_by_service[s as usize].fetch_add(1, Ordering::Relaxed);
+    // Bounded: the run ends the process; each answer takes a change or the 60 s wait.
+    loop {
+        let call = Call::get(format!("{path}?index={index}&wait=60s"));
+        let (status, body) = conn.send(&call).await?;
+        if !status.is_success() {
+            return Err(format!("GET {path}?index -> {status}").into());
+        }
+        index = revision(&body)?;
+        shared
+            .receipts
+            .record(index, shared.start.elapsed().as_nanos() as u64);
+        shared.events.fetch_add(1, Ordering::Relaxed);
     }
 }
 
