@@ -6,12 +6,12 @@ mod common;
 use std::{collections::BTreeSet, time::Duration};
 
 use common::{
-    DEADLINE, TestSidecar, a_records, answers, ip_set, ips, query, tcp, tcp_exchange, udp,
+    DEADLINE, TestSidecar, a_records, answers, ip_set, ips, query, tcp, tcp_exchange, tcp_raw, udp,
     udp_edns, udp_raw,
 };
 use hickory_proto::{
-    op::{Message, ResponseCode},
-    rr::{Name, RData, RecordType},
+    op::{Edns, Message, MessageType, OpCode, Query, ResponseCode},
+    rr::{DNSClass, Name, RData, RecordType},
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -479,5 +479,57 @@ async fn dns_tcp_queries_keep_a_connection_and_repeated_garbage_frames_do_not() 
     assert_eq!(frames, 1, "closed at the first garbage frame");
     let malformed = "waypost_sidecar_dns_tcp_closed_total{reason=\"malformed\"}";
     assert_eq!(sidecar.metric(malformed).await, 1.0);
+    sidecar.stop().await;
+}
+
+/// A query for `name` and `rtype` in `class`, with EDNS of `version` when given.
+fn query_in(name: &str, rtype: RecordType, class: DNSClass, edns: Option<u8>) -> Vec<u8> {
+    let mut m = Message::new(rand::random(), MessageType::Query, OpCode::Query);
+    let mut question = Query::query(Name::from_ascii(name).unwrap(), rtype);
+    question.set_query_class(class);
+    m.add_query(question);
+    if let Some(version) = edns {
+        let mut e = Edns::new();
+        e.set_max_payload(1232).set_version(version);
+        m.set_edns(e);
+    }
+    m.to_vec().unwrap()
+}
+
+#[tokio::test]
+async fn an_edns_version_above_0_gets_badvers() {
+    let cp = TestControlPlane::in_memory(|_| {}).await;
+    let client = Client::new(&cp.url).unwrap();
+    let last = register(&client, "web", "127.0.0.2:8001", &[]).await;
+    let sidecar = TestSidecar::start(&cp.url, |_| {}).await;
+    sidecar.caught_up(last).await;
+    let dns = sidecar.dns();
+    let name = "web.service.waypost.";
+
+    // EDNS version 1, for a name the fast path answers at version 0 and for one it leaves to
+    // the handler: BADVERS (16: 0 in the header, 1 in the OPT record's high bits), an OPT
+    // record of version 0, no records. Over TCP the same.
+    for asked in [name, "nobody.service.waypost."] {
+        let bytes = query_in(asked, RecordType::A, DNSClass::IN, Some(1));
+        let over_udp = udp_raw(dns, &bytes).await.expect("a UDP answer");
+        for (m, transport) in [(over_udp, "UDP"), (tcp_raw(dns, &bytes).await, "TCP")] {
+            let case = format!("{asked} over {transport}");
+            assert_eq!(u16::from(m.metadata.response_code), 16, "{case}");
+            let edns = m.edns.as_ref().expect("an OPT record");
+            assert_eq!(edns.version(), 0, "{case}");
+            assert_eq!(edns.rcode_high(), 1, "{case}");
+            assert!(m.answers.is_empty(), "{case}");
+            assert!(m.authorities.is_empty(), "{case}");
+            assert!(m.additionals.is_empty(), "{case}");
+        }
+    }
+    let badvers = "waypost_sidecar_dns_queries_total{qtype=\"A\",rcode=\"BADVERS\"}";
+    assert_eq!(sidecar.metric(badvers).await, 4.0);
+    // Version 0 is answered.
+    let v0 = udp_raw(dns, &query_in(name, RecordType::A, DNSClass::IN, Some(0)))
+        .await
+        .expect("a UDP answer");
+    assert_eq!(v0.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(ips(&v0.answers), ip_set(&["127.0.0.2"]));
     sidecar.stop().await;
 }

@@ -71,6 +71,18 @@ impl RequestHandler for Handler {
         }
         let mut metadata = Metadata::response_from_request(&request.metadata);
         let (qtype, answer) = match (request.metadata.op_code, request.request_info()) {
+            // An EDNS version we do not speak (we speak 0): BADVERS, with our OPT record (of
+            // version 0) and nothing else, so the client can fall back (RFC 6891 6.1.3). The
+            // code's high bits go in the OPT record, which the answer always has here.
+            _ if request.edns.as_ref().is_some_and(|edns| edns.version() > 0) => (
+                request
+                    .request_info()
+                    .map_or(RecordType::Unknown(0), |info| info.query.query_type()),
+                Answer {
+                    code: ResponseCode::BADVERS,
+                    ..Answer::default()
+                },
+            ),
             (OpCode::Query, Ok(info)) => {
                 let qtype = info.query.query_type();
                 let lookup = names::parse(info.query.name(), self.records.domain());
@@ -327,6 +339,7 @@ fn rcode_label(code: ResponseCode) -> &'static str {
         ResponseCode::ServFail => "SERVFAIL",
         ResponseCode::FormErr => "FORMERR",
         ResponseCode::NotImp => "NOTIMP",
+        ResponseCode::BADVERS => "BADVERS",
         _ => "other",
     }
 }
