@@ -533,3 +533,33 @@ async fn an_edns_version_above_0_gets_badvers() {
     assert_eq!(ips(&v0.answers), ip_set(&["127.0.0.2"]));
     sidecar.stop().await;
 }
+
+#[tokio::test]
+async fn questions_in_another_class_than_in_are_refused() {
+    let cp = TestControlPlane::in_memory(|_| {}).await;
+    let client = Client::new(&cp.url).unwrap();
+    let last = register(&client, "web", "127.0.0.2:8001", &[]).await;
+    let sidecar = TestSidecar::start(&cp.url, |_| {}).await;
+    sidecar.caught_up(last).await;
+    let dns = sidecar.dns();
+    let name = "web.service.waypost.";
+
+    // The domain is in class IN only: a question in another class is refused, not answered
+    // with IN records, with or without EDNS.
+    for class in [DNSClass::CH, DNSClass::HS, DNSClass::ANY] {
+        for edns in [None, Some(0)] {
+            let bytes = query_in(name, RecordType::A, class, edns);
+            let m = udp_raw(dns, &bytes).await.expect("a UDP answer");
+            let case = format!("{class:?} EDNS {edns:?}");
+            assert_eq!(m.metadata.response_code, ResponseCode::Refused, "{case}");
+            assert!(!m.metadata.authoritative, "{case}");
+            assert!(m.answers.is_empty() && m.authorities.is_empty(), "{case}");
+            assert_eq!(m.queries[0].query_class(), class, "{case}");
+        }
+    }
+    let refused = "waypost_sidecar_dns_queries_total{qtype=\"A\",rcode=\"REFUSED\"}";
+    assert_eq!(sidecar.metric(refused).await, 6.0);
+    // Class IN still answers.
+    assert_eq!(a_records(dns, name).await, ip_set(&["127.0.0.2"]));
+    sidecar.stop().await;
+}

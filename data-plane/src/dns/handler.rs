@@ -4,7 +4,7 @@ use std::{net::IpAddr, sync::Arc};
 
 use hickory_proto::{
     op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode},
-    rr::{Record, RecordType},
+    rr::{DNSClass, Record, RecordType},
 };
 use hickory_server::{
     net::runtime::Time,
@@ -91,8 +91,22 @@ impl RequestHandler for Handler {
                         .outside(request, builder, qtype, response, metadata)
                         .await;
                 }
-                metadata.authoritative = true;
-                (qtype, self.answer(&lookup, qtype))
+                // The domain exists in class IN only: a question in another class (CH, HS,
+                // ANY) is refused, as a name outside the domain is without upstreams, rather
+                // than answered with IN records. REFUSED and not NOTIMP: the query is
+                // understood, and a server that serves the class elsewhere may answer it.
+                if info.query.query_class() != DNSClass::IN {
+                    (
+                        qtype,
+                        Answer {
+                            code: ResponseCode::Refused,
+                            ..Answer::default()
+                        },
+                    )
+                } else {
+                    metadata.authoritative = true;
+                    (qtype, self.answer(&lookup, qtype))
+                }
             }
             (OpCode::Query, Err(_)) => (
                 RecordType::Unknown(0),
