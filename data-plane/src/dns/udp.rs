@@ -9,12 +9,12 @@
 //! forwarded query waits for its upstream without holding the loop), encoded by hickory with
 //! the same size limit and truncation, and sent on the same socket. What hickory's server did
 //! before the handler is done the same way here: no answer to a source it cannot answer (port
-//! 0, an unspecified or broadcast address), to a packet shorter than a header, or to a
-//! response; FORMERR to a header followed by an unreadable message.
+//! 0, an unspecified or broadcast address, IPv4-mapped or not), to a packet shorter than a
+//! header, or to a response; FORMERR to a header followed by an unreadable message.
 
 use std::{
     io::{self, ErrorKind},
-    net::{IpAddr, SocketAddr, UdpSocket},
+    net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket},
     sync::Arc,
 };
 
@@ -151,12 +151,18 @@ async fn send(socket: &Socket, answer: &[u8], dst: SocketAddr) -> io::Result<()>
     }
 }
 
-/// Whether an answer can go to `src` (hickory's server checks the same before answering).
+/// Whether an answer can go to `src` (hickory's server checks the same before answering). An
+/// IPv4 address mapped into IPv6 (a dual-stack socket's view of an IPv4 client) is judged as
+/// the IPv4 address it is.
 fn answerable(src: SocketAddr) -> bool {
+    let v4 = |ip: Ipv4Addr| !ip.is_unspecified() && !ip.is_broadcast();
     src.port() != 0
         && match src.ip() {
-            IpAddr::V4(ip) => !ip.is_unspecified() && !ip.is_broadcast(),
-            IpAddr::V6(ip) => !ip.is_unspecified(),
+            IpAddr::V4(ip) => v4(ip),
+            IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
+                Some(ip) => v4(ip),
+                None => !ip.is_unspecified(),
+            },
         }
 }
 
@@ -254,4 +260,27 @@ pub(super) fn encode<'a>(
     };
     header.emit(&mut encoder)?;
     Ok((ResponseInfo::from(header), bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_ipv4_sources_are_judged_as_ipv4() {
+        for (src, ok) in [
+            ("127.0.0.1:53000", true),
+            ("0.0.0.0:53000", false),
+            ("255.255.255.255:53000", false),
+            ("127.0.0.1:0", false),
+            ("[::1]:53000", true),
+            ("[::]:53000", false),
+            ("[::ffff:127.0.0.1]:53000", true),
+            ("[::ffff:0.0.0.0]:53000", false),
+            ("[::ffff:255.255.255.255]:53000", false),
+            ("[::ffff:127.0.0.1]:0", false),
+        ] {
+            assert_eq!(answerable(src.parse().unwrap()), ok, "{src}");
+        }
+    }
 }
