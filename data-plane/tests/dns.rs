@@ -15,7 +15,7 @@ use hickory_proto::{
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
+    net::{TcpStream, UdpSocket},
 };
 use waypost_client::{Client, model::InstanceRef, model::RegisterRequest};
 use waypost_control::testkit::{TestControlPlane, eventually};
@@ -561,5 +561,48 @@ async fn questions_in_another_class_than_in_are_refused() {
     assert_eq!(sidecar.metric(refused).await, 6.0);
     // Class IN still answers.
     assert_eq!(a_records(dns, name).await, ip_set(&["127.0.0.2"]));
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn responses_get_no_answer_not_even_formerr() {
+    let cp = TestControlPlane::in_memory(|_| {}).await;
+    let client = Client::new(&cp.url).unwrap();
+    let last = register(&client, "web", "127.0.0.2:8001", &[]).await;
+    let sidecar = TestSidecar::start(&cp.url, |_| {}).await;
+    sidecar.caught_up(last).await;
+    let dns = sidecar.dns();
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+
+    // QR set: a header promising a question it lacks (FORMERR, were it a query), and whole
+    // responses for a name the fast path answers and for one the handler does.
+    let broken = [
+        0x12, 0x34, 0x81, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 3, b'w', b'e',
+    ];
+    let mut responses = vec![broken.to_vec()];
+    for name in ["web.service.waypost.", "nobody.service.waypost."] {
+        let mut response = query(name, RecordType::A, None);
+        response[2] |= 0x80;
+        responses.push(response);
+    }
+    // Each is followed by a query from the same socket (one the handler answers, as it would
+    // have answered the FORMERR): the first datagram back must be that query's answer.
+    for (i, response) in responses.iter().enumerate() {
+        socket.send_to(response, dns).await.unwrap();
+        let follow = query("nobody.service.waypost.", RecordType::A, None);
+        socket.send_to(&follow, dns).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let (n, _) = tokio::time::timeout(DEADLINE, socket.recv_from(&mut buf))
+            .await
+            .expect("an answer to the following query")
+            .unwrap();
+        let answer = Message::from_vec(&buf[..n]).unwrap();
+        assert_eq!(
+            answer.metadata.id,
+            u16::from_be_bytes([follow[0], follow[1]]),
+            "{i}"
+        );
+        assert_eq!(answer.metadata.response_code, ResponseCode::NXDomain, "{i}");
+    }
     sidecar.stop().await;
 }

@@ -10,7 +10,8 @@
 //! the same size limit and truncation, and sent on the same socket. What hickory's server did
 //! before the handler is done the same way here: no answer to a source it cannot answer (port
 //! 0, an unspecified or broadcast address, IPv4-mapped or not), to a packet shorter than a
-//! header, or to a response; FORMERR to a header followed by an unreadable message.
+//! header, or to a response (QR set, whatever follows its header); FORMERR to a query's header
+//! followed by an unreadable message.
 
 use std::{
     io::{self, ErrorKind},
@@ -112,10 +113,10 @@ pub(crate) async fn serve(
                     continue;
                 }
             };
-            if !answerable(src) {
+            let query = &packet[..len];
+            if !answerable(src) || !is_query(query) {
                 continue;
             }
-            let query = &packet[..len];
             if fast.answer(query, &mut answer) {
                 if let Err(err) = send(&socket, &answer, src).await {
                     tracing::debug!(%err, dst = %src, "cannot send a DNS answer");
@@ -166,6 +167,20 @@ fn answerable(src: SocketAddr) -> bool {
         }
 }
 
+/// Whether `packet` can be a query: at least a header, with QR clear. Anything else gets no
+/// answer, not even FORMERR: a packet shorter than a header has no id to answer with, and
+/// answering a response (even a broken one) would let a forged source bounce packets between
+/// two DNS servers, or reflect them at a victim.
+fn is_query(packet: &[u8]) -> bool {
+    packet.len() >= HEADER_LEN && packet[2] & QR == 0
+}
+
+/// The size of a DNS header (RFC 1035 4.1.1).
+const HEADER_LEN: usize = 12;
+
+/// The QR bit of the header's third byte: set in a response.
+const QR: u8 = 0x80;
+
 /// Answers a packet the fast path did not: parsed by hickory, answered by `handler`.
 async fn answer_ordinary(
     raw: Vec<u8>,
@@ -173,14 +188,13 @@ async fn answer_ordinary(
     socket: Arc<Socket>,
     handler: Arc<Handler>,
 ) {
-    // Shorter than a header: not a DNS query, and no id to answer with.
+    // The loop passes only packets with a whole header and QR clear (`is_query`); a header
+    // hickory cannot read has no id to answer with.
     let Ok(header) = Header::read(&mut BinDecoder::new(&raw)) else {
         return;
     };
     let mut reply = Reply { socket, dst: src };
     match Request::from_bytes(raw, src, Protocol::Udp) {
-        // Never answer a response (a reflection attack's tool).
-        Ok(request) if request.metadata.message_type == MessageType::Response => {}
         Ok(request) => {
             handler
                 .handle_request::<_, TokioTime>(&request, reply)
@@ -282,5 +296,14 @@ mod tests {
         ] {
             assert_eq!(answerable(src.parse().unwrap()), ok, "{src}");
         }
+    }
+
+    #[test]
+    fn only_packets_with_a_header_and_qr_clear_are_queries() {
+        let mut header = [0x12, 0x34, 0x01, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        assert!(is_query(&header));
+        assert!(!is_query(&header[..11]));
+        header[2] |= 0x80;
+        assert!(!is_query(&header));
     }
 }
