@@ -604,5 +604,11 @@ async fn responses_get_no_answer_not_even_formerr() {
         );
         assert_eq!(answer.metadata.response_code, ResponseCode::NXDomain, "{i}");
     }
+    // Nothing was dropped for want of room; the series shows from the start.
+    let metrics = sidecar.metrics().await;
+    assert!(
+        metrics.contains("waypost_sidecar_dns_dropped_total{reason=\"busy\"} 0\n"),
+        "{metrics}"
+    );
     sidecar.stop().await;
 }

@@ -12,6 +12,10 @@
 //! 0, an unspecified or broadcast address, IPv4-mapped or not), to a packet shorter than a
 //! header, or to a response (QR set, whatever follows its header); FORMERR to a query's header
 //! followed by an unreadable message.
+//!
+//! Unlike hickory's server, at most [`MAX_ORDINARY`] packets are with the handler at once; a
+//! packet for the handler beyond them is dropped and counted (`dns_dropped_total`), and the
+//! client asks again.
 
 use std::{
     io::{self, ErrorKind},
@@ -31,6 +35,7 @@ use hickory_server::{
 };
 use tokio::{
     io::{Interest, unix::AsyncFd},
+    sync::Semaphore,
     task::JoinSet,
 };
 use tokio_util::sync::CancellationToken;
@@ -39,6 +44,7 @@ use super::{
     fast::{Domain, FastPath},
     handler::Handler,
 };
+use crate::metrics::DropReason;
 
 /// The largest query read (as hickory's server reads); a longer datagram is cut, and its
 /// message then fails to parse.
@@ -48,6 +54,13 @@ const MAX_QUERY: usize = 4096;
 /// flood never empties the socket, and the snapshot's writer and the admin endpoint share the
 /// thread on a one-worker sidecar.
 const TURN: usize = 64;
+
+/// Packets with the handler at once (parsed, answered, or forwarded and waiting up to 2 s per
+/// upstream for its answer). Beyond it, a packet the fast path does not answer is dropped and
+/// counted (`dns_dropped_total{reason="busy"}`): each holds a task and, when forwarded, a
+/// socket, and UDP clients ask again. Twice the DNS-over-TCP connection cap: a UDP query
+/// holds less, and a forwarded one holds its socket for at most the upstreams' timeouts.
+const MAX_ORDINARY: usize = 1024;
 
 /// The socket, registered with the runtime for readability only. A tokio `UdpSocket` also
 /// asks for writability, and then every answer sent wakes the loop once more (the kernel
@@ -60,6 +73,16 @@ type Socket = AsyncFd<UdpSocket>;
 pub(crate) async fn serve(
     socket: tokio::net::UdpSocket,
     handler: Arc<Handler>,
+    shutdown: CancellationToken,
+) {
+    serve_within(socket, handler, MAX_ORDINARY, shutdown).await;
+}
+
+/// [`serve`], with at most `max_ordinary` packets with the handler at once.
+async fn serve_within(
+    socket: tokio::net::UdpSocket,
+    handler: Arc<Handler>,
+    max_ordinary: usize,
     shutdown: CancellationToken,
 ) {
     // `AsyncFd::with_interest` is deprecated because it accepts any raw descriptor; a
@@ -84,6 +107,8 @@ pub(crate) async fn serve(
     let mut packet = vec![0u8; MAX_QUERY];
     let mut answer = Vec::with_capacity(usize::from(super::handler::MAX_UDP_PAYLOAD));
     let mut ordinary = JoinSet::new();
+    let places = Arc::new(Semaphore::new(max_ordinary));
+    let busy = handler.metrics.dns_dropped(DropReason::Busy);
     // One wait for shutdown for the whole loop, not one registered and dropped per wake.
     let stop = shutdown.cancelled();
     tokio::pin!(stop);
@@ -122,14 +147,18 @@ pub(crate) async fn serve(
                     tracing::debug!(%err, dst = %src, "cannot send a DNS answer");
                 }
             } else {
-                ordinary.spawn(answer_ordinary(
-                    query.to_vec(),
-                    src,
-                    socket.clone(),
-                    handler.clone(),
-                ));
                 // Forget finished ones so the set holds only queries still being answered.
                 while ordinary.try_join_next().is_some() {}
+                let Ok(place) = places.clone().try_acquire_owned() else {
+                    busy.inc();
+                    continue;
+                };
+                let answering =
+                    answer_ordinary(query.to_vec(), src, socket.clone(), handler.clone());
+                ordinary.spawn(async move {
+                    answering.await;
+                    drop(place);
+                });
             }
         }
         drop(ready);
@@ -278,7 +307,22 @@ pub(super) fn encode<'a>(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use hickory_proto::{
+        op::{Message, Query},
+        rr::Name,
+    };
+    use waypost_control::testkit::eventually;
+
     use super::*;
+    use crate::{
+        dns::{forward::Forwarder, records::RecordBuilder},
+        metrics::Metrics,
+        snapshot,
+    };
+
+    const DEADLINE: Duration = Duration::from_secs(10);
 
     #[test]
     fn mapped_ipv4_sources_are_judged_as_ipv4() {
@@ -305,5 +349,97 @@ mod tests {
         assert!(!is_query(&header[..11]));
         header[2] |= 0x80;
         assert!(!is_query(&header));
+    }
+
+    /// A query for `name` (A) with `id`.
+    fn query(id: u16, name: &str) -> Vec<u8> {
+        let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+        m.add_query(Query::query(
+            Name::from_ascii(name).unwrap(),
+            hickory_proto::rr::RecordType::A,
+        ));
+        m.to_vec().unwrap()
+    }
+
+    /// The next datagram on `socket` and where it came from.
+    async fn receive(socket: &tokio::net::UdpSocket) -> (Vec<u8>, SocketAddr) {
+        let mut buf = vec![0u8; 4096];
+        let (n, from) = tokio::time::timeout(DEADLINE, socket.recv_from(&mut buf))
+            .await
+            .expect("a datagram")
+            .unwrap();
+        buf.truncate(n);
+        (buf, from)
+    }
+
+    #[tokio::test]
+    async fn packets_beyond_the_limit_with_the_handler_are_dropped_and_counted() {
+        // The upstream is a socket of the test's, which answers when the test says so: until
+        // then each forwarded query holds its place.
+        let upstream = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (_publisher, snapshots) = snapshot::channel();
+        let metrics = Arc::new(Metrics::new());
+        let handler = Handler {
+            snapshots,
+            records: RecordBuilder::new(
+                Name::from_ascii("waypost.").unwrap(),
+                Duration::from_secs(5),
+            ),
+            forwarder: Forwarder::new(&[upstream.local_addr().unwrap()]),
+            metrics: metrics.clone(),
+        };
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let dns = socket.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let serving = tokio::spawn(serve_within(socket, Arc::new(handler), 2, shutdown.clone()));
+        let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let busy = metrics.dns_dropped(DropReason::Busy);
+
+        // Two forwarded queries take both places (the upstream has them)...
+        let mut held = Vec::new();
+        for id in [1, 2] {
+            client
+                .send_to(&query(id, "example.com."), dns)
+                .await
+                .unwrap();
+            held.push(receive(&upstream).await);
+        }
+        // ...so a third is dropped, and counted.
+        client
+            .send_to(&query(3, "example.com."), dns)
+            .await
+            .unwrap();
+        eventually(DEADLINE, "the third query to be dropped", || async {
+            (busy.get() > 0).then_some(())
+        })
+        .await;
+        assert_eq!(busy.get(), 1);
+
+        // Answered, the two give their places back: the next query is forwarded.
+        for (bytes, from) in held {
+            let mut answer = Message::from_vec(&bytes).unwrap();
+            answer.metadata.message_type = MessageType::Response;
+            upstream
+                .send_to(&answer.to_vec().unwrap(), from)
+                .await
+                .unwrap();
+        }
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let (bytes, _) = receive(&client).await;
+            ids.push(Message::from_vec(&bytes).unwrap().metadata.id);
+        }
+        ids.sort_unstable();
+        assert_eq!(ids, [1, 2], "the dropped query got no answer");
+        client
+            .send_to(&query(4, "example.com."), dns)
+            .await
+            .unwrap();
+        let (forwarded, _) = receive(&upstream).await;
+        assert_eq!(Message::from_vec(&forwarded).unwrap().metadata.id, 4);
+        assert_eq!(busy.get(), 1);
+
+        shutdown.cancel();
+        serving.await.unwrap();
     }
 }
