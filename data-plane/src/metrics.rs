@@ -41,14 +41,17 @@ pub(crate) enum DropReason {
     /// As many queries as allowed were already with the handler (forwarded ones wait for
     /// their upstream).
     Busy,
+    /// A prepared answer found the socket's send buffer full.
+    SendBufferFull,
 }
 
 impl DropReason {
-    const ALL: [Self; 1] = [Self::Busy];
+    const ALL: [Self; 2] = [Self::Busy, Self::SendBufferFull];
 
     fn label(self) -> &'static str {
         match self {
             Self::Busy => "busy",
+            Self::SendBufferFull => "send_buffer_full",
         }
     }
 }
@@ -193,7 +196,8 @@ impl Metrics {
             r.register(
                 "dns_dropped",
                 "DNS queries received over UDP and dropped unanswered: busy (as many queries as \
-                 allowed already with the handler)",
+                 allowed already with the handler) or send_buffer_full (a prepared answer found \
+                 the socket's send buffer full)",
                 m.dns_dropped.clone(),
             );
             r.register(

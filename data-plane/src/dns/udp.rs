@@ -13,9 +13,9 @@
 //! header, or to a response (QR set, whatever follows its header); FORMERR to a query's header
 //! followed by an unreadable message.
 //!
-//! Unlike hickory's server, at most [`MAX_ORDINARY`] packets are with the handler at once; a
-//! packet for the handler beyond them is dropped and counted (`dns_dropped_total`), and the
-//! client asks again.
+//! Unlike hickory's server, the loop never waits, and what it cannot take it drops and counts
+//! (`dns_dropped_total`): a packet for the handler beyond [`MAX_ORDINARY`] at once, and a
+//! prepared answer that finds the socket's send buffer full. UDP clients ask again.
 
 use std::{
     io::{self, ErrorKind},
@@ -109,6 +109,7 @@ async fn serve_within(
     let mut ordinary = JoinSet::new();
     let places = Arc::new(Semaphore::new(max_ordinary));
     let busy = handler.metrics.dns_dropped(DropReason::Busy);
+    let send_buffer_full = handler.metrics.dns_dropped(DropReason::SendBufferFull);
     // One wait for shutdown for the whole loop, not one registered and dropped per wake.
     let stop = shutdown.cancelled();
     tokio::pin!(stop);
@@ -143,8 +144,15 @@ async fn serve_within(
                 continue;
             }
             if fast.answer(query, &mut answer) {
-                if let Err(err) = send(&socket, &answer, src).await {
-                    tracing::debug!(%err, dst = %src, "cannot send a DNS answer");
+                // Not waiting for room: the loop would stop reading for everyone while one
+                // answer waits. A full buffer means answers are leaving slower than they are
+                // made; this one is dropped and the client asks again, as for a lost packet.
+                match socket.get_ref().send_to(&answer, src) {
+                    Ok(_) => {}
+                    Err(err) if err.kind() == ErrorKind::WouldBlock => {
+                        send_buffer_full.inc();
+                    }
+                    Err(err) => tracing::debug!(%err, dst = %src, "cannot send a DNS answer"),
                 }
             } else {
                 // Forget finished ones so the set holds only queries still being answered.
@@ -168,9 +176,10 @@ async fn serve_within(
     }
 }
 
-/// Sends `answer` to `dst` at once. When the socket's buffer is full (answers waiting in slow
-/// clients' queues), waits for room through a registration of its own, made for the moment:
-/// the loop's registration does not ask for writability.
+/// Sends the handler's `answer` to `dst` at once. When the socket's buffer is full (answers
+/// waiting in slow clients' queues), waits for room (on the answer's own task, not the loop)
+/// through a registration of its own, made for the moment: the loop's registration does not
+/// ask for writability, and a standing one would wake the runtime as each answer leaves.
 async fn send(socket: &Socket, answer: &[u8], dst: SocketAddr) -> io::Result<()> {
     match socket.get_ref().send_to(answer, dst) {
         Err(err) if err.kind() == ErrorKind::WouldBlock => {
