@@ -29,6 +29,33 @@ pub(crate) struct CloseLabel {
     pub(crate) reason: &'static str,
 }
 
+/// Why the sidecar dropped a DNS query received over UDP without answering it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DropLabel {
+    pub(crate) reason: &'static str,
+}
+
+/// The reasons of `dns_dropped`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DropReason {
+    /// As many queries as allowed were already with the handler (forwarded ones wait for
+    /// their upstream).
+    Busy,
+    /// A prepared answer found the socket's send buffer full.
+    SendBufferFull,
+}
+
+impl DropReason {
+    const ALL: [Self; 2] = [Self::Busy, Self::SendBufferFull];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Busy => "busy",
+            Self::SendBufferFull => "send_buffer_full",
+        }
+    }
+}
+
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
@@ -57,6 +84,7 @@ pub struct Metrics {
     pub(crate) dns_prepared: Counter,
     pub(crate) dns_tcp_connections: Gauge,
     pub(crate) dns_tcp_closed: Family<CloseLabel, Counter>,
+    dns_dropped: Family<DropLabel, Counter>,
     proxy_requests: Family<OutcomeLabel, Counter>,
     /// The counters of `proxy_requests`, looked up once (not per request).
     outcomes: Vec<(&'static str, Counter)>,
@@ -102,6 +130,7 @@ impl Metrics {
             dns_prepared: Counter::default(),
             dns_tcp_connections: Gauge::default(),
             dns_tcp_closed: Family::default(),
+            dns_dropped: Family::default(),
             proxy_requests: Family::default(),
             outcomes: Vec::new(),
             proxy_retries: Counter::default(),
@@ -133,6 +162,9 @@ impl Metrics {
         for reason in ["timeout", "malformed"] {
             let _ = m.dns_tcp_closed.get_or_create(&CloseLabel { reason });
         }
+        for reason in DropReason::ALL {
+            let _ = m.dns_dropped(reason);
+        }
         {
             let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
             r.register(
@@ -160,6 +192,13 @@ impl Metrics {
                 "dns_tcp_closed",
                 "DNS-over-TCP connections closed by the sidecar: timeout (no complete query in time) or malformed (a frame that is not a DNS query)",
                 m.dns_tcp_closed.clone(),
+            );
+            r.register(
+                "dns_dropped",
+                "DNS queries received over UDP and dropped unanswered: busy (as many queries as \
+                 allowed already with the handler) or send_buffer_full (a prepared answer found \
+                 the socket's send buffer full)",
+                m.dns_dropped.clone(),
             );
             r.register(
                 "revision_applied",
@@ -248,6 +287,15 @@ impl Metrics {
             );
         }
         m
+    }
+
+    /// The counter of UDP queries dropped for `reason`, to keep and count with.
+    pub(crate) fn dns_dropped(&self, reason: DropReason) -> Counter {
+        self.dns_dropped
+            .get_or_create(&DropLabel {
+                reason: reason.label(),
+            })
+            .clone()
     }
 
     pub(crate) fn proxy_outcome(&self, outcome: &'static str) {

@@ -6,16 +6,16 @@ mod common;
 use std::{collections::BTreeSet, time::Duration};
 
 use common::{
-    DEADLINE, TestSidecar, a_records, answers, ip_set, ips, query, tcp, tcp_exchange, udp,
+    DEADLINE, TestSidecar, a_records, answers, ip_set, ips, query, tcp, tcp_exchange, tcp_raw, udp,
     udp_edns, udp_raw,
 };
 use hickory_proto::{
-    op::{Message, ResponseCode},
-    rr::{Name, RData, RecordType},
+    op::{Edns, Message, MessageType, OpCode, Query, ResponseCode},
+    rr::{DNSClass, Name, RData, RecordType},
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
+    net::{TcpStream, UdpSocket},
 };
 use waypost_client::{Client, model::InstanceRef, model::RegisterRequest};
 use waypost_control::testkit::{TestControlPlane, eventually};
@@ -479,5 +479,136 @@ async fn dns_tcp_queries_keep_a_connection_and_repeated_garbage_frames_do_not() 
     assert_eq!(frames, 1, "closed at the first garbage frame");
     let malformed = "waypost_sidecar_dns_tcp_closed_total{reason=\"malformed\"}";
     assert_eq!(sidecar.metric(malformed).await, 1.0);
+    sidecar.stop().await;
+}
+
+/// A query for `name` and `rtype` in `class`, with EDNS of `version` when given.
+fn query_in(name: &str, rtype: RecordType, class: DNSClass, edns: Option<u8>) -> Vec<u8> {
+    let mut m = Message::new(rand::random(), MessageType::Query, OpCode::Query);
+    let mut question = Query::query(Name::from_ascii(name).unwrap(), rtype);
+    question.set_query_class(class);
+    m.add_query(question);
+    if let Some(version) = edns {
+        let mut e = Edns::new();
+        e.set_max_payload(1232).set_version(version);
+        m.set_edns(e);
+    }
+    m.to_vec().unwrap()
+}
+
+#[tokio::test]
+async fn an_edns_version_above_0_gets_badvers() {
+    let cp = TestControlPlane::in_memory(|_| {}).await;
+    let client = Client::new(&cp.url).unwrap();
+    let last = register(&client, "web", "127.0.0.2:8001", &[]).await;
+    let sidecar = TestSidecar::start(&cp.url, |_| {}).await;
+    sidecar.caught_up(last).await;
+    let dns = sidecar.dns();
+    let name = "web.service.waypost.";
+
+    // EDNS version 1, for a name the fast path answers at version 0 and for one it leaves to
+    // the handler: BADVERS (16: 0 in the header, 1 in the OPT record's high bits), an OPT
+    // record of version 0, no records. Over TCP the same.
+    for asked in [name, "nobody.service.waypost."] {
+        let bytes = query_in(asked, RecordType::A, DNSClass::IN, Some(1));
+        let over_udp = udp_raw(dns, &bytes).await.expect("a UDP answer");
+        for (m, transport) in [(over_udp, "UDP"), (tcp_raw(dns, &bytes).await, "TCP")] {
+            let case = format!("{asked} over {transport}");
+            assert_eq!(u16::from(m.metadata.response_code), 16, "{case}");
+            let edns = m.edns.as_ref().expect("an OPT record");
+            assert_eq!(edns.version(), 0, "{case}");
+            assert_eq!(edns.rcode_high(), 1, "{case}");
+            assert!(m.answers.is_empty(), "{case}");
+            assert!(m.authorities.is_empty(), "{case}");
+            assert!(m.additionals.is_empty(), "{case}");
+        }
+    }
+    let badvers = "waypost_sidecar_dns_queries_total{qtype=\"A\",rcode=\"BADVERS\"}";
+    assert_eq!(sidecar.metric(badvers).await, 4.0);
+    // Version 0 is answered.
+    let v0 = udp_raw(dns, &query_in(name, RecordType::A, DNSClass::IN, Some(0)))
+        .await
+        .expect("a UDP answer");
+    assert_eq!(v0.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(ips(&v0.answers), ip_set(&["127.0.0.2"]));
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn questions_in_another_class_than_in_are_refused() {
+    let cp = TestControlPlane::in_memory(|_| {}).await;
+    let client = Client::new(&cp.url).unwrap();
+    let last = register(&client, "web", "127.0.0.2:8001", &[]).await;
+    let sidecar = TestSidecar::start(&cp.url, |_| {}).await;
+    sidecar.caught_up(last).await;
+    let dns = sidecar.dns();
+    let name = "web.service.waypost.";
+
+    // The domain is in class IN only: a question in another class is refused, not answered
+    // with IN records, with or without EDNS.
+    for class in [DNSClass::CH, DNSClass::HS, DNSClass::ANY] {
+        for edns in [None, Some(0)] {
+            let bytes = query_in(name, RecordType::A, class, edns);
+            let m = udp_raw(dns, &bytes).await.expect("a UDP answer");
+            let case = format!("{class:?} EDNS {edns:?}");
+            assert_eq!(m.metadata.response_code, ResponseCode::Refused, "{case}");
+            assert!(!m.metadata.authoritative, "{case}");
+            assert!(m.answers.is_empty() && m.authorities.is_empty(), "{case}");
+            assert_eq!(m.queries[0].query_class(), class, "{case}");
+        }
+    }
+    let refused = "waypost_sidecar_dns_queries_total{qtype=\"A\",rcode=\"REFUSED\"}";
+    assert_eq!(sidecar.metric(refused).await, 6.0);
+    // Class IN still answers.
+    assert_eq!(a_records(dns, name).await, ip_set(&["127.0.0.2"]));
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn responses_get_no_answer_not_even_formerr() {
+    let cp = TestControlPlane::in_memory(|_| {}).await;
+    let client = Client::new(&cp.url).unwrap();
+    let last = register(&client, "web", "127.0.0.2:8001", &[]).await;
+    let sidecar = TestSidecar::start(&cp.url, |_| {}).await;
+    sidecar.caught_up(last).await;
+    let dns = sidecar.dns();
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+
+    // QR set: a header promising a question it lacks (FORMERR, were it a query), and whole
+    // responses for a name the fast path answers and for one the handler does.
+    let broken = [
+        0x12, 0x34, 0x81, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 3, b'w', b'e',
+    ];
+    let mut responses = vec![broken.to_vec()];
+    for name in ["web.service.waypost.", "nobody.service.waypost."] {
+        let mut response = query(name, RecordType::A, None);
+        response[2] |= 0x80;
+        responses.push(response);
+    }
+    // Each is followed by a query from the same socket (one the handler answers, as it would
+    // have answered the FORMERR): the first datagram back must be that query's answer.
+    for (i, response) in responses.iter().enumerate() {
+        socket.send_to(response, dns).await.unwrap();
+        let follow = query("nobody.service.waypost.", RecordType::A, None);
+        socket.send_to(&follow, dns).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let (n, _) = tokio::time::timeout(DEADLINE, socket.recv_from(&mut buf))
+            .await
+            .expect("an answer to the following query")
+            .unwrap();
+        let answer = Message::from_vec(&buf[..n]).unwrap();
+        assert_eq!(
+            answer.metadata.id,
+            u16::from_be_bytes([follow[0], follow[1]]),
+            "{i}"
+        );
+        assert_eq!(answer.metadata.response_code, ResponseCode::NXDomain, "{i}");
+    }
+    // Nothing was dropped for want of room; the series shows from the start.
+    let metrics = sidecar.metrics().await;
+    assert!(
+        metrics.contains("waypost_sidecar_dns_dropped_total{reason=\"busy\"} 0\n"),
+        "{metrics}"
+    );
     sidecar.stop().await;
 }

@@ -4,7 +4,7 @@ use std::{net::IpAddr, sync::Arc};
 
 use hickory_proto::{
     op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode},
-    rr::{Record, RecordType},
+    rr::{DNSClass, Record, RecordType},
 };
 use hickory_server::{
     net::runtime::Time,
@@ -71,6 +71,18 @@ impl RequestHandler for Handler {
         }
         let mut metadata = Metadata::response_from_request(&request.metadata);
         let (qtype, answer) = match (request.metadata.op_code, request.request_info()) {
+            // An EDNS version we do not speak (we speak 0): BADVERS, with our OPT record (of
+            // version 0) and nothing else, so the client can fall back (RFC 6891 6.1.3). The
+            // code's high bits go in the OPT record, which the answer always has here.
+            _ if request.edns.as_ref().is_some_and(|edns| edns.version() > 0) => (
+                request
+                    .request_info()
+                    .map_or(RecordType::Unknown(0), |info| info.query.query_type()),
+                Answer {
+                    code: ResponseCode::BADVERS,
+                    ..Answer::default()
+                },
+            ),
             (OpCode::Query, Ok(info)) => {
                 let qtype = info.query.query_type();
                 let lookup = names::parse(info.query.name(), self.records.domain());
@@ -79,8 +91,22 @@ impl RequestHandler for Handler {
                         .outside(request, builder, qtype, response, metadata)
                         .await;
                 }
-                metadata.authoritative = true;
-                (qtype, self.answer(&lookup, qtype))
+                // The domain exists in class IN only: a question in another class (CH, HS,
+                // ANY) is refused, as a name outside the domain is without upstreams, rather
+                // than answered with IN records. REFUSED and not NOTIMP: the query is
+                // understood, and a server that serves the class elsewhere may answer it.
+                if info.query.query_class() != DNSClass::IN {
+                    (
+                        qtype,
+                        Answer {
+                            code: ResponseCode::Refused,
+                            ..Answer::default()
+                        },
+                    )
+                } else {
+                    metadata.authoritative = true;
+                    (qtype, self.answer(&lookup, qtype))
+                }
             }
             (OpCode::Query, Err(_)) => (
                 RecordType::Unknown(0),
@@ -327,6 +353,7 @@ fn rcode_label(code: ResponseCode) -> &'static str {
         ResponseCode::ServFail => "SERVFAIL",
         ResponseCode::FormErr => "FORMERR",
         ResponseCode::NotImp => "NOTIMP",
+        ResponseCode::BADVERS => "BADVERS",
         _ => "other",
     }
 }

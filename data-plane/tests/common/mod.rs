@@ -192,6 +192,21 @@ pub(crate) async fn tcp_exchange(stream: &mut TcpStream, name: &str, rtype: Reco
     Message::from_vec(&answer).unwrap()
 }
 
+/// Sends `bytes` to `server` on a new DNS-over-TCP connection; the answer.
+pub(crate) async fn tcp_raw(server: SocketAddr, bytes: &[u8]) -> Message {
+    let mut stream = TcpStream::connect(server).await.unwrap();
+    stream
+        .write_all(&(bytes.len() as u16).to_be_bytes())
+        .await
+        .unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).await.unwrap();
+    let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut answer).await.unwrap();
+    Message::from_vec(&answer).unwrap()
+}
+
 /// The addresses of the A and AAAA records among `records`.
 pub(crate) fn ips(records: &[Record]) -> BTreeSet<IpAddr> {
     records
