@@ -196,8 +196,8 @@ impl Metrics {
             r.register(
                 "dns_dropped",
                 "DNS queries received over UDP and dropped unanswered: busy (as many queries as \
-                 allowed already with the handler) or send_buffer_full (a prepared answer found \
-                 the socket's send buffer full)",
+                 allowed already with the handler) or send_buffer_full (an answer found the \
+                 socket's send buffer full)",
                 m.dns_dropped.clone(),
             );
             r.register(
