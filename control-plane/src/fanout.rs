@@ -22,7 +22,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use axum::body::Bytes;
@@ -61,6 +64,9 @@ pub(crate) struct Fanout {
     /// The whole registry's snapshot event at one revision, kept for the next unfiltered stream
     /// that starts at that revision (sidecars reconnecting after a restart all do).
     full_snapshot: Mutex<Option<(Epoch, Revision, Bytes)>>,
+    /// The hub's `closed`, readable without its lock (blocking queries look at it on every
+    /// wake-up).
+    closed: AtomicBool,
 }
 
 impl std::fmt::Debug for Fanout {
@@ -81,9 +87,9 @@ struct Hub {
     services: HashMap<ServiceName, HashMap<u64, Sub>>,
     /// Live streams of everything.
     all: HashMap<u64, Sub>,
-    /// Blocking queries waiting on one service, one `Notify` per service shared by its
-    /// waiters (the map holds one reference, each waiter one more).
-    waiting: HashMap<ServiceName, Arc<Notify>>,
+    /// Blocking queries waiting on one service: one `Notify` per service shared by its
+    /// waiters, and how many they are (the entry goes with the last).
+    waiting: HashMap<ServiceName, (Arc<Notify>, usize)>,
     next_id: u64,
     closed: bool,
 }
@@ -135,6 +141,7 @@ impl Fanout {
             metrics,
             buffer: buffer.max(1),
             full_snapshot: Mutex::new(None),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -161,6 +168,7 @@ impl Fanout {
         }
         let mut hub = self.lock();
         hub.closed = true;
+        self.closed.store(true, Ordering::Release);
         hub.services.clear();
         hub.all.clear();
         // Blocking queries see `closed` and answer.
@@ -221,7 +229,7 @@ impl Fanout {
             ..
         } = hub;
         for change in &changes {
-            if let Some(waiters) = waiting.get(change.service()) {
+            if let Some((waiters, _)) = waiting.get(change.service()) {
                 waiters.notify_waiters();
             }
             let mut frame: Option<Bytes> = None;
@@ -352,13 +360,15 @@ impl Fanout {
 
     /// Whether streams must end (store failure or shutdown).
     pub(crate) fn closed(&self) -> bool {
-        self.lock().closed
+        self.closed.load(Ordering::Acquire)
     }
 
     /// A wait on changes of `service`, for a blocking query.
     pub(crate) fn wait_on(self: &Arc<Self>, service: &ServiceName) -> ServiceWait {
         let mut hub = self.lock();
-        let notify = hub.waiting.entry(service.clone()).or_default().clone();
+        let (notify, waiters) = hub.waiting.entry(service.clone()).or_default();
+        *waiters += 1;
+        let notify = notify.clone();
         ServiceWait {
             notify,
             fanout: self.clone(),
@@ -373,7 +383,7 @@ impl Hub {
     }
 
     fn wake_all_waiting(&self) {
-        for waiters in self.waiting.values() {
+        for (waiters, _) in self.waiting.values() {
             waiters.notify_waiters();
         }
     }
@@ -399,13 +409,11 @@ impl ServiceWait {
 impl Drop for ServiceWait {
     fn drop(&mut self) {
         let mut hub = self.fanout.lock();
-        // Waits are made and dropped under the hub's lock, so the count is exact here: the
-        // map's reference and this one mean no other waiter is left.
-        if let Some(n) = hub.waiting.get(&self.service)
-            && Arc::ptr_eq(n, &self.notify)
-            && Arc::strong_count(n) == 2
-        {
-            hub.waiting.remove(&self.service);
+        if let Some((_, waiters)) = hub.waiting.get_mut(&self.service) {
+            *waiters -= 1;
+            if *waiters == 0 {
+                hub.waiting.remove(&self.service);
+            }
         }
     }
 }

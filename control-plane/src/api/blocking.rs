@@ -14,7 +14,7 @@ use waypost_model::{
 };
 
 use super::{AppState, error::ApiError};
-use crate::cluster::Consistency;
+use crate::{cluster::Consistency, metrics::Metrics};
 
 /// The response header with the revision an answer was read at.
 pub(crate) static INDEX_HEADER: HeaderName = HeaderName::from_static("x-waypost-index");
@@ -111,8 +111,6 @@ impl Blocking {
         if index > app.registry.head() {
             return;
         }
-        app.metrics.blocking_held.inc();
-        let _held = Held(app);
         let until = async {
             match on {
                 Some(service) => wait_for_service(app, service, index, &passed).await,
@@ -126,12 +124,19 @@ impl Blocking {
     }
 }
 
-/// A held blocking query, counted while it waits.
-struct Held<'a>(&'a AppState);
+/// A blocking query counted as held, from its first wait until it answers.
+struct Held<'a>(&'a Metrics);
+
+impl<'a> Held<'a> {
+    fn new(metrics: &'a Metrics) -> Self {
+        metrics.blocking_held.inc();
+        Self(metrics)
+    }
+}
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        self.0.metrics.blocking_held.dec();
+        self.0.blocking_held.dec();
     }
 }
 
@@ -146,20 +151,24 @@ async fn wait_for_service(
     passed: &impl Fn(Revision) -> bool,
 ) {
     let waiting = app.fanout.wait_on(service);
-    let mut woken = false;
+    let mut held = None;
     loop {
         // Registered before the look, so a change between the look and the wait still wakes it.
         let notified = waiting.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        if woken {
-            app.metrics.blocking_wakeups.inc();
-        }
-        if passed(index) || app.fanout.closed() {
+        if passed(index) {
             return;
         }
+        held.get_or_insert_with(|| Held::new(&app.metrics));
+        if app.fanout.closed() {
+            // No wake-up comes after a store failure (or shutdown): held until the wait or
+            // shutdown ends it, as any query, rather than answered at once to clients that
+            // would ask again at once.
+            return std::future::pending().await;
+        }
         notified.await;
-        woken = true;
+        app.metrics.blocking_wakeups.inc();
     }
 }
 
@@ -168,7 +177,9 @@ async fn wait_for_any(app: &AppState, index: Revision, passed: &impl Fn(Revision
     // Subscribed before the first look, so a change between the look and the wait still wakes it.
     let mut rx = app.registry.subscribe();
     rx.borrow_and_update();
+    let mut held = None;
     while !passed(index) {
+        held.get_or_insert_with(|| Held::new(&app.metrics));
         if rx.changed().await.is_err() {
             return;
         }

@@ -20,7 +20,10 @@
 use std::{
     io::{self, ErrorKind},
     net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -57,9 +60,6 @@ const MAX_ORDINARY: usize = 1024;
 /// How long the receiving thread waits for a packet before it looks at the shutdown token: the
 /// bound on how long shutdown waits for it.
 const STOP_CHECK: Duration = Duration::from_millis(100);
-
-/// Packets received between two looks at the shutdown token under a steady flow.
-const CHECK_EVERY: u32 = 64;
 
 /// The socket, blocking on receive (with [`STOP_CHECK`] as its timeout) for the receiving
 /// thread; every send on it is made with `MSG_DONTWAIT`, so no sender ever waits.
@@ -102,18 +102,32 @@ async fn serve_within(
         }
     };
     let runtime = tokio::runtime::Handle::current();
+    // The thread stops at shutdown, and also when this future is dropped without one.
+    let stop = shutdown.child_token();
+    let _stop_on_drop = stop.clone().drop_guard();
+    // What the thread reads after each packet: the token's own test takes a lock.
+    let stopping = Arc::new(AtomicBool::new(false));
+    tokio::spawn({
+        let (stop, stopping) = (stop.clone(), stopping.clone());
+        async move {
+            stop.cancelled().await;
+            stopping.store(true, Ordering::Relaxed);
+        }
+    });
     // Sent (or dropped, should the thread panic) when the loop is over: the thread ends within
-    // `STOP_CHECK` of shutdown, and is waited for without blocking the runtime.
+    // `STOP_CHECK` of `stop`, and is waited for without blocking the runtime.
     let (done, finished) = tokio::sync::oneshot::channel::<()>();
     let receiving = std::thread::Builder::new()
         .name("dns-udp".into())
         .spawn(move || {
-            receive(&socket, &handler, max_ordinary, &shutdown, &runtime);
+            receive(&socket, &handler, max_ordinary, &stop, &stopping, &runtime);
             let _ = done.send(());
         });
     match receiving {
         Ok(_) => {
-            let _ = finished.await;
+            if finished.await.is_err() {
+                tracing::error!("the DNS UDP thread failed: DNS over UDP has stopped");
+            }
         }
         Err(err) => tracing::error!(%err, "cannot start the DNS UDP thread"),
     }
@@ -125,6 +139,7 @@ fn receive(
     handler: &Arc<Handler>,
     max_ordinary: usize,
     shutdown: &CancellationToken,
+    stopping: &AtomicBool,
     runtime: &tokio::runtime::Handle,
 ) {
     let mut fast = FastPath::new(
@@ -139,12 +154,13 @@ fn receive(
     let places = Arc::new(Semaphore::new(max_ordinary));
     let busy = handler.metrics.dns_dropped(DropReason::Busy);
     let send_buffer_full = handler.metrics.dns_dropped(DropReason::SendBufferFull);
-    // Packets since the shutdown token was last looked at (a lock): every `CHECK_EVERY`
-    // packets under load, and at each receive timeout when idle.
-    let mut unchecked = 0;
-    loop {
+    // `stopping` is looked at after every packet: the receive timeout restarts with each one,
+    // so a slow trickle of queries would keep the loop from ever timing out. The token itself
+    // is looked at on each timeout, in case nothing on the runtime is left to set the flag.
+    while !stopping.load(Ordering::Relaxed) {
         let (len, src) = match socket.recv_from(&mut packet) {
             Ok(received) => received,
+            // The receive timeout.
             Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 if shutdown.is_cancelled() {
                     return;
@@ -157,13 +173,6 @@ fn receive(
                 continue;
             }
         };
-        unchecked += 1;
-        if unchecked == CHECK_EVERY {
-            unchecked = 0;
-            if shutdown.is_cancelled() {
-                return;
-            }
-        }
         let query = &packet[..len];
         if !answerable(src) || !is_query(query) {
             continue;
