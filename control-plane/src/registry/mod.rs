@@ -254,6 +254,13 @@ impl Registry {
             let queued = expiry.schedule(deadline, key, revision);
             state.insert(Entry::new(instance, registered, deadline, queued), revision);
         }
+        // A service's last change may be newer than all of its instances (a removal) and the
+        // image keeps no record of it, so every service is taken as changed at the image's
+        // revision: a blocking query from before the image answers once more, never misses a
+        // change, and no service's revision goes backwards.
+        for svc in state.services.values_mut() {
+            svc.modified = image.revision;
+        }
         for (name, svc) in &state.services {
             self.metrics.set_instances(name, svc.instances.len());
         }

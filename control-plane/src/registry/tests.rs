@@ -187,6 +187,27 @@ fn service_revision_tracks_removal_of_the_last_instance() {
 }
 
 #[test]
+fn a_service_restored_from_an_image_is_as_new_as_the_image() {
+    // web: instance 1 at revision 1, instance 2 at revision 2, instance 2 removed at 4 (the
+    // image keeps no trace of the removal); db changed at 3.
+    let r = Registry::in_memory_for_test(config());
+    for (service, addr) in [
+        ("web", "10.0.0.1:1"),
+        ("web", "10.0.0.1:2"),
+        ("db", "10.0.0.1:3"),
+    ] {
+        r.register(&RegisterRequest::new(service, addr)).unwrap();
+    }
+    r.deregister(&InstanceRef::by_id("web", "10.0.0.1:2"))
+        .unwrap();
+    assert_eq!(r.service_revision("web"), 4);
+    let copy = Registry::from_image_for_test(config(), r.image(), Instant::now());
+    // Never behind the removal: a blocking query from before it must see a change.
+    assert_eq!(copy.service_revision("web"), 4);
+    assert_eq!(copy.service_revision("db"), 4);
+}
+
+#[test]
 fn an_absent_service_has_revision_zero_however_far_the_history_moves() {
     let r = Registry::in_memory_for_test(config());
     // More changes elsewhere than the history keeps (100): the floor moves past 0.
