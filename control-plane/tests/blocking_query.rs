@@ -36,17 +36,6 @@ async fn discover_blocks_until_its_service_changes() {
     assert_eq!(body["count"], 2);
 }
 
-/// A counter or gauge from `/metrics`.
-async fn metric(cp: &TestControlPlane, name: &str) -> u64 {
-    let text = text(cp, "/metrics").await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("{name} in /metrics"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_held_query_of_one_service_is_woken_only_by_changes_of_it() {
     let cp = TestControlPlane::in_memory(|_| {}).await;

@@ -12,17 +12,6 @@ use tokio::{
     net::{TcpSocket, TcpStream},
 };
 
-/// A counter from `/metrics`.
-async fn counter(cp: &TestControlPlane, name: &str) -> u64 {
-    let text = text(cp, "/metrics").await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("{name} in /metrics"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 /// Registers `web` instance `port` again with new metadata: one `upsert` per call.
 async fn touch(cp: &TestControlPlane, service: &str, port: u16, generation: u32) -> u64 {
     // About 8 kB per event, so that few of them fill the socket buffers of an unread stream.
@@ -51,8 +40,8 @@ async fn each_change_is_encoded_once_and_only_its_services_streams_get_it() {
     }
     // After its snapshot, each stream joins the live fan-out.
     live_streams(&cp, 5).await;
-    let events = counter(&cp, "waypost_watch_events_total").await;
-    let encoded = counter(&cp, "waypost_watch_encoded_total").await;
+    let events = metric(&cp, "waypost_watch_events_total").await;
+    let encoded = metric(&cp, "waypost_watch_encoded_total").await;
 
     for generation in 0..20 {
         touch(&cp, "b", 1, generation).await;
@@ -69,9 +58,9 @@ async fn each_change_is_encoded_once_and_only_its_services_streams_get_it() {
     }
     // Twenty changes of `b` queued nothing and encoded nothing; one of `a` was encoded once
     // and queued five times.
-    assert_eq!(counter(&cp, "waypost_watch_events_total").await, events + 5);
+    assert_eq!(metric(&cp, "waypost_watch_events_total").await, events + 5);
     assert_eq!(
-        counter(&cp, "waypost_watch_encoded_total").await,
+        metric(&cp, "waypost_watch_encoded_total").await,
         encoded + 1
     );
 }
@@ -172,7 +161,7 @@ impl Sse {
 /// Waits until `n` streams are fed by the live fan-out.
 async fn live_streams(cp: &TestControlPlane, n: u64) {
     eventually(DEADLINE, "live streams", || async {
-        (counter(cp, "waypost_watch_live_streams").await == n).then_some(())
+        (metric(cp, "waypost_watch_live_streams").await == n).then_some(())
     })
     .await;
 }
@@ -183,7 +172,7 @@ async fn live_streams(cp: &TestControlPlane, n: u64) {
 async fn fill(cp: &TestControlPlane) -> u64 {
     for generation in 0..5_000 {
         let head = touch(cp, "web", 1, generation).await;
-        if generation % 20 == 19 && counter(cp, "waypost_watch_detached_total").await >= 1 {
+        if generation % 20 == 19 && metric(cp, "waypost_watch_detached_total").await >= 1 {
             return head;
         }
     }
@@ -193,7 +182,7 @@ async fn fill(cp: &TestControlPlane) -> u64 {
 /// After catching up, the stream is live again: one more change is queued by the fan-out.
 async fn rejoins(cp: &TestControlPlane, sse: &mut Sse, head: u64) {
     live_streams(cp, 1).await;
-    let events = counter(cp, "waypost_watch_events_total").await;
+    let events = metric(cp, "waypost_watch_events_total").await;
     let next = touch(cp, "web", 2, 0).await;
     assert_eq!(next, head + 1);
     let (event, data) = sse.next().await;
@@ -201,7 +190,7 @@ async fn rejoins(cp: &TestControlPlane, sse: &mut Sse, head: u64) {
         (event.as_str(), data["revision"].as_u64()),
         ("upsert", Some(next))
     );
-    assert_eq!(counter(cp, "waypost_watch_events_total").await, events + 1);
+    assert_eq!(metric(cp, "waypost_watch_events_total").await, events + 1);
 }
 
 #[tokio::test]

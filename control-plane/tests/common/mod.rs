@@ -100,6 +100,17 @@ pub async fn text(cp: &TestControlPlane, path: &str) -> String {
     res.text().await.expect("read body")
 }
 
+/// An unlabelled counter or gauge from `/metrics`, by its full name.
+pub async fn metric(cp: &TestControlPlane, name: &str) -> u64 {
+    let text = text(cp, "/metrics").await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} in /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 pub async fn register(cp: &TestControlPlane, body: Value) -> Value {
     let a = post(cp, "/register", body).await;
     assert!(a.status.is_success(), "register failed: {}", a.body);
