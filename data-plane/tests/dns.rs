@@ -496,13 +496,19 @@ fn query_in(name: &str, rtype: RecordType, class: DNSClass, edns: Option<u8>) ->
     m.to_vec().unwrap()
 }
 
-#[tokio::test]
-async fn an_edns_version_above_0_gets_badvers() {
+/// A control plane with `web` at 127.0.0.2:8001, and a sidecar that has it.
+async fn web_at_a_sidecar() -> (TestControlPlane, TestSidecar) {
     let cp = TestControlPlane::in_memory(|_| {}).await;
     let client = Client::new(&cp.url).unwrap();
     let last = register(&client, "web", "127.0.0.2:8001", &[]).await;
     let sidecar = TestSidecar::start(&cp.url, |_| {}).await;
     sidecar.caught_up(last).await;
+    (cp, sidecar)
+}
+
+#[tokio::test]
+async fn an_edns_version_above_0_gets_badvers() {
+    let (_cp, sidecar) = web_at_a_sidecar().await;
     let dns = sidecar.dns();
     let name = "web.service.waypost.";
 
@@ -536,11 +542,7 @@ async fn an_edns_version_above_0_gets_badvers() {
 
 #[tokio::test]
 async fn questions_in_another_class_than_in_are_refused() {
-    let cp = TestControlPlane::in_memory(|_| {}).await;
-    let client = Client::new(&cp.url).unwrap();
-    let last = register(&client, "web", "127.0.0.2:8001", &[]).await;
-    let sidecar = TestSidecar::start(&cp.url, |_| {}).await;
-    sidecar.caught_up(last).await;
+    let (_cp, sidecar) = web_at_a_sidecar().await;
     let dns = sidecar.dns();
     let name = "web.service.waypost.";
 
@@ -566,11 +568,7 @@ async fn questions_in_another_class_than_in_are_refused() {
 
 #[tokio::test]
 async fn responses_get_no_answer_not_even_formerr() {
-    let cp = TestControlPlane::in_memory(|_| {}).await;
-    let client = Client::new(&cp.url).unwrap();
-    let last = register(&client, "web", "127.0.0.2:8001", &[]).await;
-    let sidecar = TestSidecar::start(&cp.url, |_| {}).await;
-    sidecar.caught_up(last).await;
+    let (_cp, sidecar) = web_at_a_sidecar().await;
     let dns = sidecar.dns();
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
 

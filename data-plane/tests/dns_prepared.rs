@@ -8,14 +8,10 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::{DEADLINE, TestSidecar};
+use common::{TestSidecar, tcp_bytes, udp_bytes};
 use hickory_proto::{
     op::{Edns, Message, MessageType, OpCode, Query, ResponseCode},
     rr::{Name, Record, RecordType},
-};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpStream, UdpSocket},
 };
 use waypost_client::{Client, model::RegisterRequest};
 use waypost_control::testkit::TestControlPlane;
@@ -44,30 +40,7 @@ fn query(name: &str, rtype: RecordType, payload: Option<u16>) -> Vec<u8> {
 
 /// The raw answer to `bytes` over UDP.
 async fn over_udp(server: SocketAddr, bytes: &[u8]) -> Vec<u8> {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    socket.send_to(bytes, server).await.unwrap();
-    let mut buf = vec![0u8; 65_535];
-    let (n, _) = tokio::time::timeout(DEADLINE, socket.recv_from(&mut buf))
-        .await
-        .expect("a UDP answer")
-        .unwrap();
-    buf.truncate(n);
-    buf
-}
-
-/// The raw answer to `bytes` over TCP.
-async fn over_tcp(server: SocketAddr, bytes: &[u8]) -> Vec<u8> {
-    let mut stream = TcpStream::connect(server).await.unwrap();
-    stream
-        .write_all(&(bytes.len() as u16).to_be_bytes())
-        .await
-        .unwrap();
-    stream.write_all(bytes).await.unwrap();
-    let mut len = [0u8; 2];
-    stream.read_exact(&mut len).await.unwrap();
-    let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
-    stream.read_exact(&mut answer).await.unwrap();
-    answer
+    udp_bytes(server, bytes).await.expect("a UDP answer")
 }
 
 /// Records in presentation form, sorted: the same set whatever the order.
@@ -128,7 +101,7 @@ async fn udp_answers_from_prepared_bytes_are_the_handlers_answers() {
                 };
                 let bytes = query(&name, rtype, payload);
                 let case = format!("{name} {rtype} EDNS {payload:?}");
-                let (udp, tcp) = (over_udp(dns, &bytes).await, over_tcp(dns, &bytes).await);
+                let (udp, tcp) = (over_udp(dns, &bytes).await, tcp_bytes(dns, &bytes).await);
                 asked += 1.0;
                 if rtype == RecordType::A {
                     asked_a += 1.0;

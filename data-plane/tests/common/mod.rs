@@ -142,6 +142,12 @@ pub(crate) fn query(name: &str, rtype: RecordType, edns: Option<u16>) -> Vec<u8>
 
 /// Sends `bytes` to `server` over UDP; the answer, or `None` without one within 2 s.
 pub(crate) async fn udp_raw(server: SocketAddr, bytes: &[u8]) -> Option<Message> {
+    let answer = udp_bytes(server, bytes).await?;
+    Some(Message::from_vec(&answer).expect("a well-formed answer"))
+}
+
+/// [`udp_raw`]'s answer as the bytes received.
+pub(crate) async fn udp_bytes(server: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     socket.send_to(bytes, server).await.unwrap();
     let mut buf = vec![0u8; 65_535];
@@ -149,7 +155,8 @@ pub(crate) async fn udp_raw(server: SocketAddr, bytes: &[u8]) -> Option<Message>
         .await
         .ok()?
         .unwrap();
-    Some(Message::from_vec(&buf[..n]).expect("a well-formed answer"))
+    buf.truncate(n);
+    Some(buf)
 }
 
 /// Asks `server` over UDP.
@@ -194,6 +201,11 @@ pub(crate) async fn tcp_exchange(stream: &mut TcpStream, name: &str, rtype: Reco
 
 /// Sends `bytes` to `server` on a new DNS-over-TCP connection; the answer.
 pub(crate) async fn tcp_raw(server: SocketAddr, bytes: &[u8]) -> Message {
+    Message::from_vec(&tcp_bytes(server, bytes).await).unwrap()
+}
+
+/// [`tcp_raw`]'s answer as the bytes received (without the length prefix).
+pub(crate) async fn tcp_bytes(server: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     let mut stream = TcpStream::connect(server).await.unwrap();
     stream
         .write_all(&(bytes.len() as u16).to_be_bytes())
@@ -204,7 +216,7 @@ pub(crate) async fn tcp_raw(server: SocketAddr, bytes: &[u8]) -> Message {
     stream.read_exact(&mut len).await.unwrap();
     let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
     stream.read_exact(&mut answer).await.unwrap();
-    Message::from_vec(&answer).unwrap()
+    answer
 }
 
 /// The addresses of the A and AAAA records among `records`.
