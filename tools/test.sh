@@ -27,6 +27,8 @@ times() {
   step ""
   echo "== time per step"
   printf '%s\n' "${steps[@]}"
+  # The disk the build took, since a full disk has failed CI before.
+  echo "== target/ holds $(du -sh target 2>/dev/null | cut -f1), $(df -h . | awk 'NR==2 {print $4}') free"
 }
 trap times EXIT
 
