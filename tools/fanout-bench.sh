@@ -15,7 +15,8 @@
 #   LOAD (target/release/waypost-load) SERVICES (10000) INSTANCES (10) STREAMS (10000)
 #   UNFILTERED (100) RATE (200) DURATION (30s) PHASES ("single cluster") LABELS ("A B")
 #   WATCHERS_ARGS (more arguments for the tool, e.g. --blocking for blocking queries in place
-#   of the streams of one service)
+#   of the streams of one service, or --xds-services K), XDS=1 (xDS streams in place of the
+#   streams of one service, on each control plane's --xds-listen; single phase only)
 # Each process needs STREAMS + UNFILTERED + a few hundred file descriptors: both binaries raise
 # their soft limit to the hard one, which must be high enough (`ulimit -Hn`). Loopback only;
 # every run is bounded in time (DURATION, `timeout`) and count (RATE x DURATION changes).
@@ -53,12 +54,18 @@ for phase in "${PHASES[@]}"; do
     single)
         for label in "${LABELS[@]}"; do
             echo "## single node: $label = ${!label}"
+            xds=()
+            if [ -n "${XDS:-}" ]; then
+                xport=$(free_port)
+                xds=(--xds-listen "127.0.0.1:$xport")
+            fi
             taskset -c 1 "${!label}" --in-memory --listen 127.0.0.1:0 --log-format json \
-                "${limits[@]}" 2>"$work/$label.log" &
+                "${limits[@]}" "${xds[@]}" 2>"$work/$label.log" &
             pid=$!
             pids+=($!)
             addr=$(logged_addr "$work/$label.log")
-            LOAD_CPU=0 watchers --watch "http://$addr" --write "http://$addr" --server-pid "$pid"
+            [ -z "${XDS:-}" ] || xds=(--xds "http://127.0.0.1:$xport")
+            LOAD_CPU=0 watchers --watch "http://$addr" --write "http://$addr" --server-pid "$pid" "${xds[@]}"
             kill "$pid"
             wait "$pid" 2>/dev/null || true
         done

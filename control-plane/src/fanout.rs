@@ -18,10 +18,11 @@
 //! Blocking queries on one service (`/discover/{service}?index=R`) wait here too, on a
 //! [`ServiceWait`]: the dispatch wakes them when it passes a change of their service, so a
 //! commit wakes the queries of its own service only, where every held query used to wake on
-//! every commit.
+//! every commit. xDS streams, which follow a set of services that changes with their
+//! subscriptions, do the same with a [`Following`].
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap, HashSet},
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, Ordering},
@@ -90,6 +91,10 @@ struct Hub {
     /// Blocking queries waiting on one service: one `Notify` per service shared by its
     /// waiters, and how many they are (the entry goes with the last).
     waiting: HashMap<ServiceName, (Arc<Notify>, usize)>,
+    /// Every [`Following`]'s wake-up, by its id...
+    following: HashMap<u64, Arc<Notify>>,
+    /// ...and the ids of those that follow each service.
+    followers: HashMap<ServiceName, HashSet<u64>>,
     next_id: u64,
     closed: bool,
 }
@@ -226,11 +231,18 @@ impl Fanout {
             services,
             all,
             waiting,
+            following,
+            followers,
             ..
         } = hub;
         for change in &changes {
             if let Some((waiters, _)) = waiting.get(change.service()) {
                 waiters.notify_waiters();
+            }
+            for id in followers.get(change.service()).into_iter().flatten() {
+                if let Some(notify) = following.get(id) {
+                    notify.notify_one();
+                }
             }
             let mut frame: Option<Bytes> = None;
             let mut offer = |subs: &mut HashMap<u64, Sub>| {
@@ -382,9 +394,91 @@ impl Hub {
         self.all.len() + self.services.values().map(HashMap::len).sum::<usize>()
     }
 
+    /// Wakes every blocking query and every [`Following`].
     fn wake_all_waiting(&self) {
         for (waiters, _) in self.waiting.values() {
             waiters.notify_waiters();
+        }
+        for notify in self.following.values() {
+            notify.notify_one();
+        }
+    }
+}
+
+/// A wait on changes of a set of services, for a task that loops (an xDS stream): the set
+/// changes with [`Self::set`], and [`Self::changed`] completes when the fan-out has passed a
+/// change of one of them since the last call, started a new history, or closed. A change passed
+/// while the task is busy elsewhere is kept (one wake-up for any number), so none is missed
+/// between two calls. Following no service costs the dispatch nothing.
+pub(crate) struct Following {
+    notify: Arc<Notify>,
+    fanout: Arc<Fanout>,
+    id: u64,
+    services: BTreeSet<ServiceName>,
+}
+
+impl Fanout {
+    /// A [`Following`] of no service yet.
+    pub(crate) fn follow(self: &Arc<Self>) -> Following {
+        let notify = Arc::new(Notify::new());
+        let mut hub = self.lock();
+        hub.next_id += 1;
+        let id = hub.next_id;
+        hub.following.insert(id, notify.clone());
+        Following {
+            notify,
+            fanout: self.clone(),
+            id,
+            services: BTreeSet::new(),
+        }
+    }
+}
+
+impl Following {
+    /// Follows `services` from now on (and no other). A change dispatched before this call is
+    /// not reported for a service just added: read its state after this call.
+    pub(crate) fn set<'a>(&mut self, services: impl IntoIterator<Item = &'a ServiceName>) {
+        let services: BTreeSet<ServiceName> = services.into_iter().cloned().collect();
+        if services == self.services {
+            return;
+        }
+        let mut hub = self.fanout.lock();
+        for gone in self.services.difference(&services) {
+            hub.unfollow(gone, self.id);
+        }
+        for new in services.difference(&self.services) {
+            hub.followers
+                .entry(new.clone())
+                .or_default()
+                .insert(self.id);
+        }
+        drop(hub);
+        self.services = services;
+    }
+
+    /// Completes at the next change of a followed service (see [`Following`]).
+    pub(crate) async fn changed(&self) {
+        self.notify.notified().await;
+    }
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        let mut hub = self.fanout.lock();
+        hub.following.remove(&self.id);
+        for service in &self.services {
+            hub.unfollow(service, self.id);
+        }
+    }
+}
+
+impl Hub {
+    fn unfollow(&mut self, service: &ServiceName, id: u64) {
+        if let Some(ids) = self.followers.get_mut(service) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.followers.remove(service);
+            }
         }
     }
 }

@@ -161,6 +161,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     if let Some((listener, _)) = xds {
         let ads = xds::Ads {
             registry: registry.clone(),
+            fanout: state.0.fanout.clone(),
             metrics: metrics.clone(),
             tokens: config.tokens.clone(),
             streams: Arc::new(tokio::sync::Semaphore::new(config.max_watchers)),

@@ -88,6 +88,7 @@ pub struct Metrics {
     pub(crate) blocking_wakeups: Counter,
     pub(crate) blocking_held: Gauge,
     pub(crate) xds_streams: Gauge,
+    pub(crate) xds_wakeups: Counter,
     xds_pushes: Family<KindLabel, Counter>,
     xds_nacks: Family<KindLabel, Counter>,
     store_commits: Counter,
@@ -148,6 +149,7 @@ impl Metrics {
             blocking_wakeups: Counter::default(),
             blocking_held: Gauge::default(),
             xds_streams: Gauge::default(),
+            xds_wakeups: Counter::default(),
             xds_pushes: Family::default(),
             xds_nacks: Family::default(),
             store_commits: Counter::default(),
@@ -346,6 +348,11 @@ impl Metrics {
                 "xds_streams",
                 "Open xDS (ADS) streams",
                 m.xds_streams.clone(),
+            );
+            r.register(
+                "xds_wakeups",
+                "Times an xDS stream woke to look at the endpoints it follows (only changes of a service it subscribed to wake it)",
+                m.xds_wakeups.clone(),
             );
             r.register(
                 "xds_pushes",

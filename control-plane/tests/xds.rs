@@ -6,7 +6,7 @@ mod common;
 
 use std::{path::PathBuf, process::Command, sync::Arc, time::Duration};
 
-use common::{DEADLINE, TestControlPlane, eventually, post, register, text};
+use common::{DEADLINE, TestControlPlane, eventually, metric, post, register, text};
 use envoy_types::pb::{
     envoy::{
         config::{
@@ -235,6 +235,36 @@ async fn ads_subscribe_ack_push_nack_and_resubscribe_after_a_reconnect() {
         .await
         .expect("the stream ends on shutdown");
     assert!(!matches!(ended, Ok(Some(_))), "{ended:?}");
+}
+
+#[tokio::test]
+async fn a_stream_is_woken_only_by_changes_of_the_services_it_subscribed_to() {
+    let cp = with_xds(|_| {}).await;
+    register(&cp, instance("a", 7001, 1)).await;
+    let mut ads = Ads::open(channel(&cp).await, None).await.unwrap();
+    ads.send(CLA, &["echo"], "", "").await;
+    let first = ads.next().await;
+    ads.send(CLA, &["echo"], &first.version_info, &first.nonce)
+        .await;
+    let woken = metric(&cp, "waypost_xds_wakeups_total").await;
+    for port in 7100..7120 {
+        register(
+            &cp,
+            json!({"service": "other", "host": "127.0.0.1", "port": port}),
+        )
+        .await;
+    }
+    register(&cp, instance("b", 7002, 1)).await;
+    let pushed = ads.next().await;
+    assert_eq!(endpoints(&pushed).len(), 2);
+    // The fan-out passes changes in order: by the push of echo's change, the twenty of `other`
+    // had been passed, and woke nothing. (At most one more wake-up is the registration of `a`
+    // passed after the subscription; every commit woke the stream before, 21 here.)
+    let after = metric(&cp, "waypost_xds_wakeups_total").await;
+    assert!(
+        (woken + 1..=woken + 2).contains(&after),
+        "{woken} wake-ups before, {after} after"
+    );
 }
 
 /// A delta stream's next response.

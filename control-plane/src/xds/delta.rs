@@ -88,6 +88,11 @@ impl DeltaStream {
         }
     }
 
+    /// The services subscribed with `kind`.
+    pub(crate) fn names(&self, kind: Kind) -> impl Iterator<Item = &ServiceName> {
+        self.subscriptions[kind.index()].names.iter()
+    }
+
     /// The subscribed services of `kind` whose version (as `version_of` gives it) the client
     /// does not hold, and whether invalid names wait to be answered as removed.
     pub(crate) fn due(

@@ -2,9 +2,10 @@
 //! incremental) on a listener of its own (`--xds-listen`), so that gRPC's own libraries can dial `xds:///S` and get the
 //! endpoints, weights and health of service `S` pushed to them, with no sidecar and no SDK.
 //!
-//! Each stream is one task that follows the applied head like a `/watch` stream does (see
-//! [`stream`] for the protocol's bookkeeping and [`resources`] for what is served), so every
-//! node of a cluster serves it from its own applied state. Version info is the registry
+//! Each stream is one task that follows the services it subscribed to through the `/watch`
+//! fan-out (a [`Following`]: a change of another service does not wake it; see [`stream`] for
+//! the protocol's bookkeeping and [`resources`] for what is served), so every node of a cluster
+//! serves it from its own applied state. Version info is the registry
 //! revision a response was read at; a NACK is logged with the client's node id and counted.
 //!
 //! With tokens configured, a stream needs `authorization: Bearer <token>` (any configured
@@ -43,7 +44,12 @@ use self::{
     resources::Kind,
     stream::{AdsStream, Received},
 };
-use crate::{auth::Tokens, metrics::Metrics, registry::Registry};
+use crate::{
+    auth::Tokens,
+    fanout::{Fanout, Following},
+    metrics::Metrics,
+    registry::Registry,
+};
 
 /// Responses in flight per stream: a client that does not read makes its stream wait (its
 /// next response then holds everything that changed meanwhile).
@@ -55,6 +61,8 @@ const ACCEPT_BUFFER: usize = 16;
 #[derive(Debug)]
 pub(crate) struct Ads {
     pub(crate) registry: Arc<Registry>,
+    /// Wakes a stream when a service it follows changes.
+    pub(crate) fanout: Arc<Fanout>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) tokens: Tokens,
     /// Bounds open streams (the same number as `--max-watchers`).
@@ -178,6 +186,7 @@ impl Ads {
         })?;
         let follow = Follow {
             registry: self.registry.clone(),
+            fanout: self.fanout.clone(),
             metrics: self.metrics.clone(),
             shutdown: self.shutdown.clone(),
         };
@@ -224,6 +233,7 @@ const STATIC_VERSION: &str = concat!("waypost-", env!("CARGO_PKG_VERSION"));
 /// One stream's task: answers requests and pushes what changed.
 struct Follow {
     registry: Arc<Registry>,
+    fanout: Arc<Fanout>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 }
@@ -236,8 +246,9 @@ impl Follow {
         self.metrics.xds_streams.inc();
         let _open = OpenStream(&self.metrics);
         let mut state = AdsStream::default();
-        // Subscribed before the first read: a change applied from here on is seen.
-        let mut head = self.registry.subscribe();
+        // Each subscription is followed before its first read: a change applied after that
+        // read wakes the stream.
+        let mut following = self.fanout.follow();
         loop {
             while let Some(kind) = state.next_due() {
                 let response = self.build(&mut state, kind);
@@ -258,15 +269,18 @@ impl Follow {
                 () = self.shutdown.cancelled() => return,
                 () = tx.closed() => return,
                 message = inbound.message() => match message {
-                    Ok(Some(request)) => self.receive(&mut state, &request),
+                    Ok(Some(request)) => {
+                        self.receive(&mut state, &request);
+                        following.set(state.names(Kind::Endpoints));
+                    }
                     Ok(None) => return,
                     Err(status) => {
                         tracing::debug!(node = state.node(), %status, "xDS stream ended");
                         return;
                     }
                 },
-                changed = head.changed() => {
-                    if changed.is_err() || head.borrow().failed {
+                () = self.woken(&following) => {
+                    if self.fanout.closed() {
                         return;
                     }
                     state.check_revisions(|service| self.registry.service_revision_or_zero(service));
@@ -281,7 +295,7 @@ impl Follow {
         self.metrics.xds_streams.inc();
         let _open = OpenStream(&self.metrics);
         let mut state = DeltaStream::default();
-        let mut head = self.registry.subscribe();
+        let mut following = self.fanout.follow();
         // The kinds to look at for something due.
         let mut check = [false; 3];
         loop {
@@ -314,6 +328,7 @@ impl Follow {
                 message = inbound.message() => match message {
                     Ok(Some(request)) => {
                         let received = state.receive(&request);
+                        following.set(state.names(Kind::Endpoints));
                         if let Received::Subscribed(kind) = received {
                             check[kind.index()] = true;
                         }
@@ -325,14 +340,20 @@ impl Follow {
                         return;
                     }
                 },
-                changed = head.changed() => {
-                    if changed.is_err() || head.borrow().failed {
+                () = self.woken(&following) => {
+                    if self.fanout.closed() {
                         return;
                     }
                     check[Kind::Endpoints.index()] = true;
                 }
             }
         }
+    }
+
+    /// The next change of a service the stream follows (or the fan-out closing), counted.
+    async fn woken(&self, following: &Following) {
+        following.changed().await;
+        self.metrics.xds_wakeups.inc();
     }
 
     /// The version of `service`'s resource of `kind` in a delta response.

@@ -13,6 +13,11 @@
 //! (`/discover/{service}?index=R&wait=60s`, asked again as each answer comes): the tool then
 //! reports the server's CPU per change and per answer, which shows whether a change wakes the
 //! queries of other services.
+//!
+//! With `--xds ADDR`, they are xDS (ADS) streams instead, as gRPC's proxyless clients hold:
+//! each subscribes to the endpoints of `--xds-services` services (the first is the stream's
+//! Zipf-drawn service, the rest drawn the same way) and ACKs every response. The report is the
+//! blocking queries' one, with pushes for answers.
 
 use std::{
     collections::HashMap,
@@ -23,6 +28,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use envoy_types::pb::envoy::{
+    config::core::v3::Node,
+    service::discovery::v3::{
+        DiscoveryRequest, aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+    },
+};
 use http_body_util::{BodyExt, Empty};
 use hyper::{Request, body::Bytes, client::conn::http1, header::HOST};
 use hyper_util::rt::TokioIo;
@@ -82,6 +93,13 @@ pub(crate) struct WatchersArgs {
     /// Hold blocking queries in place of the streams of one service.
     #[arg(long)]
     blocking: bool,
+    /// Hold xDS streams on these xDS listeners (`http://127.0.0.1:PORT`, spread in turn) in
+    /// place of the streams of one service.
+    #[arg(long = "xds", conflicts_with = "blocking")]
+    xds: Vec<Target>,
+    /// Services each xDS stream subscribes to.
+    #[arg(long, default_value_t = 10)]
+    xds_services: u64,
 }
 
 /// The most services [`address`] can tell apart.
@@ -180,6 +198,17 @@ pub(crate) async fn run(args: WatchersArgs) -> Result<(), Error> {
     let zipf = Zipf::new(args.services, args.zipf);
     let mut rng = StdRng::seed_from_u64(18);
     let filters: Vec<u64> = (0..args.streams).map(|_| zipf.sample(&mut rng)).collect();
+    let mut subscriptions: Vec<Vec<u64>> = Vec::new();
+    if !args.xds.is_empty() {
+        subscriptions = filters
+            .iter()
+            .map(|s| {
+                let mut set = vec![*s];
+                set.extend((1..args.xds_services).map(|_| zipf.sample(&mut rng)));
+                set
+            })
+            .collect();
+    }
     let rss =
         |pids: &[u32]| -> u64 { pids.iter().filter_map(|p| procfs::rss_bytes(*p).ok()).sum() };
     let rss_before = rss(&args.server_pids);
@@ -202,6 +231,11 @@ pub(crate) async fn run(args: WatchersArgs) -> Result<(), Error> {
         let filter = filters.get(k as usize).copied();
         match filter {
             Some(s) if args.blocking => tokio::spawn(blocking(target, s, shared.clone())),
+            Some(_) if !args.xds.is_empty() => tokio::spawn(xds(
+                args.xds[k as usize % args.xds.len()].clone(),
+                subscriptions[k as usize].clone(),
+                shared.clone(),
+            )),
             _ => tokio::spawn(stream(target, filter, shared.clone())),
         };
         tokio::time::sleep_until((opened + gap * (k as u32 + 1)).into()).await;
@@ -304,14 +338,20 @@ pub(crate) async fn run(args: WatchersArgs) -> Result<(), Error> {
     }
     let writing = began.elapsed();
     let changes = std::mem::take(&mut *sent.lock().unwrap_or_else(|e| e.into_inner()));
-    if args.blocking {
-        // Answers carry the head revision, not the change's: count them and the CPU.
+    if args.blocking || !args.xds.is_empty() {
+        // Answers (and pushes) carry the head revision, not the change's: count them and the
+        // CPU.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let cpu = procfs::CpuUse::now(&args.server_pids)?.since(&cpu_before);
         let answers = shared.events.load(Ordering::Relaxed) - events_before;
         let server = cpu.server.unwrap_or_default().as_secs_f64();
+        let (held, answer) = if args.blocking {
+            ("queries", "answer")
+        } else {
+            ("xDS streams", "push")
+        };
         println!(
-            "| queries | unfiltered | changes/s | answers | server CPU | per change | per answer | load CPU | failed changes |"
+            "| {held} | unfiltered | changes/s | {answer}s | server CPU | per change | per {answer} | load CPU | failed changes |"
         );
         println!("|---|---|---|---|---|---|---|---|---|");
         println!(
@@ -469,6 +509,51 @@ async fn hold(target: &Target, s: u64, shared: &Shared) -> Result<(), Error> {
             .record(index, shared.start.elapsed().as_nanos() as u64);
         shared.events.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// One ADS stream subscribed to the endpoints of `services`, ACKing every response (see
+/// `--xds`). Ready once the first response is in; each later one counts as an event.
+async fn xds(target: Target, services: Vec<u64>, shared: Arc<Shared>) {
+    if follow_xds(&target, &services, &shared).await.is_err() {
+        shared.ended.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+async fn follow_xds(target: &Target, services: &[u64], shared: &Shared) -> Result<(), Error> {
+    const CLA: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+    let request = |version: String, nonce: String| DiscoveryRequest {
+        version_info: version,
+        node: Some(Node {
+            id: "waypost-load".to_owned(),
+            ..Node::default()
+        }),
+        resource_names: services.iter().map(|s| service(*s)).collect(),
+        type_url: CLA.to_owned(),
+        response_nonce: nonce,
+        ..DiscoveryRequest::default()
+    };
+    let channel = tonic::transport::Endpoint::from_shared(target.url())?
+        .connect()
+        .await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(request(String::new(), String::new())).await?;
+    let mut responses = AggregatedDiscoveryServiceClient::new(channel)
+        .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let mut first = true;
+    // Bounded: the run ends the process; each response is a change's push.
+    while let Some(response) = responses.message().await? {
+        if first {
+            first = false;
+            shared.ready.fetch_add(1, Ordering::Relaxed);
+        } else {
+            shared.events.fetch_add(1, Ordering::Relaxed);
+        }
+        tx.send(request(response.version_info, response.nonce))
+            .await?;
+    }
+    Err("the xDS stream ended".into())
 }
 
 async fn open_and_read(target: &Target, filter: Option<u64>, shared: &Shared) -> Result<(), Error> {
