@@ -162,6 +162,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         let ads = xds::Ads {
             registry: registry.clone(),
             fanout: state.0.fanout.clone(),
+            endpoints: Arc::default(),
             metrics: metrics.clone(),
             tokens: config.tokens.clone(),
             streams: Arc::new(tokio::sync::Semaphore::new(config.max_watchers)),

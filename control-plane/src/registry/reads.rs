@@ -8,8 +8,8 @@ use std::{
 };
 
 use waypost_model::{
-    DiscoveredInstance, Health, Instance, InstanceJson, Revision, ServiceName, ServicePolicy,
-    ServiceSummary, heartbeat::Identity,
+    DiscoveredInstance, Epoch, Health, Instance, InstanceJson, Revision, ServiceName,
+    ServicePolicy, ServiceSummary, heartbeat::Identity,
 };
 
 use super::{Change, Filter, Inner, Registry, RegistryError, RegistryStatus, Stale};
@@ -152,6 +152,24 @@ impl Registry {
     /// the history is full, which a blocking query needs and such a follower must not see.
     pub fn service_revision_or_zero(&self, service: &str) -> Revision {
         self.lock().state.service_revision(service, 0)
+    }
+
+    /// [`Self::service_revision_or_zero`] with the epoch it belongs to, read together.
+    pub fn service_version(&self, service: &str) -> (Epoch, Revision) {
+        let inner = self.lock();
+        (self.epoch(), inner.state.service_revision(service, 0))
+    }
+
+    /// `service`'s instances with [`Self::service_version`], all read under one lock: what is
+    /// built from them is exactly that version.
+    pub fn service_at(&self, service: &str) -> (Vec<Arc<Instance>>, Epoch, Revision) {
+        let inner = self.lock();
+        let instances = inner.state.instances(Some(service));
+        (
+            instances,
+            self.epoch(),
+            inner.state.service_revision(service, 0),
+        )
     }
 
     /// The in-memory head revision.

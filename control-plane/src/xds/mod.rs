@@ -13,6 +13,7 @@
 //! certificate as the HTTP listener. The incremental (delta) variant is served too ([`delta`]):
 //! gRPC clients use the state of the world, Envoy may use either.
 
+mod cache;
 mod delta;
 pub mod resources;
 mod stream;
@@ -36,10 +37,11 @@ use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{Request, Response, Status, Streaming, metadata::MetadataMap};
-use waypost_model::Revision;
+use waypost_model::{Revision, ServiceName};
 use waypost_runtime::conn::{H2_KEEPALIVE_INTERVAL, H2_KEEPALIVE_TIMEOUT};
 
 use self::{
+    cache::EndpointsCache,
     delta::DeltaStream,
     resources::Kind,
     stream::{AdsStream, Received},
@@ -63,6 +65,8 @@ pub(crate) struct Ads {
     pub(crate) registry: Arc<Registry>,
     /// Wakes a stream when a service it follows changes.
     pub(crate) fanout: Arc<Fanout>,
+    /// Endpoints encoded once per service version, for every stream.
+    pub(crate) endpoints: Arc<EndpointsCache>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) tokens: Tokens,
     /// Bounds open streams (the same number as `--max-watchers`).
@@ -187,6 +191,7 @@ impl Ads {
         let follow = Follow {
             registry: self.registry.clone(),
             fanout: self.fanout.clone(),
+            endpoints: self.endpoints.clone(),
             metrics: self.metrics.clone(),
             shutdown: self.shutdown.clone(),
         };
@@ -234,6 +239,7 @@ const STATIC_VERSION: &str = concat!("waypost-", env!("CARGO_PKG_VERSION"));
 struct Follow {
     registry: Arc<Registry>,
     fanout: Arc<Fanout>,
+    endpoints: Arc<EndpointsCache>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 }
@@ -310,7 +316,7 @@ impl Follow {
                 let resources = names
                     .into_iter()
                     .map(|service| {
-                        let (revision, any) = self.resource(kind, service.as_str());
+                        let (revision, any) = self.resource(kind, &service);
                         let version = self.version_at(kind, revision);
                         (service, version, any)
                     })
@@ -368,17 +374,16 @@ impl Follow {
         }
     }
 
-    /// `service`'s resource of `kind`, and the service's revision, read before its instances:
-    /// a change in between is seen again later (and sent again), never missed.
-    fn resource(&self, kind: Kind, service: &str) -> (Revision, Any) {
-        let revision = self.registry.service_revision_or_zero(service);
-        let any = if kind == Kind::Endpoints {
-            let (instances, _) = self.registry.snapshot(Some(service));
-            resources::packed(kind, service, &instances)
-        } else {
-            resources::packed(kind, service, [])
-        };
-        (revision, any)
+    /// `service`'s resource of `kind`, and the service's revision it is exactly at (0 for
+    /// Listener and Cluster, which depend on the name only).
+    fn resource(&self, kind: Kind, service: &ServiceName) -> (Revision, Any) {
+        match kind {
+            Kind::Endpoints => {
+                let (revision, any) = self.endpoints.get(&self.registry, service);
+                (revision, Any::clone(&any))
+            }
+            Kind::Listener | Kind::Cluster => (0, resources::packed(kind, service.as_str(), [])),
+        }
     }
 
     fn receive(&self, state: &mut AdsStream, request: &DiscoveryRequest) {
@@ -414,13 +419,22 @@ impl Follow {
         }
     }
 
-    /// Reads every subscribed resource of `kind` and makes the response.
+    /// Makes the due response of `kind`: every subscribed Listener or Cluster (their responses
+    /// are the whole state), and of the endpoints only those the client lacks. The protocol
+    /// lets an endpoints response leave out what did not change (a missing one is not
+    /// removed), so a change of one service sends that one, not all the stream follows.
     fn build(&self, state: &mut AdsStream, kind: Kind) -> DiscoveryResponse {
-        let names: Vec<_> = state.names(kind).cloned().collect();
+        let names: Vec<ServiceName> = match kind {
+            Kind::Endpoints => state
+                .moved(|service| self.registry.service_revision_or_zero(service))
+                .cloned()
+                .collect(),
+            Kind::Listener | Kind::Cluster => state.names(kind).cloned().collect(),
+        };
         let resources = names
             .into_iter()
             .map(|service| {
-                let (revision, any) = self.resource(kind, service.as_str());
+                let (revision, any) = self.resource(kind, &service);
                 (service, revision, any)
             })
             .collect();

@@ -6,8 +6,9 @@
 //! type is stale (the client had not seen our newest response yet) and is ignored; otherwise it
 //! ACKs (no `error_detail`) or NACKs that response, and its `resource_names` are the client's
 //! whole subscription for the type. A new or changed subscription makes a response due for the
-//! type, with every subscribed resource (which Listener and Cluster responses must hold: a
-//! missing one counts as deleted). Endpoint responses are due again when the revision of a
+//! type. Listener and Cluster responses hold every subscribed resource (a missing one counts as
+//! deleted). Endpoint responses hold only the services the client lacks (one may leave out the
+//! others, which are then unchanged, not removed), and are due again when the revision of a
 //! subscribed service moves; a change to any other service costs a stream nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -110,14 +111,24 @@ impl AdsStream {
     /// Marks the endpoints response due when a subscribed service's revision (as
     /// `revision_of` reads it) is not the one last sent.
     pub(crate) fn check_revisions(&mut self, revision_of: impl Fn(&str) -> Revision) {
-        let sub = &mut self.subscriptions[Kind::Endpoints.index()];
+        let sub = &self.subscriptions[Kind::Endpoints.index()];
         if sub.due || !sub.active {
             return;
         }
-        sub.due = sub
-            .names
+        let moved = self.moved(revision_of).next().is_some();
+        self.subscriptions[Kind::Endpoints.index()].due = moved;
+    }
+
+    /// The subscribed services whose endpoints the client lacks: never sent, or sent at another
+    /// revision than `revision_of` reads now.
+    pub(crate) fn moved(
+        &self,
+        revision_of: impl Fn(&str) -> Revision,
+    ) -> impl Iterator<Item = &ServiceName> {
+        let sub = &self.subscriptions[Kind::Endpoints.index()];
+        sub.names
             .iter()
-            .any(|s| sub.sent.get(s) != Some(&revision_of(s.as_str())));
+            .filter(move |s| sub.sent.get(*s) != Some(&revision_of(s.as_str())))
     }
 
     /// The first type with a response due.
@@ -259,6 +270,25 @@ mod tests {
         assert_eq!(s.next_due(), None);
         s.check_revisions(|_| 6);
         assert_eq!(s.next_due(), Some(Kind::Endpoints));
+    }
+
+    #[test]
+    fn an_endpoints_response_is_due_with_only_what_the_client_lacks() {
+        let mut s = AdsStream::default();
+        s.receive(&request(Kind::Endpoints, &["a", "b"], ""));
+        let names = |s: &AdsStream, rev: fn(&str) -> Revision| -> Vec<String> {
+            s.moved(rev).map(ToString::to_string).collect()
+        };
+        // Nothing sent yet: both.
+        assert_eq!(names(&s, |_| 5), ["a", "b"]);
+        let res = answer(&mut s, Kind::Endpoints, 5);
+        assert_eq!(res.resources.len(), 2);
+        assert!(names(&s, |_| 5).is_empty());
+        // Only b moved.
+        assert_eq!(names(&s, |n| if n == "b" { 6 } else { 5 }), ["b"]);
+        // A new subscription adds c alone.
+        s.receive(&request(Kind::Endpoints, &["a", "b", "c"], &res.nonce));
+        assert_eq!(names(&s, |_| 5), ["c"]);
     }
 
     #[test]
