@@ -435,13 +435,15 @@ impl Fanout {
 }
 
 impl Following {
-    /// Follows `services` from now on (and no other). A change dispatched before this call is
+    /// Follows `services` (given in order) from now on, and no other. A change dispatched before this call is
     /// not reported for a service just added: read its state after this call.
-    pub(crate) fn set<'a>(&mut self, services: impl IntoIterator<Item = &'a ServiceName>) {
-        let services: BTreeSet<ServiceName> = services.into_iter().cloned().collect();
-        if services == self.services {
+    pub(crate) fn set<'a>(&mut self, services: impl Iterator<Item = &'a ServiceName> + Clone) {
+        // Called on every request of the stream (mostly ACKs, with the same set): compared
+        // before anything is copied.
+        if services.clone().eq(self.services.iter()) {
             return;
         }
+        let services: BTreeSet<ServiceName> = services.cloned().collect();
         let mut hub = self.fanout.lock();
         for gone in self.services.difference(&services) {
             hub.unfollow(gone, self.id);

@@ -154,6 +154,13 @@ impl Registry {
         self.lock().state.service_revision(service, 0)
     }
 
+    /// Runs `f` with [`Self::service_revision_or_zero`] for any number of services, all read
+    /// under one lock (an xDS stream compares the revisions of every service it follows).
+    pub fn with_service_revisions<R>(&self, f: impl FnOnce(&dyn Fn(&str) -> Revision) -> R) -> R {
+        let inner = self.lock();
+        f(&|service| inner.state.service_revision(service, 0))
+    }
+
     /// [`Self::service_revision_or_zero`] with the epoch it belongs to, read together.
     pub fn service_version(&self, service: &str) -> (Epoch, Revision) {
         let inner = self.lock();

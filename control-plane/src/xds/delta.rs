@@ -89,7 +89,7 @@ impl DeltaStream {
     }
 
     /// The services subscribed with `kind`.
-    pub(crate) fn names(&self, kind: Kind) -> impl Iterator<Item = &ServiceName> {
+    pub(crate) fn names(&self, kind: Kind) -> impl Iterator<Item = &ServiceName> + Clone {
         self.subscriptions[kind.index()].names.iter()
     }
 

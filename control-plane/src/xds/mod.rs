@@ -289,7 +289,7 @@ impl Follow {
                     if self.fanout.closed() {
                         return;
                     }
-                    state.check_revisions(|service| self.registry.service_revision_or_zero(service));
+                    self.registry.with_service_revisions(|revision_of| state.check_revisions(revision_of));
                 }
             }
         }
@@ -309,7 +309,9 @@ impl Follow {
                 if !std::mem::take(&mut check[kind.index()]) {
                     continue;
                 }
-                let (names, invalid) = state.due(kind, |s| self.delta_version(kind, s.as_str()));
+                let (names, invalid) = self.registry.with_service_revisions(|revision_of| {
+                    state.due(kind, |s| self.version_at(kind, revision_of(s.as_str())))
+                });
                 if names.is_empty() && !invalid {
                     continue;
                 }
@@ -360,11 +362,6 @@ impl Follow {
     async fn woken(&self, following: &Following) {
         following.changed().await;
         self.metrics.xds_wakeups.inc();
-    }
-
-    /// The version of `service`'s resource of `kind` in a delta response.
-    fn delta_version(&self, kind: Kind, service: &str) -> String {
-        self.version_at(kind, self.registry.service_revision_or_zero(service))
     }
 
     fn version_at(&self, kind: Kind, revision: Revision) -> String {
@@ -425,10 +422,9 @@ impl Follow {
     /// removed), so a change of one service sends that one, not all the stream follows.
     fn build(&self, state: &mut AdsStream, kind: Kind) -> DiscoveryResponse {
         let names: Vec<ServiceName> = match kind {
-            Kind::Endpoints => state
-                .moved(|service| self.registry.service_revision_or_zero(service))
-                .cloned()
-                .collect(),
+            Kind::Endpoints => self
+                .registry
+                .with_service_revisions(|revision_of| state.moved(revision_of).cloned().collect()),
             Kind::Listener | Kind::Cluster => state.names(kind).cloned().collect(),
         };
         let resources = names

@@ -85,14 +85,26 @@ impl AdsStream {
         if sub.active && req.response_nonce != answered {
             return Received::Stale;
         }
-        let names: BTreeSet<ServiceName> = req
-            .resource_names
-            .iter()
-            .filter_map(|n| ServiceName::new(n).ok())
-            .collect();
         let first = !sub.active;
         sub.active = true;
-        if first || names != sub.names {
+        // Mostly an ACK naming the same services again: compared before any name is copied
+        // (names already held are looked up, only others validated).
+        let asked: BTreeSet<&str> = req
+            .resource_names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| sub.names.contains(*n) || ServiceName::new(n).is_ok())
+            .collect();
+        if first
+            || !asked
+                .iter()
+                .copied()
+                .eq(sub.names.iter().map(ServiceName::as_str))
+        {
+            let names: BTreeSet<ServiceName> = asked
+                .into_iter()
+                .filter_map(|n| ServiceName::new(n).ok())
+                .collect();
             // Services no longer subscribed are forgotten: subscribing again sends them anew.
             sub.sent.retain(|s, _| names.contains(s));
             sub.names = names;
@@ -139,7 +151,7 @@ impl AdsStream {
     }
 
     /// The services subscribed with `kind`.
-    pub(crate) fn names(&self, kind: Kind) -> impl Iterator<Item = &ServiceName> {
+    pub(crate) fn names(&self, kind: Kind) -> impl Iterator<Item = &ServiceName> + Clone {
         self.subscriptions[kind.index()].names.iter()
     }
 
