@@ -425,6 +425,10 @@ impl Fanout {
         hub.next_id += 1;
         let id = hub.next_id;
         hub.following.insert(id, notify.clone());
+        if hub.closed {
+            // The wake-up that says so has been given: this one's first is that.
+            notify.notify_one();
+        }
         Following {
             notify,
             fanout: self.clone(),

@@ -4,8 +4,10 @@
 //!
 //! An entry is exact for its version (epoch and service revision, read under the registry's lock
 //! with the instances it was built from), and is replaced when a newer version is asked for.
-//! Only services the registry holds are kept, and at most [`MAX_ENTRIES`]: a client that
-//! subscribes to names that do not exist, or to very many, cannot grow it.
+//! Services the registry does not hold are not kept (and their entry goes when one is asked
+//! for), and the entries hold at most [`MAX_BYTES`] of encoded assignments: past that the cache
+//! starts again empty, which only ever costs rebuilds. A client that subscribes to names that do
+//! not exist, or to very many, cannot grow it.
 
 use std::{
     collections::HashMap,
@@ -18,13 +20,28 @@ use waypost_model::{Epoch, Revision, ServiceName};
 use super::resources::{self, Kind};
 use crate::registry::Registry;
 
-/// The most services kept; beyond, the cache starts again empty (it only ever costs a rebuild).
-const MAX_ENTRIES: usize = 100_000;
+/// The most bytes of encoded assignments kept.
+const MAX_BYTES: usize = 64 << 20;
 
 /// The shared cache.
 #[derive(Debug, Default)]
 pub(crate) struct EndpointsCache {
-    entries: Mutex<HashMap<ServiceName, Entry>>,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    by_service: HashMap<ServiceName, Entry>,
+    /// The encoded bytes of every entry.
+    bytes: usize,
+}
+
+impl Entries {
+    fn remove(&mut self, service: &ServiceName) {
+        if let Some(old) = self.by_service.remove(service) {
+            self.bytes -= old.any.value.len();
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -35,15 +52,19 @@ struct Entry {
 }
 
 impl EndpointsCache {
-    /// `service`'s endpoints resource and the revision it is at: from the cache when it holds
-    /// the registry's current version, else built (and kept).
-    pub(crate) fn get(&self, registry: &Registry, service: &ServiceName) -> (Revision, Arc<Any>) {
+    /// `service`'s endpoints resource and the version it is exactly at: from the cache when it
+    /// holds the registry's current version, else built (and kept).
+    pub(crate) fn get(
+        &self,
+        registry: &Registry,
+        service: &ServiceName,
+    ) -> (Epoch, Revision, Arc<Any>) {
         let (epoch, revision) = registry.service_version(service.as_str());
-        if let Some(e) = self.lock().get(service)
+        if let Some(e) = self.lock().by_service.get(service)
             && e.epoch == epoch
             && e.revision == revision
         {
-            return (revision, e.any.clone());
+            return (epoch, revision, e.any.clone());
         }
         let (instances, epoch, revision) = registry.service_at(service.as_str());
         let any = Arc::new(resources::packed(
@@ -51,30 +72,36 @@ impl EndpointsCache {
             service.as_str(),
             instances.iter().map(AsRef::as_ref),
         ));
-        if revision > 0 {
-            let mut entries = self.lock();
-            if entries.len() >= MAX_ENTRIES && !entries.contains_key(service) {
-                entries.clear();
-            }
-            // Never replace a newer entry with an older one (two streams may build at once).
-            let newer_kept = entries
-                .get(service)
-                .is_some_and(|e| e.epoch == epoch && e.revision > revision);
-            if !newer_kept {
-                entries.insert(
-                    service.clone(),
-                    Entry {
-                        epoch,
-                        revision,
-                        any: any.clone(),
-                    },
-                );
-            }
+        let mut entries = self.lock();
+        if revision == 0 {
+            entries.remove(service);
+            return (epoch, revision, any);
         }
-        (revision, any)
+        // Never replace a newer entry with an older one (two streams may build at once).
+        let newer_kept = entries
+            .by_service
+            .get(service)
+            .is_some_and(|e| e.epoch == epoch && e.revision > revision);
+        if !newer_kept {
+            entries.remove(service);
+            if entries.bytes + any.value.len() > MAX_BYTES {
+                entries.by_service.clear();
+                entries.bytes = 0;
+            }
+            entries.bytes += any.value.len();
+            entries.by_service.insert(
+                service.clone(),
+                Entry {
+                    epoch,
+                    revision,
+                    any: any.clone(),
+                },
+            );
+        }
+        (epoch, revision, any)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ServiceName, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         // Every change to the map completes before the next line.
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -18,7 +18,7 @@ mod delta;
 pub mod resources;
 mod stream;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use envoy_types::pb::{
     envoy::service::discovery::v3::{
@@ -37,7 +37,7 @@ use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{Request, Response, Status, Streaming, metadata::MetadataMap};
-use waypost_model::{Revision, ServiceName};
+use waypost_model::{Epoch, Revision, ServiceName};
 use waypost_runtime::conn::{H2_KEEPALIVE_INTERVAL, H2_KEEPALIVE_TIMEOUT};
 
 use self::{
@@ -185,6 +185,13 @@ impl Ads {
         metadata: &MetadataMap,
     ) -> Result<(tokio::sync::OwnedSemaphorePermit, Follow), Status> {
         self.authorize(metadata)?;
+        if self.fanout.closed() {
+            // The store failed (or the server is stopping): this node's state no longer
+            // moves; the client should go to another.
+            return Err(Status::unavailable(
+                "this control plane's store has failed; use another node",
+            ));
+        }
         let permit = self.streams.clone().try_acquire_owned().map_err(|_| {
             Status::resource_exhausted("too many xDS streams are open; retry later")
         })?;
@@ -257,7 +264,9 @@ impl Follow {
         let mut following = self.fanout.follow();
         loop {
             while let Some(kind) = state.next_due() {
-                let response = self.build(&mut state, kind);
+                let Some(response) = self.build(&mut state, kind) else {
+                    continue;
+                };
                 tracing::debug!(
                     node = state.node(),
                     kind = kind.as_str(),
@@ -289,6 +298,9 @@ impl Follow {
                     if self.fanout.closed() {
                         return;
                     }
+                    // The epoch first: revisions read after it are of its history or a later
+                    // one, whose installation wakes the stream again.
+                    state.at_epoch(self.registry.epoch());
                     self.registry.with_service_revisions(|revision_of| state.check_revisions(revision_of));
                 }
             }
@@ -309,8 +321,17 @@ impl Follow {
                 if !std::mem::take(&mut check[kind.index()]) {
                     continue;
                 }
-                let (names, invalid) = self.registry.with_service_revisions(|revision_of| {
-                    state.due(kind, |s| self.version_at(kind, revision_of(s.as_str())))
+                // The revisions under the registry's lock, the versions formatted after it.
+                let epoch = self.registry.epoch();
+                let revisions: HashMap<ServiceName, Revision> =
+                    self.registry.with_service_revisions(|revision_of| {
+                        state
+                            .names(kind)
+                            .map(|s| (s.clone(), revision_of(s.as_str())))
+                            .collect()
+                    });
+                let (names, invalid) = state.due(kind, |s| {
+                    self.version_at(kind, epoch, revisions.get(s).copied().unwrap_or(0))
                 });
                 if names.is_empty() && !invalid {
                     continue;
@@ -318,8 +339,8 @@ impl Follow {
                 let resources = names
                     .into_iter()
                     .map(|service| {
-                        let (revision, any) = self.resource(kind, &service);
-                        let version = self.version_at(kind, revision);
+                        let (epoch, revision, any) = self.resource(kind, &service);
+                        let version = self.version_at(kind, epoch, revision);
                         (service, version, any)
                     })
                     .collect();
@@ -364,22 +385,24 @@ impl Follow {
         self.metrics.xds_wakeups.inc();
     }
 
-    fn version_at(&self, kind: Kind, revision: Revision) -> String {
+    /// The version of a resource of `kind` in a delta response, for a service at `revision` of
+    /// history `epoch`.
+    fn version_at(&self, kind: Kind, epoch: Epoch, revision: Revision) -> String {
         match kind {
-            Kind::Endpoints => format!("{:016x}-{revision}", self.registry.epoch()),
+            Kind::Endpoints => format!("{epoch:016x}-{revision}"),
             Kind::Listener | Kind::Cluster => STATIC_VERSION.to_owned(),
         }
     }
 
-    /// `service`'s resource of `kind`, and the service's revision it is exactly at (0 for
-    /// Listener and Cluster, which depend on the name only).
-    fn resource(&self, kind: Kind, service: &ServiceName) -> (Revision, Any) {
+    /// `service`'s resource of `kind`, and the version (history and service revision) it is
+    /// exactly at (0 and 0 for Listener and Cluster, which depend on the name only).
+    fn resource(&self, kind: Kind, service: &ServiceName) -> (Epoch, Revision, Any) {
         match kind {
             Kind::Endpoints => {
-                let (revision, any) = self.endpoints.get(&self.registry, service);
-                (revision, Any::clone(&any))
+                let (epoch, revision, any) = self.endpoints.get(&self.registry, service);
+                (epoch, revision, Any::clone(&any))
             }
-            Kind::Listener | Kind::Cluster => (0, resources::packed(kind, service.as_str(), [])),
+            Kind::Listener | Kind::Cluster => (0, 0, resources::packed(kind, service.as_str(), [])),
         }
     }
 
@@ -420,23 +443,33 @@ impl Follow {
     /// are the whole state), and of the endpoints only those the client lacks. The protocol
     /// lets an endpoints response leave out what did not change (a missing one is not
     /// removed), so a change of one service sends that one, not all the stream follows.
-    fn build(&self, state: &mut AdsStream, kind: Kind) -> DiscoveryResponse {
+    ///
+    /// `None` when an endpoints response would be empty (say, after an unsubscription): there
+    /// is nothing to send.
+    fn build(&self, state: &mut AdsStream, kind: Kind) -> Option<DiscoveryResponse> {
         let names: Vec<ServiceName> = match kind {
-            Kind::Endpoints => self
-                .registry
-                .with_service_revisions(|revision_of| state.moved(revision_of).cloned().collect()),
+            Kind::Endpoints => {
+                state.at_epoch(self.registry.epoch());
+                self.registry.with_service_revisions(|revision_of| {
+                    state.moved(revision_of).cloned().collect()
+                })
+            }
             Kind::Listener | Kind::Cluster => state.names(kind).cloned().collect(),
         };
+        if kind == Kind::Endpoints && names.is_empty() {
+            state.settle(kind);
+            return None;
+        }
         let resources = names
             .into_iter()
             .map(|service| {
-                let (revision, any) = self.resource(kind, &service);
+                let (_, revision, any) = self.resource(kind, &service);
                 (service, revision, any)
             })
             .collect();
         // Read last, so the version is at least the revision of everything in the response.
         let version = self.registry.head();
-        state.respond(kind, version, resources)
+        Some(state.respond(kind, version, resources))
     }
 }
 

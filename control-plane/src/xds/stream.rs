@@ -17,7 +17,7 @@ use envoy_types::pb::{
     envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse},
     google::protobuf::Any,
 };
-use waypost_model::{Revision, ServiceName};
+use waypost_model::{Epoch, Revision, ServiceName};
 
 use super::resources::Kind;
 
@@ -62,6 +62,8 @@ pub(crate) struct AdsStream {
     node: String,
     nonces: u64,
     subscriptions: [Subscription; 3],
+    /// The epoch (history) the revisions in `sent` belong to.
+    epoch: Epoch,
 }
 
 impl AdsStream {
@@ -118,6 +120,24 @@ impl AdsStream {
             _ if sub.due => Received::Subscribed(kind),
             _ => Received::Ack(kind),
         }
+    }
+
+    /// Moves the stream to history `epoch` (read from the registry before the revisions that
+    /// are compared with `sent`). In another history a revision names other contents, so what
+    /// was sent is forgotten and everything subscribed is sent again.
+    pub(crate) fn at_epoch(&mut self, epoch: Epoch) {
+        if epoch == self.epoch {
+            return;
+        }
+        self.epoch = epoch;
+        let sub = &mut self.subscriptions[Kind::Endpoints.index()];
+        sub.sent.clear();
+        sub.due |= sub.active && !sub.names.is_empty();
+    }
+
+    /// Nothing is due of `kind` after all (an endpoints response would be empty).
+    pub(crate) fn settle(&mut self, kind: Kind) {
+        self.subscriptions[kind.index()].due = false;
     }
 
     /// Marks the endpoints response due when a subscribed service's revision (as
@@ -301,6 +321,28 @@ mod tests {
         // A new subscription adds c alone.
         s.receive(&request(Kind::Endpoints, &["a", "b", "c"], &res.nonce));
         assert_eq!(names(&s, |_| 5), ["c"]);
+    }
+
+    #[test]
+    fn another_history_sends_everything_again() {
+        let mut s = AdsStream::default();
+        s.at_epoch(7);
+        s.receive(&request(Kind::Endpoints, &["a", "b"], ""));
+        let res = answer(&mut s, Kind::Endpoints, 5);
+        s.receive(&request(Kind::Endpoints, &["a", "b"], &res.nonce));
+        s.at_epoch(7);
+        assert_eq!(s.next_due(), None);
+        // A snapshot of another history installed: revision 5 there is other contents.
+        s.at_epoch(8);
+        assert_eq!(s.next_due(), Some(Kind::Endpoints));
+        assert_eq!(s.moved(|_| 5).count(), 2);
+        // Nothing to send after an unsubscription: settled without a response.
+        let res = answer(&mut s, Kind::Endpoints, 5);
+        s.receive(&request(Kind::Endpoints, &["a"], &res.nonce));
+        assert_eq!(s.next_due(), Some(Kind::Endpoints));
+        assert_eq!(s.moved(|_| 5).count(), 0);
+        s.settle(Kind::Endpoints);
+        assert_eq!(s.next_due(), None);
     }
 
     #[test]

@@ -191,6 +191,10 @@ pub(crate) async fn run(args: WatchersArgs) -> Result<(), Error> {
             format!("--services must be 1 to {MAX_SERVICES} and --instances 1 to 250").into(),
         );
     }
+    if !args.xds.is_empty() && args.unfiltered > 0 {
+        // Their events would count as pushes.
+        return Err("--xds counts every event as a push: set --unfiltered 0".into());
+    }
     waypost_runtime::fds::raise_open_files();
     if !args.no_seed {
         seed(&args).await?;
@@ -345,13 +349,13 @@ pub(crate) async fn run(args: WatchersArgs) -> Result<(), Error> {
         let cpu = procfs::CpuUse::now(&args.server_pids)?.since(&cpu_before);
         let answers = shared.events.load(Ordering::Relaxed) - events_before;
         let server = cpu.server.unwrap_or_default().as_secs_f64();
-        let (held, answer) = if args.blocking {
-            ("queries", "answer")
+        let (held, plural, answer) = if args.blocking {
+            ("queries", "answers", "answer")
         } else {
-            ("xDS streams", "push")
+            ("xDS streams", "pushes", "push")
         };
         println!(
-            "| {held} | unfiltered | changes/s | {answer}s | server CPU | per change | per {answer} | load CPU | failed changes |"
+            "| {held} | unfiltered | changes/s | {plural} | server CPU | per change | per {answer} | load CPU | failed changes |"
         );
         println!("|---|---|---|---|---|---|---|---|---|");
         println!(
