@@ -274,6 +274,15 @@ async fn a_stream_is_woken_only_by_changes_of_the_services_it_subscribed_to() {
         (woken + 1..=woken + 3).contains(&after),
         "{woken} wake-ups before, {after} after"
     );
+
+    // Dropping `quiet` needs no response (an empty one is not sent): the next response is
+    // echo's next change.
+    ads.send(CLA, &["echo"], &pushed.version_info, &pushed.nonce)
+        .await;
+    register(&cp, instance("c", 7003, 1)).await;
+    let pushed = ads.next().await;
+    assert_eq!(pushed.resources.len(), 1);
+    assert_eq!(endpoints(&pushed).len(), 3);
 }
 
 /// A delta stream's next response.
@@ -343,6 +352,42 @@ async fn delta_sends_only_what_the_client_lacks_also_after_a_reconnect() {
         resource_names_subscribe: vec!["echo".to_owned(), "other".to_owned()],
         initial_resource_versions: [("echo".to_owned(), pushed.resources[0].version.clone())]
             .into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(names(&next_delta(&mut responses).await), ["other"]);
+}
+
+#[tokio::test]
+async fn a_delta_nack_that_also_subscribes_is_answered() {
+    let cp = with_xds(|_| {}).await;
+    register(&cp, instance("a", 7001, 1)).await;
+    register(
+        &cp,
+        json!({"service": "other", "host": "127.0.0.1", "port": 7100}),
+    )
+    .await;
+    let (tx, mut responses) = open_delta(channel(&cp).await).await;
+    tx.send(DeltaDiscoveryRequest {
+        type_url: CLA.to_owned(),
+        resource_names_subscribe: vec!["echo".to_owned()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let first = next_delta(&mut responses).await;
+    // Refuses that response and subscribes to `other` in the same request, as a delta client
+    // may. Nothing changes afterwards: only the request itself can bring the answer.
+    tx.send(DeltaDiscoveryRequest {
+        type_url: CLA.to_owned(),
+        response_nonce: first.nonce.clone(),
+        error_detail: Some(RpcStatus {
+            code: Code::InvalidArgument as i32,
+            message: "refused for the test".to_owned(),
+            ..Default::default()
+        }),
+        resource_names_subscribe: vec!["other".to_owned()],
         ..Default::default()
     })
     .await

@@ -4,10 +4,11 @@
 //!
 //! An entry is exact for its version (epoch and service revision, read under the registry's lock
 //! with the instances it was built from), and is replaced when a newer version is asked for.
-//! Services the registry does not hold are not kept (and their entry goes when one is asked
-//! for), and the entries hold at most [`MAX_BYTES`] of encoded assignments: past that the cache
-//! starts again empty, which only ever costs rebuilds. A client that subscribes to names that do
-//! not exist, or to very many, cannot grow it.
+//! A service the registry does not hold loses its entry when it is asked for, and the entries
+//! hold at most [`MAX_BYTES`] of encoded assignments: past that, entries are dropped (any, until
+//! the new one fits), which only ever costs rebuilds. An entry that no lookup can match (an
+//! older version) may linger until then. A client that subscribes to names that do not exist,
+//! or to very many, cannot grow it past the bound.
 
 use std::{
     collections::HashMap,
@@ -41,6 +42,18 @@ impl Entries {
         if let Some(old) = self.by_service.remove(service) {
             self.bytes -= old.any.value.len();
         }
+    }
+
+    /// Drops entries (in no particular order) until `len` more bytes fit in [`MAX_BYTES`].
+    fn make_room(&mut self, len: usize) {
+        let Self { by_service, bytes } = self;
+        by_service.retain(|_, e| {
+            if *bytes + len <= MAX_BYTES {
+                return true;
+            }
+            *bytes -= e.any.value.len();
+            false
+        });
     }
 }
 
@@ -82,12 +95,10 @@ impl EndpointsCache {
             .by_service
             .get(service)
             .is_some_and(|e| e.epoch == epoch && e.revision > revision);
-        if !newer_kept {
+        // An assignment too large to share the bound with others is not kept.
+        if !newer_kept && any.value.len() <= MAX_BYTES / 4 {
             entries.remove(service);
-            if entries.bytes + any.value.len() > MAX_BYTES {
-                entries.by_service.clear();
-                entries.bytes = 0;
-            }
+            entries.make_room(any.value.len());
             entries.bytes += any.value.len();
             entries.by_service.insert(
                 service.clone(),

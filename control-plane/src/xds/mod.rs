@@ -186,11 +186,7 @@ impl Ads {
     ) -> Result<(tokio::sync::OwnedSemaphorePermit, Follow), Status> {
         self.authorize(metadata)?;
         if self.fanout.closed() {
-            // The store failed (or the server is stopping): this node's state no longer
-            // moves; the client should go to another.
-            return Err(Status::unavailable(
-                "this control plane's store has failed; use another node",
-            ));
+            return Err(ended());
         }
         let permit = self.streams.clone().try_acquire_owned().map_err(|_| {
             Status::resource_exhausted("too many xDS streams are open; retry later")
@@ -296,6 +292,7 @@ impl Follow {
                 },
                 () = self.woken(&following) => {
                     if self.fanout.closed() {
+                        let _ = tx.send(Err(ended())).await;
                         return;
                     }
                     // The epoch first: revisions read after it are of its history or a later
@@ -358,7 +355,12 @@ impl Follow {
                     Ok(Some(request)) => {
                         let received = state.receive(&request);
                         following.set(state.names(Kind::Endpoints));
-                        if let Received::Subscribed(kind) = received {
+                        // A NACK (or ACK) may subscribe in the same request: any request that
+                        // subscribes is looked at.
+                        if let Some(kind) = Kind::from_type_url(&request.type_url)
+                            && (matches!(received, Received::Subscribed(_))
+                                || !request.resource_names_subscribe.is_empty())
+                        {
                             check[kind.index()] = true;
                         }
                         self.log(state.node(), received, &request.response_nonce);
@@ -371,6 +373,7 @@ impl Follow {
                 },
                 () = self.woken(&following) => {
                     if self.fanout.closed() {
+                        let _ = tx.send(Err(ended())).await;
                         return;
                     }
                     check[Kind::Endpoints.index()] = true;
@@ -471,6 +474,12 @@ impl Follow {
         let version = self.registry.head();
         Some(state.respond(kind, version, resources))
     }
+}
+
+/// Why a stream ends (or is refused) once the fan-out has closed: the store failed, or the
+/// server is stopping. This node's state no longer moves; the client should go to another.
+fn ended() -> Status {
+    Status::unavailable("this control plane is stopping or its store has failed; use another node")
 }
 
 /// Decrements the open-streams gauge when a stream ends, however it ends.
