@@ -171,12 +171,16 @@ impl Fanout {
                 changed = committed.changed() => if changed.is_err() { break },
             }
         }
+        self.close();
+    }
+
+    /// Ends the fan-out: live streams leave it, and every wait wakes to see `closed`.
+    fn close(&self) {
         let mut hub = self.lock();
         hub.closed = true;
         self.closed.store(true, Ordering::Release);
         hub.services.clear();
         hub.all.clear();
-        // Blocking queries see `closed` and answer.
         hub.wake_all_waiting();
     }
 
@@ -536,4 +540,86 @@ pub(crate) fn encode(epoch: Epoch, event: &WatchEvent) -> Bytes {
     serde_json::to_writer(&mut out, event).expect("a watch event serialises");
     out.extend_from_slice(b"\n\n");
     Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures_util::FutureExt;
+    use waypost_model::RegisterRequest;
+
+    use super::*;
+    use crate::registry::{RegistryConfig, expiry::SelfPreservation};
+
+    fn fanout() -> Arc<Fanout> {
+        let registry = Registry::in_memory_for_test(RegistryConfig {
+            default_ttl_seconds: 30,
+            heartbeat_interval: Duration::from_secs(10),
+            history: 100,
+            max_instances: 100,
+            max_instances_per_service: 100,
+            self_preservation: SelfPreservation {
+                enabled: false,
+                threshold: 0.5,
+                window: Duration::from_secs(30),
+                min_instances: 10,
+                max_hold: Duration::from_secs(300),
+            },
+            vip_range: None,
+        });
+        Arc::new(Fanout::new(
+            Arc::new(registry),
+            Arc::new(Metrics::new()),
+            16,
+        ))
+    }
+
+    fn change(f: &Fanout, service: &str, port: u16) {
+        f.registry
+            .register(&RegisterRequest::new(service, format!("10.0.0.1:{port}")))
+            .unwrap();
+        f.dispatch();
+    }
+
+    /// Whether a wake-up is waiting, taken without waiting.
+    fn woken(following: &Following) -> bool {
+        following.changed().now_or_never().is_some()
+    }
+
+    fn name(s: &str) -> ServiceName {
+        ServiceName::new(s).unwrap()
+    }
+
+    #[test]
+    fn a_following_wakes_once_for_changes_of_its_services_only() {
+        let f = fanout();
+        let mut following = f.follow();
+        following.set([name("a"), name("c")].iter());
+        change(&f, "b", 1);
+        assert!(!woken(&following), "b is not followed");
+        // Two changes while the stream is busy: one wake-up, kept until taken.
+        change(&f, "a", 1);
+        change(&f, "c", 1);
+        assert!(woken(&following));
+        assert!(!woken(&following));
+        // The set moves: a no longer wakes it, b does.
+        following.set([name("b")].iter());
+        change(&f, "a", 2);
+        assert!(!woken(&following));
+        change(&f, "b", 2);
+        assert!(woken(&following));
+        drop(following);
+        let hub = f.lock();
+        assert!(hub.following.is_empty() && hub.followers.is_empty());
+    }
+
+    #[test]
+    fn closing_wakes_every_following_and_one_made_after_at_once() {
+        let f = fanout();
+        let idle = f.follow();
+        f.close();
+        assert!(woken(&idle), "even one that follows nothing");
+        assert!(woken(&f.follow()), "made after the close");
+    }
 }
