@@ -16,20 +16,24 @@
 //!
 //! With `--xds ADDR`, they are xDS (ADS) streams instead, as gRPC's proxyless clients hold:
 //! each subscribes to the endpoints of `--xds-services` services (the first is the stream's
-//! Zipf-drawn service, the rest drawn the same way) and ACKs every response. The report is the
-//! blocking queries' one, with pushes for answers.
+//! Zipf-drawn service, the rest drawn the same way) and ACKs every response. A push names the
+//! registry revision it was read at and holds the services whose endpoints moved; a change of
+//! service S at revision R has reached a stream with the first push holding S at a version of
+//! at least R. (The version is read just after the endpoints, so a change applied in between
+//! would count as reached one push early: a window of microseconds.) The report gives the delay
+//! until the last stream that follows S has it, and the server's CPU per change and per push.
 
 use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use envoy_types::pb::envoy::{
-    config::core::v3::Node,
+    config::{core::v3::Node, endpoint::v3::ClusterLoadAssignment},
     service::discovery::v3::{
         DiscoveryRequest, aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
     },
@@ -37,6 +41,7 @@ use envoy_types::pb::envoy::{
 use http_body_util::{BodyExt, Empty};
 use hyper::{Request, body::Bytes, client::conn::http1, header::HOST};
 use hyper_util::rt::TokioIo;
+use prost::Message;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::json;
 use tokio::{net::TcpStream, sync::Semaphore};
@@ -165,6 +170,10 @@ impl Receipts {
     }
 }
 
+/// A change made: its revision, when it was due (ns from the start), how many streams were
+/// expected to get it, and its service.
+type Sent = (u64, u64, u64, u64);
+
 /// Shared by the streams.
 struct Shared {
     receipts: Receipts,
@@ -179,6 +188,10 @@ struct Shared {
     /// Streams that ended or failed.
     ended: AtomicU64,
     start: Instant,
+    /// xDS streams that have their first response, by stream.
+    xds_ready: Vec<AtomicBool>,
+    /// Every service in every xDS push after the first: (stream, service, version, time).
+    xds_receipts: Mutex<Vec<(u32, u32, u64, u64)>>,
 }
 
 pub(crate) async fn run(args: WatchersArgs) -> Result<(), Error> {
@@ -226,6 +239,10 @@ pub(crate) async fn run(args: WatchersArgs) -> Result<(), Error> {
         events: AtomicU64::new(0),
         ended: AtomicU64::new(0),
         start: Instant::now(),
+        xds_ready: (0..subscriptions.len())
+            .map(|_| AtomicBool::new(false))
+            .collect(),
+        xds_receipts: Mutex::default(),
     });
     let total = args.streams + args.unfiltered;
     let opened = Instant::now();
@@ -237,6 +254,7 @@ pub(crate) async fn run(args: WatchersArgs) -> Result<(), Error> {
             Some(s) if args.blocking => tokio::spawn(blocking(target, s, shared.clone())),
             Some(_) if !args.xds.is_empty() => tokio::spawn(xds(
                 args.xds[k as usize % args.xds.len()].clone(),
+                k as u32,
                 subscriptions[k as usize].clone(),
                 shared.clone(),
             )),
@@ -270,7 +288,7 @@ pub(crate) async fn run(args: WatchersArgs) -> Result<(), Error> {
     let count = args.rate * args.duration.as_secs().max(1);
     let cpu_before = procfs::CpuUse::now(&args.server_pids)?;
     let events_before = shared.events.load(Ordering::Relaxed);
-    let sent: Arc<Mutex<Vec<(u64, u64, u64)>>> = Arc::default();
+    let sent: Arc<Mutex<Vec<Sent>>> = Arc::default();
     let in_flight = Arc::new(Semaphore::new(64));
     let conns: Arc<Mutex<Vec<Conn>>> = Arc::default();
     let began = Instant::now();
@@ -322,7 +340,7 @@ pub(crate) async fn run(args: WatchersArgs) -> Result<(), Error> {
                 .ok_or("no revision in the answer")?;
             sent.lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push((revision, t0, expected));
+                .push((revision, t0, expected, s));
             conns.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
             Ok(())
         }));
@@ -342,7 +360,20 @@ pub(crate) async fn run(args: WatchersArgs) -> Result<(), Error> {
     }
     let writing = began.elapsed();
     let changes = std::mem::take(&mut *sent.lock().unwrap_or_else(|e| e.into_inner()));
-    if args.blocking || !args.xds.is_empty() {
+    if !args.xds.is_empty() {
+        return report_xds(
+            &args,
+            &shared,
+            &subscriptions,
+            &changes,
+            cpu_before,
+            events_before,
+            writing,
+            failures,
+        )
+        .await;
+    }
+    if args.blocking {
         // Answers (and pushes) carry the head revision, not the change's: count them and the
         // CPU.
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -370,8 +401,7 @@ pub(crate) async fn run(args: WatchersArgs) -> Result<(), Error> {
     }
     // Wait until every change reached every stream that should get it, or the settle time.
     let settle_deadline = Instant::now() + args.settle;
-    let complete =
-        |c: &(u64, u64, u64)| shared.receipts.get(c.0).is_some_and(|(got, _)| got >= c.2);
+    let complete = |c: &Sent| shared.receipts.get(c.0).is_some_and(|(got, _)| got >= c.2);
     while !changes.iter().all(complete) && Instant::now() < settle_deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -392,16 +422,7 @@ pub(crate) async fn run(args: WatchersArgs) -> Result<(), Error> {
         }
     }
     delays.sort_unstable();
-    let pct = |p: f64| -> String {
-        if delays.is_empty() {
-            return "-".to_owned();
-        }
-        let k = ((delays.len() as f64 * p).ceil() as usize).clamp(1, delays.len()) - 1;
-        match delays[k] {
-            u64::MAX => "∞ (incomplete)".to_owned(),
-            ns => format!("{:.1} ms", ns as f64 / 1e6),
-        }
-    };
+    let pct = |p: f64| percentile(&delays, p);
     let expected_total: u64 = changes.iter().map(|c| c.2).sum();
     let server_cpu = cpu.server.unwrap_or_default();
     println!(
@@ -515,15 +536,121 @@ async fn hold(target: &Target, s: u64, shared: &Shared) -> Result<(), Error> {
     }
 }
 
+/// Percentile `p` of sorted `delays` (nanoseconds; `u64::MAX` for a change never delivered).
+fn percentile(delays: &[u64], p: f64) -> String {
+    if delays.is_empty() {
+        return "-".to_owned();
+    }
+    let k = ((delays.len() as f64 * p).ceil() as usize).clamp(1, delays.len()) - 1;
+    match delays[k] {
+        u64::MAX => "∞ (incomplete)".to_owned(),
+        ns => format!("{:.1} ms", ns as f64 / 1e6),
+    }
+}
+
+/// The `--xds` report: per change, the delay until the last stream that follows its service
+/// had a push with it (see the module's notes), and the server's CPU.
+#[allow(clippy::too_many_arguments)]
+async fn report_xds(
+    args: &WatchersArgs,
+    shared: &Shared,
+    subscriptions: &[Vec<u64>],
+    changes: &[Sent],
+    cpu_before: procfs::CpuUse,
+    events_before: u64,
+    writing: Duration,
+    failures: u64,
+) -> Result<(), Error> {
+    // Bounded: the pushes of the last changes arrive within milliseconds when the server
+    // keeps up; any later are counted as never delivered.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu = procfs::CpuUse::now(&args.server_pids)?.since(&cpu_before);
+    let pushes = shared.events.load(Ordering::Relaxed) - events_before;
+    let receipts = std::mem::take(
+        &mut *shared
+            .xds_receipts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()),
+    );
+    // Per stream and service, the pushes in the order they came (versions only grow).
+    let mut got: HashMap<(u32, u32), Vec<(u64, u64)>> = HashMap::new();
+    for (stream, service, version, at) in receipts {
+        got.entry((stream, service))
+            .or_default()
+            .push((version, at));
+    }
+    let mut followers: HashMap<u64, Vec<u32>> = HashMap::new();
+    for (k, set) in subscriptions.iter().enumerate() {
+        if !shared.xds_ready[k].load(Ordering::Relaxed) {
+            continue;
+        }
+        let mut set = set.clone();
+        set.sort_unstable();
+        set.dedup();
+        for s in set {
+            followers.entry(s).or_default().push(k as u32);
+        }
+    }
+    let mut delays = Vec::with_capacity(changes.len());
+    let mut incomplete = 0;
+    for &(revision, t0, _, s) in changes {
+        let mut last = 0u64;
+        let mut missed = false;
+        for k in followers.get(&s).into_iter().flatten() {
+            let first = got
+                .get(&(*k, s as u32))
+                .and_then(|pushes| pushes.iter().find(|(version, _)| *version >= revision));
+            match first {
+                Some((_, at)) => last = last.max(*at),
+                None => missed = true,
+            }
+        }
+        if missed {
+            incomplete += 1;
+            delays.push(u64::MAX);
+        } else {
+            delays.push(last.saturating_sub(t0));
+        }
+    }
+    delays.sort_unstable();
+    let server = cpu.server.unwrap_or_default().as_secs_f64();
+    let ready = shared
+        .xds_ready
+        .iter()
+        .filter(|r| r.load(Ordering::Relaxed))
+        .count();
+    println!(
+        "| xDS streams | changes/s | pushes | change-to-last-stream p50 | p99 | max | incomplete | server CPU | per change | per push | load CPU | failed changes |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {ready} | {:.0} | {pushes} | {} | {} | {} | {incomplete} | {server:.2} s | {:.1} µs | {:.1} µs | {:.1} s | {failures} |",
+        changes.len() as f64 / writing.as_secs_f64(),
+        percentile(&delays, 0.5),
+        percentile(&delays, 0.99),
+        percentile(&delays, 1.0),
+        server * 1e6 / changes.len().max(1) as f64,
+        server * 1e6 / pushes.max(1) as f64,
+        cpu.load.as_secs_f64(),
+    );
+    Ok(())
+}
+
 /// One ADS stream subscribed to the endpoints of `services`, ACKing every response (see
-/// `--xds`). Ready once the first response is in; each later one counts as an event.
-async fn xds(target: Target, services: Vec<u64>, shared: Arc<Shared>) {
-    if follow_xds(&target, &services, &shared).await.is_err() {
+/// `--xds`). Ready once the first response is in; each later one counts as an event, and
+/// the services it holds are recorded with its version.
+async fn xds(target: Target, k: u32, services: Vec<u64>, shared: Arc<Shared>) {
+    if follow_xds(&target, k, &services, &shared).await.is_err() {
         shared.ended.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-async fn follow_xds(target: &Target, services: &[u64], shared: &Shared) -> Result<(), Error> {
+async fn follow_xds(
+    target: &Target,
+    k: u32,
+    services: &[u64],
+    shared: &Shared,
+) -> Result<(), Error> {
     const CLA: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
     let request = |version: String, nonce: String| DiscoveryRequest {
         version_info: version,
@@ -551,8 +678,25 @@ async fn follow_xds(target: &Target, services: &[u64], shared: &Shared) -> Resul
         if first {
             first = false;
             shared.ready.fetch_add(1, Ordering::Relaxed);
+            shared.xds_ready[k as usize].store(true, Ordering::Relaxed);
         } else {
             shared.events.fetch_add(1, Ordering::Relaxed);
+            let at = shared.start.elapsed().as_nanos() as u64;
+            let version: u64 = response.version_info.parse()?;
+            let mut receipts = shared
+                .xds_receipts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for resource in &response.resources {
+                let cla = ClusterLoadAssignment::decode(resource.value.as_slice())?;
+                if let Some(s) = cla
+                    .cluster_name
+                    .strip_prefix("fan-")
+                    .and_then(|n| n.parse::<u32>().ok())
+                {
+                    receipts.push((k, s, version, at));
+                }
+            }
         }
         tx.send(request(response.version_info, response.nonce))
             .await?;
