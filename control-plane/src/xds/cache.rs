@@ -46,6 +46,10 @@ impl Entries {
 
     /// Drops entries (in no particular order) until `len` more bytes fit in [`MAX_BYTES`].
     fn make_room(&mut self, len: usize) {
+        if self.bytes + len <= MAX_BYTES {
+            // The common case, without a walk over every entry.
+            return;
+        }
         let Self { by_service, bytes } = self;
         by_service.retain(|_, e| {
             if *bytes + len <= MAX_BYTES {
