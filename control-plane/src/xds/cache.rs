@@ -121,3 +121,44 @@ impl EndpointsCache {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(len: usize) -> Entry {
+        Entry {
+            epoch: 1,
+            revision: 1,
+            any: Arc::new(Any {
+                type_url: String::new(),
+                value: vec![0; len],
+            }),
+        }
+    }
+
+    fn add(entries: &mut Entries, name: &str, len: usize) {
+        entries.make_room(len);
+        entries.bytes += len;
+        entries
+            .by_service
+            .insert(ServiceName::new(name).unwrap(), entry(len));
+    }
+
+    #[test]
+    fn entries_are_dropped_only_until_a_new_one_fits() {
+        let mut entries = Entries::default();
+        let quarter = MAX_BYTES / 4;
+        for name in ["a", "b", "c", "d"] {
+            add(&mut entries, name, quarter);
+        }
+        assert_eq!((entries.by_service.len(), entries.bytes), (4, MAX_BYTES));
+        // One more quarter: exactly one of the four goes.
+        add(&mut entries, "e", quarter);
+        assert_eq!((entries.by_service.len(), entries.bytes), (4, MAX_BYTES));
+        let kept: usize = entries.by_service.values().map(|e| e.any.value.len()).sum();
+        assert_eq!(kept, entries.bytes);
+        entries.remove(&ServiceName::new("e").unwrap());
+        assert_eq!(entries.bytes, 3 * quarter);
+    }
+}
