@@ -544,29 +544,16 @@ pub(crate) fn encode(epoch: Epoch, event: &WatchEvent) -> Bytes {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use futures_util::FutureExt;
     use waypost_model::RegisterRequest;
 
     use super::*;
-    use crate::registry::{RegistryConfig, expiry::SelfPreservation};
+    use crate::registry::RegistryConfig;
 
     fn fanout() -> Arc<Fanout> {
         let registry = Registry::in_memory_for_test(RegistryConfig {
-            default_ttl_seconds: 30,
-            heartbeat_interval: Duration::from_secs(10),
-            history: 100,
             max_instances: 100,
-            max_instances_per_service: 100,
-            self_preservation: SelfPreservation {
-                enabled: false,
-                threshold: 0.5,
-                window: Duration::from_secs(30),
-                min_instances: 10,
-                max_hold: Duration::from_secs(300),
-            },
-            vip_range: None,
+            ..crate::registry::tests::config()
         });
         Arc::new(Fanout::new(
             Arc::new(registry),

@@ -313,8 +313,14 @@ fn names(res: &DeltaDiscoveryResponse) -> Vec<&str> {
     res.resources.iter().map(|r| r.name.as_str()).collect()
 }
 
-#[tokio::test]
-async fn delta_sends_only_what_the_client_lacks_also_after_a_reconnect() {
+/// A control plane with `echo` (one instance) and `other`, and a delta stream subscribed to
+/// `echo` with its first response.
+async fn delta_on_echo_beside_other() -> (
+    TestControlPlane,
+    mpsc::Sender<DeltaDiscoveryRequest>,
+    Streaming<DeltaDiscoveryResponse>,
+    DeltaDiscoveryResponse,
+) {
     let cp = with_xds(|_| {}).await;
     register(&cp, instance("a", 7001, 1)).await;
     register(
@@ -331,6 +337,12 @@ async fn delta_sends_only_what_the_client_lacks_also_after_a_reconnect() {
     .await
     .unwrap();
     let first = next_delta(&mut responses).await;
+    (cp, tx, responses, first)
+}
+
+#[tokio::test]
+async fn delta_sends_only_what_the_client_lacks_also_after_a_reconnect() {
+    let (cp, tx, mut responses, first) = delta_on_echo_beside_other().await;
     assert_eq!(names(&first), ["echo"]);
     tx.send(DeltaDiscoveryRequest {
         type_url: CLA.to_owned(),
@@ -361,22 +373,7 @@ async fn delta_sends_only_what_the_client_lacks_also_after_a_reconnect() {
 
 #[tokio::test]
 async fn a_delta_nack_that_also_subscribes_is_answered() {
-    let cp = with_xds(|_| {}).await;
-    register(&cp, instance("a", 7001, 1)).await;
-    register(
-        &cp,
-        json!({"service": "other", "host": "127.0.0.1", "port": 7100}),
-    )
-    .await;
-    let (tx, mut responses) = open_delta(channel(&cp).await).await;
-    tx.send(DeltaDiscoveryRequest {
-        type_url: CLA.to_owned(),
-        resource_names_subscribe: vec!["echo".to_owned()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let first = next_delta(&mut responses).await;
+    let (_cp, tx, mut responses, first) = delta_on_echo_beside_other().await;
     // Refuses that response and subscribes to `other` in the same request, as a delta client
     // may. Nothing changes afterwards: only the request itself can bring the answer.
     tx.send(DeltaDiscoveryRequest {

@@ -442,7 +442,7 @@ impl From<Rejection> for RegistryError {
 mod testkit;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 #[cfg(test)]
 mod model_tests;

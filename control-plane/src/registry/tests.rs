@@ -5,7 +5,9 @@ use waypost_model::{ChangeReason, Health, InstanceRef, RegisterRequest, Status};
 use super::*;
 use crate::command::Reply;
 
-pub(super) fn config() -> RegistryConfig {
+/// A small registry's configuration (3 instances at most, VIPs on), for tests here and in the
+/// modules that read a registry.
+pub(crate) fn config() -> RegistryConfig {
     RegistryConfig {
         default_ttl_seconds: 30,
         heartbeat_interval: Duration::from_secs(10),
