@@ -292,7 +292,8 @@ impl Follow {
                 },
                 () = self.woken(&following) => {
                     if self.fanout.closed() {
-                        let _ = tx.send(Err(ended())).await;
+                        // Without waiting: a client that does not read gets no say in when this ends.
+                        let _ = tx.try_send(Err(ended()));
                         return;
                     }
                     // The epoch first: revisions read after it are of its history or a later
@@ -373,7 +374,8 @@ impl Follow {
                 },
                 () = self.woken(&following) => {
                     if self.fanout.closed() {
-                        let _ = tx.send(Err(ended())).await;
+                        // Without waiting: a client that does not read gets no say in when this ends.
+                        let _ = tx.try_send(Err(ended()));
                         return;
                     }
                     check[Kind::Endpoints.index()] = true;
