@@ -130,6 +130,28 @@ async fn start_node(
     }
 }
 
+/// A free port on 127.0.0.1 for a cluster node, never one this process handed out before.
+///
+/// A node's port is picked before it binds (every node's peers name all of them), so the
+/// kernel may give a released port again. When two clusters of one test binary got the same
+/// port, one cluster's nodes sent Raft messages to the other's node, which failed (CI, stop 26).
+fn pick_port() -> u16 {
+    static PICKED: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut picked = PICKED.lock().unwrap_or_else(|e| e.into_inner());
+    // Bounded: the kernel has thousands of ports to give, and this process picks a few dozen.
+    for _ in 0..1000 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("pick a port")
+            .port();
+        if !picked.contains(&port) {
+            picked.push(port);
+            return port;
+        }
+    }
+    panic!("no port left that this process has not used");
+}
+
 /// A cluster of control planes on `127.0.0.1`, each durable in its own temporary directory.
 #[derive(Debug)]
 pub struct TestCluster {
@@ -152,14 +174,7 @@ impl TestCluster {
 
     /// [`Self::start`] with URLs of `scheme` (`https` when `tweak` turns TLS on).
     pub async fn start_with(scheme: &str, n: usize, tweak: impl Fn(&mut Config)) -> Self {
-        let ports: Vec<u16> = (0..n)
-            .map(|_| {
-                std::net::TcpListener::bind("127.0.0.1:0")
-                    .and_then(|l| l.local_addr())
-                    .expect("pick a port")
-                    .port()
-            })
-            .collect();
+        let ports: Vec<u16> = (0..n).map(|_| pick_port()).collect();
         let urls: Vec<String> = ports
             .iter()
             .map(|p| format!("{scheme}://127.0.0.1:{p}"))
@@ -240,10 +255,7 @@ impl TestCluster {
     /// Starts one more node with `--join` (not a member until `POST /cluster/members` adds
     /// it); returns its position (its node id is position + 1).
     pub async fn join(&mut self, tweak: impl Fn(&mut Config)) -> usize {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("pick a port")
-            .port();
+        let port = pick_port();
         let i = self.nodes.len();
         self.urls.push(format!("http://127.0.0.1:{port}"));
         self.dirs
