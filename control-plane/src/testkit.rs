@@ -133,8 +133,9 @@ async fn start_node(
 /// A free port on 127.0.0.1 for a cluster node, never one this process handed out before.
 ///
 /// A node's port is picked before it binds (every node's peers name all of them), so the
-/// kernel may give a released port again. When two clusters of one test binary got the same
-/// port, one cluster's nodes sent Raft messages to the other's node, which failed (CI, stop 26).
+/// kernel may give a released port again. Two clusters of one test binary given the same port
+/// would send each other Raft messages, which fail a node (most likely what failed a CI run in
+/// stop 26: a port found in use, and another cluster's node failed in openraft).
 fn pick_port() -> u16 {
     static PICKED: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut picked = PICKED.lock().unwrap_or_else(|e| e.into_inner());
