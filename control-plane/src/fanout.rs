@@ -15,11 +15,11 @@
 //! history, exactly what a reconnection with `Last-Event-ID` would get. Once it has caught up
 //! it joins the live fan-out again.
 //!
-//! Blocking queries on one service (`/discover/{service}?index=R`) wait here too, on a
-//! [`ServiceWait`]: the dispatch wakes them when it passes a change of their service, so a
-//! commit wakes the queries of its own service only, where every held query used to wake on
-//! every commit. xDS streams, which follow a set of services that changes with their
-//! subscriptions, do the same with a [`Following`].
+//! Blocking queries on one service (`/discover/{service}?index=R`) and xDS streams (which
+//! follow a set of services that changes with their subscriptions) wait here too, each on a
+//! [`Following`]: the dispatch wakes it when it passes a change of a service it follows, so a
+//! commit wakes the waits on its own service only, where every held query and every xDS stream
+//! used to wake on every commit.
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -88,9 +88,6 @@ struct Hub {
     services: HashMap<ServiceName, HashMap<u64, Sub>>,
     /// Live streams of everything.
     all: HashMap<u64, Sub>,
-    /// Blocking queries waiting on one service: one `Notify` per service shared by its
-    /// waiters, and how many they are (the entry goes with the last).
-    waiting: HashMap<ServiceName, (Arc<Notify>, usize)>,
     /// Every [`Following`]'s wake-up, by its id...
     following: HashMap<u64, Arc<Notify>>,
     /// ...and the ids of those that follow each service.
@@ -234,15 +231,11 @@ impl Fanout {
         let Hub {
             services,
             all,
-            waiting,
             following,
             followers,
             ..
         } = hub;
         for change in &changes {
-            if let Some((waiters, _)) = waiting.get(change.service()) {
-                waiters.notify_waiters();
-            }
             for id in followers.get(change.service()).into_iter().flatten() {
                 if let Some(notify) = following.get(id) {
                     notify.notify_one();
@@ -378,19 +371,6 @@ impl Fanout {
     pub(crate) fn closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
-
-    /// A wait on changes of `service`, for a blocking query.
-    pub(crate) fn wait_on(self: &Arc<Self>, service: &ServiceName) -> ServiceWait {
-        let mut hub = self.lock();
-        let (notify, waiters) = hub.waiting.entry(service.clone()).or_default();
-        *waiters += 1;
-        let notify = notify.clone();
-        ServiceWait {
-            notify,
-            fanout: self.clone(),
-            service: service.clone(),
-        }
-    }
 }
 
 impl Hub {
@@ -398,18 +378,15 @@ impl Hub {
         self.all.len() + self.services.values().map(HashMap::len).sum::<usize>()
     }
 
-    /// Wakes every blocking query and every [`Following`].
+    /// Wakes every [`Following`].
     fn wake_all_waiting(&self) {
-        for (waiters, _) in self.waiting.values() {
-            waiters.notify_waiters();
-        }
         for notify in self.following.values() {
             notify.notify_one();
         }
     }
 }
 
-/// A wait on changes of a set of services, for a task that loops (an xDS stream): the set
+/// A wait on changes of a set of services (a blocking query's one, an xDS stream's): the set
 /// changes with [`Self::set`], and [`Self::changed`] completes when the fan-out has passed a
 /// change of one of them since the last call, started a new history, or closed. A change passed
 /// while the task is busy elsewhere is kept (one wake-up for any number), so none is missed
@@ -443,8 +420,8 @@ impl Fanout {
 }
 
 impl Following {
-    /// Follows `services` (given in order) from now on, and no other. A change dispatched before this call is
-    /// not reported for a service just added: read its state after this call.
+    /// Follows `services` (given in order) from now on, and no other. A change dispatched
+    /// before this call is not reported for a service just added: read its state after it.
     pub(crate) fn set<'a>(&mut self, services: impl Iterator<Item = &'a ServiceName> + Clone) {
         // Called on every request of the stream (mostly ACKs, with the same set): compared
         // before anything is copied.
@@ -488,35 +465,6 @@ impl Hub {
             ids.remove(&id);
             if ids.is_empty() {
                 self.followers.remove(service);
-            }
-        }
-    }
-}
-
-/// A blocking query's wait on one service: [`Self::notified`] completes when the fan-out
-/// dispatches a change of it, starts a new history (a snapshot installed from the leader), or
-/// closes. Dropping the last wait on a service forgets the service.
-pub(crate) struct ServiceWait {
-    notify: Arc<Notify>,
-    fanout: Arc<Fanout>,
-    service: ServiceName,
-}
-
-impl ServiceWait {
-    /// The next wake-up. Only a `Notified` that exists (enabled, or being polled) when the
-    /// dispatch passes a change is woken: enable it before looking at the state.
-    pub(crate) fn notified(&self) -> tokio::sync::futures::Notified<'_> {
-        self.notify.notified()
-    }
-}
-
-impl Drop for ServiceWait {
-    fn drop(&mut self) {
-        let mut hub = self.fanout.lock();
-        if let Some((_, waiters)) = hub.waiting.get_mut(&self.service) {
-            *waiters -= 1;
-            if *waiters == 0 {
-                hub.waiting.remove(&self.service);
             }
         }
     }

@@ -141,7 +141,7 @@ impl Drop for Held<'_> {
 }
 
 /// Waits until `passed(index)`, looking again after each change of `service` only (the
-/// fan-out wakes it; see [`crate::fanout::ServiceWait`]). Changes elsewhere can only move the
+/// fan-out wakes it; see [`crate::fanout::Following`]). Changes elsewhere can only move the
 /// revision of a service the registry does not hold (it falls back to the history's floor),
 /// and its answer, an empty list, is the same either way: that wake-up is not needed.
 async fn wait_for_service(
@@ -150,16 +150,12 @@ async fn wait_for_service(
     index: Revision,
     passed: &impl Fn(Revision) -> bool,
 ) {
-    let waiting = app.fanout.wait_on(service);
+    // Followed before the first look: a change applied after it wakes the query, even one
+    // passed while it looks.
+    let mut following = app.fanout.follow();
+    following.set(std::iter::once(service));
     let mut held = None;
-    loop {
-        // Registered before the look, so a change between the look and the wait still wakes it.
-        let notified = waiting.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if passed(index) {
-            return;
-        }
+    while !passed(index) {
         held.get_or_insert_with(|| Held::new(&app.metrics));
         if app.fanout.closed() {
             // No wake-up comes after a store failure (or shutdown): held until the wait or
@@ -167,7 +163,7 @@ async fn wait_for_service(
             // would ask again at once.
             return std::future::pending().await;
         }
-        notified.await;
+        following.changed().await;
         app.metrics.blocking_wakeups.inc();
     }
 }
